@@ -1,0 +1,47 @@
+"""`python -m pipeline COMMAND ...`: one module per command under pipeline/cli/.
+
+Each command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
+User errors (`StudioError`) are printed as one clear line and exit with status 2, never a
+stack trace.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import StudioError
+
+# command name -> module under pipeline.cli
+COMMANDS = {
+    "predict": "predict",
+    "import": "import_images",
+    "pseudo-label": "pseudo_label",
+    "export": "export",
+    "train": "train",
+    "evaluate": "evaluate",
+    "checkpoints": "checkpoints",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description="Depth Anything Studio command line")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except StudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,21 @@
+"""Exception classes a user can act on. Each message says what went wrong and what to do.
+
+The CLI and the studio catch `StudioError` and show its message instead of a stack trace;
+anything else is a bug.
+"""
+
+
+class StudioError(Exception):
+    """Base class for errors caused by user input (files, options, checkpoints)."""
+
+
+class ConfigError(StudioError, ValueError):
+    """An invalid model or run configuration; the message quotes the bad value."""
+
+
+class ImageError(StudioError):
+    """An input that is not a usable image (corrupt, not an image, too large, empty)."""
+
+
+class CheckpointError(StudioError):
+    """A checkpoint that cannot be found, read, or does not fit the requested model."""

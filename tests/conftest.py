@@ -1,0 +1,63 @@
+"""Shared fixtures: the reference fixtures of ../shared/reference and tiny models."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = Path(os.environ.get("DA_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def _make_weights_module():
+    sys.path.insert(0, str(REFERENCE_DIR))
+    try:
+        import make_weights
+    finally:
+        sys.path.pop(0)
+    return make_weights
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not (REFERENCE_DIR / "vits_reference.npz").exists():
+        pytest.skip(f"reference fixtures not found in {REFERENCE_DIR}")
+    return REFERENCE_DIR
+
+
+@pytest.fixture(scope="session")
+def reference(reference_dir):
+    """The official code's numbers for vits on the Middlebury motorcycle image."""
+    return dict(np.load(reference_dir / "vits_reference.npz"))
+
+
+@pytest.fixture(scope="session")
+def official_shapes(reference_dir) -> dict:
+    return json.loads((reference_dir / "official_state_dict_shapes.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def recipe_state_dict(official_shapes) -> dict[str, torch.Tensor]:
+    """The deterministic vits weights, as an official .pth state dict would hold them."""
+    mw = _make_weights_module()
+    return {k: torch.from_numpy(v) for k, v in mw.make_state_dict(official_shapes["shapes"]["vits"]).items()}
+
+
+@pytest.fixture(scope="session")
+def recipe_pth(recipe_state_dict, tmp_path_factory) -> Path:
+    """An official-format V2 vits checkpoint file (`depth_anything_v2_vits.pth` layout)."""
+    path = tmp_path_factory.mktemp("weights") / "depth_anything_v2_vits.pth"
+    torch.save(recipe_state_dict, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def motorcycle_rgb(reference) -> np.ndarray:
+    return reference["image_rgb"]
