@@ -1,0 +1,102 @@
+"""Where the studio keeps its data and the limits it serves under: one owner for these facts.
+
+Everything persistent (the label database, request outputs) lives under one data folder:
+- `DA_STUDIO_DATA` when set;
+- `/data` on a Hugging Face Space with persistent storage (`SPACE_ID` set and `/data` writable);
+- `./data` otherwise.
+Other knobs read from the environment (all optional): `DA_STUDIO_CHECKPOINT`,
+`DA_STUDIO_MAX_UPLOAD_MB`, `DA_STUDIO_MAX_PIXELS`, `DA_STUDIO_CONCURRENCY`, `DA_STUDIO_DEVICE`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .config import DEFAULT_INPUT_SIZE
+from .errors import ConfigError
+
+DEFAULT_CHECKPOINT = "depth-anything-v2-small"
+DEFAULT_CMAP = "Spectral_r"
+COLORMAPS = ("Spectral_r", "inferno", "magma", "viridis", "turbo", "gray")
+INPUT_SIZES = (196, 266, 336, 392, 518, 644, 756)
+SPACE_DATA_DIR = Path("/data")
+
+
+def default_data_dir(env: dict | None = None) -> Path:
+    """The data folder the environment asks for (see the module docstring)."""
+    env = os.environ if env is None else env
+    if env.get("DA_STUDIO_DATA"):
+        return Path(env["DA_STUDIO_DATA"]).expanduser()
+    if env.get("SPACE_ID") and SPACE_DATA_DIR.is_dir() and os.access(SPACE_DATA_DIR, os.W_OK):
+        return SPACE_DATA_DIR / "depth-anything-studio"
+    return Path("data")
+
+
+def _env_number(env: dict, name: str, default: float, cast=float):
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return cast(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r} is not a number; unset it or give a number") from None
+
+
+@dataclass(frozen=True)
+class StudioSettings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    db_path: Path | None = None              # None: <data_dir>/studio.db
+    checkpoint: str = DEFAULT_CHECKPOINT     # registry name or checkpoint file
+    device: str | None = None                # None: cuda when available, else cpu
+    max_upload_mb: float = 25.0              # the browser/API upload cap
+    max_pixels: int = 40_000_000             # larger images are refused (decompression bombs)
+    min_side: int = 8                        # smaller images are refused
+    max_cloud_points: int = 400_000          # larger images are strided for the point cloud
+    input_size: int = DEFAULT_INPUT_SIZE
+    cmap: str = DEFAULT_CMAP
+    gpu_concurrency: int = 1                 # inference events running at once (shared limit)
+    request_max_age_s: float = 6 * 3600      # per-request output folders older than this are removed
+
+    def __post_init__(self):
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.db_path is not None:
+            object.__setattr__(self, "db_path", Path(self.db_path))
+        if self.cmap not in COLORMAPS:
+            raise ConfigError(f"unknown colour map {self.cmap!r}; choose one of {', '.join(COLORMAPS)}")
+        if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.gpu_concurrency < 1:
+            raise ConfigError("upload cap, pixel cap and concurrency must be positive")
+
+    @property
+    def database(self) -> Path:
+        return self.db_path if self.db_path is not None else self.data_dir / "studio.db"
+
+    @property
+    def temp_dir(self) -> Path:
+        """Per-request outputs (depth PNGs, .npy, .ply) live in folders under here."""
+        return self.data_dir / "tmp"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def ensure_dirs(self) -> StudioSettings:
+        for d in (self.data_dir, self.temp_dir, self.database.parent):
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def with_overrides(self, **changes) -> StudioSettings:
+        """A copy with the non-None values of `changes` applied (command-line flags over env)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> StudioSettings:
+        env = os.environ if env is None else env
+        return cls(
+            data_dir=default_data_dir(env),
+            checkpoint=env.get("DA_STUDIO_CHECKPOINT") or DEFAULT_CHECKPOINT,
+            device=env.get("DA_STUDIO_DEVICE") or None,
+            max_upload_mb=_env_number(env, "DA_STUDIO_MAX_UPLOAD_MB", 25.0),
+            max_pixels=_env_number(env, "DA_STUDIO_MAX_PIXELS", 40_000_000, int),
+            gpu_concurrency=_env_number(env, "DA_STUDIO_CONCURRENCY", 1, int),
+        )
