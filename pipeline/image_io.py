@@ -217,7 +217,7 @@ def _decode_array(a: np.ndarray, label: str, max_pixels: int) -> DecodedImage:
         colour = np.repeat(colour, 3, axis=2)
     if channels in (2, 4):
         colour = _composite_on_white(colour, _alpha_fraction(a[..., -1]))
-    return DecodedImage(rgb=np.ascontiguousarray(colour), focal_px=None, name=label,
+    return DecodedImage(rgb=np.array(colour, dtype=np.uint8, order="C"), focal_px=None, name=label,
                         original_mode=f"array {a.dtype} {channels}ch")
 
 
