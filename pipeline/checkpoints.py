@@ -312,11 +312,21 @@ def load_model(source: str | os.PathLike, *, encoder: str | None = None, version
                  "max_depth": None if max_depth is None else float(max_depth)}
     config = decide_config(path, enc, requested, binding, facts_from_name(path))
     _check_fits(sd, config, path)
-    model = DepthAnything(config)
-    model.load_state_dict(sd)
-    model = model.eval().to(device)
+    model = _instantiate(config, sd).eval().to(device)
     return LoadedCheckpoint(model, config, _model_id(path, raw, known, config), str(source),
                             dict(raw.project["meta"]) if raw.project else {})
+
+
+def _instantiate(config: ModelConfig, sd: dict) -> DepthAnything:
+    """The network holding `sd`'s tensors (as float32), built on the meta device to skip random init."""
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    with torch.device("meta"):
+        model = DepthAnything(config)
+    model.load_state_dict(sd, assign=True)
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):   # a buffer the file lacks
+        model = DepthAnything(config)
+        model.load_state_dict(sd)
+    return model
 
 
 def _model_id(path: Path, raw: RawCheckpoint, known, config: ModelConfig) -> str:
