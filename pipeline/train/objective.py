@@ -1,0 +1,68 @@
+"""The training objective of one micro-batch, from the losses in `pipeline.train.losses`.
+
+    L = L_labelled + L_pseudo + feature_weight * L_feat + ranking_weight * L_rank
+    L_labelled = affine-invariant + gradient_weight x gradient matching        (V2)
+    L_pseudo   = the same with `trim` (10 %) on the affine term, CutMix-weighted by area (V1)
+    L_feat     = 1 - cos(student, frozen DINOv2) over positions below alpha, pseudo images only (V1)
+    L_rank     = ranking loss on the store's point pairs (own-image pixels only)
+
+Each term is a mean over the samples of the *global* batch that have something to score. Under
+DDP every rank contributes (its sum) / (global count) x world_size, so DDP's gradient averaging
+yields exactly the gradient of the global mean, however unevenly the samples fall on the ranks.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import losses
+from .batches import Batch
+from .distributed import DistContext, all_reduce_sum
+from .train_config import TrainConfig
+
+TERMS = ("labelled", "pseudo", "feature", "ranking")
+
+
+def per_sample_terms(pred: torch.Tensor, feats: torch.Tensor | None, frozen: torch.Tensor | None,
+                     b: Batch, cfg: TrainConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """term -> ((B,) values, (B,) bool: counts towards the mean). pred (B, S, S) float32."""
+    lab, ps = ~b.pseudo, b.pseudo
+    labelled = losses.depth_loss(pred, b.labels, b.masks, trim=0.0, gradient_weight=cfg.gradient_weight,
+                                 reduction="none")
+    pseudo = losses.cutmix_loss(pred, b.labels, b.labels_b, b.box, b.masks, b.masks_b, loss_fn=losses.depth_loss,
+                                trim=cfg.trim, gradient_weight=cfg.gradient_weight, reduction="none")
+    has_a = losses.valid_mask(b.labels, b.masks & b.box).flatten(1).any(1)
+    has_b = losses.valid_mask(b.labels_b, b.masks_b & ~b.box).flatten(1).any(1)
+    has_own = losses.valid_mask(b.labels, b.masks).flatten(1).any(1)
+    out = {"labelled": (labelled, lab & has_own), "pseudo": (pseudo, ps & (has_a | has_b))}
+    if feats is not None and frozen is not None and cfg.feature_weight > 0:
+        vals = torch.stack([losses.feature_alignment_loss(feats[i:i + 1].float(), frozen[i:i + 1].float(),
+                                                          alpha=cfg.feature_alpha) for i in range(len(b))])
+        out["feature"] = (vals, ps.clone())
+    if cfg.ranking_weight > 0 and bool((b.pairs[..., 4] > 0).any()):
+        rank_mask = torch.isfinite(b.labels) & b.masks & b.box
+        vals = losses.ranking_loss(pred, b.pairs, rank_mask, reduction="none")
+        out["ranking"] = (vals, vals > 0)
+    return out
+
+
+WEIGHT = {"labelled": lambda c: 1.0, "pseudo": lambda c: 1.0,
+          "feature": lambda c: c.feature_weight, "ranking": lambda c: c.ranking_weight}
+
+
+def combine(terms: dict[str, tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig,
+            ctx: DistContext) -> tuple[torch.Tensor, dict[str, float]]:
+    """(loss to back-propagate on this rank, {term: global mean value, "loss": global total})."""
+    device = next(iter(terms.values()))[0].device
+    sums = torch.stack([terms[t][0].mul(terms[t][1]).sum() if t in terms else torch.zeros((), device=device)
+                        for t in TERMS])                                             # (4,) with grad
+    counts = torch.stack([terms[t][1].sum().float() if t in terms else torch.zeros((), device=device)
+                          for t in TERMS])
+    raw_counts = all_reduce_sum(counts, ctx)
+    g_counts = raw_counts.clamp(min=1)
+    g_sums = all_reduce_sum(sums.detach(), ctx)
+    weights = torch.tensor([WEIGHT[t](cfg) for t in TERMS], device=device)
+    loss = (weights * sums / g_counts).sum() * ctx.world_size
+    means = (g_sums / g_counts).tolist()
+    logged = {t: float(v) for t, v, c in zip(TERMS, means, raw_counts.tolist(), strict=True) if c > 0}
+    logged["loss"] = float((weights * g_sums / g_counts).sum())
+    return loss, logged

@@ -1,0 +1,144 @@
+"""Saving and resuming a run: checkpoints, the training-state file, RNG states, rotation.
+
+Layout of a run folder:
+    checkpoints/step-000500.safetensors   weights + config + meta (pipeline.checkpoints format)
+    train_state.pt                        optimiser, scheduler, step, sampler counters, RNG states,
+                                          and the name of the checkpoint it belongs with
+    final.safetensors                     the finished model
+    metrics.jsonl                         one JSON line per logged step
+
+Order of writes: the weights first (atomically), then the state (atomically) naming them, then
+old step checkpoints beyond the last `KEEP` are deleted. A crash or a full disk at any point
+leaves a consistent (state, weights) pair: the state always names a file that exists.
+
+The state file holds plain tensors, numbers, strings, lists and dicts only, and is read back
+with `torch.load(weights_only=True)`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoints import save_checkpoint
+from ..errors import CheckpointError
+from .errors import CheckpointWriteError, ResumeError
+
+STATE_FILE = "train_state.pt"
+FINAL_FILE = "final.safetensors"
+METRICS_FILE = "metrics.jsonl"
+CKPT_DIR = "checkpoints"
+KEEP = 2
+STATE_VERSION = 1
+
+
+def step_checkpoint_name(step: int) -> str:
+    return f"{CKPT_DIR}/step-{step:06d}.safetensors"
+
+
+# ----------------------------------------------------------------------------- RNG
+
+def capture_rng() -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    py = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": {"version": py[0], "state": list(py[1]), "gauss": py[2]},
+    }
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+# ----------------------------------------------------------------------------- writing
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """torch.save to a temp file beside `path`, fsync, rename. The old file survives any failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise CheckpointWriteError(f"could not write {path}: {e}; free disk space and resume with --resume "
+                                       f"(the previous state is intact)") from e
+        raise
+
+
+def write_checkpoint(model, out_dir: Path, rel_name: str, *, model_id: str, meta: dict, previous: str | None) -> Path:
+    """save_checkpoint (atomic) with a user-facing error that names the intact previous checkpoint."""
+    path = out_dir / rel_name
+    try:
+        return save_checkpoint(model, path, model_id=model_id, meta=meta)
+    except (CheckpointError, OSError) as e:
+        keep = f"the previous checkpoint {out_dir / previous} is intact" if previous else "no earlier checkpoint exists"
+        raise CheckpointWriteError(f"could not write checkpoint {path} ({e}); {keep}. Free disk space and run "
+                                   f"again with --resume") from e
+
+
+def write_state(out_dir: Path, state: dict) -> None:
+    atomic_torch_save({"version": STATE_VERSION, **state}, out_dir / STATE_FILE)
+
+
+def rotate(out_dir: Path, keep_names: list[str]) -> None:
+    """Delete step checkpoints other than `keep_names` (relative names). Never touches final.safetensors."""
+    keep = {(out_dir / n).resolve() for n in keep_names}
+    for p in sorted((out_dir / CKPT_DIR).glob("step-*.safetensors")):
+        if p.resolve() not in keep:
+            p.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read_state(out_dir: Path) -> dict:
+    path = out_dir / STATE_FILE
+    if not path.is_file():
+        raise ResumeError(f"nothing to resume in {out_dir}: {STATE_FILE} not found; start without --resume")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ResumeError(f"cannot read {path} ({e}); start a new run with --init {out_dir}/{CKPT_DIR}/<latest>") from e
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise ResumeError(f"{path} is not a training state this version understands; start a new run")
+    if not (out_dir / state["checkpoint"]).is_file():
+        raise ResumeError(f"{path} names {state['checkpoint']}, which is missing; start a new run")
+    return state
+
+
+def append_metrics(out_dir: Path, row: dict) -> None:
+    with open(out_dir / METRICS_FILE, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def truncate_metrics(out_dir: Path, step: int) -> None:
+    """Drop logged rows after `step` (a resumed run rewrites them)."""
+    path = out_dir / METRICS_FILE
+    if not path.is_file():
+        return
+    rows = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    path.write_text("".join(r + "\n" for r in rows))
+
+
+def read_metrics(out_dir: str | Path) -> list[dict]:
+    path = Path(out_dir) / METRICS_FILE
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
