@@ -1,0 +1,65 @@
+"""Depth Anything Studio: `python app.py` serves the studio on http://127.0.0.1:7860.
+
+Wiring only: parse flags, build the pipeline services, build the UI, launch.
+    python app.py                                  # Depth-Anything-V2-Small from the Hub (or its cache)
+    python app.py --checkpoint depth_anything_v2_vits.pth --port 7861
+    python app.py --auth me:secret --host 0.0.0.0  # a login for everything
+When the weights cannot be had the studio still starts, with untrained weights and a banner.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from studio.gpu import spaces_available
+
+if spaces_available():      # ZeroGPU wants `spaces` imported before torch
+    import spaces  # noqa: F401
+
+from pipeline.depth_service import DepthService, registry_choices, store_choices  # noqa: E402
+from pipeline.settings import StudioSettings  # noqa: E402
+from studio.app import Services, build_app, launch_kwargs  # noqa: E402
+
+
+def parse_auth(value: str) -> tuple[str, str]:
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise argparse.ArgumentTypeError("--auth takes user:password")
+    return user, password
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Depth Anything Studio")
+    p.add_argument("--checkpoint", help="checkpoint file or registry name (default depth-anything-v2-small)")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    p.add_argument("--data-dir", help="data folder (default $DA_STUDIO_DATA, /data on a Space, else ./data)")
+    p.add_argument("--db", help="label database file (default <data folder>/studio.db)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--auth", type=parse_auth, help="require a login, user:password")
+    p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    return p.parse_args(argv)
+
+
+def build_services(settings: StudioSettings) -> Services:
+    depth = DepthService(settings, sources=[registry_choices, store_choices(settings.database)])
+    loaded = depth.model()                 # load the default now: downloads on first start, else cached
+    if loaded.notice:
+        print(f"WARNING: {loaded.notice}", file=sys.stderr, flush=True)
+    return Services(settings=settings, depth=depth)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = StudioSettings.from_env().with_overrides(
+        data_dir=args.data_dir, db_path=args.db, checkpoint=args.checkpoint, device=args.device)
+    services = build_services(settings)
+    demo = build_app(services)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
+                **launch_kwargs(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

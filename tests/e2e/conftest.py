@@ -1,0 +1,105 @@
+"""Launch app.py as a real server for the HTTP and browser tests (one process per configuration per session)."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+UPLOAD_CAP_MB = 5
+
+
+def _load_images_module():
+    path = ROOT / "tests" / "studio" / "images.py"
+    spec = importlib.util.spec_from_file_location("studio_test_images_e2e", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_images = _load_images_module()
+small_rgb, bad_inputs, odd_but_valid_inputs = _images.small_rgb, _images.bad_inputs, _images.odd_but_valid_inputs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningApp:
+    url: str
+    proc: subprocess.Popen
+    data_dir: Path
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_app(workdir: Path, args: list[str], extra_env: dict | None = None, timeout: float = 90) -> RunningApp:
+    port = free_port()
+    data_dir = workdir / "data"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(workdir / "gradio"),
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    log_path = workdir / "app.log"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--data-dir", str(data_dir),
+                             *args], cwd=ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    app = RunningApp(f"http://127.0.0.1:{port}/", proc, data_dir, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app.py exited with {proc.returncode}:\n{app.log()}")
+        try:
+            with urllib.request.urlopen(app.url, timeout=2) as r:
+                if r.status == 200:
+                    return app
+        except OSError:
+            time.sleep(0.25)
+    stop_app(app)
+    raise RuntimeError(f"app.py did not answer within {timeout} s:\n{app.log()}")
+
+
+def stop_app(app: RunningApp) -> None:
+    app.proc.terminate()
+    try:
+        app.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        app.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def studio(recipe_pth, tmp_path_factory):
+    """The studio serving the recipe vits weights (the official layout; reference numbers known)."""
+    app = start_app(tmp_path_factory.mktemp("studio"), ["--checkpoint", str(recipe_pth)],
+                    {"DA_STUDIO_MAX_UPLOAD_MB": str(UPLOAD_CAP_MB)})
+    yield app
+    stop_app(app)
+
+
+@pytest.fixture(scope="session")
+def studio_no_weights(tmp_path_factory):
+    """The studio with its default Hub checkpoint, offline and with an empty Hugging Face cache."""
+    work = tmp_path_factory.mktemp("studio_offline")
+    app = start_app(work, [], {"HF_HOME": str(work / "hf"), "HF_HUB_CACHE": str(work / "hf" / "hub")})
+    yield app
+    stop_app(app)
+
+
+@pytest.fixture
+def client_for(tmp_path):
+    """gradio_client.Client for an app, downloading into a private folder."""
+    from gradio_client import Client
+
+    def make(app: RunningApp):
+        return Client(app.url, download_files=str(tmp_path / "downloads"), verbose=False)
+    return make

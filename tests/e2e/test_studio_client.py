@@ -1,0 +1,107 @@
+"""The studio over real HTTP with gradio_client: /predict values, bad input, upload cap, no weights."""
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.depth_png import read_depth_png
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def motorcycle_png(motorcycle_rgb, tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "motorcycle.png"
+    Image.fromarray(motorcycle_rgb).save(path)
+    return path
+
+
+def test_predict_over_http_returns_the_official_numbers(studio, client_for, motorcycle_png, reference):
+    from gradio_client import handle_file
+    client = client_for(studio)
+    slider, png16, npy, ply, summary = client.predict(handle_file(str(motorcycle_png)), input_size=518,
+                                                      api_name="/predict")
+    expected = reference["depth_v2_full_res"]                                   # (500, 741)
+    depth = np.load(npy)
+    assert np.abs(depth - expected).max() <= 1e-3
+    span = float(depth.max() - depth.min())
+    assert np.abs(read_depth_png(png16) - depth).max() <= span / 65535 * 1.01
+    before, after = (np.asarray(Image.open(p)) for p in slider)
+    assert before.shape == after.shape == (500, 741, 3)
+    assert np.abs(before.astype(int) - reference["image_rgb"]).mean() < 3           # the JPEG of the input
+    assert summary["points"] == 500 * 741 and summary["unit"] == "relative disparity"
+    assert summary["min"] == pytest.approx(float(expected.min()), abs=1e-3)
+    assert summary["untrained"] is False and summary["model_id"] == "depth-anything-v2-small"
+    assert open(ply, "rb").read(3) == b"ply"
+
+
+def test_model_info_and_inspect_endpoints(studio, client_for, motorcycle_png):
+    from gradio_client import handle_file
+    client = client_for(studio)
+    focal, text = client.predict(handle_file(str(motorcycle_png)), api_name="/inspect")
+    assert focal == 0 and "741×500 pixels" in text
+    assert "licence" in client.predict(api_name="/model_info")
+
+
+@pytest.mark.parametrize("name", ["not an image", "truncated jpeg", "1x1", "decompression bomb"])
+def test_bad_input_gives_a_readable_error_and_the_server_keeps_serving(studio, client_for, bad_inputs, name,
+                                                                      small_rgb, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    client = client_for(studio)
+    with pytest.raises(AppError) as e:
+        client.predict(handle_file(str(bad_inputs[name])), input_size=140, api_name="/predict")
+    message = str(e.value)
+    assert bad_inputs[name].name in message or "1x1" in message, message
+    assert "Traceback" not in message
+    good = tmp_path / "good.png"
+    Image.fromarray(small_rgb).save(good)
+    *_, summary = client.predict(handle_file(str(good)), input_size=140, api_name="/predict")
+    assert (summary["width"], summary["height"]) == (80, 60)
+
+
+@pytest.mark.parametrize("name", ["16-bit grayscale png", "cmyk jpeg"])
+def test_unusual_formats_work_over_http(studio, client_for, odd_but_valid_inputs, name):
+    from gradio_client import handle_file
+    *_, summary = client_for(studio).predict(handle_file(str(odd_but_valid_inputs[name])), input_size=140,
+                                             api_name="/predict")
+    assert (summary["width"], summary["height"]) == (80, 60) and np.isfinite(summary["max"])
+
+
+def test_uploads_over_the_cap_are_refused(studio, client_for, tmp_path):
+    import httpx
+    from gradio_client import handle_file
+    big = tmp_path / "huge.png"
+    big.write_bytes(b"\0" * (6 * 1024 * 1024))              # the studio fixture caps uploads at 5 MB
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 5242880 bytes"):
+        client_for(studio).predict(handle_file(str(big)), api_name="/predict")    # the client reads the cap
+    with big.open("rb") as f:                                                     # and the server enforces it
+        r = httpx.post(studio.url + "gradio_api/upload", files={"files": ("huge.png", f, "image/png")}, timeout=30)
+    assert r.status_code == 413, r.text
+
+
+def test_only_the_data_folder_is_served(studio):
+    for secret in ("/gradio_api/file=/etc/passwd", "/gradio_api/file=app.py"):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(studio.url.rstrip("/") + secret, timeout=5)
+        assert e.value.code in (403, 404)
+
+
+def test_without_weights_the_page_says_so_and_predict_still_works(studio_no_weights, client_for, small_rgb, tmp_path):
+    from gradio_client import handle_file
+    config = json.loads(urllib.request.urlopen(studio_no_weights.url + "config", timeout=10).read())
+    banner = next(c for c in config["components"] if c["props"].get("elem_id") == "studio-banner")
+    text = banner["props"]["value"]
+    assert banner["props"]["visible"] is True
+    for part in ("Depth Anything V2 Small", "depth_anything_v2_vits.pth", "--checkpoint", "UNTRAINED"):
+        assert part in text
+    assert "WARNING: Weights for Depth Anything V2 Small" in studio_no_weights.log()
+    good = tmp_path / "good.png"
+    Image.fromarray(small_rgb).save(good)
+    *_, summary = client_for(studio_no_weights).predict(handle_file(str(good)), input_size=140, api_name="/predict")
+    assert summary["untrained"] is True and "depth_anything_v2_vits.pth" in summary["notice"]
+    assert summary["model_id"].startswith("untrained")

@@ -1,0 +1,45 @@
+"""Fixtures for the studio tests: settings in a temp data folder, a tiny vitt checkpoint, test images."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+
+def _load_images_module():
+    spec = importlib.util.spec_from_file_location("studio_test_images", Path(__file__).with_name("images.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_images = _load_images_module()
+small_rgb, bad_inputs, odd_but_valid_inputs = _images.small_rgb, _images.bad_inputs, _images.odd_but_valid_inputs
+
+
+@pytest.fixture
+def settings(tmp_path):
+    from pipeline.settings import StudioSettings
+    return StudioSettings(data_dir=tmp_path / "data", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def vitt_checkpoint(tmp_path_factory):
+    """A project safetensors checkpoint of a random (seeded) tiny vitt network."""
+    import torch
+
+    from pipeline.checkpoints import save_checkpoint, untrained_model
+    from pipeline.config import ModelConfig
+    torch.manual_seed(0)
+    loaded = untrained_model(ModelConfig(encoder="vitt"))
+    return save_checkpoint(loaded.model, tmp_path_factory.mktemp("vitt") / "tiny_vitt.safetensors",
+                           model_id="tiny-vitt")
+
+
+@pytest.fixture
+def vitt_service(settings, vitt_checkpoint):
+    from pipeline.depth_service import DepthService
+    return DepthService(settings, sources=[], default=str(vitt_checkpoint))
+
+

@@ -1,0 +1,27 @@
+"""app.py's flags: defaults, the login format, and that flags override the environment."""
+import argparse
+
+import pytest
+
+import app
+
+
+def test_defaults_serve_locally_on_7860(monkeypatch):
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    args = app.parse_args([])
+    assert (args.host, args.port, args.checkpoint, args.auth, args.share) == ("127.0.0.1", 7860, None, None, False)
+
+
+def test_auth_takes_user_and_password():
+    assert app.parse_args(["--auth", "me:s3:cret"]).auth == ("me", "s3:cret")
+    for bad in ("me", ":pw", "me:"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            app.parse_auth(bad)
+
+
+def test_space_environment_sets_host_and_port(monkeypatch):
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7861")
+    args = app.parse_args([])
+    assert (args.host, args.port) == ("0.0.0.0", 7861)

@@ -1,0 +1,200 @@
+"""pipeline.depth_service: model cache, weights-missing fallback, one request end to end, bad input."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import depth_png, render
+from pipeline.config import ModelConfig
+from pipeline.depth_service import DepthService, ModelCache, ModelChoice, registry_choices
+from pipeline.errors import ConfigError, ImageError
+
+
+def read_ply_xyz_rgb(path):
+    import open3d as o3d
+    pcd = o3d.io.read_point_cloud(str(path))
+    return np.asarray(pcd.points), np.asarray(pcd.colors)
+
+
+# ---- model choices ---------------------------------------------------------------------------
+
+def test_registry_choices_carry_licences_and_configs():
+    by_key = {c.key: c for c in registry_choices()}
+    small = by_key["depth-anything-v2-small"]
+    assert small.licence == "Apache-2.0" and small.config == ModelConfig("vits", "v2")
+    assert by_key["depth-anything-v2-large"].licence == "CC-BY-NC-4.0"
+    assert by_key["depth-anything-v2-metric-outdoor-small"].config.max_depth == 80.0
+    assert "depth-anything/Depth-Anything-V2-Small/depth_anything_v2_vits.pth" == small.note
+
+
+def test_checkpoint_file_becomes_the_default_choice(vitt_service, vitt_checkpoint):
+    assert vitt_service.default_key == f"file:{vitt_checkpoint}"
+    assert [c.key for c in vitt_service.choices()] == [vitt_service.default_key]
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        vitt_service.choice("nope")
+
+
+def test_pluggable_sources_are_read_on_every_call(settings, vitt_checkpoint):
+    trained = []
+    service = DepthService(settings, sources=[lambda: list(trained)], default=str(vitt_checkpoint))
+    assert len(service.choices()) == 1
+    trained.append(ModelChoice("trained:1", "student 1", "Apache-2.0", str(vitt_checkpoint), "trained"))
+    assert [c.key for c in service.choices()][-1] == "trained:1"
+
+
+# ---- model cache -----------------------------------------------------------------------------
+
+def test_a_model_loads_once_even_under_concurrent_requests(vitt_service, monkeypatch):
+    import pipeline.depth_service as ds
+    calls = []
+    real = ds.load_model
+
+    def slow_load(*a, **k):
+        calls.append(a)
+        time.sleep(0.2)                       # widen the race window
+        return real(*a, **k)
+    monkeypatch.setattr(ds, "load_model", slow_load)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(vitt_service.model())) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(calls) == 1 and vitt_service.cache.loads == 1
+    assert all(g is got[0] for g in got)
+    assert vitt_service.model() is got[0] and len(calls) == 1     # a later request: still no reload
+
+
+def test_cache_evicts_least_recently_used():
+    cache = ModelCache(max_entries=2)
+    for key in ("a", "b", "a", "c"):
+        cache.get((key,), lambda k=key: k)
+    assert ("a",) in cache and ("c",) in cache and ("b",) not in cache
+    assert cache.loads == 3
+
+
+# ---- weights missing -------------------------------------------------------------------------
+
+def test_missing_hub_weights_fall_back_to_untrained_with_a_clear_notice(settings, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    import huggingface_hub.constants as hc
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    # the real registry name, but a tiny stand-in config so the untrained network builds fast
+    choice = ModelChoice("depth-anything-v2-small", "Depth Anything V2 Small", "Apache-2.0",
+                         "depth-anything-v2-small", "registry", ModelConfig("vitt"),
+                         "depth-anything/Depth-Anything-V2-Small/depth_anything_v2_vits.pth")
+    service = DepthService(settings, sources=[lambda: [choice]])
+    assert service.notice() is None
+    loaded = service.model()
+    assert loaded.untrained and loaded.checkpoint.model_id.startswith("untrained")
+    notice = service.notice()
+    for part in ("Depth Anything V2 Small", "depth_anything_v2_vits.pth", "Depth-Anything-V2-Small",
+                 "UNTRAINED", "--checkpoint FILE", "Hugging Face cache"):
+        assert part in notice
+    assert service.notice("depth-anything-v2-small") == notice
+
+
+def test_unreadable_checkpoint_file_falls_back_too(settings, tmp_path, small_rgb):
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"not a checkpoint")
+    choice = ModelChoice("broken", "broken.pth (local file)", "?", str(bad), "file", ModelConfig("vitt"), str(bad))
+    service = DepthService(settings, sources=[lambda: [choice]], default="broken")
+    result = service.run(small_rgb, input_size=70)
+    assert result.summary["untrained"] and "broken.pth" in result.summary["notice"]
+    assert result.array.shape == (60, 80)
+
+
+# ---- one request -----------------------------------------------------------------------------
+
+def test_run_writes_every_output_and_they_agree(vitt_service, small_rgb):
+    result = vitt_service.run(small_rgb, input_size=70, cmap="inferno")
+    a = result.array                                                      # (60, 80) float32
+    assert a.shape == (60, 80) and a.dtype == np.float32 and result.kind == "disparity"
+    assert np.array_equal(np.load(result.files["npy"]), a)
+    back = depth_png.read_depth_png(result.files["depth16"])
+    assert np.abs(back - a).max() <= (a.max() - a.min()) / 65535 * 1.01 + 1e-7
+    assert np.array_equal(np.asarray(Image.open(result.files["color"])), render.colorize(a, "inferno"))
+    assert np.array_equal(np.asarray(Image.open(result.files["gray"])), render.grayscale(a))
+    assert np.array_equal(result.color, render.colorize(a, "inferno"))
+    xyz, rgb = read_ply_xyz_rgb(result.files["ply"])
+    assert len(xyz) == 60 * 80 == result.summary["points"]
+    assert np.allclose(np.sort(rgb.reshape(-1, 3)[:, 0]), np.sort(small_rgb[..., 0].ravel() / 255.0), atol=1 / 255)
+    s = result.summary
+    assert (s["min"], s["max"]) == (float(a.min()), float(a.max()))
+    assert (s["width"], s["height"], s["unit"], s["device"], s["input_size"]) == (80, 60, "relative disparity", "cpu", 70)
+    assert s["focal_source"].startswith("60 degree") and not s["untrained"] and s["notice"] is None
+    assert set(s["timings_ms"]) >= {"inference", "color_map", "encode_16bit", "point_cloud", "total"}
+    assert all(p.parent == result.folder and p.parent.parent == vitt_service.settings.temp_dir
+               for p in result.files.values())
+
+
+def test_each_request_gets_its_own_folder(vitt_service, small_rgb):
+    a = vitt_service.run(small_rgb, input_size=70)
+    b = vitt_service.run(small_rgb, input_size=70)
+    assert a.folder != b.folder and np.array_equal(a.array, b.array)
+
+
+def test_recipe_weights_reproduce_the_official_numbers(settings, recipe_pth, reference):
+    """The service end to end on the official-layout vits weights vs the official code's output."""
+    service = DepthService(settings, sources=[], default=str(recipe_pth))
+    result = service.run(reference["image_rgb"], input_size=518)
+    assert np.abs(result.array - reference["depth_v2_full_res"]).max() <= 1e-3
+    assert np.abs(np.load(result.files["npy"]) - reference["depth_v2_full_res"]).max() <= 1e-3
+
+
+def test_focal_given_exif_or_field_of_view(vitt_service, small_rgb, tmp_path):
+    from pipeline.pointcloud import focal_from_fov
+    assert vitt_service.run(small_rgb, input_size=70, focal_px=123.0).summary["focal_px"] == 123.0
+    s = vitt_service.run(small_rgb, input_size=70).summary
+    assert s["focal_px"] == round(focal_from_fov(80, 60), 2)
+    with pytest.raises(ConfigError, match="focal length"):
+        vitt_service.run(small_rgb, input_size=70, focal_px=-5)
+
+
+def test_large_images_are_strided_for_the_point_cloud(settings, vitt_checkpoint):
+    service = DepthService(settings.with_overrides(max_cloud_points=1000), sources=[], default=str(vitt_checkpoint))
+    rgb = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    result = service.run(rgb, input_size=70)
+    assert result.summary["point_stride"] == 3 and result.summary["points"] == 20 * 27
+
+
+def test_unknown_colour_map_is_refused_by_name(vitt_service, small_rgb):
+    with pytest.raises(ConfigError, match="rainbowz"):
+        vitt_service.run(small_rgb, cmap="rainbowz")
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["not an image", "truncated jpeg", "1x1", "decompression bomb"])
+def test_bad_inputs_raise_image_errors_naming_the_file(vitt_service, bad_inputs, name, small_rgb):
+    path = bad_inputs[name]
+    with pytest.raises(ImageError) as e:
+        vitt_service.run(str(path), input_size=70)
+    assert path.name in str(e.value) or "1x1" in str(e.value)
+    assert vitt_service.run(small_rgb, input_size=70).array.shape == (60, 80)     # still serving
+
+
+@pytest.mark.parametrize("name", ["16-bit grayscale png", "cmyk jpeg"])
+def test_unusual_formats_work(vitt_service, odd_but_valid_inputs, name):
+    result = vitt_service.run(str(odd_but_valid_inputs[name]), input_size=70)
+    assert result.array.shape == (60, 80) and np.isfinite(result.array).all()
+
+
+def test_no_image_says_what_to_do(vitt_service):
+    with pytest.raises(ImageError, match="upload"):
+        vitt_service.run(None)
+
+
+def test_old_request_folders_are_cleaned_up(vitt_service, small_rgb):
+    import os
+    old = vitt_service.settings.temp_dir / "20000101-000000-deadbeef"
+    old.mkdir()
+    (old / "x.npy").write_bytes(b"0")
+    os.utime(old, (0, 0))
+    vitt_service._last_cleanup = 0.0
+    vitt_service.run(small_rgb, input_size=70)
+    assert not old.exists()
