@@ -20,7 +20,6 @@ import os
 import pickle
 import re
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,7 +95,7 @@ def _torch_load(path: Path):
             f"{path}: refused to load: the file holds Python objects other than tensors, and "
             "unpickling them could run arbitrary code (only weights_only loading is allowed). "
             "Use an official .pth/.bin or a .safetensors file.") from e
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as e:
+    except Exception as e:   # garbage makes the (safe, restricted) unpickler fail in any way
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated, damaged or not a PyTorch "
                               f"file: {str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
 
@@ -260,7 +259,7 @@ def decide_config(path, encoder_from_shapes: str, requested: dict, binding: dict
     for name in CONFIG_FIELDS:
         asked = requested.get(name)
         if name == "max_depth" and not facts.get("metric"):   # irrelevant for relative models
-            facts[name] = binding.get(name, asked if asked is not None else hints.get(name, 20.0))
+            facts[name] = binding.get(name, ModelConfig.max_depth)
             continue
         if name in binding:
             if asked is not None and asked != binding[name]:
