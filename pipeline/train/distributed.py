@@ -67,7 +67,7 @@ def wrap_ddp(module: nn.Module, ctx: DistContext) -> nn.Module:
     if not ctx.enabled:
         return module
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids)   # the model has no buffers
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -87,6 +87,18 @@ def any_rank(flag: bool, ctx: DistContext) -> bool:
     if not ctx.enabled:
         return bool(flag)
     return bool(all_reduce_sum(torch.tensor([int(flag)], device=ctx.device), ctx).item() > 0)
+
+
+def max_divergence(module: nn.Module, ctx: DistContext) -> float:
+    """Largest |w - w_rank0| over all parameters and ranks (0.0 when DDP kept them in sync)."""
+    if not ctx.enabled:
+        return 0.0
+    flat = torch.cat([p.detach().reshape(-1).float() for p in module.parameters()])
+    ref = flat.clone()
+    dist.broadcast(ref, src=0)
+    diff = (flat - ref).abs().max().reshape(1)
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff.item())
 
 
 def barrier(ctx: DistContext) -> None:

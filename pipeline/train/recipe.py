@@ -33,11 +33,11 @@ from ..preprocess import normalize
 from . import state as st
 from .batches import Batch, MixedSampler, build_batch, local_entries
 from .data import TrainItem, data_snapshot, folder_items, pools, unlabelled_items, validate_items
-from .distributed import DistContext, any_rank, barrier, cleanup, init_distributed, unwrap, wrap_ddp
+from .distributed import DistContext, any_rank, barrier, cleanup, init_distributed, max_divergence, wrap_ddp
 from .errors import ResumeError, TrainDataError
 from .objective import combine, per_sample_terms
 from .schedule import build_optimizer, build_scheduler
-from .student import StudentForward, build_frozen_dinov2, build_student, build_teacher, frozen_features
+from .student import StudentForward, build_frozen_dinov2, freeze_unused, build_student, build_teacher, frozen_features
 from .train_config import TrainConfig
 
 
@@ -93,7 +93,9 @@ class Recipe:
         self.teacher = self.teacher.to(self.ctx.device) if self.teacher is not None else None
         use_feat = cfg.feature_weight > 0 and bool(self.pools["pseudo"])
         self.dinov2 = build_frozen_dinov2(cfg, self.student).to(self.ctx.device) if use_feat else None
-        self.model = wrap_ddp(StudentForward(self.student), self.ctx)
+        forward = StudentForward(self.student)
+        freeze_unused(forward)
+        self.model = wrap_ddp(forward, self.ctx)
 
         self.optimizer = build_optimizer(self.student, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
@@ -149,6 +151,7 @@ class Recipe:
             self._report(metrics, t0, done0)
             if self.step % cfg.save_every == 0 and self.step < cfg.steps:
                 self.save()
+        self.rank_divergence = max_divergence(self.student, self.ctx)      # 0.0: every rank holds the same weights
         final = self.save(final=True)
         return TrainResult("finished", self.step, final, self.losses)
 
@@ -235,7 +238,7 @@ class Recipe:
     def meta(self) -> dict:
         return {"kind": "student", "step": self.step, "train_config": self.cfg.to_dict(), "init": self.init_note,
                 "data": self.snapshot, "last_loss": self.losses[-1] if self.losses else None,
-                "world_size": self.ctx.world_size}
+                "world_size": self.ctx.world_size, "rank_weight_max_diff": getattr(self, "rank_divergence", None)}
 
     def save(self, final: bool = False) -> Path | None:
         """Rank 0: weights (atomic) then training state (atomic) naming them; all ranks wait."""

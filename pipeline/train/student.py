@@ -136,6 +136,20 @@ def build_teacher(cfg: TrainConfig) -> DepthAnything | None:
     return freeze(loaded.model)
 
 
+def freeze_unused(forward: StudentForward) -> list[str]:
+    """Freeze parameters the forward never uses (the official DPT head has one: refinenet4's
+    first residual unit), so DDP needs no unused-parameter search. Returns their names."""
+    x = torch.zeros(1, 3, 2 * PATCH_SIZE, 2 * PATCH_SIZE, device=next(forward.parameters()).device)
+    pred, feats = forward(x)
+    (pred.sum() + feats.sum()).backward()
+    unused = [n for n, p in forward.named_parameters() if p.requires_grad and p.grad is None]
+    for n, p in forward.named_parameters():
+        p.grad = None
+        if n in unused:
+            p.requires_grad_(False)
+    return unused
+
+
 @torch.no_grad()
 def frozen_features(encoder: DinoV2Encoder, x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) normalised -> (B, h*w, C) last-block normalised patch tokens."""
