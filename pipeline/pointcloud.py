@@ -1,0 +1,173 @@
+"""Point clouds from a prediction: intrinsics, back-projection, downsampling, binary `.ply`.
+
+Camera model: pinhole with square pixels, principal point at the image centre, pixel (u, v)
+sampled at its centre (u + 0.5, v + 0.5). Focal length priority: a given focal (pixels) >
+the EXIF focal of the image > a field-of-view default (60 degrees across the longer side).
+
+Axes: "opencv" (default, as the official depth_to_pointcloud script): x right, y down,
+z forward (away from the camera). "opengl": x right, y up, z toward the viewer (points
+at negative z), which puts the cloud upright in three.js / glTF viewers.
+
+Metric depth is used as metres. Relative disparity is NOT depth; see `DISPARITY_NOTE` for
+the assumption used to turn it into a pseudo-depth (shown to users by the studio).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import open3d as o3d
+
+from .errors import ConfigError, StudioError
+
+DEFAULT_FOV_DEG = 60.0
+DEFAULT_FAR_PERCENTILE = 98.0
+AXES = {"opencv": (1.0, 1.0, 1.0), "opengl": (1.0, -1.0, -1.0)}   # sign of (x, y, z)
+METRIC_NOTE = "Metric depth: coordinates are metres from the camera."
+DISPARITY_NOTE = (
+    "Relative model: the prediction is disparity known only up to scale and shift. The cloud assumes "
+    "zero shift (depth = 1 / disparity), is scaled so the median depth is 1 (units are arbitrary), and "
+    "puts everything beyond the {pct:g}th percentile of depth (sky, zero disparity) on that far limit. "
+    "Shapes are plausible, absolute distances and depth ratios are not; use a metric model for metres.")
+
+
+def focal_from_fov(width: int, height: int, fov_deg: float = DEFAULT_FOV_DEG) -> float:
+    """Focal length in pixels for a field of view of `fov_deg` degrees across the longer side."""
+    if not 0.0 < fov_deg < 180.0:
+        raise ConfigError(f"field of view must be between 0 and 180 degrees, got {fov_deg}")
+    return 0.5 * max(width, height) / math.tan(math.radians(fov_deg) / 2.0)
+
+
+def resolve_focal(width: int, height: int, focal_px: float | None = None, exif_focal_px: float | None = None,
+                  fov_deg: float = DEFAULT_FOV_DEG) -> tuple[float, str]:
+    """(focal in pixels, where it came from): given > EXIF > field-of-view default."""
+    if focal_px is not None:
+        if not (math.isfinite(focal_px) and focal_px > 0):
+            raise ConfigError(f"focal length must be a positive number of pixels, got {focal_px}")
+        return float(focal_px), "given"
+    if exif_focal_px:
+        return float(exif_focal_px), "exif"
+    return focal_from_fov(width, height, fov_deg), f"{fov_deg:g} degree field of view"
+
+
+def point_cloud_note(kind: str, far_percentile: float = DEFAULT_FAR_PERCENTILE) -> str:
+    """The sentence a UI shows next to a cloud made from a prediction of this kind."""
+    return METRIC_NOTE if kind == "metric_depth" else DISPARITY_NOTE.format(pct=far_percentile)
+
+
+def depth_for_point_cloud(array: np.ndarray, kind: str,
+                          far_percentile: float = DEFAULT_FAR_PERCENTILE) -> np.ndarray:
+    """(H, W) prediction -> (H, W) float32 depth (metres, or pseudo-depth); NaN where unusable."""
+    a = np.asarray(array, dtype=np.float32)
+    if kind == "metric_depth":
+        return np.where(np.isfinite(a) & (a > 0), a, np.nan).astype(np.float32)
+    if kind != "disparity":
+        raise ConfigError(f"unknown prediction kind {kind!r}; use disparity or metric_depth")
+    finite = np.isfinite(a)
+    positive = finite & (a > 0)
+    if not positive.any():
+        raise ConfigError("the prediction has no positive disparity, so there is no depth to show")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.reciprocal(a, where=positive, out=np.full(a.shape, np.inf, np.float32))  # (H, W)
+    median, far = np.percentile(z[positive], [50.0, far_percentile])
+    np.minimum(z, far, out=z)                                                # sky / zero disparity -> far
+    z /= np.float32(median)                                                  # median depth 1
+    z[~finite] = np.nan
+    return z
+
+
+def backproject(depth: np.ndarray, focal_px: float, axes: str = "opencv") -> np.ndarray:
+    """(H, W) depth -> (H, W, 3) float32 points; pinhole, principal point at the centre."""
+    if axes not in AXES:
+        raise ConfigError(f"unknown axes {axes!r}; use one of {', '.join(AXES)}")
+    h, w = depth.shape
+    sx, sy, sz = AXES[axes]
+    u = (np.arange(w, dtype=np.float32) + 0.5 - w / 2.0) / np.float32(focal_px)   # (W,)
+    v = (np.arange(h, dtype=np.float32) + 0.5 - h / 2.0) / np.float32(focal_px)   # (H,)
+    pts = np.empty((h, w, 3), np.float32)
+    pts[..., 0] = depth * (sx * u)[None, :]
+    pts[..., 1] = depth * (sy * v)[:, None]
+    pts[..., 2] = depth * sz
+    return pts
+
+
+def make_point_cloud(rgb: np.ndarray, array: np.ndarray, kind: str, *, focal_px: float | None = None,
+                     voxel_size: float | None = None, remove_outliers: bool = False,
+                     max_points: int | None = None, axes: str = "opencv",
+                     far_percentile: float = DEFAULT_FAR_PERCENTILE) -> o3d.geometry.PointCloud:
+    """Coloured open3d cloud of a (H, W) prediction and its (H, W, 3) uint8 image.
+
+    focal_px None -> the 60 degree default (pass the EXIF focal via `resolve_focal` first).
+    voxel_size is in the cloud's units (metres, or pseudo-depth units where median depth = 1).
+    max_points caps the output with a fixed-seed random subset (deterministic).
+    """
+    rgb = np.asarray(rgb)
+    h, w = np.shape(array)[:2]
+    if rgb.shape != (h, w, 3) or rgb.dtype != np.uint8:
+        raise ConfigError(f"the image ({rgb.shape} {rgb.dtype}) must be uint8 (H, W, 3) matching the "
+                          f"prediction ({h}, {w})")
+    focal, _ = resolve_focal(w, h, focal_px)
+    depth = depth_for_point_cloud(array, kind, far_percentile)              # (H, W)
+    pts = backproject(depth, focal, axes).reshape(-1, 3)                     # (H*W, 3)
+    colors = rgb.reshape(-1, 3)                                              # (H*W, 3)
+    valid = np.isfinite(depth).reshape(-1)
+    if not valid.all():
+        pts, colors = pts[valid], colors[valid]
+    if max_points is not None and not voxel_size and len(pts) > max_points:
+        keep = _subset(len(pts), max_points)
+        pts, colors = pts[keep], colors[keep]
+    pcd = o3d.geometry.PointCloud()
+    pcd.points = o3d.utility.Vector3dVector(pts.astype(np.float64))
+    pcd.colors = o3d.utility.Vector3dVector(colors.astype(np.float64) / 255.0)
+    if voxel_size:
+        if not voxel_size > 0:
+            raise ConfigError(f"voxel size must be positive, got {voxel_size}")
+        pcd = pcd.voxel_down_sample(float(voxel_size))
+    if remove_outliers and len(pcd.points) > 20:
+        pcd, _ = pcd.remove_statistical_outlier(nb_neighbors=20, std_ratio=2.0)
+    if max_points is not None and len(pcd.points) > max_points:
+        pcd = pcd.select_by_index(_subset(len(pcd.points), max_points).tolist())
+    return pcd
+
+
+def _subset(n: int, k: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(0).choice(n, size=k, replace=False))
+
+
+def write_ply(path: str | os.PathLike, pcd: o3d.geometry.PointCloud) -> Path:
+    """Binary little-endian .ply (float32 x y z [nx ny nz], uchar red green blue) -> its path.
+
+    Written with numpy from zero-copy views of the cloud (open3d's writer is ~10x slower);
+    open3d, MeshLab, CloudCompare and three.js's PLYLoader read it.
+    """
+    path = Path(path)
+    points = np.asarray(pcd.points)                                          # (N, 3) view
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    columns = {"x": points[:, 0], "y": points[:, 1], "z": points[:, 2]}
+    if pcd.has_normals():
+        normals = np.asarray(pcd.normals)
+        fields += [("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")]
+        columns.update(nx=normals[:, 0], ny=normals[:, 1], nz=normals[:, 2])
+    if pcd.has_colors():
+        rgb = np.clip(np.rint(np.asarray(pcd.colors) * 255.0), 0, 255).astype(np.uint8)
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+        columns.update(red=rgb[:, 0], green=rgb[:, 1], blue=rgb[:, 2])
+    table = np.empty(len(points), dtype=np.dtype(fields))                    # packed records
+    for name, column in columns.items():
+        table[name] = column
+    kinds = {"<f4": "float", "u1": "uchar"}
+    header = "".join(["ply\nformat binary_little_endian 1.0\ncomment Depth Anything Studio\n",
+                      f"element vertex {len(points)}\n",
+                      *(f"property {kinds[t]} {n}\n" for n, t in fields), "end_header\n"])
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(header.encode("ascii"))
+            table.tofile(f)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StudioError(f"cannot write {path}: {e.strerror or e}; check the folder exists and is writable") from None
+    return path
