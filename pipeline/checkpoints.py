@@ -96,8 +96,9 @@ def _torch_load(path: Path):
             "unpickling them could run arbitrary code (only weights_only loading is allowed). "
             "Use an official .pth/.bin or a .safetensors file.") from e
     except Exception as e:   # garbage makes the (safe, restricted) unpickler fail in any way
+        detail = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}" if str(e) else type(e).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated, damaged or not a PyTorch "
-                              f"file: {str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+                              f"file; {detail}). Download or copy it again.") from e
 
 
 def _unwrap(obj, path: Path) -> dict:
