@@ -1,0 +1,25 @@
+"""The label store: images, predictions, label revisions, masks, point pairs, jobs,
+checkpoints and an audit log in one SQLite file (+ content-addressed files beside it).
+
+    from pipeline.store import Store, ANY_HEAD, StaleRevisionError
+    store = Store("data/studio.db")
+See docs/STORE.md for the API and the rules (append-only revisions, optimistic concurrency).
+"""
+from .blobs import BlobStore, StoredArray
+from .errors import (CorruptRecordError, HistoryError, InvalidValueError, JobStateError,
+                     NotFoundError, SchemaVersionError, StaleRevisionError, StoreError)
+from .images import ANY_HEAD, SORTS
+from .records import (AuditEntry, Checkpoint, ImageRecord, Job, Label, Page, PointPair,
+                      Prediction, Revision, TrainingItem)
+from .revisions import History
+from .schema import DEPTH_KINDS, JOB_STATUSES, MASK_NAMES, SCHEMA_VERSION, STATUSES
+from .store import Store, files_dir_for
+
+__all__ = [
+    "Store", "ANY_HEAD", "SORTS", "files_dir_for", "BlobStore", "StoredArray",
+    "StoreError", "NotFoundError", "StaleRevisionError", "CorruptRecordError", "HistoryError",
+    "SchemaVersionError", "InvalidValueError", "JobStateError",
+    "ImageRecord", "Page", "Prediction", "Revision", "Label", "History", "PointPair",
+    "TrainingItem", "Job", "Checkpoint", "AuditEntry",
+    "STATUSES", "JOB_STATUSES", "MASK_NAMES", "DEPTH_KINDS", "SCHEMA_VERSION",
+]

@@ -1,0 +1,152 @@
+"""Images: adding (content-hash dedupe), looking up, the gallery query, counts, status."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from . import audit
+from .db import utc_now
+from .errors import InvalidValueError, NotFoundError, StaleRevisionError
+from .records import ImageRecord, Page
+from .schema import STATUSES
+
+# gallery sort key -> ORDER BY column (ties broken by id, so paging is stable)
+SORTS = {"confidence": "confidence", "name": "name", "date": "created_at", "id": "id"}
+MAX_PAGE = 1000
+
+
+class _AnyHead:
+    def __repr__(self) -> str:
+        return "ANY_HEAD"
+
+
+ANY_HEAD = _AnyHead()   # pass as expected_head to skip the optimistic-concurrency check
+
+
+def image_ext(name: str) -> str:
+    suffix = Path(name).suffix.lower()
+    return suffix if suffix and len(suffix) <= 6 and suffix[1:].isalnum() else ".img"
+
+
+def check_statuses(statuses: str | Iterable[str] | None) -> tuple[str, ...]:
+    if statuses is None:
+        return ()
+    if isinstance(statuses, str):
+        statuses = [s for s in statuses.split(",") if s.strip()]
+    out = tuple(s.strip() for s in statuses)
+    for s in out:
+        if s not in STATUSES:
+            raise InvalidValueError(f"unknown status {s!r}; use one of {', '.join(STATUSES)}")
+    return out
+
+
+class ImagesMixin:
+    def _image_record(self, row: dict) -> ImageRecord:
+        return ImageRecord.from_row(row, self.blobs.path(row["sha256"], row["ext"]))
+
+    def _image_row(self, image_id: int) -> dict:
+        rows = list(self.db.query("SELECT * FROM images WHERE id = ?", [int(image_id)]))
+        if not rows:
+            raise NotFoundError(f"image {image_id} is not in the store {self.path.name}; "
+                                "reload the gallery")
+        return rows[0]
+
+    def add_image(self, data: bytes, name: str, *, width: int, height: int,
+                  source: str | None = None, author: str = "system") -> tuple[ImageRecord, bool]:
+        """Store an image's bytes under their sha256. Returns (record, created).
+
+        `width`/`height` are the decoded size after EXIF orientation (the caller decoded it:
+        pipeline.ingest validates images before adding them). Same bytes again -> the
+        existing record and created=False (nothing written).
+        """
+        if width < 1 or height < 1:
+            raise InvalidValueError(f"image {name!r}: width and height must be positive")
+        ext = image_ext(name)
+        sha, _ = self.blobs.put_bytes(bytes(data), ext)   # file first: a row never lacks its file
+        with self.write() as db:
+            found = list(db.query("SELECT * FROM images WHERE sha256 = ?", [sha]))
+            if found:
+                return self._image_record(found[0]), False
+            now = utc_now()
+            cur = db.conn.execute(
+                "INSERT INTO images (sha256, name, ext, nbytes, width, height, source, status, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                (sha, name, ext, len(data), int(width), int(height), source, now, now))
+            image_id = cur.lastrowid
+            audit.record(db, author, "image.add", "image", image_id, {"name": name, "sha256": sha})
+        return self.get_image(image_id), True
+
+    def get_image(self, image_id: int) -> ImageRecord:
+        return self._image_record(self._image_row(image_id))
+
+    def find_image(self, sha256: str) -> ImageRecord | None:
+        rows = list(self.db.query("SELECT * FROM images WHERE sha256 = ?", [sha256]))
+        return self._image_record(rows[0]) if rows else None
+
+    def image_bytes(self, image_id: int) -> bytes:
+        """The original file's bytes, hash-checked (CorruptRecordError when damaged)."""
+        row = self._image_row(image_id)
+        return self.blobs.read_bytes(row["sha256"], row["ext"], what=f"image {image_id} ({row['name']})")
+
+    def image_ids(self, statuses: str | Iterable[str] | None = None) -> list[int]:
+        """All image ids (optionally with these statuses), in import order."""
+        st = check_statuses(statuses)
+        sql = "SELECT id FROM images"
+        if st:
+            sql += f" WHERE status IN ({', '.join('?' * len(st))})"
+        return [r["id"] for r in self.db.query(sql + " ORDER BY id", list(st))]
+
+    def list_images(self, *, status: str | Iterable[str] | None = None, sort: str = "confidence",
+                    descending: bool = False, offset: int = 0, limit: int = 50) -> Page:
+        """A gallery page. `status`: one, several ('accepted,corrected' or a list) or None = all.
+
+        sort: 'confidence' (ascending = least confident first; unscored images last),
+        'name', 'date' (import time) or 'id'.
+        """
+        if sort not in SORTS:
+            raise InvalidValueError(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
+        if not 0 < int(limit) <= MAX_PAGE or int(offset) < 0:
+            raise InvalidValueError(f"page limit must be 1..{MAX_PAGE} and offset >= 0; "
+                                    f"got limit={limit}, offset={offset}")
+        st = check_statuses(status)
+        where = f" WHERE status IN ({', '.join('?' * len(st))})" if st else ""
+        col, direction = SORTS[sort], "DESC" if descending else "ASC"
+        nulls = " NULLS LAST" if col == "confidence" else ""
+        sql = (f"SELECT * FROM images{where} ORDER BY {col} {direction}{nulls}, id {direction} "
+               "LIMIT ? OFFSET ?")
+        items = [self._image_record(r) for r in self.db.query(sql, [*st, int(limit), int(offset)])]
+        total = self.db.execute(f"SELECT count(*) FROM images{where}", list(st)).fetchone()[0]
+        return Page(items, int(total), int(offset), int(limit))
+
+    def count_by_status(self) -> dict[str, int]:
+        """{'pending': n, 'accepted': n, 'rejected': n, 'corrected': n} (zeros included)."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for r in self.db.query("SELECT status, count(*) AS n FROM images GROUP BY status"):
+            counts[r["status"]] = r["n"]
+        return counts
+
+    def set_status(self, image_id: int, status: str, *, author: str,
+                   expected_head=ANY_HEAD) -> ImageRecord:
+        """Accept / reject / mark an image. With expected_head, refuses when the label moved."""
+        (status,) = check_statuses([status])
+        with self.write() as db:
+            row = self._image_row(image_id)
+            self._check_head(row, expected_head)
+            db.conn.execute("UPDATE images SET status = ?, updated_at = ? WHERE id = ?",
+                            (status, utc_now(), int(image_id)))
+            audit.record(db, author, "image.status", "image", int(image_id),
+                         {"from": row["status"], "to": status, "revision_id": row["head_revision_id"]})
+        return self.get_image(image_id)
+
+    def _check_head(self, row: dict, expected_head) -> None:
+        """Raise StaleRevisionError when the image's head is not `expected_head`."""
+        if expected_head is ANY_HEAD or row["head_revision_id"] == expected_head:
+            return
+        head = self.get_revision(row["head_revision_id"]) if row["head_revision_id"] else None
+        opened = f"revision {expected_head}" if expected_head is not None else "no label"
+        now = (f"revision {head.number} (id {head.id}) by {head.author} at {head.created_at}"
+               if head else "no label")
+        raise StaleRevisionError(
+            f"image {row['id']} ({row['name']}) changed since you opened it ({opened}): it is now "
+            f"{now}; reload it and redo your change",
+            image_id=row["id"], expected=expected_head, current=head)

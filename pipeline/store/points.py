@@ -1,0 +1,76 @@
+"""Point pairs (the DA-2K annotation form): two pixels [h, w] and which one is closer.
+
+Pairs belong to the image (they are facts about the scene, not about one label); `flagged`
+says whether the current head label disagrees, and is refreshed by whoever checks them
+(pipeline.corrections.check_point_pairs) through `set_point_pair_flags`. Deleting is soft.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from . import audit
+from .db import utc_now
+from .errors import InvalidValueError, NotFoundError
+from .records import PointPair
+
+
+def _point(p: Sequence[int], height: int, width: int, what: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in p)
+    except (TypeError, ValueError):
+        raise InvalidValueError(f"{what} must be [h, w] (row, column); got {p!r}") from None
+    if not (0 <= h < height and 0 <= w < width):
+        raise InvalidValueError(f"{what} [h={h}, w={w}] is outside the {width}x{height} image")
+    return h, w
+
+
+class PointPairsMixin:
+    def add_point_pair(self, image_id: int, point1: Sequence[int], point2: Sequence[int],
+                       closer: int, *, author: str, flagged: bool = False) -> PointPair:
+        """point1/point2 as [h, w] (row, column); closer 1 or 2."""
+        row = self._image_row(image_id)
+        p1 = _point(point1, row["height"], row["width"], "point 1")
+        p2 = _point(point2, row["height"], row["width"], "point 2")
+        if p1 == p2:
+            raise InvalidValueError(f"the two points of a pair must differ; both are {list(p1)}")
+        if closer not in (1, 2):
+            raise InvalidValueError(f"closer must be 1 or 2 (which point is closer); got {closer!r}")
+        with self.write() as db:
+            head = self._image_row(image_id)["head_revision_id"]
+            cur = db.conn.execute(
+                "INSERT INTO point_pairs (image_id, y1, x1, y2, x2, closer, author, flagged, revision_id, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (int(image_id), *p1, *p2, int(closer), author, int(bool(flagged)), head, utc_now()))
+            pair_id = cur.lastrowid
+            audit.record(db, author, "point_pair.add", "image", int(image_id), {"pair_id": pair_id})
+        return self._point_pair(pair_id)
+
+    def _point_pair(self, pair_id: int) -> PointPair:
+        rows = list(self.db.query("SELECT * FROM point_pairs WHERE id = ?", [int(pair_id)]))
+        if not rows:
+            raise NotFoundError(f"point pair {pair_id} is not in the store; reload the image")
+        return PointPair.from_row(rows[0])
+
+    def point_pairs(self, image_id: int, *, include_deleted: bool = False) -> list[PointPair]:
+        sql = "SELECT * FROM point_pairs WHERE image_id = ?"
+        if not include_deleted:
+            sql += " AND deleted_at IS NULL"
+        return [PointPair.from_row(r) for r in self.db.query(sql + " ORDER BY id", [int(image_id)])]
+
+    def set_point_pair_flags(self, flags: Mapping[int, bool], *, author: str = "system") -> None:
+        """{pair id: flagged} in one transaction (after checking pairs against a new head)."""
+        with self.write() as db:
+            for pair_id, flagged in flags.items():
+                self._point_pair(pair_id)
+                db.conn.execute("UPDATE point_pairs SET flagged = ? WHERE id = ?",
+                                (int(bool(flagged)), int(pair_id)))
+            if flags:
+                audit.record(db, author, "point_pair.flags", "point_pair", None,
+                             {str(k): bool(v) for k, v in flags.items()})
+
+    def delete_point_pair(self, pair_id: int, *, author: str) -> None:
+        pair = self._point_pair(pair_id)
+        with self.write() as db:
+            db.conn.execute("UPDATE point_pairs SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL",
+                            (utc_now(), int(pair_id)))
+            audit.record(db, author, "point_pair.delete", "image", pair.image_id, {"pair_id": pair.id})

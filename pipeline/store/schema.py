@@ -1,0 +1,221 @@
+"""The one owner of the label store's schema: an ordered list of migrations.
+
+The database's `PRAGMA user_version` is the number of migrations applied. Opening a store
+applies the missing ones in order, each inside one `BEGIN IMMEDIATE` transaction (so two
+processes opening the same new file cannot both migrate it). A migration, once committed to
+main, is never edited: change the schema by appending a new one. `tests/store/data/v1.db`
+is a database made by migration 1 alone; the tests check that migrating it keeps its rows.
+
+Conventions: timestamps are ISO-8601 UTC text with microseconds ("2026-11-23T22:52:46.123456Z",
+sortable); JSON columns hold text; booleans are 0/1 integers; arrays and image bytes live in
+files named by their sha256 (see blobs.py) and rows refer to them by that hash.
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from .errors import SchemaVersionError
+
+STATUSES = ("pending", "accepted", "rejected", "corrected")
+JOB_STATUSES = ("queued", "running", "cancelling", "cancelled", "failed", "done")
+MASK_NAMES = ("ignore", "sky")
+DEPTH_KINDS = ("disparity", "metric_depth")
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int          # user_version after it runs
+    title: str
+    statements: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------- migration 1
+_V1 = (
+    """CREATE TABLE arrays (
+        sha256 TEXT PRIMARY KEY,
+        dtype TEXT NOT NULL,
+        shape TEXT NOT NULL,            -- JSON list, e.g. [480, 640]
+        nbytes INTEGER NOT NULL,        -- size of the .npy file
+        created_at TEXT NOT NULL
+    )""",
+    f"""CREATE TABLE images (
+        id INTEGER PRIMARY KEY,
+        sha256 TEXT NOT NULL UNIQUE,    -- of the original file bytes
+        name TEXT NOT NULL,             -- original file name (display only)
+        ext TEXT NOT NULL,              -- '.jpg', '.png', ... of the stored copy
+        nbytes INTEGER NOT NULL,
+        width INTEGER NOT NULL,         -- after EXIF orientation
+        height INTEGER NOT NULL,
+        source TEXT,                    -- 'upload', 'zip:<name>', 'folder:<path>', 'cli', ...
+        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN {_in(STATUSES)}),
+        confidence REAL,                -- low = review first; NULL = not pseudo-labelled yet
+        head_revision_id INTEGER REFERENCES revisions(id),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    f"""CREATE TABLE predictions (
+        id INTEGER PRIMARY KEY,
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        model_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN {_in(DEPTH_KINDS)}),
+        array_sha256 TEXT NOT NULL REFERENCES arrays(sha256),
+        confidence REAL,
+        job_id INTEGER,
+        created_at TEXT NOT NULL,
+        UNIQUE (image_id, model_id)
+    )""",
+    f"""CREATE TABLE revisions (
+        id INTEGER PRIMARY KEY,
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        parent_id INTEGER REFERENCES revisions(id),
+        number INTEGER NOT NULL,        -- 1, 2, 3 ... per image, in creation order
+        tool TEXT NOT NULL,             -- kind of change: 'pseudo_label', 'ignore_mask', 'plane', ...
+        kind TEXT NOT NULL CHECK (kind IN {_in(DEPTH_KINDS)}),
+        depth_sha256 TEXT NOT NULL REFERENCES arrays(sha256),
+        model_id TEXT,                  -- provenance: the model whose prediction it started from
+        prediction_id INTEGER REFERENCES predictions(id),
+        author TEXT NOT NULL,
+        note TEXT,
+        created_at TEXT NOT NULL,
+        UNIQUE (image_id, number)
+    )""",
+    f"""CREATE TABLE masks (
+        revision_id INTEGER NOT NULL REFERENCES revisions(id) ON DELETE CASCADE,
+        name TEXT NOT NULL CHECK (name IN {_in(MASK_NAMES)}),
+        array_sha256 TEXT NOT NULL REFERENCES arrays(sha256),
+        PRIMARY KEY (revision_id, name)
+    )""",
+    """CREATE TABLE point_pairs (
+        id INTEGER PRIMARY KEY,
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        y1 INTEGER NOT NULL, x1 INTEGER NOT NULL,   -- point 1 [h, w]
+        y2 INTEGER NOT NULL, x2 INTEGER NOT NULL,   -- point 2 [h, w]
+        closer INTEGER NOT NULL CHECK (closer IN (1, 2)),
+        author TEXT NOT NULL,
+        flagged INTEGER NOT NULL DEFAULT 0,         -- 1: the head label disagrees
+        revision_id INTEGER REFERENCES revisions(id),  -- head when it was added
+        created_at TEXT NOT NULL,
+        deleted_at TEXT                              -- soft delete: nothing is lost
+    )""",
+    """CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,           -- 'image.add', 'revision.save', 'head.undo', ...
+        entity TEXT NOT NULL,           -- 'image', 'revision', 'job', 'checkpoint', ...
+        entity_id INTEGER,
+        detail TEXT                     -- JSON
+    )""",
+    "CREATE INDEX idx_predictions_image ON predictions (image_id)",
+    "CREATE INDEX idx_revisions_image ON revisions (image_id, number)",
+    "CREATE INDEX idx_revisions_parent ON revisions (parent_id)",
+    "CREATE INDEX idx_point_pairs_image ON point_pairs (image_id)",
+)
+
+# --------------------------------------------------------------------------- migration 2
+_V2 = (
+    f"""CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,             -- 'pseudo_label', 'train', 'evaluate', ...
+        status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN {_in(JOB_STATUSES)}),
+        argv TEXT NOT NULL,             -- JSON list: the command line that runs it
+        params TEXT,                    -- JSON: anything the runner wants to keep
+        pid INTEGER,
+        done INTEGER NOT NULL DEFAULT 0,
+        total INTEGER,
+        message TEXT,                   -- latest one-line progress text
+        metrics TEXT,                   -- JSON: latest metric values
+        result TEXT,                    -- JSON: what it produced
+        error TEXT,
+        author TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        heartbeat_at TEXT
+    )""",
+    """CREATE TABLE job_metrics (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        step INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        value REAL,
+        at TEXT NOT NULL
+    )""",
+    """CREATE TABLE job_logs (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        at TEXT NOT NULL,
+        line TEXT NOT NULL
+    )""",
+    """CREATE TABLE checkpoints (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        model_id TEXT NOT NULL,
+        config TEXT NOT NULL,           -- JSON (ModelConfig fields)
+        metrics TEXT,                   -- JSON: evaluation results
+        job_id INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+        note TEXT,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX idx_jobs_status ON jobs (status, id)",
+    "CREATE INDEX idx_jobs_kind ON jobs (kind, id)",
+    "CREATE INDEX idx_job_metrics ON job_metrics (job_id, name, step)",
+    "CREATE INDEX idx_job_logs ON job_logs (job_id, id)",
+    "CREATE INDEX idx_checkpoints_model ON checkpoints (model_id)",
+)
+
+# --------------------------------------------------------------------------- migration 3
+# The gallery: filter by status, sort by confidence / name / date, page (10,000+ images).
+_V3 = (
+    "CREATE INDEX idx_images_status_conf ON images (status, confidence, id)",
+    "CREATE INDEX idx_images_status_name ON images (status, name, id)",
+    "CREATE INDEX idx_images_status_created ON images (status, created_at, id)",
+    "CREATE INDEX idx_images_conf ON images (confidence, id)",
+    "CREATE INDEX idx_images_name ON images (name, id)",
+    "CREATE INDEX idx_images_created ON images (created_at, id)",
+    "CREATE INDEX idx_audit_entity ON audit (entity, entity_id)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "images, arrays, predictions, revisions, masks, point pairs, audit", _V1),
+    Migration(2, "jobs, job metrics and logs, checkpoints", _V2),
+    Migration(3, "gallery indexes", _V3),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, *, target: int = SCHEMA_VERSION, name: str = "database") -> int:
+    """Apply the migrations missing from `conn` up to `target`; return the version reached.
+
+    Raises SchemaVersionError when the file is newer than this code knows.
+    """
+    if user_version(conn) == target:
+        return target
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = user_version(conn)        # re-read under the write lock
+        if current > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{name} has schema version {current}, but this code only knows versions up to "
+                f"{SCHEMA_VERSION}; update Depth Anything Studio or open another database")
+        for m in MIGRATIONS:
+            if current < m.version <= target:
+                for sql in m.statements:
+                    conn.execute(sql)
+                current = m.version
+        conn.execute(f"PRAGMA user_version = {int(current)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return current

@@ -1,0 +1,105 @@
+"""`Store(path)`: the label store's one entry point, cheap to make and safe to share by threads.
+
+It combines the per-table mixins (images, predictions, revisions, point pairs, jobs,
+checkpoints, audit) over one SQLite file and its content-addressed files folder:
+    studio.db              the database (WAL: studio.db-wal / -shm beside it)
+    studio-files/ab/cd...  image bytes and .npy arrays, named by sha256
+Each thread gets its own connection on first use; writes are serialised by SQLite.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import sqlite_utils
+
+from .audit import AuditMixin
+from .blobs import BlobStore
+from .checkpoints import CheckpointsMixin
+from .db import Connections, write
+from .errors import CorruptRecordError
+from .images import ImagesMixin, check_statuses
+from .jobs import JobsMixin
+from .points import PointPairsMixin
+from .predictions import PredictionsMixin
+from .records import PointPair, TrainingItem
+from .revisions import RevisionsMixin
+from .schema import user_version
+
+
+def files_dir_for(db_path: Path) -> Path:
+    return db_path.parent / f"{db_path.stem}-files"
+
+
+class Store(ImagesMixin, PredictionsMixin, RevisionsMixin, PointPairsMixin, JobsMixin,
+            CheckpointsMixin, AuditMixin):
+    """The label store at `path` (created and migrated on first open)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser().resolve()
+        self.files_dir = files_dir_for(self.path)
+        self.blobs = BlobStore(self.files_dir)
+        self._conns = Connections(self.path)
+        self._conns.get()            # create + migrate now, so errors surface at open
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """This thread's connection (sqlite-utils Database). Read freely; write via `write()`."""
+        return self._conns.get()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite_utils.Database]:
+        """One write transaction on this thread's connection (BEGIN IMMEDIATE; nests)."""
+        with write(self.db) as db:
+            yield db
+
+    def close(self) -> None:
+        """Close the calling thread's connection (other threads' close when they end)."""
+        self._conns.close()
+
+    @property
+    def schema_version(self) -> int:
+        return user_version(self.db.conn)
+
+    # ------------------------------------------------------------------ training
+    def training_items(self, statuses: str | Iterable[str] = ("accepted", "corrected")) -> list[TrainingItem]:
+        """The head label of every image with one of `statuses`, in image-id order.
+
+        Arrays are loaded (and hash-checked) by `item.depth()` / `item.masks()`, so the list is
+        cheap and picklable for DataLoader workers. Point pairs exclude deleted ones.
+        """
+        st = check_statuses(statuses)
+        marks = ", ".join("?" * len(st))
+        rows = list(self.db.query(
+            f"SELECT i.id AS image_id, i.sha256, i.ext, i.status, r.* FROM images i JOIN revisions r "
+            f"ON r.id = i.head_revision_id WHERE i.status IN ({marks}) ORDER BY i.id", list(st)))
+        masks = self._masks_of([r["id"] for r in rows])
+        pairs: dict[int, list[PointPair]] = {}
+        for p in self.db.query(
+                f"SELECT p.* FROM point_pairs p JOIN images i ON i.id = p.image_id WHERE p.deleted_at "
+                f"IS NULL AND i.status IN ({marks}) ORDER BY p.id", list(st)):
+            pairs.setdefault(p["image_id"], []).append(PointPair.from_row(p))
+        return [TrainingItem(r["image_id"], self.blobs.path(r["sha256"], r["ext"]), r["status"], r["id"],
+                             r["kind"], r["model_id"], r["depth_sha256"], masks[r["id"]],
+                             pairs.get(r["image_id"], []), self.blobs) for r in rows]
+
+    # ------------------------------------------------------------------ integrity
+    def verify(self) -> list[str]:
+        """Check every stored file against its hash; return one line per problem ([] = healthy)."""
+        problems = []
+        for r in self.db.query("SELECT id, name, sha256, ext FROM images ORDER BY id"):
+            try:
+                self.blobs.read_bytes(r["sha256"], r["ext"], what=f"image {r['id']} ({r['name']})")
+            except CorruptRecordError as e:
+                problems.append(str(e))
+        for r in self.db.query("SELECT sha256 FROM arrays ORDER BY sha256"):
+            try:
+                self.blobs.read_array(r["sha256"])
+            except CorruptRecordError as e:
+                problems.append(str(e))
+        return problems
