@@ -240,10 +240,8 @@ def facts_from_name(path: str | os.PathLike) -> dict:
 
 
 def _conflict(path, field_name: str, have, asked) -> str:
-    if field_name == "encoder":
-        return f"{path}: this is a {have} checkpoint; you asked for {asked}. Pass --encoder {have} or another file."
-    if field_name == "version":
-        return f"{path}: this is a {have} checkpoint; you asked for {asked}. Pass --version {have} or another file."
+    if field_name in ("encoder", "version"):
+        return f"{path}: this is a {have} checkpoint; you asked for {asked}. Pass --{field_name} {have} or another file."
     if field_name == "metric":
         what = "metric depth" if have else "relative depth"
         return f"{path}: this is a {what} checkpoint; you asked for {'metric' if asked else 'relative'} depth."
@@ -304,6 +302,9 @@ def load_model(source: str | os.PathLike, *, encoder: str | None = None, version
     enc = infer_encoder(sd, path)
     if raw.project is not None:
         binding = {k: v for k, v in raw.project["config"].items() if k in CONFIG_FIELDS and k != "encoder"}
+        if raw.project["config"].get("encoder", enc) != enc:
+            raise CheckpointError(f"{path}: damaged project checkpoint: its metadata says "
+                                  f"{raw.project['config']['encoder']} but the weights are {enc}")
     elif known is not None:
         binding = {k: getattr(known, k) for k in ("version", "metric", "max_depth")}
     else:
@@ -359,15 +360,22 @@ def _atomic_write(path: Path, write) -> Path:
         if isinstance(e, OSError):
             raise CheckpointError(f"could not write checkpoint {path}: {e}; the previous file is untouched") from e
         raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
     try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
     except OSError:
         pass
-    return path
+    finally:
+        os.close(fd)
 
 
 def _model_and_config(model) -> tuple[DepthAnything, ModelConfig]:

@@ -271,3 +271,31 @@ def test_cli_inspect_prints_what_the_file_is(tiny, tmp_path, capsys):
     assert "project-safetensors" in out and "student-3" in out and "vitt" in out
     with pytest.raises(CheckpointError, match="not found"):
         cli.run(parser.parse_args(["inspect", str(tmp_path / "nope.pth")]))
+
+
+def test_loaded_models_are_trainable_float32(tiny, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "half.safetensors"
+    save_file({k: v.half().contiguous() for k, v in tiny.state_dict().items()}, path)
+    model = load_model(path).model.train()
+    assert all(p.requires_grad and p.dtype == torch.float32 for p in model.parameters())
+    model(X).mean().backward()
+    assert model.pretrained.pos_embed.grad is not None and model.depth_head.projects[0].weight.grad.abs().sum() > 0
+
+
+def test_project_metadata_that_contradicts_the_weights_is_reported(tiny, tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / "odd.safetensors"
+    meta = {"format": ck.PROJECT_FORMAT, "format_version": "1", "model_id": "odd", "meta": "{}",
+            "config": json.dumps(ModelConfig("vits").to_dict())}
+    save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, path, metadata=meta)
+    with pytest.raises(CheckpointError, match="metadata says vits but the weights are vitt"):
+        load_model(path)
+    bad = tmp_path / "bad.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, bad, metadata={**meta, "config": "{oops"})
+    with pytest.raises(CheckpointError, match="unreadable metadata"):
+        load_model(bad)
