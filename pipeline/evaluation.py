@@ -333,7 +333,8 @@ def _first_file(candidates: Iterable[Path], exclude: Path | None = None) -> Path
 def _label_file(image: Path, suffixes: tuple[str, ...], dirs: tuple[str, ...]) -> Path | None:
     stem, here = image.stem, image.parent
     names = [f"{stem}{s}{e}" for s in suffixes for e in (".npy", ".png")]
-    cands = [here / n for n in names] + [here.parent / d / f"{stem}{e}" for d in dirs for e in (".npy", ".png")]
+    cands = [here / n for n in names] + [base / d / f"{stem}{e}" for base in (here.parent, here)
+                                         for d in dirs for e in (".npy", ".png")]
     return _first_file(cands, exclude=image)
 
 
@@ -363,7 +364,7 @@ def _item_pairs(image: Path, root: Path, table: dict) -> np.ndarray | None:
 def folder_items(root: Path, gt_scale: float = 1.0) -> list[EvalItem]:
     """Images in root/ or root/images/ with GT beside them (a.npy, a_depth.npy/.png,
     a_disparity.npy/.png, a_gt.npy/.png, or a.png for a non-PNG image) or in a sibling folder
-    (depth/, gt/, disparity/, labels/: a.npy / a.png); optional masks (a_mask.png/.npy or
+    (depth/, gt/, disparity/, labels/ beside images/ or inside the folder: a.npy / a.png); optional masks (a_mask.png/.npy or
     masks/a.png, nonzero = use) and point pairs (a_pairs.json or a pairs.json / DA-2K
     annotations.json table keyed by relative path, name or stem; nested images it names are included)."""
     from .image_io import decode_image
