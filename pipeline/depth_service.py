@@ -33,6 +33,7 @@ from .predictor import Prediction, Predictor, pick_device
 from .settings import COLORMAPS, StudioSettings
 
 Progress = Callable[[float, str], None]
+CLOUD_AXES = "opengl"          # y up, camera looking down -z: upright in gr.Model3D and most viewers
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class DepthResult:
     color: np.ndarray                  # uint8 (H, W, 3)
     gray: np.ndarray                   # uint8 (H, W)
     folder: Path
-    files: dict[str, Path]             # input, color, gray, depth16, npy, ply
+    files: dict[str, Path]             # input, color, gray, depth16, npy, ply (no ply when no cloud)
     summary: dict = field(default_factory=dict)
 
 
@@ -292,16 +293,24 @@ class DepthService:
         gray = render.grayscale(array)                                    # (H, W) uint8
         t["color_map"] = time.perf_counter() - s
         s = time.perf_counter()
-        png_meta = depth_png.write_depth_png(files["depth16"], array)
+        png_meta = depth_png.write_depth_png(files["depth16"], array, kind=prediction.kind)
         t["encode_16bit"] = time.perf_counter() - s
         s = time.perf_counter()
         h, w = array.shape
-        focal, focal_source = self._focal(decoded, focal_px, w, h)
+        focal, focal_source = pointcloud.resolve_focal(w, h, focal_px or None, decoded.focal_px)
         step = max(1, math.ceil(math.sqrt(h * w / self.settings.max_cloud_points)))   # pixel stride
-        pcd = pointcloud.make_point_cloud(decoded.rgb[::step, ::step], array[::step, ::step], prediction.kind,
-                                          focal_px=focal / step, voxel_size=voxel_size or None,
-                                          remove_outliers=bool(remove_outliers))
-        pointcloud.write_ply(files["ply"], pcd)
+        cloud_note = pointcloud.point_cloud_note(prediction.kind)
+        try:
+            pcd = pointcloud.make_point_cloud(decoded.rgb[::step, ::step], array[::step, ::step], prediction.kind,
+                                              focal_px=focal / step, voxel_size=voxel_size or None,
+                                              remove_outliers=bool(remove_outliers), axes=CLOUD_AXES)
+            pointcloud.write_ply(files["ply"], pcd)
+            points = len(pcd.points)
+        except ConfigError as e:         # e.g. no positive disparity (untrained weights): the rest still shows
+            if voxel_size and "voxel" in str(e):
+                raise
+            files.pop("ply")
+            points, cloud_note = 0, f"No point cloud: {e}"
         t["point_cloud"] = time.perf_counter() - s
         s = time.perf_counter()
         np.save(files["npy"], array.astype(np.float32))
@@ -313,7 +322,8 @@ class DepthService:
             "image": decoded.name, "width": w, "height": h,
             "min": float(np.min(array)), "max": float(np.max(array)),
             "focal_px": round(float(focal), 2), "focal_source": focal_source,
-            "points": int(len(pcd.points)), "point_stride": step, "depth16": _jsonable(png_meta),
+            "points": int(points), "point_stride": step, "cloud_axes": CLOUD_AXES, "cloud_note": cloud_note,
+            "depth16": _jsonable({k: v for k, v in png_meta.items() if k != "path"}),
             "timings_ms": {k: round(1000 * v, 1) for k, v in t.items()},
         }
         return DepthResult(array, prediction.kind, prediction.unit, color, gray, folder, files, summary)
@@ -323,16 +333,6 @@ class DepthService:
                 "model_id": prediction.model_id, "untrained": loaded.untrained, "notice": loaded.notice,
                 "kind": prediction.kind, "unit": prediction.unit, "device": prediction.device,
                 "input_size": int(input_size or self.settings.input_size)}
-
-    @staticmethod
-    def _focal(decoded: DecodedImage, focal_px, width: int, height: int) -> tuple[float, str]:
-        if focal_px:
-            if focal_px <= 0:
-                raise ConfigError(f"focal length must be positive pixels, got {focal_px}")
-            return float(focal_px), "given"
-        if decoded.focal_px:
-            return float(decoded.focal_px), "exif"
-        return pointcloud.focal_from_fov(width, height), "60 degree field of view (no EXIF focal)"
 
     def _request_folder(self) -> Path:
         self._cleanup_old_requests()

@@ -51,7 +51,7 @@ class DepthHandlers:
             raise gr.Error(str(e), title="Cannot compute depth", print_exception=False) from None
         f = {k: str(v) for k, v in result.files.items()}
         view = {"files": f, "summary": result.summary}
-        return (f["input"], f["color"]), f["depth16"], f["npy"], f["ply"], result.summary, view
+        return (f["input"], f["color"]), f["depth16"], f["npy"], f.get("ply"), result.summary, view
 
     def show(self, view: dict | None):
         """The views that follow a prediction: grayscale, colour PNG, point cloud, banner, summary text."""
@@ -59,7 +59,7 @@ class DepthHandlers:
             return None, None, None, gr.update(), ""
         f, summary = view["files"], view["summary"]
         notice = summary.get("notice")
-        return (f["gray"], f["color"], f["ply"],
+        return (f["gray"], f["color"], f.get("ply"),
                 gr.update(value=banner.banner_html(notice), visible=bool(notice)), format_summary(summary))
 
     def model_info(self, model: str | None) -> str:

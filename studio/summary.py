@@ -20,6 +20,8 @@ def format_summary(s: dict) -> str:
         f"device **{s.get('device')}** · input size {s.get('input_size')}",
         f"point cloud: {s.get('points', 0):,} points, focal {s.get('focal_px')} px ({s.get('focal_source')})",
     ]
+    if s.get("cloud_note"):
+        lines.append(f"<small>{s['cloud_note']}</small>")
     t = s.get("timings_ms", {})
     lines.append(" · ".join(f"{label} {t[k]:.0f} ms" for k, label in TIMING_LABELS if k in t))
     if s.get("untrained"):

@@ -153,6 +153,11 @@ def test_focal_given_exif_or_field_of_view(vitt_service, small_rgb, tmp_path):
     assert s["focal_px"] == round(focal_from_fov(80, 60), 2)
     with pytest.raises(ConfigError, match="focal length"):
         vitt_service.run(small_rgb, input_size=70, focal_px=-5)
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 50                       # FocalLengthIn35mmFilm = 50 mm
+    Image.fromarray(small_rgb).save(tmp_path / "camera.jpg", exif=exif.tobytes())
+    s = vitt_service.run(str(tmp_path / "camera.jpg"), input_size=70).summary
+    assert s["focal_source"] == "exif" and s["focal_px"] == round(50 / 36 * 80, 2)
 
 
 def test_large_images_are_strided_for_the_point_cloud(settings, vitt_checkpoint):
@@ -198,3 +203,14 @@ def test_old_request_folders_are_cleaned_up(vitt_service, small_rgb):
     vitt_service._last_cleanup = 0.0
     vitt_service.run(small_rgb, input_size=70)
     assert not old.exists()
+
+
+def test_a_flat_prediction_still_gives_every_output_but_the_cloud(vitt_service, small_rgb):
+    """Untrained weights often predict all zeros: the maps and files still come, the cloud says why not."""
+    from pipeline.predictor import Prediction
+    zeros = lambda rgb, key, size: Prediction(np.zeros(rgb.shape[:2], np.float32), "disparity", "x", "cpu", 0.0)
+    result = vitt_service.run(small_rgb, input_size=70, infer=zeros)
+    assert "ply" not in result.files and result.summary["points"] == 0
+    assert result.summary["cloud_note"].startswith("No point cloud: ") and "disparity" in result.summary["cloud_note"]
+    assert np.array_equal(np.load(result.files["npy"]), np.zeros((60, 80), np.float32))
+    assert np.array_equal(depth_png.read_depth_png(result.files["depth16"]), np.zeros((60, 80), np.float32))
