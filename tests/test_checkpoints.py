@@ -12,9 +12,16 @@ import pytest
 import torch
 
 from pipeline import checkpoints as ck
-from pipeline.checkpoints import (CheckpointError, convert_official_state_dict, inspect_checkpoint,
-                                  load_model, save_checkpoint, save_official_checkpoint,
-                                  to_official_state_dict, untrained_model)
+from pipeline.checkpoints import (
+    CheckpointError,
+    convert_official_state_dict,
+    inspect_checkpoint,
+    load_model,
+    save_checkpoint,
+    save_official_checkpoint,
+    to_official_state_dict,
+    untrained_model,
+)
 from pipeline.cli import checkpoints as cli
 from pipeline.config import ModelConfig
 from pipeline.model import build_model

@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.checkpoints import (compare_state_dict, convert_official_state_dict, infer_encoder,
-                                  load_model, save_checkpoint)
+from pipeline.checkpoints import (
+    compare_state_dict,
+    convert_official_state_dict,
+    infer_encoder,
+    load_model,
+    save_checkpoint,
+)
 from pipeline.config import ModelConfig
 from pipeline.errors import CheckpointError
 from pipeline.preprocess import prepare, resize_output
@@ -113,7 +118,7 @@ def test_project_safetensors_round_trip_is_bit_identical(v2, reference, tmp_path
     back = load_model(path)
     assert back.config == v2.config and back.model_id == "student-7"
     assert back.meta == {"run": 7, "teacher": "depth-anything-v2-small"}
-    for (k, a), (k2, b) in zip(v2.model.state_dict().items(), back.model.state_dict().items()):
+    for (k, a), (k2, b) in zip(v2.model.state_dict().items(), back.model.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(a, b), k
     x = torch.from_numpy(reference["net_input"][..., : 14 * 12, : 14 * 16].copy())
     with torch.inference_mode():
