@@ -10,6 +10,7 @@ Conventions shared by every loss here:
   have at least one valid pixel. A fully masked sample therefore contributes exactly zero
   (never NaN), and a fully masked batch gives 0 with a zero gradient.
 - `reduction="none"` returns the per-sample values (B,), e.g. for CutMix weighting.
+- Losses are computed in float32 whatever the input dtype (bf16 autocast on GPU).
 """
 from __future__ import annotations
 
@@ -98,6 +99,7 @@ def affine_invariant_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.
     `trim=0.1` drops each sample's 10% largest-error pixels (V2's rule for pseudo-labels); the
     normalisation itself always uses every valid pixel.
     """
+    pred, target = pred.float(), target.float()                        # fp32 even under bf16 autocast
     valid = valid_mask(target, mask)                                   # (B, H, W)
     target = torch.where(valid, target, torch.zeros_like(target))
     p_hat = normalize_disparity(pred, valid)
@@ -125,6 +127,7 @@ def gradient_matching_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch
     loss is Σ_k Σ (|∂x R| + |∂y R|) / n_valid(k), R = d̂ - d̂*, gradients only between two
     valid pixels. The normalisation (median / MAD) is computed once at full resolution.
     """
+    pred, target = pred.float(), target.float()
     valid = valid_mask(target, mask)
     target = torch.where(valid, target, torch.zeros_like(target))
     diff = normalize_disparity(pred, valid) - normalize_disparity(target, valid)   # (B, H, W), 0 off-mask
@@ -186,7 +189,7 @@ def feature_alignment_loss(student_feats: torch.Tensor, teacher_feats: torch.Ten
     tolerance margin); `mask` (B, N) or (B, h, w) bool optionally excludes more. Returns 0 when
     no position is left.
     """
-    cos = F.cosine_similarity(student_feats, teacher_feats.detach(), dim=dim, eps=1e-8)  # (B, N) / (B, h, w)
+    cos = F.cosine_similarity(student_feats.float(), teacher_feats.detach().float(), dim=dim, eps=1e-8)  # (B, N) / (B, h, w)
     keep = cos.detach() <= alpha
     if mask is not None:
         keep = keep & mask.bool()
@@ -206,6 +209,7 @@ def ranking_loss(pred: torch.Tensor, pairs: torch.Tensor, mask: torch.Tensor | N
     ignored. With `normalize`, the prediction is first median/MAD-normalised over `mask` so the
     loss does not depend on the arbitrary scale of relative disparity.
     """
+    pred = pred.float()
     b, h, w = pred.shape
     if pairs.dim() == 2:
         pairs = pairs.unsqueeze(0).expand(b, -1, -1)
@@ -234,9 +238,10 @@ def silog_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
     label, min_depth <= label <= max_depth). Predictions are clamped at min_depth before the log.
     Returns 0 with zero gradient when nothing is valid or the loss is exactly 0.
     """
-    valid = valid_mask(target, mask) & (torch.nan_to_num(target, nan=0.0) >= min_depth)
+    pred, target = pred.float(), target.float()
+    valid = valid_mask(target, mask) & (target >= min_depth)            # NaN compares False
     if max_depth is not None:
-        valid = valid & (torch.nan_to_num(target, posinf=float("inf")) <= max_depth)
+        valid = valid & (target <= max_depth)
     safe_t = torch.where(valid, target, torch.ones_like(target))
     g = torch.where(valid, torch.log(safe_t) - torch.log(pred.clamp(min=min_depth)), torch.zeros_like(pred))
     n = valid.sum().clamp(min=1).to(g.dtype)

@@ -253,3 +253,28 @@ def test_gradient_loss_known_value_uses_only_pairs_of_valid_pixels():
     assert gradient_matching_loss(pred, target, mask, scales=1).item() == pytest.approx(1 / 3)
     # scale 2 (step 2) sees pixels 0 and 2 only; pixel 2 is masked -> no pair, adds 0
     assert gradient_matching_loss(pred, target, mask, scales=2).item() == pytest.approx(1 / 3)
+
+
+def test_bf16_inputs_are_scored_in_float32(target, mask):
+    pred = _rand(B, H, W, seed=3)
+    low = pred.bfloat16()
+    out = depth_loss(low, target, mask)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, depth_loss(low.float(), target, mask))
+
+
+def test_ranking_loss_normalised_is_scale_and_shift_invariant():
+    pred = _rand(2, 6, 6, seed=1)
+    pairs = torch.tensor([[0, 0, 5, 5, 1], [1, 2, 3, 4, 2], [2, 2, 0, 5, 1]])
+    base = ranking_loss(pred, pairs)
+    torch.testing.assert_close(ranking_loss(7.0 * pred + 3.0, pairs), base)
+    assert not torch.allclose(ranking_loss(7.0 * pred + 3.0, pairs, normalize=False), ranking_loss(pred, pairs, normalize=False))
+
+
+def test_silog_max_depth_masks_far_labels(target, mask):
+    far = target.clone()
+    far[:, :2] = 500.0
+    pred = 1.5 * target
+    keep = mask.clone()
+    keep[:, :2] = False
+    torch.testing.assert_close(silog_loss(pred, far, mask, max_depth=100.0), silog_loss(pred, target, keep))
