@@ -198,6 +198,9 @@ def evaluate_image(pred: np.ndarray, pred_kind: str, protocol: Protocol, gt: np.
                           "disparity GT has no metric scale")
     pred = np.asarray(pred, dtype=np.float64)
     record: dict = {"pred_kind": pred_kind}
+    if gt is not None and pred.shape != np.shape(gt):
+        record["resized_from"] = list(pred.shape)               # bilinear to the GT's (= image's) size
+        pred = _fit_shape(pred, np.shape(gt)).astype(np.float64)
     if gt is not None:
         record.update(_dense_record(pred, pred_kind, protocol, gt, mask))
     if pairs is not None and len(pairs):
@@ -207,8 +210,6 @@ def evaluate_image(pred: np.ndarray, pred_kind: str, protocol: Protocol, gt: np.
 
 def _dense_record(pred, pred_kind, protocol, gt, mask) -> dict:
     depth = gt_to_depth(gt, protocol.gt_kind)
-    if pred.shape != depth.shape:
-        pred = _fit_shape(pred, depth.shape).astype(np.float64)
     valid = valid_gt(depth, protocol, mask)
     finite = np.isfinite(pred)
     out: dict = {"n_nonfinite_pred": int((valid & ~finite).sum())}

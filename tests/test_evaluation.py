@@ -122,7 +122,10 @@ def test_metric_prediction_against_disparity_gt_is_refused():
 def test_prediction_at_another_resolution_is_resized(gt):
     big = np.kron(1.0 / gt, np.ones((2, 2)))             # 2x nearest upsampling of a perfect prediction
     r = ev.evaluate_image(big, "disparity", DEPTH, gt)
-    assert r["n_valid"] == gt.size and r["abs_rel"] < 0.1
+    assert r["n_valid"] == gt.size and r["abs_rel"] < 0.1 and r["resized_from"] == [24, 32]
+    # pairs are scored on the resized prediction (image coordinates)
+    pairs = np.array([[0, 0, 11, 15, 1 if gt[0, 0] < gt[11, 15] else 2]])
+    assert ev.evaluate_image(big, "disparity", DEPTH, gt, pairs=pairs)["pairs"]["correct"] == 1
 
 
 # ----------------------------------------------------------------------------- pairs
