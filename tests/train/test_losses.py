@@ -278,3 +278,16 @@ def test_silog_max_depth_masks_far_labels(target, mask):
     keep = mask.clone()
     keep[:, :2] = False
     torch.testing.assert_close(silog_loss(pred, far, mask, max_depth=100.0), silog_loss(pred, target, keep))
+
+
+@pytest.mark.parametrize("loss", RELATIVE)
+def test_nan_or_inf_predictions_under_the_mask_are_harmless(loss, target, mask):
+    pred = _rand(B, H, W, seed=3)
+    bad = pred.clone()
+    bad[~mask] = float("nan")
+    bad[~mask & (target > 1.0)] = float("inf")
+    bad.requires_grad_()
+    out = loss(bad, target, mask)
+    torch.testing.assert_close(out, loss(pred, target, mask))
+    out.backward()
+    assert torch.isfinite(bad.grad).all()
