@@ -289,8 +289,9 @@ class DepthService:
             ("depth16", "depth16.png"), ("npy", "depth.npy"), ("ply", "points.ply"))}
         array = prediction.array                                         # (H, W) float32
         s = time.perf_counter()
-        color = render.colorize(array, cmap)                              # (H, W, 3) uint8
-        gray = render.grayscale(array)                                    # (H, W) uint8
+        near_high = prediction.kind == "metric_depth"                     # keep near red/bright for metres too
+        color = render.colorize(array, cmap, invert=near_high)            # (H, W, 3) uint8
+        gray = render.grayscale(array, invert=near_high)                  # (H, W) uint8
         t["color_map"] = time.perf_counter() - s
         s = time.perf_counter()
         png_meta = depth_png.write_depth_png(files["depth16"], array, kind=prediction.kind)

@@ -138,6 +138,7 @@ def test_each_request_gets_its_own_folder(vitt_service, small_rgb):
     assert a.folder != b.folder and np.array_equal(a.array, b.array)
 
 
+@pytest.mark.slow      # ~8 s (vits at 518x770 on CPU); tests/e2e checks the same numbers over HTTP
 def test_recipe_weights_reproduce_the_official_numbers(settings, recipe_pth, reference):
     """The service end to end on the official-layout vits weights vs the official code's output."""
     service = DepthService(settings, sources=[], default=str(recipe_pth))
@@ -208,7 +209,9 @@ def test_old_request_folders_are_cleaned_up(vitt_service, small_rgb):
 def test_a_flat_prediction_still_gives_every_output_but_the_cloud(vitt_service, small_rgb):
     """Untrained weights often predict all zeros: the maps and files still come, the cloud says why not."""
     from pipeline.predictor import Prediction
-    zeros = lambda rgb, key, size: Prediction(np.zeros(rgb.shape[:2], np.float32), "disparity", "x", "cpu", 0.0)
+
+    def zeros(rgb, key, size):
+        return Prediction(np.zeros(rgb.shape[:2], np.float32), "disparity", "x", "cpu", 0.0)
     result = vitt_service.run(small_rgb, input_size=70, infer=zeros)
     assert "ply" not in result.files and result.summary["points"] == 0
     assert result.summary["cloud_note"].startswith("No point cloud: ") and "disparity" in result.summary["cloud_note"]
