@@ -68,24 +68,25 @@ def file_choice(path: str | Path, licence: str = "licence of the supplied file")
 
 
 def store_choices(db_path: str | Path) -> ChoiceSource:
-    """Students trained by this project and registered in the label store (see docs/STORE.md).
+    """Students trained by this project and registered in the label store (docs/STORE.md).
 
     Read on every call, so a run that finishes while the studio is up appears without a restart.
-    Empty while the store module or the database does not exist.
+    Empty while the database does not exist (listing never creates it).
     """
     def source() -> list[ModelChoice]:
         if not Path(db_path).exists():
             return []
-        try:
-            from . import store
-        except ImportError:
-            return []
-        list_checkpoints = getattr(store, "list_checkpoints", None)
-        if list_checkpoints is None:
-            return []
-        return [ModelChoice(f"trained:{c['id']}", f"{c.get('name') or c['id']} (trained here)",
-                            c.get("licence") or "as the teacher's licence", str(c["path"]), "trained",
-                            None, str(c["path"])) for c in list_checkpoints(db_path)]
+        from .store import Store
+        out = []
+        for c in Store(db_path).list_checkpoints():
+            try:
+                config = ModelConfig.from_dict(c.config)
+            except (ConfigError, TypeError):
+                config = None
+            out.append(ModelChoice(f"trained:{c.id}", f"{c.model_id} (trained here, #{c.id})",
+                                   "derived from its teacher's weights: the teacher's licence applies",
+                                   c.path, "trained", config, c.path))
+        return out
     return source
 
 

@@ -217,3 +217,18 @@ def test_a_flat_prediction_still_gives_every_output_but_the_cloud(vitt_service, 
     assert result.summary["cloud_note"].startswith("No point cloud: ") and "disparity" in result.summary["cloud_note"]
     assert np.array_equal(np.load(result.files["npy"]), np.zeros((60, 80), np.float32))
     assert np.array_equal(depth_png.read_depth_png(result.files["depth16"]), np.zeros((60, 80), np.float32))
+
+
+def test_students_registered_in_the_store_become_choices(settings, vitt_checkpoint, small_rgb):
+    from pipeline.depth_service import store_choices
+    from pipeline.store import Store
+    source = store_choices(settings.database)
+    assert source() == [] and not settings.database.exists()          # listing never creates the db
+    store = Store(settings.ensure_dirs().database)
+    ckpt = store.register_checkpoint(vitt_checkpoint, "student-1", ModelConfig("vitt").to_dict())
+    service = DepthService(settings, sources=[source], default=str(vitt_checkpoint))
+    choice = service.choice(f"trained:{ckpt.id}")
+    assert (choice.kind, choice.source, choice.config) == ("trained", str(vitt_checkpoint.resolve()), ModelConfig("vitt"))
+    assert "student-1" in choice.title
+    result = service.run(small_rgb, model=choice.key, input_size=70)
+    assert result.summary["model"] == choice.key and not result.summary["untrained"]
