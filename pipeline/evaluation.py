@@ -251,6 +251,7 @@ class EvalItem:
     load_gt: Callable[[], np.ndarray] | None = None      # -> float (H, W), invalid NaN/inf/<=0
     load_mask: Callable[[], np.ndarray] | None = None    # -> bool (H, W), True = use
     pairs: np.ndarray | None = None                      # (P, 5)
+    gt_kind: str | None = None                           # what the GT holds, when the data says so
 
 
 Predict = Callable[[EvalItem], tuple[np.ndarray, str]]   # item -> (array (H, W), "disparity" | "depth")
@@ -294,7 +295,7 @@ def clean_json(obj):
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 GT_DIRS = ("depth", "gt", "disparity", "labels")       # sibling folders of images/ (as pipeline.train.data)
 LABEL_SUFFIXES = ("_depth", "_disparity", "_gt", "_mask")
-PAIR_FILES = ("pairs.json", "annotations.json")        # {image name or relative path: [DA-2K pairs]}
+PAIR_FILES = ("pairs.json", "annotations.json", "point_pairs.json")   # {image name, relative path or key: [DA-2K pairs]}
 
 
 def read_array(path: Path, scale: float = 1.0) -> np.ndarray:
@@ -315,16 +316,28 @@ def read_array(path: Path, scale: float = 1.0) -> np.ndarray:
 
 
 def _read_png(path: Path) -> np.ndarray:
+    """pipeline.depth_png's calibrated values, or a third-party PNG's raw codes with 0 = no value."""
+    from .depth_png import load_depth_png
+    loaded = load_depth_png(path)
+    arr = np.asarray(loaded.array, dtype=np.float64)
+    if not loaded.calibrated:
+        arr[arr == 0] = np.nan
+    return arr
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A mask file (.npy or 8/16-bit PNG) -> bool (H, W), True where nonzero."""
     try:
-        from .depth_png import read_depth_png
-        return read_depth_png(path)
-    except (ImportError, StudioError):
-        pass                       # no depth_png module, or a PNG without our scale chunk: raw values
-    from PIL import Image
-    with Image.open(path) as im:
-        raw = np.asarray(im).astype(np.float64)
-    raw[raw == 0] = np.nan
-    return raw
+        if path.suffix.lower() == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            from PIL import Image
+            with Image.open(path) as im:
+                arr = np.asarray(im)
+    except (OSError, ValueError) as e:
+        raise EvaluationDataError(f"cannot read mask {path}: {e}") from e
+    arr = arr[..., 0] if arr.ndim == 3 else arr
+    return np.asarray(arr) != 0
 
 
 def _first_file(candidates: Iterable[Path], exclude: Path | None = None) -> Path | None:
@@ -383,7 +396,7 @@ def folder_items(root: Path, gt_scale: float = 1.0) -> list[EvalItem]:
             name=img.relative_to(root).with_suffix("").as_posix(),
             load_image=lambda p=img: decode_image(p).rgb,
             load_gt=None if gt is None else (lambda p=gt: read_array(p, gt_scale)),
-            load_mask=None if mask is None else (lambda p=mask: read_array(p) > 0),
+            load_mask=None if mask is None else (lambda p=mask: read_mask(p)),
             pairs=_item_pairs(img, root, table)))
     return items
 
@@ -402,35 +415,38 @@ def find_items(root: str | Path, gt_scale: float = 1.0) -> list[EvalItem]:
     return items
 
 
-_EXPORT_KEYS = {"image": ("image", "image_path", "file", "path"), "gt": ("label", "label_path", "gt", "depth", "disparity"),
-                "mask": ("mask", "mask_path"), "pairs": ("pairs", "point_pairs", "pairs_path")}
+EXPORT_GT_KINDS = {"disparity": "disparity", "metric_depth": "depth"}   # manifest "kind" -> GT kind
 
 
-def _field(row: dict, role: str):
-    return next((row[k] for k in _EXPORT_KEYS[role] if row.get(k) not in (None, "")), None)
+def _export_mask(root: Path, masks: dict) -> Callable[[], np.ndarray] | None:
+    """Export masks ('ignore', 'sky': 255 = in the mask) -> a loader of the pixels to score (neither)."""
+    files = [root / m["file"] for m in masks.values() if isinstance(m, dict) and m.get("file")]
+    if not files:
+        return None
+    return lambda: ~np.logical_or.reduce([read_mask(f) for f in files])
 
 
 def export_items(root: Path, gt_scale: float = 1.0) -> list[EvalItem]:
-    """The store's export: manifest.jsonl rows naming an image and its label, mask and pairs
-    (paths relative to the folder; pairs inline or as a JSON file)."""
+    """The store's export (pipeline.dataset_export): manifest.jsonl rows with the image, the exact
+    label (labels/KEY.npy), its kind, masks (ignore and sky pixels are not scored: sky has no
+    finite depth) and point pairs (inline, or point_pairs.json keyed by KEY). Items are named KEY."""
     from .image_io import decode_image
-    items = []
+    items, table = [], _pair_table(root)
     for n, line in enumerate((root / "manifest.jsonl").read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except ValueError as e:
-            raise EvaluationDataError(f"{root / 'manifest.jsonl'} line {n} is not JSON: {e}") from e
-        image, gt, mask, pairs = (_field(row, r) for r in ("image", "gt", "mask", "pairs"))
-        if image is None:
-            raise EvaluationDataError(f"{root / 'manifest.jsonl'} line {n} names no image ({'/'.join(_EXPORT_KEYS['image'])})")
-        if isinstance(pairs, str):
-            pairs = json.loads((root / pairs).read_text())
+            image = root / row["image"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise EvaluationDataError(f"{root / 'manifest.jsonl'} line {n} is not an export row ({e}); "
+                                      "give the folder `python -m pipeline export` wrote") from None
+        key = str(row.get("key") or Path(row["image"]).stem)
+        label = row.get("label")
+        pairs = row.get("point_pairs") or table.get(key)
         items.append(EvalItem(
-            name=str(row.get("image_id", Path(image).with_suffix("").as_posix())),
-            load_image=lambda p=root / image: decode_image(p).rgb,
-            load_gt=None if gt is None else (lambda p=root / gt: read_array(p, gt_scale)),
-            load_mask=None if mask is None else (lambda p=root / mask: read_array(p) > 0),
-            pairs=None if not pairs else parse_pairs(pairs)))
+            name=key, load_image=lambda p=image: decode_image(p).rgb,
+            load_gt=None if not label else (lambda p=root / label: read_array(p, gt_scale)),
+            load_mask=_export_mask(root, row.get("masks") or {}),
+            pairs=parse_pairs(pairs) if pairs else None, gt_kind=EXPORT_GT_KINDS.get(row.get("kind"))))
     return items

@@ -137,3 +137,31 @@ def test_dispatcher_runs_evaluate_and_maps_user_errors(folder, tmp_path, capsys)
     (tmp_path / "pred").mkdir()
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--data", str(root)]) == 2
     assert "no prediction for a" in capsys.readouterr().err
+
+
+def test_store_export_gt_kind_comes_from_the_manifest(tmp_path):
+    import io
+
+    from pipeline.dataset_export import export_dataset
+    from pipeline.store import ANY_HEAD, Store
+
+    store = Store(tmp_path / "s.db")
+    buf = io.BytesIO()
+    Image.fromarray(np.full((H, W, 3), 60, np.uint8)).save(buf, format="PNG")
+    rec, _ = store.add_image(buf.getvalue(), "room.png", width=W, height=H)
+    disp = np.random.default_rng(1).uniform(0.1, 1.0, (H, W)).astype(np.float32)
+    store.save_revision(rec.id, disp, expected_head=ANY_HEAD, tool="test", author="t", kind="disparity",
+                        status="accepted")
+    export_dataset(store, tmp_path / "export")
+    key = json.loads((tmp_path / "export" / "manifest.jsonl").read_text().splitlines()[0])["key"]
+    (tmp_path / "pred").mkdir()
+    np.save(tmp_path / "pred" / f"{key}.npy", 4.0 * disp + 1.0)
+    out = tmp_path / "m.json"
+    _evaluate(["--pred", str(tmp_path / "pred"), "--data", str(tmp_path / "export"), "--out", str(out)])
+    rep = json.loads(out.read_text())
+    assert rep["protocol"]["gt_kind"] == "disparity"
+    assert rep["protocol"]["depth_cap"] == "per-image maximum valid GT depth"
+    assert rep["images"][0]["name"] == key and rep["summary"]["abs_rel"] == pytest.approx(0.0, abs=1e-5)
+    # metric predictions cannot be scored against relative disparity labels
+    with pytest.raises(StudioError, match="--gt-kind depth"):
+        _evaluate(["--pred", str(tmp_path / "pred"), "--pred-kind", "depth", "--data", str(tmp_path / "export")])

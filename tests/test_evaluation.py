@@ -206,15 +206,36 @@ def test_missing_or_empty_data_folder(tmp_path):
         ev.find_items(tmp_path)
 
 
-def test_export_manifest_layout(tmp_path, gt):
-    _rgb(tmp_path / "i1.png")
-    np.save(tmp_path / "l1.npy", gt)
-    rows = [{"image_id": "one", "image": "i1.png", "label": "l1.npy",
-             "pairs": [{"point1": [0, 0], "point2": [0, 1], "closer_point": "point1"}]}]
-    (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    (item,) = ev.find_items(tmp_path)
-    assert item.name == "one" and item.pairs.shape == (1, 5)
-    np.testing.assert_array_equal(item.load_gt(), gt)
+def test_store_export_is_read_with_kind_masks_and_pairs(tmp_path, gt):
+    """A real `pipeline.dataset_export` folder: disparity label, an ignore mask, one point pair."""
+    import io
+
+    from pipeline.dataset_export import export_dataset
+    from pipeline.store import ANY_HEAD, Store
+
+    store = Store(tmp_path / "s.db")
+    buf = io.BytesIO()
+    Image.fromarray(np.full((12, 16, 3), 90, np.uint8)).save(buf, format="PNG")
+    rec, _ = store.add_image(buf.getvalue(), "street.png", width=16, height=12)
+    ignore = np.zeros((12, 16), bool)
+    ignore[:, :4] = True
+    store.save_revision(rec.id, (1.0 / gt).astype(np.float32), expected_head=ANY_HEAD, tool="test", author="t",
+                        masks={"ignore": ignore}, kind="disparity", status="accepted")
+    store.add_point_pair(rec.id, [0, 5], [11, 15], 1, author="t")
+    export_dataset(store, tmp_path / "export")
+
+    (item,) = ev.find_items(tmp_path / "export")
+    assert item.name.startswith("street-") and item.gt_kind == "disparity"
+    np.testing.assert_array_equal(item.load_gt(), (1.0 / gt).astype(np.float32))
+    np.testing.assert_array_equal(item.load_mask(), ~ignore)
+    assert item.pairs.tolist() == [[0, 5, 11, 15, 1]]
+    assert item.load_image().shape == (12, 16, 3)
+    # scored as disparity GT: a perfect prediction on the unmasked pixels
+    pred = 1.0 / gt
+    pred[:, :4] = -5.0
+    r = ev.evaluate_image(pred, "disparity", ev.Protocol(gt_kind="disparity", depth_cap=None),
+                          item.load_gt(), item.load_mask(), item.pairs)
+    assert r["n_valid"] == 12 * 12 and r["abs_rel"] == pytest.approx(0.0, abs=1e-5)
 
 
 def test_evaluate_skips_items_without_labels_and_reports_protocol(gt):

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--data", metavar="DIR", help="images with same-named ground truth, or the store's export")
     data.add_argument("--sample", choices=SAMPLES, help="built-in sample: Middlebury 2014 motorcycle (depth from its calibration)")
-    parser.add_argument("--gt-kind", choices=ev.GT_KINDS, default="depth", help="what the GT files hold (default depth)")
+    parser.add_argument("--gt-kind", choices=ev.GT_KINDS, default=None,
+                        help="what the GT files hold (default: the export manifest's kind, else depth)")
     parser.add_argument("--pred-kind", choices=ev.PRED_KINDS, default="disparity",
                         help="with --pred: relative disparity (aligned) or metric depth (as is); default disparity")
     parser.add_argument("--depth-cap", default=None, metavar="M",
@@ -57,6 +58,16 @@ def _depth_cap(value: str | None, gt_kind: str, sample: str | None) -> float | N
         return float(value)
     except ValueError:
         raise ConfigError(f"--depth-cap must be a number or 'gt-max', got {value!r}") from None
+
+
+def _gt_kind(explicit: str | None, items: list[ev.EvalItem]) -> str:
+    """--gt-kind if given, else the kind the data records (an export's manifest), else depth."""
+    if explicit:
+        return explicit
+    kinds = {it.gt_kind for it in items if it.gt_kind and it.load_gt}
+    if len(kinds) > 1:
+        raise ConfigError(f"the data mixes {' and '.join(sorted(kinds))} labels; pass --gt-kind to choose how to read them")
+    return kinds.pop() if kinds else "depth"
 
 
 def sample_items(name: str) -> list[ev.EvalItem]:
@@ -105,12 +116,12 @@ def _fmt(x) -> str:
 
 
 def run(args) -> int:
-    gt_kind = "depth" if args.sample else args.gt_kind
+    items = sample_items(args.sample) if args.sample else ev.find_items(args.data, args.gt_scale)
+    gt_kind = "depth" if args.sample else _gt_kind(args.gt_kind, items)
     protocol = ev.Protocol(gt_kind=gt_kind, depth_cap=_depth_cap(args.depth_cap, gt_kind, args.sample),
                            min_depth=args.min_depth)
     if args.pred and args.pred_kind == "depth" and gt_kind == "disparity":
         raise ConfigError("metric depth predictions need depth ground truth: use --gt-kind depth")
-    items = sample_items(args.sample) if args.sample else ev.find_items(args.data, args.gt_scale)
     predict, source = _checkpoint_predictor(args) if args.checkpoint else _saved_predictions(args)
 
     def progress(i: int, name: str) -> None:
