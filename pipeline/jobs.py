@@ -1,0 +1,404 @@
+"""Background jobs: detached `python -m pipeline ...` processes recorded in the label store.
+
+The studio (or any caller) never runs long work inside a request. It calls
+    job_id = start_job(db_path, "pseudo_label", ["pseudo-label", "--checkpoint", ck])
+which records the job (store `jobs` table) and spawns
+    python -m pipeline <argv...> --db DB --job-id ID
+in a new session (own process group), stdout+stderr appended to `<db stem>-jobs/<ID>.log`.
+Inside that process the command reports through `JobReporter(db_path, job_id)`.
+
+Scheduling: ONE GPU job runs at a time (every job is a GPU job unless started with
+gpu=False). A GPU job started while another runs is QUEUED (status 'queued') and launched
+by `refresh` when the running one ends; `refresh` runs on every `job_status`/`list_jobs`
+(the UI polls) and when a job finishes. A lock file beside the database makes the
+check-and-launch atomic across threads and processes.
+
+Crashes: a job whose process is gone while its status is 'running' is marked 'failed'
+("the process ended without finishing ..."), 'cancelling' ones 'cancelled' — also after a
+studio restart, because liveness is read from the OS (pid + process start time, so a
+recycled pid does not count). `resume_job` queues a NEW job with the same argv (the command
+skips work already done) and returns its id; the old row keeps its history.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+
+from .errors import StudioError
+from .store import Store
+from .store.errors import JobStateError
+from .store.records import Job
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+ACTIVE = ("running", "cancelling")
+START_SLACK_S = 5.0            # a process created this much after the job started is another one
+LOG_TAIL_LINES = 20
+
+
+class JobError(StudioError):
+    """A job request that cannot be carried out (unknown id, not resumable, ...)."""
+
+
+# ---------------------------------------------------------------------------- paths, time
+def log_path(db_path: str | os.PathLike, job_id: int) -> Path:
+    db = Path(db_path).expanduser().resolve()
+    return db.parent / f"{db.stem}-jobs" / f"{int(job_id)}.log"
+
+
+def _lock_path(db_path) -> Path:
+    db = Path(db_path).expanduser().resolve()
+    return db.parent / f".{db.name}.jobs.lock"
+
+
+def _ts(text: str | None) -> float | None:
+    """Store timestamp ('2026-11-23T22:52:46.123456Z') -> POSIX seconds."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+@contextlib.contextmanager
+def _scheduler_lock(db_path):
+    path = _lock_path(db_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------- liveness
+def process_alive(pid: int | None, started_at: str | None) -> bool:
+    """True when `pid` is a live (non-zombie) process created no later than the job started."""
+    if not pid:
+        return False
+    _reap(pid)
+    try:
+        proc = psutil.Process(int(pid))
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        started = _ts(started_at)
+        return started is None or proc.create_time() <= started + START_SLACK_S
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _reap(pid: int) -> None:
+    """Collect our own exited child so it does not linger as a zombie (no-op otherwise)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(int(pid), os.WNOHANG)
+
+
+# ---------------------------------------------------------------------------- status records
+@dataclass(frozen=True)
+class JobInfo:
+    """What the UI shows for one job."""
+    id: int
+    kind: str
+    status: str                 # queued | running | cancelling | cancelled | failed | done
+    argv: list[str]
+    step: int                   # items done (in this run)
+    total: int | None
+    message: str | None
+    metrics: dict               # latest values
+    error: str | None
+    result: dict
+    log_tail: list[str]
+    throughput: float | None    # items per second
+    eta_s: float | None         # seconds left at that rate
+    pid: int | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    params: dict
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("cancelled", "failed", "done")
+
+    @property
+    def fraction(self) -> float | None:
+        return None if not self.total else min(1.0, self.step / self.total)
+
+
+def _tail(path: Path, n: int = LOG_TAIL_LINES, max_bytes: int = 64 * 1024) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            text = f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return []
+    lines = [ln.rstrip() for ln in text.replace("\r", "\n").split("\n")]
+    return [ln for ln in lines if ln][-n:]
+
+
+def _info(job: Job, db_path) -> JobInfo:
+    rate = job.metrics.get("throughput")
+    if rate is None and job.done and job.started_at:
+        end = _ts(job.finished_at or job.heartbeat_at) or _ts(job.started_at)
+        elapsed = end - _ts(job.started_at)
+        rate = job.done / elapsed if elapsed > 0 else None
+    eta = None
+    if rate and job.total is not None and not job.finished:
+        eta = max(0, job.total - job.done) / rate
+    return JobInfo(job.id, job.kind, job.status, job.argv, job.done, job.total, job.message,
+                   job.metrics, job.error, job.result, _tail(log_path(db_path, job.id)),
+                   rate, eta, job.pid, job.created_at, job.started_at, job.finished_at, job.params)
+
+
+# ---------------------------------------------------------------------------- launching
+def _command(db_path, job: Job) -> list[str]:
+    db = str(Path(db_path).expanduser().resolve())
+    return [sys.executable, "-m", "pipeline", *job.argv, "--db", db, "--job-id", str(job.id)]
+
+
+def _spawn(db_path, job: Job) -> int:
+    """Start the job's process detached (new session); return its pid."""
+    env = dict(os.environ)
+    env.update(job.params.get("env") or {})
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    log = log_path(db_path, job.id)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(_command(db_path, job), stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                close_fds=True)
+    return proc.pid
+
+
+def _mark_dead(store: Store, job: Job) -> None:
+    """A running/cancelling job whose process is gone: failed (crashed) or cancelled."""
+    current = store.get_job(job.id)            # re-read: it may have finished meanwhile
+    if current.status not in ACTIVE or current.pid != job.pid:
+        return
+    if current.status == "cancelling":
+        store.finish_job(job.id, "cancelled", error="the process ended while cancelling")
+    else:
+        store.finish_job(job.id, "failed", error="the process ended without finishing (crashed or "
+                         "killed); see its log, then resume it to continue")
+
+
+def refresh(db_path) -> list[int]:
+    """Mark crashed jobs failed, then launch queued jobs the GPU rule allows. Returns started ids."""
+    store = Store(db_path)
+    started: list[int] = []
+    with _scheduler_lock(db_path):
+        active = store.list_jobs(statuses=ACTIVE, limit=1000)
+        alive = []
+        for job in active:
+            if process_alive(job.pid, job.started_at):
+                alive.append(job)
+            else:
+                _mark_dead(store, job)
+        gpu_busy = any(j.params.get("gpu", True) for j in alive)
+        for job in reversed(store.list_jobs(statuses=("queued",), limit=1000)):   # oldest first
+            gpu = job.params.get("gpu", True)
+            if gpu and gpu_busy:
+                continue
+            pid = _spawn(db_path, job)
+            with contextlib.suppress(JobStateError):     # a very short job may already be done
+                store.claim_job(job.id, pid)
+            started.append(job.id)
+            gpu_busy = gpu_busy or gpu
+    return started
+
+
+# ---------------------------------------------------------------------------- public API
+def start_job(db_path, kind: str, argv: list[str], *, env: dict | None = None, gpu: bool = True,
+              params: dict | None = None, author: str = "system") -> int:
+    """Record a job and start it now, or queue it behind the running GPU job. Returns its id.
+
+    `argv` is the command line after `python -m pipeline` WITHOUT --db/--job-id (added here).
+    `env`: extra environment variables for the process.
+    """
+    p = dict(params or {})
+    p.update({"gpu": bool(gpu), "env": {str(k): str(v) for k, v in (env or {}).items()}})
+    job = Store(db_path).create_job(kind, [str(a) for a in argv], params=p, author=author)
+    refresh(db_path)
+    return job.id
+
+
+def _get(store: Store, job_id: int) -> Job:
+    try:
+        return store.get_job(int(job_id))
+    except LookupError:
+        raise JobError(f"job {job_id} does not exist in {store.path}; list the jobs to see their ids") from None
+
+
+def cancel_job(db_path, job_id: int, *, force: bool = False, author: str = "system") -> JobInfo:
+    """Ask a job to stop: queued -> cancelled; running -> cancelling + SIGTERM to its group.
+
+    The command finishes the item in hand and ends as 'cancelled'. force=True sends SIGKILL
+    (the job is then marked cancelled by `refresh`; the item in flight is lost).
+    """
+    store = Store(db_path)
+    job = _get(store, job_id)
+    job = store.request_cancel(job.id, author=author)
+    if job.status == "cancelling" and process_alive(job.pid, job.started_at):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(int(job.pid), signal.SIGKILL if force else signal.SIGTERM)
+    return job_status(db_path, job.id)
+
+
+def resume_job(db_path, job_id: int, *, author: str = "system") -> int:
+    """Queue a new job with a failed/cancelled job's kind and argv; return the new id."""
+    store = Store(db_path)
+    refresh(db_path)
+    job = _get(store, job_id)
+    if job.status not in ("failed", "cancelled"):
+        raise JobError(f"job {job.id} is {job.status}; only failed or cancelled jobs can be resumed")
+    params = {k: v for k, v in job.params.items() if k not in ("gpu", "env")}
+    params["resumed_from"] = job.id
+    return start_job(db_path, job.kind, job.argv, env=job.params.get("env"),
+                     gpu=job.params.get("gpu", True), params=params, author=author)
+
+
+def job_status(db_path, job_id: int) -> JobInfo:
+    refresh(db_path)
+    store = Store(db_path)
+    return _info(_get(store, job_id), db_path)
+
+
+def list_jobs(db_path, *, kind: str | None = None, limit: int = 50) -> list[JobInfo]:
+    """Newest first, after `refresh`."""
+    refresh(db_path)
+    return [_info(j, db_path) for j in Store(db_path).list_jobs(kind=kind, limit=limit)]
+
+
+def job_metrics(db_path, job_id: int, name: str | None = None) -> list[tuple[int, str, float]]:
+    """The metric history [(step, name, value)] (loss curves)."""
+    return Store(db_path).job_metrics(int(job_id), name)
+
+
+def wait_for(db_path, job_id: int, *, timeout: float = 60.0, poll: float = 0.2) -> JobInfo:
+    """Poll until the job has finished (tests and scripts); JobError on timeout."""
+    import time
+    end = time.monotonic() + timeout
+    while True:
+        info = job_status(db_path, job_id)
+        if info.finished:
+            return info
+        if time.monotonic() > end:
+            raise JobError(f"job {job_id} still {info.status} after {timeout:.0f} s")
+        time.sleep(poll)
+
+
+def dumps(info: JobInfo) -> str:
+    """One JSON line (for logs and the CLI)."""
+    return json.dumps({k: getattr(info, k) for k in ("id", "kind", "status", "step", "total", "error")})
+
+
+# ---------------------------------------------------------------------------- inside the job
+class JobReporter:
+    """Used by a command running as job `job_id`: progress, logs, metrics, cancel, finish.
+
+        with JobReporter(db, job_id) as rep:       # finishes 'done' / 'failed' / 'cancelled'
+            for i, item in enumerate(items):
+                if rep.should_stop(): break
+                ...
+                rep.progress(i + 1, len(items), loss=0.3)
+
+    progress() writes at most every `min_interval` s (and always when done == total, and on
+    finish), adding `throughput` (items/s in this process) to the metrics and appending the
+    metrics to the history. SIGTERM (sent by cancel_job) sets should_stop(); a second SIGTERM
+    kills the process at once.
+    """
+
+    def __init__(self, db_path, job_id: int, *, min_interval: float = 0.5, handle_sigterm: bool = True):
+        self.store = Store(db_path)
+        self.db_path = db_path
+        self.job_id = int(job_id)
+        self.min_interval = float(min_interval)
+        self._stop = False
+        self._last_write = float("-inf")
+        self._pending: tuple | None = None
+        self._t0: tuple[float, int] | None = None       # (time, done) at the first progress
+        self._finished = False
+        _get(self.store, self.job_id)
+        if handle_sigterm:
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        if self._stop:                                   # second request: stop now
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        self._stop = True
+
+    def should_stop(self) -> bool:
+        """True once cancel was asked (SIGTERM, or the job's status became 'cancelling')."""
+        return self._stop
+
+    def progress(self, done: int, total: int | None = None, *, message: str | None = None,
+                 **metrics: float) -> None:
+        import time
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = (now, int(done))
+        elif now > self._t0[0] and done > self._t0[1]:
+            metrics["throughput"] = (done - self._t0[1]) / (now - self._t0[0])
+        self._pending = (int(done), total, message, dict(metrics))
+        last = total is not None and done >= total
+        if last or now - self._last_write >= self.min_interval:
+            self._flush(now)
+
+    def _flush(self, now: float | None = None) -> None:
+        import time
+        if self._pending is None:
+            return
+        done, total, message, metrics = self._pending
+        job = self.store.update_progress(self.job_id, done, total=total, message=message,
+                                         metrics=metrics or None)
+        if metrics:
+            self.store.append_metrics(self.job_id, done, metrics)
+        if job.status == "cancelling":
+            self._stop = True
+        self._pending = None
+        self._last_write = time.monotonic() if now is None else now
+
+    def record_metrics(self, step: int, **values: float) -> None:
+        """Append one step of metric history at once (e.g. a loss curve point); not throttled."""
+        self.store.append_metrics(self.job_id, int(step), values)
+
+    def log(self, line: str) -> None:
+        """A line in the job's log (the store) and on stdout (the log file)."""
+        print(line, flush=True)
+        self.store.append_log(self.job_id, str(line))
+
+    def finish(self, status: str = "done", error: str | None = None, result: dict | None = None) -> None:
+        """Write the last progress, end the job, and let the next queued job start."""
+        if self._finished:
+            return
+        self._flush()
+        job = self.store.get_job(self.job_id)
+        if not job.finished:
+            self.store.finish_job(self.job_id, status, error=error, result=result)
+        self._finished = True
+        with contextlib.suppress(Exception):      # scheduling the next one must not fail this one
+            refresh(self.db_path)
+
+    def __enter__(self) -> "JobReporter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None:
+            self.finish("cancelled" if self._stop else "done")
+        elif isinstance(exc, KeyboardInterrupt):
+            self.finish("cancelled", error="interrupted")
+        else:
+            self.finish("failed", error=f"{type(exc).__name__}: {exc}")
+        return False
