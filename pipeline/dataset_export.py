@@ -202,9 +202,11 @@ def import_dataset(folder: str | os.PathLike, store: Store, *, author: str = "im
 
 
 def _import_row(store: Store, root: Path, row: dict, author: str, report: DatasetImportReport) -> None:
+    """Check every file of the row first, then write; a bad row leaves nothing behind."""
     data = (root / row["image"]).read_bytes()
     if sha256_bytes(data) != row["sha256"]:
         raise DatasetError(f"{row['image']} does not match its sha256 in the manifest; the file changed")
+    label = _read_label(root, row) if row.get("label") else None
     image = store.find_image(row["sha256"])
     if image is None:
         decoded = decode_image(data, name=row["name"])
@@ -213,8 +215,8 @@ def _import_row(store: Store, root: Path, row: dict, author: str, report: Datase
         report.images_added += 1
     else:
         report.images_existing += 1
-    if row.get("label"):
-        _import_label(store, root, row, image, author, report)
+    if label is not None:
+        report.revisions_added += _import_label(store, root, row, image, author, *label)
     if store.get_image(image.id).status != row["status"]:
         store.set_status(image.id, row["status"], author=author)
     have = {(p.point1, p.point2, p.closer, p.author) for p in store.point_pairs(image.id)}
@@ -233,8 +235,8 @@ def _read_npy(path: Path) -> np.ndarray:
         raise DatasetError(f"{path} is not a plain .npy array ({e})") from None
 
 
-def _import_label(store: Store, root: Path, row: dict, image: ImageRecord, author: str,
-                  report: DatasetImportReport) -> None:
+def _read_label(root: Path, row: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(depth float32, {mask name: array}) of a manifest row, checked against its hash."""
     depth = _read_npy(root / row["label"])
     if depth.dtype != np.float32 or sha256_bytes(encode_array(depth)) != row.get("depth_sha256", ""):
         raise DatasetError(f"{row['label']} does not match the manifest (float32 with its depth_sha256)")
@@ -243,10 +245,16 @@ def _import_label(store: Store, root: Path, row: dict, image: ImageRecord, autho
         with Image.open(root / spec["file"]) as im:
             m = np.asarray(im)
         masks[name] = m > 0 if spec["dtype"] == "bool" else m.astype(np.uint8)
+    return depth, masks
+
+
+def _import_label(store: Store, root: Path, row: dict, image: ImageRecord, author: str,
+                  depth: np.ndarray, masks: dict[str, np.ndarray]) -> int:
+    """Save the row's label as a new head unless the head already is it; returns 1 if saved."""
     head = store.head(image.id)
     wanted = {n: sha256_bytes(encode_array(m)) for n, m in masks.items()}
     if head is not None and head.depth_sha256 == row["depth_sha256"] and head.masks == wanted:
-        return
+        return 0
     dropped = {n: None for n in (head.masks if head else {}) if n not in masks}
     rev = row.get("revision") or {}
     note = (f"imported from {root.name}: revision {rev.get('number')} ({rev.get('tool')}) by "
@@ -254,4 +262,4 @@ def _import_label(store: Store, root: Path, row: dict, image: ImageRecord, autho
     store.save_revision(image.id, depth, expected_head=head.id if head else None, tool="import",
                         author=author, masks={**dropped, **masks}, kind=row["kind"], note=note,
                         status=row["status"], model_id=row.get("model_id"))
-    report.revisions_added += 1
+    return 1

@@ -1,0 +1,139 @@
+"""Importing: dedupe, rejections with reasons, EXIF size, zip-slip and caps, allowed-root escapes, CLI."""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import zipfile
+
+import pytest
+from PIL import Image
+
+from pipeline import ingest
+from pipeline.cli import import_images
+from pipeline.ingest import Duplicate, IngestError, import_paths, import_server_folder, import_uploads, import_zip
+
+
+def test_folder_import_adds_dedupes_and_rejects_with_reasons(store, tmp_path, make_png):
+    src = tmp_path / "photos"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.png").write_bytes(make_png(seed=1))
+    (src / "sub" / "b.jpg").write_bytes(make_png(seed=2, fmt="JPEG"))
+    (src / "sub" / "a-copy.png").write_bytes(make_png(seed=1))
+    (src / "notes.txt").write_text("not an image")
+    (src / "broken.png").write_bytes(make_png(seed=3)[:60])
+    (src / ".hidden.png").write_bytes(make_png(seed=4))
+    report = import_paths(store, [src, tmp_path / "missing.jpg"], author="ann")
+    assert [r.name for r in report.added] == ["a.png", "b.jpg"]
+    assert [(r.width, r.height, r.source) for r in report.added] == [(8, 6, f"folder:{src}")] * 2
+    assert report.duplicates == [Duplicate("photos/sub/a-copy.png", report.added[0].id, "a.png")]
+    reasons = dict(report.rejected)
+    assert set(reasons) == {"photos/broken.png", "photos/notes.txt", str(tmp_path / "missing.jpg")}
+    assert "not an image" in reasons["photos/notes.txt"]
+    assert "corrupt or truncated" in reasons["photos/broken.png"] or "cannot read" in reasons["photos/broken.png"]
+    assert reasons[str(tmp_path / "missing.jpg")] == "no such file or folder"
+    assert report.summary() == "2 added, 1 duplicate(s), 3 rejected"
+    # importing again: everything is a duplicate
+    again = import_paths(store, [src / "a.png", src / "sub" / "b.jpg"])
+    assert (again.added, [d.image_id for d in again.duplicates]) == ([], [r.id for r in report.added])
+
+
+def test_stored_size_follows_exif_orientation(store, tmp_path):
+    im = Image.new("RGB", (8, 6), (200, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6                                        # rotate 90: shown as 6 x 8
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif)
+    report = import_uploads(store, [("rot.jpg", buf.getvalue())])
+    assert [(r.width, r.height) for r in report.added] == [(6, 8)]
+    assert store.image_bytes(report.added[0].id) == buf.getvalue()      # original bytes kept
+
+
+def _zip(path, members: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_zip_slip_members_are_rejected_unread_and_nothing_is_extracted(store, tmp_path, make_png):
+    z = _zip(tmp_path / "up.zip", {"ok/x.png": make_png(seed=1), "../evil.png": make_png(seed=2),
+                                   "/abs.png": make_png(seed=3), "a/../../b.png": make_png(seed=4),
+                                   "__MACOSX/._x.png": b"junk"})
+    before = sorted(p.name for p in tmp_path.parent.iterdir())
+    report = import_zip(store, z)
+    assert [r.name for r in report.added] == ["x.png"] and report.added[0].source == "zip:up.zip"
+    assert sorted(report.rejected) == sorted([
+        ("up.zip//abs.png", "unsafe path in the zip (absolute or with '..'); not read"),
+        ("up.zip/../evil.png", "unsafe path in the zip (absolute or with '..'); not read"),
+        ("up.zip/a/../../b.png", "unsafe path in the zip (absolute or with '..'); not read")])
+    assert sorted(p.name for p in tmp_path.parent.iterdir()) == before
+    assert store.count_by_status()["pending"] == 1
+
+
+def test_zip_caps_per_file_total_and_count(store, tmp_path, make_png):
+    members = {f"{i}.png": make_png(seed=i) for i in range(3)}
+    size = max(len(b) for b in members.values())
+    report = ingest.ImportReport()
+    with zipfile.ZipFile(_zip(tmp_path / "z.zip", members)) as zf:
+        entries = ingest.zip_entries(zf, "z.zip", report, max_file=size, max_total=2 * size)
+        ingest.import_entries(store, entries, report)
+    assert len(report.added) == 2
+    assert report.rejected == [("z.zip/2.png", "cannot be read: the zip's limit of "
+                                f"{2 * size / 1024 ** 2:g} MB decompressed in total is used up")]
+    small = ingest.ImportReport()
+    with zipfile.ZipFile(tmp_path / "z.zip") as zf:
+        entries = ingest.zip_entries(zf, "z.zip", small, max_file=10)
+        ingest.import_entries(store, entries, small)
+    assert all("limit per file" in r for _, r in small.rejected) and len(small.rejected) == 3
+    many = ingest.ImportReport()
+    with zipfile.ZipFile(tmp_path / "z.zip") as zf:
+        assert ingest.zip_entries(zf, "z.zip", many, max_members=2) == []
+    assert many.rejected == [("z.zip", "the zip holds 3 files; the limit is 2 - split it into smaller zips")]
+
+
+def test_not_a_zip_is_rejected(store):
+    report = import_uploads(store, [("fake.zip", b"PK not really")])
+    assert report.rejected[0][0] == "fake.zip" and "not a readable zip" in report.rejected[0][1]
+
+
+def test_server_folder_must_stay_under_the_allowed_root(store, tmp_path, make_png):
+    root = tmp_path / "allowed"
+    (root / "set1" / "inner").mkdir(parents=True)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "s.png").write_bytes(make_png(seed=9))
+    (root / "set1" / "a.png").write_bytes(make_png(seed=1))
+    (root / "set1" / "inner" / "b.png").write_bytes(make_png(seed=2))
+    os.symlink(outside / "s.png", root / "set1" / "link.png")          # file link escaping the root
+    os.symlink(outside, root / "set1" / "linkdir")                      # folder link: not walked
+    os.symlink(root / "set1" / "a.png", root / "set1" / "inside.png")  # link inside the root: fine (dup)
+    for bad in ("../secret", str(outside), "set1/../../secret", str(root / "linkdir")):
+        with pytest.raises(IngestError, match="outside the allowed import folder|is not a folder"):
+            import_server_folder(store, bad, allowed_root=root)
+    os.symlink(outside, root / "escape")
+    with pytest.raises(IngestError, match="outside the allowed import folder"):
+        import_server_folder(store, "escape", allowed_root=root)
+    report = import_server_folder(store, "set1", allowed_root=root)
+    assert sorted(r.name for r in report.added) == ["a.png", "b.png"]
+    assert dict(report.rejected) == {"set1/link.png": "symbolic link that leads outside the allowed folder; not read",
+                                     "set1/linkdir": "symbolic link to a folder; not followed"}
+    assert [d.name for d in report.duplicates] == ["set1/inside.png"]
+    assert store.find_image(__import__("hashlib").sha256(make_png(seed=9)).hexdigest()) is None
+
+
+def test_cli_import_prints_the_report(store, tmp_path, make_png, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(make_png(seed=1))
+    (tmp_path / "in" / "b.txt").write_text("x")
+    parser = argparse.ArgumentParser()
+    import_images.add_arguments(parser)
+    args = parser.parse_args([str(tmp_path / "in"), "--db", str(store.path), "--quiet", "--author", "cli"])
+    assert import_images.run(args) == 1
+    out = capsys.readouterr().out
+    assert "rejected: in/b.txt: not an image" in out
+    assert f"1 added, 0 duplicate(s), 1 rejected -> {store.path}" in out
+    assert store.audit_log()[0].actor == "cli"
+    args = parser.parse_args([str(tmp_path / "in" / "a.png"), "--db", str(store.path), "--quiet"])
+    assert import_images.run(args) == 0
+    assert "duplicate: a.png (same bytes as image 1, a.png)" in capsys.readouterr().out
