@@ -7,7 +7,9 @@ with the version's own rule (`ModelConfig.align_corners_out`: True for V2, False
 
 Thread safety: one lock per network serialises the forward passes, so the studio may call
 `predict` from a thread pool. Constructing a `Predictor` is cheap: the inference-optimised
-module is built once per (network, fast) and cached on the network object.
+module is built once per (network, weights, fast) and cached on the network object; each
+predict checks the weights are unchanged (a live student network is always predicted with its
+current weights).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from .image_io import DecodedImage, decode_image
 from .preprocess import network_size, prepare, resize_output, to_tensor
 
 UNITS = {"disparity": "relative disparity", "metric_depth": "m"}
-_CACHE_ATTR = "_predictor_inference_cache"      # on the network: {fast: (module, lock)}
+_CACHE_ATTR = "_predictor_inference_cache"      # on the network: {fast: (weights token, module, lock)}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -63,20 +65,33 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+def _weights_token(model: nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer is replaced or modified in place (load_state_dict, optimiser step)."""
+    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+
+
 def _inference_module(model: nn.Module, fast: bool) -> tuple[nn.Module, threading.Lock]:
-    """The optimised module for `model` and its forward lock, built once per (model, fast)."""
+    """The optimised module for `model` and its forward lock, built once per (model, weights, fast).
+
+    `optimize_for_inference` returns a snapshot of the weights, so the cache entry is rebuilt
+    when the network's weights change (e.g. a student evaluated between training steps).
+    """
     with _CACHE_LOCK:
         cache = model.__dict__.setdefault(_CACHE_ATTR, {})      # a plain dict: not a submodule
-        if fast not in cache:
+        token = _weights_token(model)
+        entry = cache.get(fast)
+        if entry is None or entry[0] != token:
             try:
                 from .model.inference import optimize_for_inference
             except ImportError:                                  # older trees: plain eval mode
                 if fast:
                     raise ConfigError("the fast inference path is not available in this version") from None
-                cache[fast] = (model.eval(), threading.Lock())
+                module = model.eval()
             else:
-                cache[fast] = (optimize_for_inference(model, fast=fast), threading.Lock())
-        return cache[fast]
+                module = optimize_for_inference(model, fast=fast)
+            lock = entry[2] if entry is not None else threading.Lock()
+            entry = cache[fast] = (token, module, lock)
+        return entry[1], entry[2]
 
 
 class Predictor:
@@ -94,7 +109,8 @@ class Predictor:
         self.input_size = int(input_size)
         self.fast = bool(fast)
         self.model_id = model_id or getattr(model, "model_id", None) or _default_id(config)
-        self._module, self._lock = _inference_module(network.to(self.device), self.fast)
+        self._network = network.to(self.device)
+        _inference_module(self._network, self.fast)                           # build (or reuse) now
 
     @classmethod
     def from_checkpoint(cls, source, *, device=None, input_size: int = DEFAULT_INPUT_SIZE,
@@ -145,8 +161,9 @@ class Predictor:
         """Decoded images with one network size -> predictions (one forward pass)."""
         t0 = time.perf_counter()
         x = torch.cat([prepare(to_tensor(d.rgb).to(self.device), self.input_size) for d in decoded])  # (B,3,h,w)
-        with self._lock, torch.inference_mode(), self._autocast():
-            out = self._module(x)                                                  # (B, h, w)
+        module, lock = _inference_module(self._network, self.fast)
+        with lock, torch.inference_mode(), self._autocast():
+            out = module(x)                                                        # (B, h, w)
         out = out.float()
         arrays = [resize_output(out[i:i + 1], (d.height, d.width), self.config.align_corners_out)[0]
                   .cpu().numpy().astype(np.float32, copy=False) for i, d in enumerate(decoded)]  # (H, W)

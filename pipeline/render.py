@@ -56,6 +56,12 @@ def _lut(cmap: str) -> np.ndarray:
     return np.rint(cm(np.linspace(0.0, 1.0, _LUT_SIZE))[:, :3] * 255.0).astype(np.uint8)
 
 
+def check_colormap(cmap: str) -> str:
+    """`cmap` if matplotlib knows it, else ConfigError (say which names exist)."""
+    _lut(cmap)
+    return cmap
+
+
 def _indices(unit: np.ndarray) -> np.ndarray:
     return np.rint(unit * (_LUT_SIZE - 1)).astype(np.intp)
 

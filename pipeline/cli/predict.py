@@ -1,0 +1,166 @@
+"""`python -m pipeline predict IMAGE_OR_DIR... --out DIR`: depth for images, written as files.
+
+    python -m pipeline predict photo.jpg holiday/ --out depth/ --checkpoint depth_anything_v2_vits.pth --ply
+
+For each input <stem> it writes into DIR:
+    <stem>.npy          float32 (H, W) prediction at the image's own resolution
+    <stem>_depth.png    16-bit PNG over the full 0..65535 range, offset/scale recorded (pipeline.depth_png)
+    <stem>_color.png    colour map of the float prediction (low values -> start of the map)
+    <stem>.ply          with --ply: coloured point cloud (focal: --focal-px > EXIF > 60 degree FOV)
+Folders are expanded to the image files directly inside them (not recursive). An input that
+cannot be read is reported on one line and skipped; the exit status is 1 if any input failed.
+Two inputs with the same stem (a.jpg, a.png) get the extension added (a_jpg, a_png).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from .. import checkpoint_registry, depth_png, pointcloud, render
+from ..config import DEFAULT_INPUT_SIZE, ENCODERS, VERSIONS
+from ..errors import ConfigError, StudioError
+from ..image_io import DecodedImage, decode_image
+from ..predictor import Prediction, Predictor
+
+HELP = "predict depth for images or folders: writes <stem>.npy, <stem>_depth.png (16-bit), <stem>_color.png [, .ply]"
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".gif", ".tif",
+                              ".tiff", ".webp", ".avif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".j2k",
+                              ".qoi", ".pcx", ".sgi"})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    parser.add_argument("--checkpoint", default=checkpoint_registry.DEFAULT_NAME, metavar="FILE|NAME",
+                        help=f"checkpoint file or registry name (default {checkpoint_registry.DEFAULT_NAME}; "
+                             "list names with `python -m pipeline checkpoints`)")
+    parser.add_argument("--encoder", choices=list(ENCODERS), help="encoder size (default: read from the weights)")
+    parser.add_argument("--version", choices=VERSIONS, help="v1 or v2 (default: from the checkpoint)")
+    parser.add_argument("--metric", action="store_true", default=None, help="the checkpoint is a V2 metric model")
+    parser.add_argument("--max-depth", type=float, metavar="M", help="metric models: 20 indoor, 80 outdoor")
+    parser.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, metavar="N",
+                        help=f"network input size, a multiple of 14 (default {DEFAULT_INPUT_SIZE})")
+    parser.add_argument("--colormap", default=render.DEFAULT_CMAP, help="any matplotlib colour map (default Spectral_r)")
+    parser.add_argument("--ply", action="store_true", help="also write a coloured point cloud <stem>.ply")
+    parser.add_argument("--focal-px", type=float, metavar="F", help="focal length in pixels for --ply (default: EXIF, "
+                                                                    "else a 60 degree field of view)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
+    parser.add_argument("--fast", action="store_true", help="opt-in approximate inference path (faster, not exact)")
+
+
+def run(args: argparse.Namespace) -> int:
+    render.check_colormap(args.colormap)                     # fail before loading a model
+    if args.focal_px is not None:
+        pointcloud.resolve_focal(1, 1, args.focal_px)        # validates it
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+    failures: list[str] = []
+    items = _named(collect_inputs(args.inputs, out, failures))
+    for message in failures:
+        print(f"skipped {message}", file=sys.stderr)
+    if not items:
+        print("no images to predict", file=sys.stderr)
+        return 1
+    predictor = Predictor.from_checkpoint(args.checkpoint, encoder=args.encoder, version=args.version,
+                                          metric=args.metric, max_depth=args.max_depth, device=args.device,
+                                          input_size=args.input_size, fast=args.fast)
+    print(f"model {predictor.model_id}: {predictor.kind} ({'m' if predictor.kind == 'metric_depth' else 'relative'}) "
+          f"on {predictor.device}, input size {predictor.input_size}{', fast path' if args.fast else ''}",
+          file=sys.stderr)
+    bar = tqdm(total=len(items), unit="image", file=sys.stderr, disable=len(items) < 2)
+    done = _predict_all(predictor, items, out, args, failures, bar)
+    bar.close()
+    total = done + len(failures)
+    print(f"wrote {done} of {total} input(s) to {out}" + (f"; {len(failures)} failed" if failures else ""),
+          file=sys.stderr)
+    return 1 if failures else 0
+
+
+def collect_inputs(inputs: list[str], out: Path, failures: list[str]) -> list[Path]:
+    """Files as given, folders expanded (sorted, non-recursive, our output folder skipped)."""
+    paths: list[Path] = []
+    out_resolved = out.resolve()
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                           and p.suffix.lower() in IMAGE_EXTENSIONS and p.parent.resolve() != out_resolved)
+            if not found:
+                failures.append(f"{path}: no image files in this folder")
+            paths.extend(found)
+        elif path.exists():
+            paths.append(path)
+        else:
+            failures.append(f"{path}: file not found")
+    return paths
+
+
+def _named(paths: list[Path]) -> list[tuple[Path, str]]:
+    """(path, output stem); stems that would collide get their extension appended."""
+    counts = Counter(p.stem for p in paths)
+    return [(p, f"{p.stem}_{p.suffix.lstrip('.').lower()}" if counts[p.stem] > 1 else p.stem) for p in paths]
+
+
+def _predict_all(predictor: Predictor, items: list[tuple[Path, str]], out: Path, args, failures: list[str],
+                 bar) -> int:
+    """Decode lazily (bad files reported and skipped), predict in batches, write as results arrive."""
+    pending: dict[int, tuple[str, DecodedImage]] = {}         # index among decoded images -> (stem, image)
+    next_index = itertools.count()
+
+    def decoded_images():
+        for path, stem in items:
+            try:
+                decoded = decode_image(path)
+            except StudioError as e:
+                _report(failures, str(e), bar)
+                bar.update(1)
+                continue
+            pending[next(next_index)] = (stem, decoded)
+            yield decoded
+
+    written = 0
+    for index, prediction in predictor.iter_predict(decoded_images(), batch_size=args.batch_size):
+        stem, decoded = pending.pop(index)
+        try:
+            write_outputs(out, stem, decoded, prediction, cmap=args.colormap, ply=args.ply, focal_px=args.focal_px)
+            written += 1
+        except StudioError as e:
+            _report(failures, f"{decoded.name}: {e}", bar)
+        bar.update(1)
+    return written
+
+
+def _report(failures: list[str], message: str, bar=None) -> None:
+    """One line per failed input, printed when it happens (above the progress bar)."""
+    failures.append(message)
+    (bar.write if bar is not None else print)(f"skipped {message}", file=sys.stderr)
+
+
+def write_outputs(out: Path, stem: str, decoded: DecodedImage, prediction: Prediction, *, cmap: str,
+                  ply: bool = False, focal_px: float | None = None) -> dict[str, Path]:
+    """Every file for one prediction; returns {"npy", "depth_png", "color_png"[, "ply"]: path}."""
+    array = prediction.array                                                   # (H, W) float32
+    files = {"npy": out / f"{stem}.npy", "depth_png": out / f"{stem}_depth.png", "color_png": out / f"{stem}_color.png"}
+    try:
+        np.save(files["npy"], array.astype(np.float32, copy=False))
+        depth_png.write_depth_png(files["depth_png"], array, kind=prediction.kind)
+        Image.fromarray(render.colorize(array, cmap)).save(files["color_png"])
+        if ply:
+            h, w = array.shape
+            focal, _ = pointcloud.resolve_focal(w, h, focal_px, decoded.focal_px)
+            pcd = pointcloud.make_point_cloud(decoded.rgb, array, prediction.kind, focal_px=focal)
+            files["ply"] = pointcloud.write_ply(out / f"{stem}.ply", pcd)
+    except OSError as e:
+        raise StudioError(f"cannot write into {out}: {e.strerror or e}") from None
+    return files
