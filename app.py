@@ -47,7 +47,15 @@ def build_services(settings: StudioSettings) -> Services:
     loaded = depth.model()                 # load the default now: downloads on first start, else cached
     if loaded.notice:
         print(f"WARNING: {loaded.notice}", file=sys.stderr, flush=True)
-    return Services(settings=settings, depth=depth)
+    return Services(settings=settings, depth=depth, extra=curation_services(settings))
+
+
+def curation_services(settings: StudioSettings) -> dict:
+    """The label store and the curate tab's service (pipeline/curation_service.py)."""
+    from pipeline.curation_service import CurationService
+    from pipeline.store import Store
+    store = Store(settings.database)
+    return {"store": store, "curation": CurationService(store, settings)}
 
 
 def main(argv: list[str] | None = None) -> int:
