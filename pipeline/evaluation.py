@@ -32,13 +32,11 @@ DELTA1 = 1.25
 DEFAULT_DEPTH_CAP = 80.0      # m: the outdoor convention (KITTI); 10 m is the indoor one (NYU)
 DEFAULT_MIN_DEPTH = 1e-3      # m: V2 metric fine-tuning's minimum depth
 GT_KINDS = ("depth", "disparity")
+PRED_KINDS = ("disparity", "depth")
 
 
 class EvaluationDataError(StudioError):
     """A data folder, ground-truth or prediction file that cannot be used; names the file."""
-
-
-PRED_KINDS = ("disparity", "depth")
 
 
 @dataclass(frozen=True)

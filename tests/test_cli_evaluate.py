@@ -160,7 +160,7 @@ def test_store_export_gt_kind_comes_from_the_manifest(tmp_path):
     _evaluate(["--pred", str(tmp_path / "pred"), "--data", str(tmp_path / "export"), "--out", str(out)])
     rep = json.loads(out.read_text())
     assert rep["protocol"]["gt_kind"] == "disparity"
-    assert rep["protocol"]["depth_cap"] == "per-image maximum valid GT depth"
+    assert rep["protocol"]["depth_cap"] == "per-image maximum valid GT depth" and rep["protocol"]["min_depth"] == 0.0
     assert rep["images"][0]["name"] == key and rep["summary"]["abs_rel"] == pytest.approx(0.0, abs=1e-5)
     # metric predictions cannot be scored against relative disparity labels
     with pytest.raises(StudioError, match="--gt-kind depth"):

@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth-cap", default=None, metavar="M",
                         help="depth cap in GT units, or 'gt-max' (per image). Default: 80 for depth GT, "
                              "gt-max for disparity GT, 10 for the motorcycle sample")
-    parser.add_argument("--min-depth", type=float, default=ev.DEFAULT_MIN_DEPTH, help="GT below this is invalid (default 0.001)")
+    parser.add_argument("--min-depth", type=float, default=None,
+                        help="GT depth below this is invalid (default 0.001 for depth GT, 0 for disparity GT)")
     parser.add_argument("--gt-scale", type=float, default=1.0, help="multiply GT values (e.g. 0.001 for millimetre PNGs)")
     parser.add_argument("--out", metavar="JSON", help="write the per-image and averaged metrics here")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
@@ -58,6 +59,13 @@ def _depth_cap(value: str | None, gt_kind: str, sample: str | None) -> float | N
         return float(value)
     except ValueError:
         raise ConfigError(f"--depth-cap must be a number or 'gt-max', got {value!r}") from None
+
+
+def _min_depth(value: float | None, gt_kind: str) -> float:
+    """Metres for depth GT; disparity GT has no unit, so no floor unless asked."""
+    if value is not None:
+        return value
+    return ev.DEFAULT_MIN_DEPTH if gt_kind == "depth" else 0.0
 
 
 def _gt_kind(explicit: str | None, items: list[ev.EvalItem]) -> str:
@@ -119,7 +127,7 @@ def run(args) -> int:
     items = sample_items(args.sample) if args.sample else ev.find_items(args.data, args.gt_scale)
     gt_kind = "depth" if args.sample else _gt_kind(args.gt_kind, items)
     protocol = ev.Protocol(gt_kind=gt_kind, depth_cap=_depth_cap(args.depth_cap, gt_kind, args.sample),
-                           min_depth=args.min_depth)
+                           min_depth=_min_depth(args.min_depth, gt_kind))
     if args.pred and args.pred_kind == "depth" and gt_kind == "disparity":
         raise ConfigError("metric depth predictions need depth ground truth: use --gt-kind depth")
     predict, source = _checkpoint_predictor(args) if args.checkpoint else _saved_predictions(args)
