@@ -87,10 +87,12 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 def write_checkpoint(model, out_dir: Path, rel_name: str, *, model_id: str, meta: dict, previous: str | None) -> Path:
     """save_checkpoint (atomic) with a user-facing error that names the intact previous checkpoint."""
+    from safetensors import SafetensorError   # a full disk surfaces as this, not as OSError
+
     path = out_dir / rel_name
     try:
         return save_checkpoint(model, path, model_id=model_id, meta=meta)
-    except (CheckpointError, OSError) as e:
+    except (CheckpointError, OSError, SafetensorError) as e:
         keep = f"the previous checkpoint {out_dir / previous} is intact" if previous else "no earlier checkpoint exists"
         raise CheckpointWriteError(f"could not write checkpoint {path} ({e}); {keep}. Free disk space and run "
                                    f"again with --resume") from e
