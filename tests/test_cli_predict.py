@@ -1,16 +1,18 @@
 """`python -m pipeline predict`, run in-process: every output file checked by value."""
 from __future__ import annotations
 
-import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import open3d as o3d
 import pytest
+import torch
 from PIL import Image
 
-from pipeline.cli import predict as predict_cmd
+from pipeline import build_model, cli
+from pipeline.checkpoints import save_checkpoint
 from pipeline.depth_png import load_depth_png, read_depth_png
-from pipeline.errors import StudioError
 from pipeline.predictor import Predictor
 from pipeline.render import colorize
 
@@ -18,24 +20,21 @@ SIZE = "140"         # small network input: the vits forward stays well under a 
 
 
 def _cli(argv: list[str]) -> int:
-    """pipeline.cli.main, or (while other commands are still missing) the same dispatch for `predict` only."""
-    from pipeline import cli
-    try:
-        cli.build_parser()
-    except ModuleNotFoundError as e:
-        if "pipeline.cli.predict" in str(e):
-            raise
-        parser = argparse.ArgumentParser(prog="python -m pipeline")
-        sub = parser.add_subparsers(dest="command", required=True)
-        p = sub.add_parser("predict")
-        predict_cmd.add_arguments(p)
-        args = parser.parse_args(argv)
-        try:
-            return predict_cmd.run(args)
-        except StudioError as err:
-            print(f"error: {err}", file=__import__("sys").stderr)
-            return 2
     return cli.main(argv)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory, reference_dir) -> Path:
+    """A project-format (safetensors) vitt checkpoint with the recipe's deterministic weights."""
+    sys.path.insert(0, str(reference_dir))
+    try:
+        import make_weights
+    finally:
+        sys.path.pop(0)
+    model = build_model("vitt")
+    shapes = {k: tuple(t.shape) for k, t in model.state_dict().items()}
+    model.load_state_dict({k: torch.from_numpy(a) for k, a in make_weights.make_state_dict(shapes).items()})
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model_id="tiny-test")
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +74,14 @@ def test_folder_writes_all_outputs_by_value(images, predictor, recipe_pth, tmp_p
     assert "wrote 2 of 2 input(s)" in capsys.readouterr().err
 
 
-def test_bad_file_is_reported_skipped_and_fails_the_run(images, recipe_pth, tmp_path, capsys):
+def test_bad_file_is_reported_skipped_and_fails_the_run(images, tiny_ckpt, tmp_path, capsys):
     folder, rgbs = images
     broken = tmp_path / "broken.jpg"
     data = (folder / "crop.jpg").read_bytes()
     broken.write_bytes(data[: len(data) // 2])                               # header intact, data cut
     out = tmp_path / "out"
     rc = _cli(["predict", str(folder / "moto.png"), str(broken), str(tmp_path / "nope.png"), "--out", str(out),
-               "--checkpoint", str(recipe_pth), "--input-size", SIZE, "--device", "cpu"])
+               "--checkpoint", str(tiny_ckpt), "--input-size", SIZE, "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 1
     assert f"skipped {broken}: the image data is corrupt or truncated" in err
@@ -91,13 +90,15 @@ def test_bad_file_is_reported_skipped_and_fails_the_run(images, recipe_pth, tmp_
     assert sorted(p.name for p in out.iterdir()) == ["moto.npy", "moto_color.png", "moto_depth.png"]
 
 
-def test_same_stem_inputs_do_not_overwrite_each_other(images, predictor, recipe_pth, tmp_path):
+def test_same_stem_inputs_do_not_overwrite_each_other(images, tiny_ckpt, tmp_path):
     folder, rgbs = images
     Image.fromarray(rgbs["crop"]).save(tmp_path / "moto.jpg", quality=95)
     out = tmp_path / "out"
     assert _cli(["predict", str(folder / "moto.png"), str(tmp_path / "moto.jpg"), "--out", str(out),
-                 "--checkpoint", str(recipe_pth), "--input-size", SIZE, "--device", "cpu"]) == 0
-    np.testing.assert_allclose(np.load(out / "moto_png.npy"), predictor.predict(rgbs["moto"]).array, atol=1e-5)
+                 "--checkpoint", str(tiny_ckpt), "--input-size", SIZE, "--device", "cpu"]) == 0
+    tiny = Predictor.from_checkpoint(tiny_ckpt, device="cpu", input_size=int(SIZE))
+    assert tiny.model_id == "tiny-test"
+    np.testing.assert_allclose(np.load(out / "moto_png.npy"), tiny.predict(rgbs["moto"]).array, atol=1e-5)
     assert np.load(out / "moto_jpg.npy").shape == rgbs["crop"].shape[:2]
 
 
@@ -118,9 +119,9 @@ def test_metric_flags_reach_the_model(images, recipe_pth, tmp_path):
     (["--input-size", "500"], "multiple of 14"),
     (["--encoder", "vitb"], "vitb"),
 ])
-def test_user_errors_are_one_line_and_exit_2(images, recipe_pth, tmp_path, capsys, extra, message):
+def test_user_errors_are_one_line_and_exit_2(images, tiny_ckpt, tmp_path, capsys, extra, message):
     folder, _ = images
-    argv = ["predict", str(folder / "moto.png"), "--out", str(tmp_path / "o"), "--checkpoint", str(recipe_pth),
+    argv = ["predict", str(folder / "moto.png"), "--out", str(tmp_path / "o"), "--checkpoint", str(tiny_ckpt),
             "--device", "cpu"]
     rc = _cli(argv + extra)
     err = capsys.readouterr().err
@@ -128,8 +129,8 @@ def test_user_errors_are_one_line_and_exit_2(images, recipe_pth, tmp_path, capsy
     assert not (tmp_path / "o" / "moto.npy").exists()
 
 
-def test_empty_folder_is_reported(recipe_pth, tmp_path, capsys):
+def test_empty_folder_is_reported(tiny_ckpt, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
-    rc = _cli(["predict", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--checkpoint", str(recipe_pth)])
+    rc = _cli(["predict", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--checkpoint", str(tiny_ckpt)])
     assert rc == 1 and "no image files in this folder" in capsys.readouterr().err
