@@ -114,7 +114,7 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, source, *, device=None, input_size: int = DEFAULT_INPUT_SIZE,
-                        model_id: str | None = None, fast: bool = False, **load_kwargs) -> "Predictor":
+                        model_id: str | None = None, fast: bool = False, **load_kwargs) -> Predictor:
         """Load `source` (file or registry name) with `pipeline.checkpoints.load_model`."""
         from .checkpoints import load_model
         loaded = load_model(source, **load_kwargs)
@@ -153,9 +153,9 @@ class Predictor:
                 full = key if len(queues[key]) >= batch_size else next(iter(queues))
                 batch = queues.pop(full)
                 waiting -= len(batch)
-                yield from zip((i for i, _ in batch), self._run_batch([d for _, d in batch]))
+                yield from zip((i for i, _ in batch), self._run_batch([d for _, d in batch]), strict=True)
         for batch in queues.values():
-            yield from zip((i for i, _ in batch), self._run_batch([d for _, d in batch]))
+            yield from zip((i for i, _ in batch), self._run_batch([d for _, d in batch]), strict=True)
 
     def _run_batch(self, decoded: list[DecodedImage]) -> list[Prediction]:
         """Decoded images with one network size -> predictions (one forward pass)."""

@@ -8,8 +8,16 @@ import open3d as o3d
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.pointcloud import (DISPARITY_NOTE, METRIC_NOTE, depth_for_point_cloud, focal_from_fov,
-                                 make_point_cloud, point_cloud_note, resolve_focal, write_ply)
+from pipeline.pointcloud import (
+    DISPARITY_NOTE,
+    METRIC_NOTE,
+    depth_for_point_cloud,
+    focal_from_fov,
+    make_point_cloud,
+    point_cloud_note,
+    resolve_focal,
+    write_ply,
+)
 
 
 def _rgb(h, w, seed=0):

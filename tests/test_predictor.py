@@ -131,7 +131,7 @@ def test_predict_many_batches_match_single_predictions_in_order(tiny, image):
     singles = [p.predict(np.ascontiguousarray(im)).array for im in images]
     many = p.predict_many([np.ascontiguousarray(im) for im in images], batch_size=2)
     assert [m.array.shape for m in many] == [s.shape for s in singles]
-    for m, s in zip(many, singles):
+    for m, s in zip(many, singles, strict=True):
         np.testing.assert_allclose(m.array, s, atol=1e-5)
     assert not np.allclose(singles[0], singles[1])                           # order is observable
     with pytest.raises(ConfigError, match="batch size"):
