@@ -1,0 +1,320 @@
+"""The training service: what the studio's train tab (and its API) calls. No gradio here.
+
+`TrainingService(store, settings, depth)` composes
+- the `train` command (pipeline/cli/train.py): a `RunSettings` form -> a validated `TrainConfig`
+  -> the command line, started as a background job (pipeline.jobs: one GPU job at a time, the
+  rest queued; the job runs outside the web server and survives a studio restart);
+- progress of the runs (`runs`, `status`), their loss curves (`curves`, from the job metrics of
+  the run and of the runs it was resumed from), cancel and resume (`--resume` continues from the
+  run folder's last checkpoint);
+- the trained checkpoints of the label store (`checkpoints`); a finished run that the train
+  command could not register is registered here (`sync_checkpoints`), so it reaches the model picker;
+- teacher vs student on a held-out split of the curated labels (pipeline/holdout_compare.py).
+
+Runs live in `<data folder>/runs/<name>/`; the run name is the trained model's id.
+Several GPUs: the command line a person would use is `torchrun --nproc-per-node=N -m pipeline
+train ...` (`command_line`); the jobs module launches `python -m pipeline`, so a studio-started run
+uses one process (see `launch_note`).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from . import jobs
+from .errors import ConfigError, StudioError
+from .jobs import JobInfo
+from .settings import StudioSettings
+from .store import Store
+
+JOB_KIND = "train"
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+CURVE_SKIP = ("lr", "images_per_s", "eta_s", "throughput")     # job metrics that are not losses
+FINAL_FILE = "final.safetensors"
+
+
+class TrainingServiceError(StudioError):
+    """A training request that cannot be carried out (unknown run, folder outside the allowed root, ...)."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The train tab's form. Defaults follow the published recipe (TrainConfig)."""
+
+    name: str = ""                     # run folder and model id; "" = student-<date>-<time>
+    init: str = ""                     # depth-service model key to fine-tune; "" = random initialisation
+    encoder: str = "vits"
+    steps: int = 1000
+    batch_size: int = 4
+    lr_encoder: float = 5e-6
+    decoder_lr_mult: float = 10.0
+    ratio: str = "1:2"                 # labelled : pseudo-labelled images per batch
+    input_size: int = 518              # crop size (multiple of 14)
+    feature_alignment: bool = True
+    folder: str = ""                   # image / ground-truth pairs under the allowed root; "" = store only
+    gt_kind: str = "depth"             # what the folder's ground truth holds
+    save_every: int = 500
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunSettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known and v is not None})
+
+
+def gpu_count() -> int:
+    """CUDA devices visible to this process (0 without CUDA)."""
+    try:
+        import torch
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    except Exception:   # noqa: BLE001 - a broken CUDA install counts as none
+        return 0
+
+
+def run_name_of(info: JobInfo) -> str:
+    return str(info.params.get("run") or f"job-{info.id}")
+
+
+def _option_of() -> dict[str, str]:
+    """TrainConfig field -> the train command's option (pipeline/cli/train.py owns the mapping)."""
+    from .cli.train import FIELDS
+    return {field: "--" + opt.replace("_", "-") for opt, field in FIELDS.items()}
+
+
+def config_argv(cfg) -> list[str]:
+    """A TrainConfig -> the train command's options for every setting it has (except --db: jobs add it)."""
+    argv = ["train"]
+    for field, option in _option_of().items():
+        value = getattr(cfg, field)
+        if field == "db" or value is None:
+            continue
+        if field == "labelled_ratio":
+            value = f"{value[0]}:{value[1]}"
+        argv += [option, str(value)]
+    if not cfg.amp:
+        argv.append("--no-amp")
+    return argv
+
+
+class TrainingService:
+    def __init__(self, store: Store, settings: StudioSettings, depth=None, *,
+                 data_root: str | os.PathLike | None = None, device: str | None = None,
+                 threads: int | None = None, gpus: int | None = None):
+        self.store = store
+        self.settings = settings
+        self.depth = depth                                   # pipeline.depth_service.DepthService
+        self.db_path = Path(store.path)
+        self.runs_dir = settings.data_dir / "runs"
+        root = data_root or os.environ.get("DA_STUDIO_IMPORT_ROOT") or settings.data_dir / "import"
+        self.data_root = Path(root).expanduser().resolve()
+        self.device = device if device is not None else settings.device
+        self.threads = threads
+        self._gpus = gpus
+        self._register_lock = threading.Lock()
+
+    # ---- the form ----------------------------------------------------------------------
+    def init_choices(self) -> list[tuple[str, str]]:
+        """(label, key) of the models a run can start from: random, then relative-depth models."""
+        out = [("random initialisation (no checkpoint)", "")]
+        if self.depth is not None:
+            out += [(c.label, c.key) for c in self.depth.choices() if not (c.config and c.config.metric)]
+        return out
+
+    def data_summary(self) -> dict:
+        """How many curated labels the store would give a run, by status."""
+        counts = self.store.count_by_status()
+        return {"accepted": counts.get("accepted", 0), "corrected": counts.get("corrected", 0),
+                "data_root": str(self.data_root)}
+
+    @property
+    def gpus(self) -> int:
+        if self._gpus is None:
+            self._gpus = gpu_count()
+        return self._gpus
+
+    def launch_note(self) -> str:
+        n = self.gpus
+        if n > 1:
+            return (f"{n} GPUs present: a run started here uses one of them (the studio's job runner starts "
+                    f"`python -m pipeline`); for all {n}, run the command shown with torchrun in a shell.")
+        return "one GPU" if n == 1 else "CPU only (no GPU found): keep runs small"
+
+    def _init_source(self, key: str, encoder: str) -> str | None:
+        if not key:
+            return None
+        if self.depth is None:
+            return key
+        choice = self.depth.choice(key)
+        if choice.config is not None and choice.config.metric:
+            raise ConfigError(f"{choice.title} is a metric-depth model; training starts from relative models only")
+        if choice.config is not None and choice.config.encoder != encoder:
+            raise ConfigError(f"{choice.title} has a {choice.config.encoder} encoder but the run asks for {encoder}; "
+                              f"choose encoder {choice.config.encoder} or another checkpoint")
+        return choice.source
+
+    def _data_folder(self, folder: str) -> str | None:
+        if not (folder or "").strip():
+            return None
+        from .ingest import IngestError, resolve_under_root
+        path = Path(folder.strip()).expanduser()
+        if not path.is_absolute():
+            path = self.data_root / path
+        try:
+            resolved, _root = resolve_under_root(path, self.data_root)
+        except IngestError as e:
+            raise TrainingServiceError(str(e)) from None
+        if not resolved.is_dir():
+            raise TrainingServiceError(f"{resolved} is not a folder; give a folder of images with same-named "
+                                       f"ground truth under {self.data_root}")
+        return str(resolved)
+
+    def _run_name(self, name: str) -> str:
+        name = (name or "").strip() or time.strftime("student-%Y%m%d-%H%M%S")
+        if not RUN_NAME.match(name):
+            raise ConfigError(f"run name {name!r}: use letters, digits, '-', '_' or '.', at most 64 characters")
+        if (self.runs_dir / name).exists():
+            raise ConfigError(f"a run named {name!r} already exists in {self.runs_dir}; choose another name "
+                              f"(or resume that run from the list)")
+        return name
+
+    def train_config(self, run: RunSettings):
+        """The validated TrainConfig of a form (ConfigError names the bad value)."""
+        from .train.train_config import TrainConfig, parse_ratio
+        name = self._run_name(run.name)
+        return TrainConfig(
+            out_dir=str(self.runs_dir / name), db=str(self.db_path), data_dir=self._data_folder(run.folder),
+            gt_kind=run.gt_kind, encoder=run.encoder, init=self._init_source(run.init, run.encoder),
+            steps=int(run.steps), batch_size=int(run.batch_size), lr_encoder=float(run.lr_encoder),
+            decoder_lr_mult=float(run.decoder_lr_mult), input_size=int(run.input_size),
+            labelled_ratio=parse_ratio(run.ratio), feature_weight=1.0 if run.feature_alignment else 0.0,
+            save_every=int(run.save_every), device=self.device or None)
+
+    def command_line(self, cfg) -> str:
+        """What a person would type for the same run (torchrun when several GPUs are present)."""
+        argv = config_argv(cfg) + ["--db", str(self.db_path)]
+        head = (["torchrun", f"--nproc-per-node={self.gpus}", "-m", "pipeline"] if self.gpus > 1
+                else ["python", "-m", "pipeline"])
+        return shlex.join(head + argv)
+
+    # ---- jobs --------------------------------------------------------------------------
+    def start(self, run: RunSettings, *, author: str = "studio") -> int:
+        """Start (or queue behind the running GPU job) a training run; returns its job id."""
+        cfg = self.train_config(run)
+        argv = config_argv(cfg) + self._process_args()
+        Path(cfg.out_dir).parent.mkdir(parents=True, exist_ok=True)
+        params = {"run": Path(cfg.out_dir).name, "out_dir": cfg.out_dir, "settings": asdict(run),
+                  "command_line": self.command_line(cfg)}
+        return jobs.start_job(self.db_path, JOB_KIND, argv, params=params, author=author,
+                              env=self._env(), gpu=True)
+
+    def _process_args(self) -> list[str]:
+        return ["--threads", str(self.threads)] if self.threads else []
+
+    def _env(self) -> dict:
+        return {"OMP_NUM_THREADS": str(self.threads)} if self.threads else {}
+
+    def runs(self, limit: int = 50) -> list[JobInfo]:
+        """The training jobs, newest first (crashed ones are marked failed on the way)."""
+        return jobs.list_jobs(self.db_path, kind=JOB_KIND, limit=limit)
+
+    def status(self, job_id: int) -> JobInfo:
+        info = jobs.job_status(self.db_path, int(job_id))
+        if info.kind != JOB_KIND:
+            raise TrainingServiceError(f"job {job_id} is a {info.kind} job, not a training run")
+        if info.status == "done":
+            self.sync_checkpoints()
+        return info
+
+    def cancel(self, job_id: int, *, author: str = "studio") -> JobInfo:
+        """Queued: cancelled at once. Running: the run saves a checkpoint and stops (resumable)."""
+        self.status(job_id)
+        return jobs.cancel_job(self.db_path, int(job_id), author=author)
+
+    def resume(self, job_id: int, *, author: str = "studio") -> int:
+        """A new job continuing a failed / cancelled run from its last checkpoint; returns its id."""
+        info = self.status(job_id)
+        if info.status not in ("failed", "cancelled"):
+            raise TrainingServiceError(f"run {run_name_of(info)} (job {info.id}) is {info.status}; only failed or "
+                                       f"cancelled runs can be resumed")
+        out = Path(info.params.get("out_dir") or "")
+        argv = list(info.argv)
+        if (out / "train_state.pt").is_file() and (out / "train_config.json").is_file():
+            if "--resume" not in argv:
+                argv.append("--resume")
+        else:
+            argv = [a for a in argv if a != "--resume"]       # nothing saved yet: start it again
+        params = {k: v for k, v in info.params.items() if k not in ("gpu", "env")}
+        params["resumed_from"] = info.id
+        return jobs.start_job(self.db_path, JOB_KIND, argv, params=params, author=author,
+                              env=info.params.get("env") or {}, gpu=True)
+
+    def chain(self, job_id: int) -> list[JobInfo]:
+        """The run's jobs, oldest first: the job and the ones it was resumed from."""
+        out, seen = [], set()
+        current: int | None = int(job_id)
+        while current is not None and current not in seen:
+            seen.add(current)
+            try:
+                info = jobs.job_status(self.db_path, current)
+            except jobs.JobError:
+                break
+            out.append(info)
+            current = info.params.get("resumed_from")
+        return out[::-1]
+
+    def curves(self, job_id: int) -> list[dict]:
+        """Loss curves of a run across its resumes: [{"step", "value", "series"}] sorted by step.
+
+        A resumed job restarts from its checkpoint's step; its points replace the earlier job's
+        points from that step on (those steps were trained again)."""
+        points: dict[tuple[str, int], float] = {}
+        for info in self.chain(job_id):
+            rows = [r for r in jobs.job_metrics(self.db_path, info.id) if r[1] not in CURVE_SKIP]
+            if not rows:
+                continue
+            first = min(step for step, _, _ in rows)
+            points = {k: v for k, v in points.items() if k[1] < first}
+            for step, name, value in rows:
+                points[(name, int(step))] = float(value)
+        return [{"step": s, "value": v, "series": n} for (n, s), v in sorted(points.items(), key=lambda kv: kv[0][1])]
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def sync_checkpoints(self) -> list[int]:
+        """Register the final checkpoint of every finished run the store does not list yet."""
+        added = []
+        with self._register_lock:
+            known = {str(Path(c.path).resolve()) for c in self.store.list_checkpoints()}
+            for info in jobs.list_jobs(self.db_path, kind=JOB_KIND, limit=200):
+                final = Path(info.params.get("out_dir") or "") / FINAL_FILE
+                if info.status != "done" or not final.is_file() or str(final.resolve()) in known:
+                    continue
+                added.append(self._register(info, final).id)
+                known.add(str(final.resolve()))
+        return added
+
+    def _register(self, info: JobInfo, final: Path):
+        import json
+
+        from .config import ModelConfig
+        saved = Path(final.parent / "train_config.json")
+        cfg = json.loads(saved.read_text()) if saved.is_file() else {}
+        config = ModelConfig(encoder=cfg.get("encoder", "vits"), version=cfg.get("version", "v2")).to_dict()
+        metrics = {k: v for k, v in info.metrics.items() if k not in ("eta_s",)}
+        metrics["step"] = info.step
+        return self.store.register_checkpoint(str(final), run_name_of(info), config, metrics=metrics,
+                                              job_id=info.id, note="registered by the studio after the run finished")
+
+    def checkpoints(self) -> list[dict]:
+        """Trained checkpoints in the store, newest first, with their metrics (for a table)."""
+        rows = []
+        for c in self.store.list_checkpoints():
+            m = c.metrics or {}
+            rows.append({"id": c.id, "model": c.model_id, "key": f"trained:{c.id}", "encoder": c.config.get("encoder"),
+                         "step": m.get("step"), "loss": m.get("loss", m.get("last_loss")),
+                         "holdout_abs_rel": m.get("holdout_abs_rel"), "holdout_delta1": m.get("holdout_delta1"),
+                         "job": c.job_id, "created": c.created_at, "path": c.path})
+        return rows
