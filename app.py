@@ -47,7 +47,9 @@ def build_services(settings: StudioSettings) -> Services:
     loaded = depth.model()                 # load the default now: downloads on first start, else cached
     if loaded.notice:
         print(f"WARNING: {loaded.notice}", file=sys.stderr, flush=True)
-    return Services(settings=settings, depth=depth, extra=curation_services(settings))
+    extra = curation_services(settings)
+    extra["training"] = training_service(settings, depth, extra["store"])
+    return Services(settings=settings, depth=depth, extra=extra)
 
 
 def curation_services(settings: StudioSettings) -> dict:
@@ -56,6 +58,12 @@ def curation_services(settings: StudioSettings) -> dict:
     from pipeline.store import Store
     store = Store(settings.database)
     return {"store": store, "curation": CurationService(store, settings)}
+
+
+def training_service(settings: StudioSettings, depth: DepthService, store):
+    """The train tab's service (pipeline/training_service.py): runs, progress, teacher vs student."""
+    from pipeline.training_service import TrainingService
+    return TrainingService(store, settings, depth)
 
 
 def main(argv: list[str] | None = None) -> int:
