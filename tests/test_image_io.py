@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -172,3 +174,20 @@ def test_two_by_two_is_the_smallest_accepted():
     d = decode_image(np.full((2, 2), 7, np.uint8))
     assert isinstance(d, DecodedImage) and (d.rgb == 7).all()
     assert decode_image(d) is d
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height (a decompression bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)               # 8-bit grayscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bombs_are_refused_from_the_header():
+    with pytest.raises(ImageError, match=r"bomb.png: is 8000x8000 pixels and exceeds the limit of 50,000,000"):
+        decode_image(_png_claiming(8000, 8000), name="bomb.png")              # 64 MP: over our 50 MP cap
+    with pytest.raises(ImageError, match=r"exceeds the limit of 50,000,000 pixels"):
+        decode_image(_png_claiming(30000, 30000))                             # 900 MP: PIL's own guard first
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        decode_image(_png_claiming(100, 100))                                 # within the cap: data too short
