@@ -143,7 +143,7 @@ class ImagesMixin:
         if expected_head is ANY_HEAD or row["head_revision_id"] == expected_head:
             return
         head = self.get_revision(row["head_revision_id"]) if row["head_revision_id"] else None
-        opened = f"revision {expected_head}" if expected_head is not None else "no label"
+        opened = f"revision id {expected_head}" if expected_head is not None else "no label"
         now = (f"revision {head.number} (id {head.id}) by {head.author} at {head.created_at}"
                if head else "no label")
         raise StaleRevisionError(

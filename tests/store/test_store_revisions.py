@@ -110,7 +110,7 @@ def test_stale_save_is_refused_with_who_and_when(store, image, make_depth):
     with pytest.raises(StaleRevisionError) as err:
         store.save_revision(image.id, make_depth(3), expected_head=r1.id, tool="smooth", author="carol")
     msg = str(err.value)
-    assert f"image {image.id} (cat.png) changed since you opened it (revision {r1.id})" in msg
+    assert f"image {image.id} (cat.png) changed since you opened it (revision id {r1.id})" in msg
     assert f"revision 2 (id {r2.id}) by bob at {r2.created_at}; reload" in msg
     assert err.value.current == r2 and err.value.expected == r1.id
     assert [r.id for r in store.history(image.id).revisions] == [r1.id, r2.id]   # nothing saved
