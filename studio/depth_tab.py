@@ -62,6 +62,10 @@ class DepthHandlers:
         return (f["gray"], f["color"], f.get("ply"),
                 gr.update(value=banner.banner_html(notice), visible=bool(notice)), format_summary(summary))
 
+    def refresh_models(self, model: str | None):
+        """The picker's choices again (a student registered since the page loaded shows up)."""
+        return gr.update(choices=_model_choices(self.service), value=model)
+
     def model_info(self, model: str | None) -> str:
         try:
             choice = self.service.choice(model)
@@ -101,6 +105,7 @@ def build(services, banner_box: gr.HTML) -> DepthHandlers:
             gr.Examples(example_images(), inputs=[image], label="Examples (CC0 / public domain)")
             image_info = gr.Markdown(elem_id="depth-image-info")
             model = gr.Dropdown(_model_choices(service), value=service.default_key, label="Model",
+                                allow_custom_value=True,       # the service checks the name (students appear later)
                                 elem_id="depth-model")
             model_info = gr.Markdown(h.model_info(service.default_key), elem_id="depth-model-info")
             with gr.Row():
@@ -135,5 +140,7 @@ def build(services, banner_box: gr.HTML) -> DepthHandlers:
               ).success(h.show, [view], [gray, color_png, cloud, banner_box, summary_text],
                         api_visibility="private", queue=False)
     model.change(h.model_info, [model], [model_info], api_name="model_info", concurrency_limit=4)
+    model.focus(h.refresh_models, [model], [model], api_name="refresh_models", api_visibility="undocumented",
+                queue=False)
     image.change(h.inspect, [image], [focal, image_info], api_name="inspect", concurrency_limit=4)
     return h

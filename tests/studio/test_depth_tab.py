@@ -134,3 +134,18 @@ def test_summary_text_for_metric_depth():
     text = format_summary(s)
     assert "Depth in metres**: 0.5 to 12.25 m" in text and "1,234 points" in text
     assert "inference 900 ms · total 1000 ms" in text
+
+
+def test_unknown_model_over_the_api_names_the_choices(handlers, small_rgb):
+    with pytest.raises(gr.Error, match="unknown model 'v9-huge'; choose one of: file:"):
+        predict(handlers, small_rgb, model="v9-huge")
+
+
+def test_refreshing_the_picker_lists_new_choices(settings, vitt_checkpoint):
+    from pipeline.depth_service import DepthService, ModelChoice
+    extra = []
+    service = DepthService(settings, sources=[lambda: list(extra)], default=str(vitt_checkpoint))
+    h = DepthHandlers(service, infer=service.infer)
+    extra.append(ModelChoice("trained:7", "student", "Apache-2.0", str(vitt_checkpoint), "trained"))
+    update = h.refresh_models("trained:7")
+    assert ("student (Apache-2.0)", "trained:7") in update["choices"] and update["value"] == "trained:7"
