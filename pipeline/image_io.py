@@ -45,7 +45,7 @@ _TAG_FP_UNIT = 0xA210          # FocalPlaneResolutionUnit: 2 inch, 3 cm, 4 mm
 _TAG_EXIF_WIDTH = 0xA002       # PixelXDimension: width the FocalPlane resolution refers to
 _TAG_EXIF_HEIGHT = 0xA003
 _MM_PER_UNIT = {1: 25.4, 2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}
-_FULL_FRAME_DIAGONAL_MM = 36.0  # the brief's convention: f35 / 36 * long side
+_FULL_FRAME_WIDTH_MM = 36.0    # a 35 mm frame is 36 mm on its long side: f_px = f35 / 36 * long side
 _HIGH_DEPTH_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
 
 
@@ -238,7 +238,7 @@ def _exif_focal_px(exif, width: int, height: int) -> float | None:
     long_side = max(width, height)
     f35 = _ratio(tags.get(_TAG_FOCAL_35MM))
     if f35:
-        return f35 / _FULL_FRAME_DIAGONAL_MM * long_side
+        return f35 / _FULL_FRAME_WIDTH_MM * long_side
     focal_mm, xres = _ratio(tags.get(_TAG_FOCAL)), _ratio(tags.get(_TAG_FP_XRES))
     if not (focal_mm and xres):
         return None

@@ -129,7 +129,11 @@ class Predictor:
         return self._run_batch([decode_image(image)])[0]
 
     def predict_many(self, images: Iterable, batch_size: int = 4) -> list[Prediction]:
-        """Predictions in input order; images sharing a network size run together in batches."""
+        """Predictions in input order; images sharing a network size run together in batches.
+
+        The first undecodable image raises ImageError; to skip bad files instead, decode them
+        yourself and pass DecodedImages (as `python -m pipeline predict` does).
+        """
         results = dict(self.iter_predict(images, batch_size))
         return [results[i] for i in range(len(results))]
 
