@@ -21,9 +21,9 @@ from __future__ import annotations
 import contextlib
 import os
 import zipfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Sequence
 
 from .errors import ImageError, StudioError
 from .image_io import MAX_PIXELS, decode_image

@@ -6,11 +6,29 @@ checkpoints and an audit log in one SQLite file (+ content-addressed files besid
 See docs/STORE.md for the API and the rules (append-only revisions, optimistic concurrency).
 """
 from .blobs import BlobStore, StoredArray
-from .errors import (CorruptRecordError, HistoryError, InvalidValueError, JobStateError,
-                     NotFoundError, SchemaVersionError, StaleRevisionError, StoreError)
+from .errors import (
+    CorruptRecordError,
+    HistoryError,
+    InvalidValueError,
+    JobStateError,
+    NotFoundError,
+    SchemaVersionError,
+    StaleRevisionError,
+    StoreError,
+)
 from .images import ANY_HEAD, SORTS
-from .records import (AuditEntry, Checkpoint, ImageRecord, Job, Label, Page, PointPair,
-                      Prediction, Revision, TrainingItem)
+from .records import (
+    AuditEntry,
+    Checkpoint,
+    ImageRecord,
+    Job,
+    Label,
+    Page,
+    PointPair,
+    Prediction,
+    Revision,
+    TrainingItem,
+)
 from .revisions import History
 from .schema import DEPTH_KINDS, JOB_STATUSES, MASK_NAMES, SCHEMA_VERSION, STATUSES
 from .store import Store, files_dir_for

@@ -12,9 +12,9 @@ import contextlib
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 import sqlite_utils
 

@@ -1,8 +1,8 @@
 """Images: adding (content-hash dedupe), looking up, the gallery query, counts, status."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from . import audit
 from .db import utc_now

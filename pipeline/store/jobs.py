@@ -9,7 +9,7 @@ Life cycle:  queued --claim_job--> running --finish_job--> done | failed | cance
 from __future__ import annotations
 
 import json
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from . import audit
 from .db import utc_now

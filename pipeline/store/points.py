@@ -6,7 +6,7 @@ says whether the current head label disagrees, and is refreshed by whoever check
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from . import audit
 from .db import utc_now

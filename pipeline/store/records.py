@@ -30,7 +30,7 @@ class ImageRecord:
     updated_at: str
 
     @classmethod
-    def from_row(cls, row: dict, path: Path) -> "ImageRecord":
+    def from_row(cls, row: dict, path: Path) -> ImageRecord:
         return cls(row["id"], row["sha256"], row["name"], path, row["width"], row["height"],
                    row["nbytes"], row["source"], row["status"], row["confidence"],
                    row["head_revision_id"], row["created_at"], row["updated_at"])
@@ -57,7 +57,7 @@ class Prediction:
     created_at: str
 
     @classmethod
-    def from_row(cls, row: dict) -> "Prediction":
+    def from_row(cls, row: dict) -> Prediction:
         return cls(row["id"], row["image_id"], row["model_id"], row["kind"], row["array_sha256"],
                    row["confidence"], row["job_id"], row["created_at"])
 
@@ -79,7 +79,7 @@ class Revision:
     created_at: str
 
     @classmethod
-    def from_row(cls, row: dict, masks: dict[str, str]) -> "Revision":
+    def from_row(cls, row: dict, masks: dict[str, str]) -> Revision:
         return cls(row["id"], row["image_id"], row["parent_id"], row["number"], row["tool"],
                    row["kind"], row["depth_sha256"], dict(masks), row["model_id"],
                    row["prediction_id"], row["author"], row["note"], row["created_at"])
@@ -106,7 +106,7 @@ class PointPair:
     created_at: str
 
     @classmethod
-    def from_row(cls, row: dict) -> "PointPair":
+    def from_row(cls, row: dict) -> PointPair:
         return cls(row["id"], row["image_id"], (row["y1"], row["x1"]), (row["y2"], row["x2"]),
                    row["closer"], row["author"], bool(row["flagged"]), row["revision_id"],
                    row["created_at"])
@@ -161,7 +161,7 @@ class Job:
     heartbeat_at: str | None
 
     @classmethod
-    def from_row(cls, row: dict) -> "Job":
+    def from_row(cls, row: dict) -> Job:
         return cls(row["id"], row["kind"], row["status"], _json(row["argv"], []),
                    _json(row["params"], {}), row["pid"], row["done"], row["total"], row["message"],
                    _json(row["metrics"], {}), _json(row["result"], {}), row["error"], row["author"],
@@ -184,7 +184,7 @@ class Checkpoint:
     created_at: str
 
     @classmethod
-    def from_row(cls, row: dict) -> "Checkpoint":
+    def from_row(cls, row: dict) -> Checkpoint:
         return cls(row["id"], row["path"], row["model_id"], _json(row["config"], {}),
                    _json(row["metrics"], {}), row["job_id"], row["note"], row["created_at"])
 
@@ -200,6 +200,6 @@ class AuditEntry:
     detail: dict
 
     @classmethod
-    def from_row(cls, row: dict) -> "AuditEntry":
+    def from_row(cls, row: dict) -> AuditEntry:
         return cls(row["id"], row["at"], row["actor"], row["action"], row["entity"],
                    row["entity_id"], _json(row["detail"], {}))

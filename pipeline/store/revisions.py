@@ -12,15 +12,15 @@ Pass ANY_HEAD to skip the check (batch tools that own the image, e.g. a dataset 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
 from . import audit
+from .blobs import StoredArray
 from .db import utc_now
 from .errors import HistoryError, InvalidValueError, NotFoundError
-from .blobs import StoredArray
 from .images import ANY_HEAD, check_statuses
 from .records import Label, Revision
 from .schema import DEPTH_KINDS, MASK_NAMES

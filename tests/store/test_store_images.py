@@ -6,8 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from pipeline.store import (CorruptRecordError, ImageRecord, InvalidValueError, NotFoundError, Page,
-                            Store)
+from pipeline.store import CorruptRecordError, ImageRecord, InvalidValueError, NotFoundError, Page, Store
 from pipeline.store.blobs import sha256_bytes
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.store import Checkpoint, Job, JobStateError, InvalidValueError, NotFoundError
+from pipeline.store import Checkpoint, InvalidValueError, Job, JobStateError, NotFoundError
 
 
 def test_job_life_cycle_with_progress_logs_and_metrics(store):

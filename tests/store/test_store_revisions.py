@@ -8,8 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from pipeline.store import (ANY_HEAD, HistoryError, InvalidValueError, Revision, StaleRevisionError,
-                            Store)
+from pipeline.store import ANY_HEAD, HistoryError, InvalidValueError, Revision, StaleRevisionError, Store
 from pipeline.store.blobs import encode_array, sha256_bytes
 
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
