@@ -326,6 +326,7 @@ class JobReporter:
         self.min_interval = float(min_interval)
         self._stop = False
         self._last_write = float("-inf")
+        self._last_check = float("-inf")
         self._pending: tuple | None = None
         self._t0: tuple[float, int] | None = None       # (time, done) at the first progress
         self._finished = False
@@ -340,7 +341,13 @@ class JobReporter:
         self._stop = True
 
     def should_stop(self) -> bool:
-        """True once cancel was asked (SIGTERM, or the job's status became 'cancelling')."""
+        """True once cancel was asked: SIGTERM, or the job's status seen as 'cancelling' (read
+        at each progress write, and here at most every `min_interval` s)."""
+        import time
+        now = time.monotonic()
+        if not self._stop and now - self._last_check >= self.min_interval:
+            self._last_check = now
+            self._stop = self.store.get_job(self.job_id).status == "cancelling"
         return self._stop
 
     def progress(self, done: int, total: int | None = None, *, message: str | None = None,
