@@ -23,7 +23,7 @@ import re
 import shlex
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from . import jobs
@@ -35,7 +35,8 @@ from .store import Store
 JOB_KIND = "train"
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CURVE_SKIP = ("lr", "images_per_s", "eta_s", "throughput")     # job metrics that are not losses
-FINAL_FILE = "final.safetensors"
+FINAL_FILE = "final.safetensors"      # pipeline/train/state.py
+METRICS_FILE = "metrics.jsonl"
 
 
 class TrainingServiceError(StudioError):
@@ -100,6 +101,23 @@ def config_argv(cfg) -> list[str]:
     return argv
 
 
+def _run_metrics(out_dir: Path) -> list[dict]:
+    """The run folder's metrics.jsonl (one row per logged step; a resume truncates it first)."""
+    import json
+    path = out_dir / METRICS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue                                    # a line being written right now
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+    return rows
+
+
 class TrainingService:
     def __init__(self, store: Store, settings: StudioSettings, depth=None, *,
                  data_root: str | os.PathLike | None = None, device: str | None = None,
@@ -111,6 +129,7 @@ class TrainingService:
         self.runs_dir = settings.data_dir / "runs"
         root = data_root or os.environ.get("DA_STUDIO_IMPORT_ROOT") or settings.data_dir / "import"
         self.data_root = Path(root).expanduser().resolve()
+        self.data_root.mkdir(parents=True, exist_ok=True)
         self.device = device if device is not None else settings.device
         self.threads = threads
         self._gpus = gpus
@@ -149,6 +168,9 @@ class TrainingService:
         if self.depth is None:
             return key
         choice = self.depth.choice(key)
+        if choice.config is None:                        # a local file: its weights tell (cached load)
+            loaded = self.depth.model(key)
+            choice = replace(choice, config=None if loaded.untrained else loaded.checkpoint.config)
         if choice.config is not None and choice.config.metric:
             raise ConfigError(f"{choice.title} is a metric-depth model; training starts from relative models only")
         if choice.config is not None and choice.config.encoder != encoder:
@@ -160,16 +182,10 @@ class TrainingService:
         if not (folder or "").strip():
             return None
         from .ingest import IngestError, resolve_under_root
-        path = Path(folder.strip()).expanduser()
-        if not path.is_absolute():
-            path = self.data_root / path
         try:
-            resolved, _root = resolve_under_root(path, self.data_root)
+            resolved, _root = resolve_under_root(folder.strip(), self.data_root)
         except IngestError as e:
-            raise TrainingServiceError(str(e)) from None
-        if not resolved.is_dir():
-            raise TrainingServiceError(f"{resolved} is not a folder; give a folder of images with same-named "
-                                       f"ground truth under {self.data_root}")
+            raise TrainingServiceError(f"{e} (a folder of images with same-named ground truth)") from None
         return str(resolved)
 
     def _run_name(self, name: str) -> str:
@@ -225,7 +241,7 @@ class TrainingService:
         info = jobs.job_status(self.db_path, int(job_id))
         if info.kind != JOB_KIND:
             raise TrainingServiceError(f"job {job_id} is a {info.kind} job, not a training run")
-        if info.status == "done":
+        if info.finished:
             self.sync_checkpoints()
         return info
 
@@ -280,6 +296,11 @@ class TrainingService:
             points = {k: v for k, v in points.items() if k[1] < first}
             for step, name, value in rows:
                 points[(name, int(step))] = float(value)
+        chain = self.chain(job_id)
+        for row in _run_metrics(Path(chain[-1].params.get("out_dir") or "")) if chain else []:
+            for name, value in row.items():          # the run folder logs every step (the store is throttled)
+                if name not in CURVE_SKIP and name != "step" and isinstance(value, (int, float)):
+                    points[(name, int(row["step"]))] = float(value)
         return [{"step": s, "value": v, "series": n} for (n, s), v in sorted(points.items(), key=lambda kv: kv[0][1])]
 
     # ---- checkpoints -------------------------------------------------------------------
@@ -290,7 +311,7 @@ class TrainingService:
             known = {str(Path(c.path).resolve()) for c in self.store.list_checkpoints()}
             for info in jobs.list_jobs(self.db_path, kind=JOB_KIND, limit=200):
                 final = Path(info.params.get("out_dir") or "") / FINAL_FILE
-                if info.status != "done" or not final.is_file() or str(final.resolve()) in known:
+                if not final.is_file() or str(final.resolve()) in known:     # final = training finished
                     continue
                 added.append(self._register(info, final).id)
                 known.add(str(final.resolve()))
@@ -318,3 +339,64 @@ class TrainingService:
                          "holdout_abs_rel": m.get("holdout_abs_rel"), "holdout_delta1": m.get("holdout_delta1"),
                          "job": c.job_id, "created": c.created_at, "path": c.path})
         return rows
+
+    # ---- teacher vs student ------------------------------------------------------------
+    def compare(self, teacher: str, student: str, *, fraction: float = 0.1, max_images: int = 8,
+                input_size: int | None = None, sample: bool = False, progress=None):
+        """Both models on the held-out curated labels (or the Middlebury sample) -> holdout_compare.Comparison.
+
+        Bounded: at most `max_images` (<= 50) held-out images, in image-id order, run inside the call."""
+        from . import holdout_compare as hc
+        if self.depth is None:
+            raise TrainingServiceError("no models are loaded in this studio; start it with the depth service")
+        if not teacher or not student:
+            raise ConfigError("choose a teacher and a student model to compare")
+        max_images = int(max_images)
+        if not 1 <= max_images <= hc.MAX_IMAGES_LIMIT:
+            raise ConfigError(f"max images must be between 1 and {hc.MAX_IMAGES_LIMIT}, got {max_images}")
+        if sample:
+            items, held = hc.sample_items(), 1
+        else:
+            items = hc.store_items(self.store, fraction)
+            held = len(items)
+            if not items:
+                n = sum(self.store.count_by_status().get(s, 0) for s in ("accepted", "corrected"))
+                raise TrainingServiceError(f"no curated label falls in the held-out {fraction:.0%} ({n} accepted or "
+                                           f"corrected images in all); raise the held-out share or curate more images")
+        roles = {"teacher": teacher, "student": student}
+        out_dir = self._compare_folder()
+        result = hc.compare(items[:max_images], {r: self._predictor(k, input_size) for r, k in roles.items()},
+                            {r: self.depth.choice(k).title for r, k in roles.items()}, out_dir=out_dir,
+                            cmap=self.settings.cmap, held_out=held, seen={r: self._trained_on(k) for r, k in roles.items()},
+                            progress=progress)
+        if not sample:
+            self._record_holdout(roles, result, fraction)
+        return result
+
+    def _predictor(self, key: str, input_size: int | None):
+        def predict(rgb):
+            p = self.depth.infer(rgb, key, input_size)
+            return p.array, p.kind
+        return predict
+
+    def _trained_on(self, key: str) -> set[str]:
+        """Store image ids in a trained model's data snapshot (empty for other models)."""
+        meta = self.depth.model(key).checkpoint.meta or {}
+        items = (meta.get("data") or {}).get("items") or []
+        return {str(r.get("image_id")) for r in items if isinstance(r, dict) and r.get("source") == "store"}
+
+    def _record_holdout(self, roles: dict, result, fraction: float) -> None:
+        """Store the held-out scores on trained checkpoints (shown in the checkpoint table)."""
+        for role, key in roles.items():
+            s = result.summary.get(role) or {}
+            if not key.startswith("trained:") or s.get("abs_rel") is None:
+                continue
+            self.store.update_checkpoint_metrics(int(key.split(":", 1)[1]), {
+                "holdout_abs_rel": s["abs_rel"], "holdout_delta1": s["delta1"],
+                "holdout_images": s["images_scored"], "holdout_share": fraction})
+
+    def _compare_folder(self) -> Path:
+        import uuid
+        folder = self.settings.temp_dir / f"compare-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir(parents=True)
+        return folder

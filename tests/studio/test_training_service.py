@@ -1,0 +1,246 @@
+"""TrainingService on a tmp store: form -> train command line, held-out split, teacher vs student
+scores equal to pipeline.evaluation on the same arrays, loss curves across resumes, checkpoint
+registration, and (slow) a real tiny vitt run started, cancelled, resumed and finished as jobs."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import evaluation as ev
+from pipeline import holdout_compare as hc
+from pipeline import jobs
+from pipeline.errors import ConfigError
+from pipeline.store import Store
+from pipeline.training_service import RunSettings, TrainingService, TrainingServiceError, config_argv
+
+H, W = 28, 36
+
+
+def png(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def label(seed: int) -> np.ndarray:
+    v, u = np.mgrid[0:H, 0:W].astype(np.float32)
+    return (0.05 * u + 0.1 * v + 1.0 + seed).astype(np.float32)          # (H, W) disparity plane
+
+
+def add_accepted(store: Store, seed: int) -> int:
+    rec, _ = store.add_image(png(seed), f"img{seed}.png", width=W, height=H)
+    store.add_prediction(rec.id, "teacher", "disparity", label(seed))
+    store.set_status(rec.id, "accepted", author="ann")
+    return rec.id
+
+
+@pytest.fixture
+def store(settings):
+    return Store(settings.ensure_dirs().database)
+
+
+@pytest.fixture
+def service(store, settings, vitt_service, tmp_path):
+    return TrainingService(store, settings, vitt_service, data_root=tmp_path / "root", device="cpu",
+                           threads=1, gpus=0)
+
+
+@pytest.fixture
+def pairs_folder(tmp_path):
+    """image / depth pairs under the allowed root (the train command's folder layout)."""
+    folder = tmp_path / "root" / "pairs"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        Image.open(io.BytesIO(png(10 + i))).save(folder / f"p{i}.png")
+        np.save(folder / f"p{i}.npy", (1.0 / label(i)).astype(np.float32))
+    return folder
+
+
+def parse_train(argv: list[str]):
+    from pipeline.cli import train as train_cli
+    p = argparse.ArgumentParser()
+    train_cli.add_arguments(p)
+    return train_cli.config_from_args(p.parse_args(argv))
+
+
+# ---------------------------------------------------------------------------- the form
+def test_form_becomes_the_same_config_through_the_train_command(service, pairs_folder, vitt_service):
+    run = RunSettings(name="s1", init=vitt_service.default_key, encoder="vitt", steps=7, batch_size=3,
+                      lr_encoder=2e-5, decoder_lr_mult=5, ratio="2:1", input_size=42, feature_alignment=False,
+                      folder="pairs", gt_kind="depth", save_every=3)
+    cfg = service.train_config(run)
+    assert cfg.out_dir == str(service.runs_dir / "s1") and cfg.data_dir == str(pairs_folder.resolve())
+    assert cfg.init == str(vitt_service.choice(vitt_service.default_key).source)
+    assert (cfg.lr_encoder, cfg.lr_decoder, cfg.labelled_ratio, cfg.feature_weight) == (2e-5, 1e-4, (2, 1), 0.0)
+    argv = config_argv(cfg)
+    assert argv[0] == "train" and "--db" not in argv                 # jobs add --db and --job-id
+    assert parse_train(argv[1:] + ["--db", str(service.db_path)]) == cfg
+    assert service.command_line(cfg).startswith("python -m pipeline train ")
+
+
+def test_several_gpus_give_a_torchrun_command_line(store, settings):
+    svc = TrainingService(store, settings, None, gpus=4)
+    cfg = svc.train_config(RunSettings(name="m", encoder="vitt"))
+    assert svc.command_line(cfg).startswith("torchrun --nproc-per-node=4 -m pipeline train ")
+    assert "4 GPUs" in svc.launch_note()
+
+
+@pytest.mark.parametrize("run, error, words", [
+    (RunSettings(folder="../elsewhere"), TrainingServiceError, "outside"),
+    (RunSettings(folder="missing"), TrainingServiceError, "not a folder"),
+    (RunSettings(ratio="one to two"), ConfigError, "1:2"),
+    (RunSettings(input_size=100), ConfigError, "multiple of 14"),
+    (RunSettings(name="bad name!"), ConfigError, "letters"),
+    (RunSettings(encoder="vitb", init="tiny_vitt"), ConfigError, "vitt encoder"),
+])
+def test_form_errors_name_the_value(service, vitt_service, tmp_path, run, error, words):
+    (tmp_path / "elsewhere").mkdir()
+    if run.init:
+        run = RunSettings(encoder=run.encoder, init=vitt_service.default_key)
+    with pytest.raises(error, match=words):
+        service.train_config(run)
+
+
+def test_run_names_are_unique(service):
+    (service.runs_dir / "taken").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="already exists"):
+        service.train_config(RunSettings(name="taken", encoder="vitt"))
+
+
+# ---------------------------------------------------------------------------- held-out split
+def test_holdout_split_is_by_image_hash(store):
+    ids = [add_accepted(store, s) for s in range(12)]
+    shas = {i: store.get_image(i).sha256 for i in ids}
+    for fraction in (0.25, 0.5, 1.0):
+        expected = [i for i in ids if int(shas[i][:16], 16) / 2**64 < fraction]
+        assert [it.image_id for it in hc.store_items(store, fraction)] == expected
+    small = {it.image_id for it in hc.store_items(store, 0.25)}
+    assert small <= {it.image_id for it in hc.store_items(store, 0.5)}         # nested: growing the share adds
+    assert len(hc.store_items(store, 1.0)) == 12
+    with pytest.raises(ConfigError, match="held-out share"):
+        hc.store_items(store, 0)
+
+
+def test_compare_scores_equal_pipeline_evaluation(service, store, vitt_service, tmp_path):
+    import torch
+
+    from pipeline.checkpoints import save_checkpoint, untrained_model
+    from pipeline.config import ModelConfig
+    from pipeline.predictor import Predictor
+    torch.manual_seed(1)
+    other = save_checkpoint(untrained_model(ModelConfig(encoder="vitt")).model, tmp_path / "other.safetensors")
+    student = vitt_service.add_checkpoint(str(other))
+    ids = [add_accepted(store, s) for s in range(3)]
+    res = service.compare(vitt_service.default_key, student, fraction=1.0, max_images=2, input_size=42)
+    assert res.held_out == 3 and len(res.rows) == 2 == len(res.panels)
+    for row, image_id in zip(res.rows, ids[:2], strict=True):
+        rgb = np.asarray(Image.open(store.get_image(image_id).path).convert("RGB"))
+        gt = store.load_label(store.head(image_id).id).depth
+        protocol = ev.Protocol(gt_kind="disparity", depth_cap=None, min_depth=0.0)
+        for role, source in (("teacher", vitt_service.choice(vitt_service.default_key).source), ("student", other)):
+            pred = Predictor.from_checkpoint(source, device="cpu", input_size=42).predict(rgb).array
+            want = ev.evaluate_image(pred, "disparity", protocol, gt)
+            assert row[f"{role}_abs_rel"] == pytest.approx(want["abs_rel"], rel=1e-6)
+            assert row[f"{role}_delta1"] == pytest.approx(want["delta1"], rel=1e-6)
+    for role in ("teacher", "student"):
+        assert res.summary[role]["abs_rel"] == pytest.approx(np.mean([r[f"{role}_abs_rel"] for r in res.rows]))
+    assert res.rows[0]["teacher_abs_rel"] != res.rows[0]["student_abs_rel"]      # two different networks
+    panel = Image.open(res.panels[0][0])
+    assert panel.height == hc.PANEL_HEIGHT and panel.width == 4 * round(W * hc.PANEL_HEIGHT / H) + 3 * 4
+    assert "disparity space" in json.dumps(res.protocol)
+
+
+def test_compare_without_heldout_labels_says_what_to_do(service, vitt_service):
+    with pytest.raises(TrainingServiceError, match="held-out"):
+        service.compare(vitt_service.default_key, vitt_service.default_key, fraction=0.5)
+
+
+def test_motorcycle_sample_uses_true_depth(service, vitt_service):
+    res = service.compare(vitt_service.default_key, vitt_service.default_key, sample=True, input_size=42)
+    assert len(res.rows) == 1 and res.rows[0]["valid_pixels"] > 300_000
+    assert res.rows[0]["teacher_abs_rel"] == res.rows[0]["student_abs_rel"]   # the same model twice
+    assert res.protocol["labels"][0]["depth_cap"] == 10.0
+
+
+# ---------------------------------------------------------------------------- curves, checkpoints
+def fake_job(store: Store, out_dir, resumed_from=None, metrics=()):
+    params = {"run": "r", "out_dir": str(out_dir), "gpu": False}
+    if resumed_from:
+        params["resumed_from"] = resumed_from
+    job = store.create_job("train", ["train"], params=params)
+    store.request_cancel(job.id)                       # queued -> cancelled: never spawned
+    for step, values in metrics:
+        store.append_metrics(job.id, step, values)
+    return job.id
+
+
+def test_curves_follow_a_resumed_run(service, store, tmp_path):
+    a = fake_job(store, tmp_path / "r", metrics=[(1, {"loss": 5.0, "lr": 1e-5}), (2, {"loss": 4.0}),
+                                                 (3, {"loss": 3.5})])
+    b = fake_job(store, tmp_path / "r", resumed_from=a, metrics=[(3, {"loss": 3.0}), (4, {"loss": 2.0})])
+    curve = [(p["step"], p["value"]) for p in service.curves(b) if p["series"] == "loss"]
+    assert curve == [(1, 5.0), (2, 4.0), (3, 3.0), (4, 2.0)]           # the resumed job's step 3 wins
+    assert all(p["series"] != "lr" for p in service.curves(b))
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "metrics.jsonl").write_text('{"step": 5, "loss": 1.5, "lr": 1e-6}\n{"step": 6, "lo')
+    assert service.curves(b)[-1] == {"step": 5, "value": 1.5, "series": "loss"}   # half-written line skipped
+
+
+def test_finished_run_is_registered_once_and_reaches_the_model_picker(service, store, settings, tmp_path,
+                                                                      vitt_checkpoint):
+    import shutil
+
+    from pipeline.depth_service import store_choices
+    run = tmp_path / "runs" / "stud"
+    run.mkdir(parents=True)
+    shutil.copy(vitt_checkpoint, run / "final.safetensors")
+    (run / "train_config.json").write_text(json.dumps({"encoder": "vitt", "version": "v2"}))
+    job = fake_job(store, run)
+    assert service.sync_checkpoints() == [1] and service.sync_checkpoints() == []
+    rows = service.checkpoints()
+    assert [(r["model"], r["encoder"], r["job"]) for r in rows] == [("r", "vitt", job)]
+    picker = store_choices(store.path)()
+    assert [c.key for c in picker] == ["trained:1"] and picker[0].config.encoder == "vitt"
+
+
+# ---------------------------------------------------------------------------- real jobs
+def wait_until(pred, timeout=240.0, poll=0.3):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.slow
+def test_real_run_finishes_cancels_and_resumes(service, store, pairs_folder):
+    small = dict(encoder="vitt", batch_size=2, input_size=28, folder="pairs", feature_alignment=False)
+    done = service.start(RunSettings(name="tiny", steps=3, save_every=2, **small))
+    long = service.start(RunSettings(name="long", steps=400, save_every=1000, **small))
+    assert service.status(long).status == "queued"                    # one GPU job at a time
+    info = jobs.wait_for(service.db_path, done, timeout=240)
+    assert info.status == "done", info.error or info.log_tail
+    steps = sorted({p["step"] for p in service.curves(done) if p["series"] == "loss"})
+    assert steps == [1, 2, 3]
+    assert [r["model"] for r in service.checkpoints()] == ["tiny"]
+    wait_until(lambda: service.status(long).step >= 2)
+    service.cancel(long)
+    cancelled = jobs.wait_for(service.db_path, long, timeout=120)
+    assert cancelled.status == "cancelled"
+    stopped_at = json.loads((service.runs_dir / "long" / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    resumed = service.resume(long)
+    assert "--resume" in jobs.job_status(service.db_path, resumed).argv
+    wait_until(lambda: service.status(resumed).step > stopped_at)
+    service.cancel(resumed)
+    jobs.wait_for(service.db_path, resumed, timeout=120)
+    curve = [p["step"] for p in service.curves(resumed) if p["series"] == "loss"]
+    assert curve == list(range(1, curve[-1] + 1)) and curve[-1] > stopped_at   # one unbroken curve
