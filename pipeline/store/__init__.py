@@ -23,6 +23,7 @@ from .records import (
     ImageRecord,
     Job,
     Label,
+    Location,
     Page,
     PointPair,
     Prediction,
@@ -37,7 +38,7 @@ __all__ = [
     "Store", "ANY_HEAD", "SORTS", "files_dir_for", "BlobStore", "StoredArray",
     "StoreError", "NotFoundError", "StaleRevisionError", "CorruptRecordError", "HistoryError",
     "SchemaVersionError", "InvalidValueError", "JobStateError",
-    "ImageRecord", "Page", "Prediction", "Revision", "Label", "History", "PointPair",
+    "ImageRecord", "Page", "Location", "Prediction", "Revision", "Label", "History", "PointPair",
     "TrainingItem", "Job", "Checkpoint", "AuditEntry",
     "STATUSES", "JOB_STATUSES", "MASK_NAMES", "DEPTH_KINDS", "SCHEMA_VERSION",
 ]

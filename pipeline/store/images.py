@@ -7,7 +7,7 @@ from pathlib import Path
 from . import audit
 from .db import utc_now
 from .errors import InvalidValueError, NotFoundError, StaleRevisionError
-from .records import ImageRecord, Page
+from .records import ImageRecord, Location, Page
 from .schema import STATUSES
 
 # gallery sort key -> ORDER BY column (ties broken by id, so paging is stable)
@@ -96,6 +96,16 @@ class ImagesMixin:
             sql += f" WHERE status IN ({', '.join('?' * len(st))})"
         return [r["id"] for r in self.db.query(sql + " ORDER BY id", list(st))]
 
+    def _order(self, status, sort: str, descending: bool) -> tuple[str, str, tuple[str, ...]]:
+        """(WHERE clause, ORDER BY clause, params) shared by the gallery queries."""
+        if sort not in SORTS:
+            raise InvalidValueError(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
+        st = check_statuses(status)
+        where = f" WHERE status IN ({', '.join('?' * len(st))})" if st else ""
+        col, direction = SORTS[sort], "DESC" if descending else "ASC"
+        nulls = " NULLS LAST" if col == "confidence" else ""
+        return where, f" ORDER BY {col} {direction}{nulls}, id {direction}", st
+
     def list_images(self, *, status: str | Iterable[str] | None = None, sort: str = "confidence",
                     descending: bool = False, offset: int = 0, limit: int = 50) -> Page:
         """A gallery page. `status`: one, several ('accepted,corrected' or a list) or None = all.
@@ -103,20 +113,28 @@ class ImagesMixin:
         sort: 'confidence' (ascending = least confident first; unscored images last),
         'name', 'date' (import time) or 'id'.
         """
-        if sort not in SORTS:
-            raise InvalidValueError(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
         if not 0 < int(limit) <= MAX_PAGE or int(offset) < 0:
             raise InvalidValueError(f"page limit must be 1..{MAX_PAGE} and offset >= 0; "
                                     f"got limit={limit}, offset={offset}")
-        st = check_statuses(status)
-        where = f" WHERE status IN ({', '.join('?' * len(st))})" if st else ""
-        col, direction = SORTS[sort], "DESC" if descending else "ASC"
-        nulls = " NULLS LAST" if col == "confidence" else ""
-        sql = (f"SELECT * FROM images{where} ORDER BY {col} {direction}{nulls}, id {direction} "
-               "LIMIT ? OFFSET ?")
+        where, order, st = self._order(status, sort, descending)
+        sql = f"SELECT * FROM images{where}{order} LIMIT ? OFFSET ?"
         items = [self._image_record(r) for r in self.db.query(sql, [*st, int(limit), int(offset)])]
         total = self.db.execute(f"SELECT count(*) FROM images{where}", list(st)).fetchone()[0]
         return Page(items, int(total), int(offset), int(limit))
+
+    def locate(self, image_id: int, *, status: str | Iterable[str] | None = None,
+               sort: str = "confidence", descending: bool = False) -> Location:
+        """Where an image sits in a gallery order, and its neighbours (keyboard next/previous).
+
+        An image outside the filter gets index None and the filter's first image as `next_id`.
+        """
+        where, order, st = self._order(status, sort, descending)
+        ids = [r[0] for r in self.db.execute(f"SELECT id FROM images{where}{order}", list(st)).fetchall()]
+        try:
+            i = ids.index(int(image_id))
+        except ValueError:
+            return Location(None, len(ids), None, ids[0] if ids else None)
+        return Location(i, len(ids), ids[i - 1] if i > 0 else None, ids[i + 1] if i + 1 < len(ids) else None)
 
     def count_by_status(self) -> dict[str, int]:
         """{'pending': n, 'accepted': n, 'rejected': n, 'corrected': n} (zeros included)."""

@@ -46,6 +46,15 @@ class Page:
 
 
 @dataclass(frozen=True)
+class Location:
+    """An image's place in a gallery order."""
+    index: int | None           # 0-based position; None when the filter excludes the image
+    total: int
+    previous_id: int | None
+    next_id: int | None
+
+
+@dataclass(frozen=True)
 class Prediction:
     id: int
     image_id: int

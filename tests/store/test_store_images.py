@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from pipeline.store import CorruptRecordError, ImageRecord, InvalidValueError, NotFoundError, Page, Store
+from pipeline.store import CorruptRecordError, ImageRecord, InvalidValueError, Location, NotFoundError, Page, Store
 from pipeline.store.blobs import sha256_bytes
 
 
@@ -88,6 +88,15 @@ def test_gallery_sorts_filters_and_pages(store, gallery):
     assert names(store.list_images(status=["rejected"])) == ["a.png"]
     assert store.count_by_status() == {"pending": 3, "accepted": 1, "rejected": 1, "corrected": 1}
     assert store.image_ids("pending") == [gallery["e.png"], gallery["d.png"], gallery["b.png"]]
+
+
+def test_locate_gives_position_and_neighbours(store, gallery):
+    g = gallery
+    assert store.locate(g["e.png"]) == Location(0, 6, None, g["b.png"])
+    assert store.locate(g["c.png"]) == Location(2, 6, g["b.png"], g["a.png"])
+    assert store.locate(g["d.png"]) == Location(5, 6, g["f.png"], None)
+    assert store.locate(g["b.png"], status="pending", sort="name") == Location(0, 3, None, g["d.png"])
+    assert store.locate(g["a.png"], status="pending") == Location(None, 3, None, g["e.png"])
 
 
 def test_gallery_rejects_bad_arguments(store):
