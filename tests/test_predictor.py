@@ -206,3 +206,15 @@ def test_predictions_follow_weight_changes_and_the_optimised_module_is_cached(re
     after = p.predict(image).array
     np.testing.assert_allclose(after, _expected(model, image, SMALL, True), atol=1e-5)
     assert np.abs(after - before).max() > 0.1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_autocast_stays_close_to_the_cpu_result(recipe_v2, reference):
+    cpu = Predictor(recipe_v2, device="cpu").predict(reference["image_rgb"]).array
+    gpu_predictor = Predictor(recipe_v2)                                      # None -> CUDA when available
+    assert gpu_predictor.device.type == "cuda"
+    gpu = gpu_predictor.predict(reference["image_rgb"])
+    assert gpu.array.dtype == np.float32 and gpu.device.startswith("cuda")
+    assert np.abs(gpu.array - cpu).max() <= 0.03 * (cpu.max() - cpu.min())  # bf16/fp16 autocast
+    recipe_v2.to("cpu")
