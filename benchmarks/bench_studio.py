@@ -82,7 +82,7 @@ def point_cloud_alone(repeats: int, work: Path) -> float:
     disparity = (1.0 + 3.0 * yy / h + 0.2 * np.sin(xx / 30.0)).astype(np.float32)    # (H, W) ground plane-ish
     rgb = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
     times = []
-    for i in range(repeats + 1):
+    for _ in range(repeats + 1):
         t0 = time.perf_counter()
         pcd = pointcloud.make_point_cloud(rgb, disparity, "disparity", axes="opengl")
         pointcloud.write_ply(work / "bench.ply", pcd)

@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         proc.wait(10)
     latencies, worst = [], 0.0
     for i, answers in results:
-        for seconds, depth, summary in answers:
+        for seconds, depth, _summary in answers:
             latencies.append(seconds)
             diff = float(np.abs(depth - expected[i]).max()) if depth.shape == expected[i].shape else float("inf")
             worst = max(worst, diff)

@@ -4,21 +4,21 @@ from __future__ import annotations
 import gradio as gr
 
 
-class DepthInput(gr.Image):
-    """A gr.Image that hands the handler the uploaded file untouched.
+def passthrough_image(**kwargs) -> gr.Image:
+    """A gr.Image whose handler receives the uploaded file untouched (its path).
 
     gr.Image opens uploads with PIL before the handler runs, so a non-image, a decompression
     bomb or a CMYK JPEG fails inside Gradio with a bare "Error". Passing the path through lets
-    pipeline.image_io decode it and raise an ImageError whose message the page shows. It is
-    drawn by the ordinary Image front end.
+    pipeline.image_io decode it and raise an ImageError whose message the page shows. Done on
+    the instance, not in a subclass: Gradio writes a .pyi beside every Component subclass.
     """
+    image = gr.Image(**kwargs)
+    preprocess = image.preprocess
 
-    def get_block_name(self) -> str:
-        return "image"
-
-    def preprocess(self, payload):
-        if payload is None:
-            return None
-        if payload.path and not (payload.url or "").startswith("data:"):
+    def raw_preprocess(payload):
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
             return str(payload.path)
-        return super().preprocess(payload)
+        return preprocess(payload)
+
+    image.preprocess = raw_preprocess
+    return image

@@ -17,7 +17,7 @@ from pipeline.errors import StudioError
 from pipeline.settings import COLORMAPS
 
 from . import banner
-from .components import DepthInput
+from .components import passthrough_image
 from .gpu import gpu
 from .summary import format_summary
 
@@ -100,7 +100,7 @@ def build(services, banner_box: gr.HTML) -> DepthHandlers:
     h = DepthHandlers(service)
     with gr.Row():
         with gr.Column(scale=1):
-            image = DepthInput(label="Image (upload, paste or webcam)", sources=["upload", "clipboard", "webcam"],
+            image = passthrough_image(label="Image (upload, paste or webcam)", sources=["upload", "clipboard", "webcam"],
                                type="filepath", image_mode=None, elem_id="depth-input")
             gr.Examples(example_images(), inputs=[image], label="Examples (CC0 / public domain)")
             image_info = gr.Markdown(elem_id="depth-image-info")
