@@ -114,10 +114,10 @@ def main(argv=None) -> int:
     save, load = save_case(store)
     med, mx = timed(save, args.repeat)
     ok &= med < SAVE_TARGET_MS
-    print(f"  {"save a correction (1024x768 float32 + mask)":<50} median {med:7.1f} ms  max {mx:7.1f} ms  "
+    print(f"  {'save a correction (1024x768 float32 + mask)':<50} median {med:7.1f} ms  max {mx:7.1f} ms  "
           f"(target < {SAVE_TARGET_MS:.0f})")
     med, mx = timed(load, args.repeat)
-    print(f"  {"load the head label (hash-checked)":<50} median {med:7.1f} ms  max {mx:7.1f} ms")
+    print(f"  {'load the head label (hash-checked)':<50} median {med:7.1f} ms  max {mx:7.1f} ms")
     print("all targets met" if ok else "TARGET MISSED")
     tmp.cleanup()
     return 0 if ok else 1
