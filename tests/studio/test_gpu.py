@@ -1,0 +1,28 @@
+"""studio.gpu: spaces.GPU when the `spaces` package is importable, the function itself otherwise."""
+import sys
+import types
+
+import studio.gpu as g
+
+
+def work(x):
+    return x + 1
+
+
+def test_without_spaces_the_function_is_returned_unchanged(monkeypatch):
+    monkeypatch.setattr(g, "spaces_available", lambda: False)
+    assert g.gpu(work) is work
+
+
+def test_with_spaces_the_function_is_wrapped_with_a_duration(monkeypatch):
+    calls = []
+
+    def GPU(duration):
+        def wrap(fn):
+            calls.append((fn, duration))
+            return lambda *a: ("on gpu", fn(*a))
+        return wrap
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=GPU))
+    monkeypatch.setattr(g, "spaces_available", lambda: True)
+    wrapped = g.gpu(work, duration=30)
+    assert calls == [(work, 30)] and wrapped(1) == ("on gpu", 2)
