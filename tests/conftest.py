@@ -1,8 +1,14 @@
 """Shared fixtures: the reference fixtures of ../shared/reference and tiny models."""
 from __future__ import annotations
 
-import json
 import os
+
+# Before torch starts OpenMP: idle threads sleep instead of spinning, so the app servers and job
+# subprocesses the tests start do not fight the test process for the 2 cores (a vits forward was
+# about 3x slower with spinning threads under contention).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import json
 import sys
 from pathlib import Path
 
