@@ -68,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--out", help="run folder: checkpoints, training state, metrics.jsonl (default runs/train)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    g.add_argument("--auto-resume", action="store_true",
+                   help="resume when --out holds a saved state, else start (default for --job-id runs, so "
+                        "re-running a cancelled or crashed job continues it)")
     g.add_argument("--seed", type=int)
     g.add_argument("--save-every", type=int, help="write a checkpoint every N steps (default 500)")
     g.add_argument("--log-every", type=int)
@@ -75,6 +78,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     g.add_argument("--threads", type=int, help="torch CPU threads per process")
     g.add_argument("--job-id", type=int, help="report progress to this job of --db's store (the studio's train tab)")
+
+
+def wants_resume(args: argparse.Namespace) -> bool:
+    if args.resume:
+        return True
+    if args.auto_resume or args.job_id is not None:
+        out = Path(args.out or TrainConfig.out_dir)
+        return (out / "train_state.pt").is_file() and (out / "train_config.json").is_file()
+    return False
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -97,7 +109,7 @@ def _reporter(args, cfg: TrainConfig):
     if not cfg.db:
         raise ConfigError("--job-id needs --db (the store that holds the job)")
     from ..jobs import JobReporter
-    return JobReporter(cfg.db, args.job_id)
+    return JobReporter(cfg.db, args.job_id, handle_sigterm=False)     # the recipe handles SIGTERM
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,16 +118,18 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from ..train.recipe import train
 
+    args.resume = wants_resume(args)
     cfg = config_from_args(args)
     reporter = _reporter(args, cfg)
     try:
-        result = train(cfg, resume=args.resume, reporter=reporter)
+        result = train(cfg, resume=args.resume, reporter=reporter, job_id=args.job_id)
     except BaseException as e:
         if reporter is not None:
-            reporter.finish("failed", f"{type(e).__name__}: {e}" if not str(e) else str(e))
+            reporter.finish("failed", str(e) or type(e).__name__)
         raise
     if reporter is not None:
-        reporter.finish("done" if result.status == "finished" else "cancelled", None)
+        reporter.finish("done" if result.status == "finished" else "cancelled", None,
+                        {"checkpoint": str(result.checkpoint), "step": result.step})
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{result.status} at step {result.step}: {result.checkpoint}")
     return 0

@@ -65,8 +65,9 @@ def gather_items(cfg: TrainConfig) -> list[TrainItem]:
 
 
 class Recipe:
-    def __init__(self, cfg: TrainConfig, *, reporter=None, should_stop=None, log=print):
+    def __init__(self, cfg: TrainConfig, *, reporter=None, should_stop=None, log=print, job_id: int | None = None):
         self.cfg = cfg
+        self.job_id = job_id
         self.reporter = reporter
         self._external_stop = should_stop
         self._log = log
@@ -228,7 +229,9 @@ class Recipe:
                "eta_s": round(per_step * (self.cfg.steps - self.step), 1)}
         st.append_metrics(self.out, row)
         if self.reporter is not None:
-            self.reporter.progress(self.step, self.cfg.steps, **{k: v for k, v in row.items() if k != "step"})
+            values = {k: float(v) for k, v in row.items() if k != "step"}
+            self.reporter.record_metrics(self.step, **values)            # the loss curves, every step
+            self.reporter.progress(self.step, self.cfg.steps, **values)
         self.log(f"step {self.step}/{self.cfg.steps} loss {metrics['loss']:.4f} {imgs:.2f} img/s")
 
     # ------------------------------------------------------------------ save
@@ -274,11 +277,13 @@ class Recipe:
 
     def _register(self, result: TrainResult) -> None:
         from .store_source import register_checkpoint
-        try:
-            register_checkpoint(self.cfg.db, result.checkpoint, model_id=f"{Path(self.cfg.out_dir).name}",
-                                meta=self.meta())
-        except (ImportError, AttributeError) as e:
-            self.log(f"warning: could not register {result.checkpoint} in the store ({e})")
+        meta = self.meta()
+        ckpt = register_checkpoint(self.cfg.db, result.checkpoint, model_id=f"{Path(self.cfg.out_dir).name}",
+                                   config={**self.student.config.to_dict(), "train_config": meta["train_config"]},
+                                   metrics={"steps": self.step, "last_loss": meta["last_loss"],
+                                            "images": meta["data"]["count"], "data_sha256": meta["data"]["sha256"]},
+                                   job_id=self.job_id, note=self.init_note)
+        self.log(f"registered {result.checkpoint} in {self.cfg.db} as {ckpt.model_id}")
 
     def run(self, resume: bool = False) -> TrainResult:
         result = None
@@ -291,14 +296,16 @@ class Recipe:
 
     def log(self, line: str) -> None:
         if getattr(self, "ctx", None) is None or self.ctx.is_main:
-            self._log(line)
             if self.reporter is not None:
-                self.reporter.log(line)
+                self.reporter.log(line)                          # the job's log and stdout
+            else:
+                self._log(line)
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, reporter=None, should_stop=None, log=print) -> TrainResult:
+def train(cfg: TrainConfig, *, resume: bool = False, reporter=None, should_stop=None, log=print,
+          job_id: int | None = None) -> TrainResult:
     """Run a whole training (see module docstring). Raises StudioError subclasses for user errors."""
-    return Recipe(cfg, reporter=reporter, should_stop=should_stop, log=log).run(resume)
+    return Recipe(cfg, reporter=reporter, should_stop=should_stop, log=log, job_id=job_id).run(resume)
 
 
 __all__ = ["Recipe", "TrainResult", "train", "gather_items", "CheckpointError"]

@@ -1,10 +1,10 @@
 """Training items from the label store: the newest accepted or corrected revision of each image.
 
 The store (pipeline/store, docs/STORE.md) owns the schema; this module only turns what
-`training_items()` returns into `TrainItem`s. Pool: a revision a person corrected or drew goes
-to "labelled" (flip only, no trimming); a teacher's pseudo-label accepted unchanged goes to
-"pseudo" (strong perturbations, CutMix, trimming). Ignore masks make pixels invalid; sky is
-disparity 0 (V1).
+`Store.training_items()` returns into `TrainItem`s. Pool: an image whose label a person
+corrected (status "corrected") goes to "labelled" (flip only, no trimming); a teacher's
+pseudo-label accepted unchanged (status "accepted") goes to "pseudo" (strong perturbations,
+CutMix, trimming). Ignore masks make pixels invalid; sky is disparity 0 (V1).
 """
 from __future__ import annotations
 
@@ -15,82 +15,64 @@ import numpy as np
 
 from ..image_io import decode_image
 from .augment import from_numpy
-from .data import TrainItem, normalise_disparity
+from .data import TrainItem, depth_to_disparity, normalise_disparity
 from .errors import TrainDataError
-
-PSEUDO_KINDS = {"pseudo", "pseudo_label", "pseudo-label", "prediction", "teacher"}
-
-
-def _get(obj, *names, default=None):
-    for n in names:
-        if isinstance(obj, dict) and n in obj:
-            return obj[n]
-        if hasattr(obj, n):
-            return getattr(obj, n)
-    return default
 
 
 def _pairs_array(pairs) -> np.ndarray | None:
-    if pairs is None or len(pairs) == 0:
+    """Store PointPairs ((h, w) points, closer 1 | 2) -> (P, 5) rows (h1, w1, h2, w2, closer)."""
+    if not pairs:
         return None
-    rows = []
-    for p in pairs:
-        if isinstance(p, dict):
-            p1, p2 = p.get("point1") or p.get("p1"), p.get("point2") or p.get("p2")
-            closer = p.get("closer_point", p.get("closer"))
-            closer = {"point1": 1, "point2": 2, 1: 1, 2: 2}.get(closer, 0)
-            rows.append([int(p1[0]), int(p1[1]), int(p2[0]), int(p2[1]), closer])
-        else:
-            rows.append([int(v) for v in p][:5])
-    return np.asarray(rows, dtype=np.int64).reshape(-1, 5)
+    return np.asarray([[*p.point1, *p.point2, int(p.closer)] for p in pairs], dtype=np.int64).reshape(-1, 5)
 
 
-def _item_from_record(rec) -> TrainItem:
-    image_id = _get(rec, "image_id", "id")
-    revision_id = _get(rec, "revision_id", "revision")
-    kind = str(_get(rec, "kind", "source", "origin", default="corrected")).lower()
-    pool = "pseudo" if kind in PSEUDO_KINDS else "labelled"
-    sha = str(_get(rec, "sha256", "hash", "label_sha256", default="") or "")
+def label_and_mask(depth: np.ndarray, kind: str, masks: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A stored label -> (disparity in [0, 1] with NaN unknown, usable-pixel mask). Sky = disparity 0."""
+    label = depth_to_disparity(depth) if kind == "metric_depth" else normalise_disparity(depth)
+    usable = np.isfinite(label)
+    if masks.get("sky") is not None:
+        sky = np.asarray(masks["sky"], dtype=bool)
+        label = np.where(sky, 0.0, label).astype(np.float32)
+        usable |= sky
+    if masks.get("ignore") is not None:                       # ignore wins over sky
+        usable &= ~np.asarray(masks["ignore"], dtype=bool)
+    return label, usable
+
+
+def item_from_record(rec) -> TrainItem:
+    """A store TrainingItem -> TrainItem. Corrected labels are 'labelled'; accepted pseudo-labels 'pseudo'."""
+    pool = "labelled" if rec.status == "corrected" else "pseudo"
+    digest = hashlib.sha256(repr((Path(rec.image_path).name, rec.depth_sha256,
+                                  sorted(rec.mask_sha256.items()),
+                                  [(p.point1, p.point2, p.closer) for p in rec.point_pairs])).encode()).hexdigest()
 
     def load():
-        rgb = _get(rec, "rgb", "image")
-        if rgb is None or isinstance(rgb, (str, Path)):
-            rgb = decode_image(_get(rec, "image_path", "path") if rgb is None else rgb).rgb
-        label = normalise_disparity(np.asarray(_get(rec, "label", "disparity", "array"), dtype=np.float32))
-        mask = np.isfinite(label)
-        ignore = _get(rec, "ignore_mask", "ignore")
-        if ignore is not None:
-            mask &= ~np.asarray(ignore, dtype=bool)
-        sky = _get(rec, "sky_mask", "sky")
-        if sky is not None:
-            sky = np.asarray(sky, dtype=bool)
-            label = np.where(sky, 0.0, label).astype(np.float32)
-            mask |= sky
-        valid = _get(rec, "mask", "valid_mask")
-        if valid is not None:
-            mask &= np.asarray(valid, dtype=bool)
+        rgb = decode_image(rec.image_path).rgb
+        label, usable = label_and_mask(rec.depth(), rec.kind, rec.masks())
         if label.shape != rgb.shape[:2]:
-            raise TrainDataError(f"store image {image_id}: label {label.shape} and image {rgb.shape[:2]} differ in size")
-        return from_numpy(rgb, label, mask, _pairs_array(_get(rec, "pairs", "point_pairs")))
+            raise TrainDataError(f"store image {rec.image_id}: label {label.shape} and image {rgb.shape[:2]} "
+                                 f"differ in size; re-run pseudo-labelling for it")
+        return from_numpy(rgb, label, usable, _pairs_array(rec.point_pairs))
 
-    if not sha:
-        sha = hashlib.sha256(f"{image_id}:{revision_id}".encode()).hexdigest()
-    return TrainItem(str(image_id), pool, load, revision_id=revision_id, sha256=sha, source="store")
+    return TrainItem(str(rec.image_id), pool, load, revision_id=int(rec.revision_id), sha256=digest,
+                     source="store", extra={"status": rec.status, "model_id": rec.model_id})
+
+
+def open_store(db_path: str | Path):
+    db_path = Path(db_path)
+    if not db_path.is_file():
+        raise TrainDataError(f"label store {db_path} not found; import and label images first, or give --data")
+    from ..store import Store
+    return Store(db_path)
 
 
 def store_items(db_path: str | Path) -> list[TrainItem]:
     """Newest accepted / corrected revision of each image in the store at `db_path`."""
-    db_path = Path(db_path)
-    if not db_path.is_file():
-        raise TrainDataError(f"label store {db_path} not found; import and label images first, or give --data")
-    from .. import store
-    opened = store.open_store(db_path) if hasattr(store, "open_store") else store.LabelStore(db_path)
-    records = list(opened.training_items())
-    return [_item_from_record(r) for r in records]
+    return [item_from_record(r) for r in open_store(db_path).training_items(("accepted", "corrected"))]
 
 
-def register_checkpoint(db_path: str | Path, path: Path, *, model_id: str, meta: dict) -> None:
+def register_checkpoint(db_path: str | Path, path: Path, *, model_id: str, config: dict, metrics: dict,
+                        job_id: int | None = None, note: str | None = None):
     """Record a finished checkpoint in the store so it appears in the model picker."""
-    from .. import store
-    opened = store.open_store(db_path) if hasattr(store, "open_store") else store.LabelStore(db_path)
-    opened.register_checkpoint(str(path), model_id=model_id, meta=meta)
+    return open_store(db_path).register_checkpoint(path, model_id, config, metrics=metrics, job_id=job_id,
+                                                   note=note)
