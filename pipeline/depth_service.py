@@ -38,7 +38,7 @@ CLOUD_AXES = "opengl"          # y up, camera looking down -z: upright in gr.Mod
 
 @dataclass(frozen=True)
 class ModelChoice:
-    key: str                          # what the UI/API passes back: registry name or "file:<path>"
+    key: str                          # what the UI/API passes back: registry name, "file:<name>", "trained:<id>"
     title: str
     licence: str
     source: str                       # what load_model() is given
@@ -64,7 +64,8 @@ def registry_choices() -> list[ModelChoice]:
 
 def file_choice(path: str | Path, licence: str = "licence of the supplied file") -> ModelChoice:
     path = Path(path)
-    return ModelChoice(f"file:{path}", f"{path.name} (local file)", licence, str(path), "file", None, str(path))
+    # the key names the file only: the API shows it, and the server's folders are nobody's business
+    return ModelChoice(f"file:{path.name}", f"{path.name} (local file)", licence, str(path), "file", None, path.name)
 
 
 def store_choices(db_path: str | Path) -> ChoiceSource:

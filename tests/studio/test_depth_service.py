@@ -32,7 +32,8 @@ def test_registry_choices_carry_licences_and_configs():
 
 
 def test_checkpoint_file_becomes_the_default_choice(vitt_service, vitt_checkpoint):
-    assert vitt_service.default_key == f"file:{vitt_checkpoint}"
+    assert vitt_service.default_key == "file:tiny_vitt.safetensors"
+    assert vitt_service.choice(None).source == str(vitt_checkpoint)
     assert [c.key for c in vitt_service.choices()] == [vitt_service.default_key]
     with pytest.raises(ConfigError, match="unknown model 'nope'"):
         vitt_service.choice("nope")
