@@ -77,6 +77,12 @@ def _read_capped(f, cap: int, why: str) -> bytes:
     return data
 
 
+def _check_size(data: bytes, cap: int) -> bytes:
+    if len(data) > cap:
+        raise IngestError(f"larger than the {_mb(cap)} limit per file")
+    return data
+
+
 def _read_file(path: Path, cap: int = MAX_FILE_BYTES) -> bytes:
     with open(path, "rb") as f:
         return _read_capped(f, cap, f"larger than the {_mb(cap)} limit per file")
@@ -165,7 +171,7 @@ def zip_entries(zf: zipfile.ZipFile, label: str, report: ImportReport, *,
 
 
 def folder_entries(folder: Path, report: ImportReport, *, root: Path | None = None,
-                   label: str | None = None) -> list[Entry]:
+                   label: str | None = None, max_file: int = MAX_FILE_BYTES) -> list[Entry]:
     """Entries for the files under `folder` (sorted; hidden files skipped). With `root`, symlinks
     must stay inside it; folder symlinks are never walked."""
     label = label or folder.name
@@ -181,7 +187,7 @@ def folder_entries(folder: Path, report: ImportReport, *, root: Path | None = No
             if path.is_symlink() and root is not None and not _inside(path.resolve(), root):
                 report.rejected.append((name, "symbolic link that leads outside the allowed folder; not read"))
                 continue
-            entries.append(Entry(name, f"folder:{folder}", lambda p=path: _read_file(p)))
+            entries.append(Entry(name, f"folder:{folder}", lambda p=path: _read_file(p, max_file)))
     return entries
 
 
@@ -195,7 +201,8 @@ def _inside(path: Path, root: Path) -> bool:
 
 # ------------------------------------------------------------------ public entry points
 def import_uploads(store: Store, uploads: Sequence, *, author: str = "system",
-                   max_pixels: int = MAX_PIXELS, progress=None) -> ImportReport:
+                   max_pixels: int = MAX_PIXELS, max_file_bytes: int = MAX_FILE_BYTES,
+                   progress=None) -> ImportReport:
     """Browser uploads: each item a path (a Gradio temp file), or (name, path | bytes).
 
     A `.zip` upload is opened and its images imported (same caps and checks as import_zip).
@@ -206,16 +213,17 @@ def import_uploads(store: Store, uploads: Sequence, *, author: str = "system",
         for item in uploads:
             name, src = (item if isinstance(item, tuple) else (Path(item).name, item))
             if str(name).lower().endswith(".zip"):
-                entries += _open_zip(stack, src, str(name), report)
+                entries += _open_zip(stack, src, str(name), report, max_file_bytes)
             elif isinstance(src, (bytes, bytearray)):
-                entries.append(Entry(str(name), "upload", lambda b=bytes(src): b))
+                entries.append(Entry(str(name), "upload", lambda b=bytes(src): _check_size(b, max_file_bytes)))
             else:
-                entries.append(Entry(str(name), "upload", lambda p=Path(src): _read_file(p)))
+                entries.append(Entry(str(name), "upload", lambda p=Path(src): _read_file(p, max_file_bytes)))
         return import_entries(store, entries, report, author=author, max_pixels=max_pixels,
                               progress=progress)
 
 
-def _open_zip(stack: contextlib.ExitStack, src, label: str, report: ImportReport) -> list[Entry]:
+def _open_zip(stack: contextlib.ExitStack, src, label: str, report: ImportReport,
+              max_file: int = MAX_FILE_BYTES) -> list[Entry]:
     import io
     try:
         fp = io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray)) else src
@@ -223,14 +231,16 @@ def _open_zip(stack: contextlib.ExitStack, src, label: str, report: ImportReport
     except (zipfile.BadZipFile, OSError) as e:
         report.rejected.append((label, f"not a readable zip file ({e})"))
         return []
-    return zip_entries(zf, label, report)
+    return zip_entries(zf, label, report, max_file=max_file)
 
 
 def import_zip(store: Store, zip_src: str | os.PathLike | bytes, *, name: str | None = None,
-               author: str = "system", max_pixels: int = MAX_PIXELS, progress=None) -> ImportReport:
+               author: str = "system", max_pixels: int = MAX_PIXELS, max_file_bytes: int = MAX_FILE_BYTES,
+               progress=None) -> ImportReport:
     label = name or (Path(zip_src).name if not isinstance(zip_src, (bytes, bytearray)) else "upload.zip")
     return import_uploads(store, [(label if label.lower().endswith(".zip") else label + ".zip", zip_src)],
-                          author=author, max_pixels=max_pixels, progress=progress)
+                          author=author, max_pixels=max_pixels, max_file_bytes=max_file_bytes,
+                          progress=progress)
 
 
 def resolve_under_root(folder: str | os.PathLike, allowed_root: str | os.PathLike) -> tuple[Path, Path]:
@@ -249,12 +259,14 @@ def resolve_under_root(folder: str | os.PathLike, allowed_root: str | os.PathLik
 
 
 def import_server_folder(store: Store, folder: str | os.PathLike, *, allowed_root: str | os.PathLike,
-                         author: str = "system", max_pixels: int = MAX_PIXELS, progress=None) -> ImportReport:
+                         author: str = "system", max_pixels: int = MAX_PIXELS,
+                         max_file_bytes: int = MAX_FILE_BYTES, progress=None) -> ImportReport:
     """Every file under `folder` (recursively), which must lie under `allowed_root`."""
     resolved, root = resolve_under_root(folder, allowed_root)
     report = ImportReport()
     entries = folder_entries(resolved, report, root=root,
-                             label=str(resolved.relative_to(root)) if resolved != root else root.name)
+                             label=str(resolved.relative_to(root)) if resolved != root else root.name,
+                             max_file=max_file_bytes)
     return import_entries(store, entries, report, author=author, max_pixels=max_pixels, progress=progress)
 
 

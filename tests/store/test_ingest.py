@@ -137,3 +137,33 @@ def test_cli_import_prints_the_report(store, tmp_path, make_png, capsys):
     args = parser.parse_args([str(tmp_path / "in" / "a.png"), "--db", str(store.path), "--quiet"])
     assert import_images.run(args) == 0
     assert "duplicate: a.png (same bytes as image 1, a.png)" in capsys.readouterr().out
+
+
+def test_upload_size_cap(store, tmp_path, make_png):
+    big = make_png(width=64, height=64, seed=1)
+    (tmp_path / "big.png").write_bytes(big)
+    report = import_uploads(store, [("a.png", big), str(tmp_path / "big.png"), ("ok.png", make_png(seed=2))],
+                            max_file_bytes=1000)
+    limit = "cannot be read: larger than the 0.000953674 MB limit per file"
+    assert report.rejected == [("a.png", limit), ("big.png", limit)]
+    assert [r.name for r in report.added] == ["ok.png"]
+
+
+@pytest.mark.slow
+def test_import_and_export_commands_end_to_end(tmp_path, make_png):
+    """The real `python -m pipeline` dispatcher (imports every command, so torch: slow)."""
+    import subprocess
+    import sys
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        (tmp_path / "in" / f"{i}.png").write_bytes(make_png(seed=i))
+    db = tmp_path / "s.db"
+    run = subprocess.run([sys.executable, "-m", "pipeline", "import", str(tmp_path / "in"), "--db", str(db)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "3 added, 0 duplicate(s), 0 rejected" in run.stdout
+    run = subprocess.run([sys.executable, "-m", "pipeline", "export", "--db", str(db), "--out",
+                          str(tmp_path / "out"), "--status", "pending"], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.startswith("3 images, 0 labels")
+    run = subprocess.run([sys.executable, "-m", "pipeline", "export", "--db", str(db), "--out",
+                          str(tmp_path / "o2"), "--status", "finished"], capture_output=True, text=True)
+    assert run.returncode == 2 and "unknown status 'finished'" in run.stderr and "Traceback" not in run.stderr
