@@ -229,9 +229,9 @@ class Recipe:
                "eta_s": round(per_step * (self.cfg.steps - self.step), 1)}
         st.append_metrics(self.out, row)
         if self.reporter is not None:
-            values = {k: float(v) for k, v in row.items() if k != "step"}
-            self.reporter.record_metrics(self.step, **values)            # the loss curves, every step
-            self.reporter.progress(self.step, self.cfg.steps, **values)
+            # latest values + the loss-curve history (the reporter writes at most twice a second and
+            # always at the last step; metrics.jsonl holds every step)
+            self.reporter.progress(self.step, self.cfg.steps, **{k: float(v) for k, v in row.items() if k != "step"})
         self.log(f"step {self.step}/{self.cfg.steps} loss {metrics['loss']:.4f} {imgs:.2f} img/s")
 
     # ------------------------------------------------------------------ save
