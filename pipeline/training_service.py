@@ -335,7 +335,7 @@ class TrainingService:
         for c in self.store.list_checkpoints():
             m = c.metrics or {}
             rows.append({"id": c.id, "model": c.model_id, "key": f"trained:{c.id}", "encoder": c.config.get("encoder"),
-                         "step": m.get("step"), "loss": m.get("loss", m.get("last_loss")),
+                         "step": m.get("step", m.get("steps")), "loss": m.get("last_loss", m.get("loss")),
                          "holdout_abs_rel": m.get("holdout_abs_rel"), "holdout_delta1": m.get("holdout_delta1"),
                          "job": c.job_id, "created": c.created_at, "path": c.path})
         return rows

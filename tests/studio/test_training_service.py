@@ -4,9 +4,11 @@ registration, and (slow) a real tiny vitt run started, cancelled, resumed and fi
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,26 +21,16 @@ from pipeline.errors import ConfigError
 from pipeline.store import Store
 from pipeline.training_service import RunSettings, TrainingService, TrainingServiceError, config_argv
 
-H, W = 28, 36
+
+def _load_train_data():
+    spec = importlib.util.spec_from_file_location("studio_train_data", Path(__file__).with_name("train_data.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def png(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def label(seed: int) -> np.ndarray:
-    v, u = np.mgrid[0:H, 0:W].astype(np.float32)
-    return (0.05 * u + 0.1 * v + 1.0 + seed).astype(np.float32)          # (H, W) disparity plane
-
-
-def add_accepted(store: Store, seed: int) -> int:
-    rec, _ = store.add_image(png(seed), f"img{seed}.png", width=W, height=H)
-    store.add_prediction(rec.id, "teacher", "disparity", label(seed))
-    store.set_status(rec.id, "accepted", author="ann")
-    return rec.id
+_data = _load_train_data()
+H, W, png, label, add_accepted = _data.H, _data.W, _data.png, _data.label, _data.add_accepted
 
 
 @pytest.fixture

@@ -1,0 +1,208 @@
+"""The train tab's event handlers (no layout): they call pipeline.training_service and format for the page.
+
+Tests call these directly; studio/train_tab.py wires them to components and api names.
+"""
+from __future__ import annotations
+
+import math
+
+import gradio as gr
+import pandas as pd
+
+from pipeline.errors import StudioError
+from pipeline.training_service import RunSettings, run_name_of
+
+RUN_HEADERS = ["job", "run", "status", "step", "of", "started", "error"]
+CKPT_HEADERS = ["id", "model", "encoder", "step", "last loss", "held-out AbsRel", "held-out δ1", "job", "created",
+                "path"]
+COMPARE_HEADERS = ["image", "teacher AbsRel", "student AbsRel", "teacher δ1", "student δ1", "valid px", "label"]
+CURVE_COLUMNS = ["step", "value", "series"]
+RESUMABLE = ("failed", "cancelled")
+ACTIVE = ("queued", "running", "cancelling")
+
+
+def _error(e: StudioError, title: str) -> gr.Error:
+    return gr.Error(str(e), title=title, print_exception=False)
+
+
+def _num(x, digits: int = 4):
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else round(float(x), digits)
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else f"{s // 60} min {s % 60:02d} s" if s >= 60 \
+        else f"{s} s"
+
+
+def status_markdown(info) -> str:
+    """One run's state in a few lines: status, step/total, throughput, ETA, error."""
+    if info is None:
+        return "No training run yet: fill in the settings and press **Start training**."
+    head = f"**{run_name_of(info)}** (job {info.id}): **{info.status}**"
+    total = f"/{info.total}" if info.total else ""
+    lines = [head, f"step {info.step}{total}"]
+    m = info.metrics or {}
+    if m.get("loss") is not None:
+        lines.append(f"loss {m['loss']:.4f}")
+    if m.get("images_per_s") is not None:
+        lines.append(f"{m['images_per_s']:.2f} images/s")
+    if info.throughput:
+        lines.append(f"{info.throughput:.2f} steps/s")
+    if info.status == "running":
+        lines.append(f"ETA {_duration(m.get('eta_s', info.eta_s))}")
+    text = " · ".join(lines)
+    if info.status == "queued":
+        text += "\n\nQueued: another GPU job is running; this one starts when it ends."
+    if info.status == "done":
+        text += "\n\nFinished: its checkpoint is registered (below) and listed in the Depth tab's model picker."
+    if info.error:
+        text += f"\n\n**Error:** {info.error}"
+    if info.status in RESUMABLE:
+        text += "\n\nPress **Resume** to continue from its last checkpoint."
+    return text
+
+
+def runs_table(runs) -> pd.DataFrame:
+    rows = [[r.id, run_name_of(r), r.status, r.step, r.total, (r.started_at or r.created_at or "")[:19],
+             (r.error or "")[:120]] for r in runs]
+    return pd.DataFrame(rows, columns=RUN_HEADERS)
+
+
+def checkpoints_table(rows: list[dict]) -> pd.DataFrame:
+    out = [[r["id"], r["model"], r["encoder"], r["step"], _num(r["loss"]), _num(r["holdout_abs_rel"]),
+            _num(r["holdout_delta1"]), r["job"], (r["created"] or "")[:19], r["path"]] for r in rows]
+    return pd.DataFrame(out, columns=CKPT_HEADERS)
+
+
+def curves_frame(points: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(points, columns=CURVE_COLUMNS)
+
+
+def run_choices(runs) -> list[tuple[str, int]]:
+    return [(f"{r.id}: {run_name_of(r)} ({r.status})", r.id) for r in runs]
+
+
+class TrainHandlers:
+    """`service` is a pipeline.training_service.TrainingService."""
+
+    def __init__(self, service):
+        self.service = service
+
+    # ---- start ----------------------------------------------------------------------
+    def start(self, name, init, encoder, steps, batch_size, lr_encoder, decoder_lr_mult, ratio, input_size,
+              feature_alignment, folder, gt_kind, save_every):
+        """Start (or queue) a run from the form; -> (selected job, status text)."""
+        try:
+            run = RunSettings(name=name or "", init=init or "", encoder=encoder, steps=int(steps or 0),
+                              batch_size=int(batch_size or 0), lr_encoder=float(lr_encoder or 0),
+                              decoder_lr_mult=float(decoder_lr_mult or 0), ratio=str(ratio or ""),
+                              input_size=int(input_size or 0), feature_alignment=bool(feature_alignment),
+                              folder=folder or "", gt_kind=gt_kind or "depth", save_every=int(save_every or 0))
+            job_id = self.service.start(run)
+            info = self.service.status(job_id)
+        except StudioError as e:
+            raise _error(e, "Cannot start training") from None
+        runs = self.service.runs()
+        return gr.update(choices=run_choices(runs), value=job_id), status_markdown(info)
+
+    # ---- watch ----------------------------------------------------------------------
+    def poll(self, job_id):
+        """Everything the page shows about runs: -> (job choices, status, curves, log tail, runs table,
+        checkpoints table, cancel button, resume button). No job chosen: the newest run."""
+        runs = self.service.runs()
+        ids = [r.id for r in runs]
+        job_id = int(job_id) if job_id not in (None, "") and int(job_id) in ids else (ids[0] if ids else None)
+        info = next((r for r in runs if r.id == job_id), None)
+        if info is not None and info.finished:
+            info = self.service.status(job_id)             # registers a finished run's checkpoint
+        curves = self.service.curves(job_id) if job_id is not None else []
+        log = "\n".join(info.log_tail) if info is not None else ""
+        status = info.status if info is not None else None
+        return (gr.update(choices=run_choices(runs), value=job_id), status_markdown(info), curves_frame(curves),
+                log, runs_table(runs), checkpoints_table(self.service.checkpoints()),
+                gr.update(interactive=status in ACTIVE), gr.update(interactive=status in RESUMABLE))
+
+    def cancel(self, job_id):
+        if job_id in (None, ""):
+            raise gr.Error("choose a run first", title="Cannot cancel", print_exception=False)
+        try:
+            info = self.service.cancel(int(job_id))
+        except StudioError as e:
+            raise _error(e, "Cannot cancel") from None
+        return status_markdown(info)
+
+    def resume(self, job_id):
+        """-> (the new job selected, its status)."""
+        if job_id in (None, ""):
+            raise gr.Error("choose a failed or cancelled run first", title="Cannot resume", print_exception=False)
+        try:
+            new_id = self.service.resume(int(job_id))
+            info = self.service.status(new_id)
+        except StudioError as e:
+            raise _error(e, "Cannot resume") from None
+        return gr.update(choices=run_choices(self.service.runs()), value=new_id), status_markdown(info)
+
+    def checkpoints(self) -> pd.DataFrame:
+        self.service.sync_checkpoints()
+        return checkpoints_table(self.service.checkpoints())
+
+    def model_choices(self):
+        """Both model pickers of the comparison, refreshed (a run may have finished)."""
+        choices = self.compare_choices()
+        return gr.update(choices=choices), gr.update(choices=choices)
+
+    def compare_choices(self) -> list[tuple[str, str]]:
+        depth = self.service.depth
+        return [(c.label, c.key) for c in depth.choices()] if depth is not None else []
+
+    # ---- teacher vs student ------------------------------------------------------------
+    def compare(self, teacher, student, fraction, max_images, input_size, progress=gr.Progress()):
+        """Both models on the held-out curated labels -> (table, gallery, summary + protocol text)."""
+        return self._compare(teacher, student, dict(fraction=float(fraction or 0), max_images=int(max_images or 0)),
+                             input_size, progress)
+
+    def compare_sample(self, teacher, student, input_size, progress=gr.Progress()):
+        """Both models on the Middlebury motorcycle image with true depth."""
+        return self._compare(teacher, student, dict(sample=True), input_size, progress)
+
+    def _compare(self, teacher, student, kwargs, input_size, progress):
+        try:
+            res = self.service.compare(teacher, student, input_size=int(input_size or 0) or None,
+                                       progress=lambda f, msg: progress(f, desc=msg), **kwargs)
+        except StudioError as e:
+            raise _error(e, "Cannot compare") from None
+        return compare_table(res), res.panels, compare_markdown(res)
+
+
+def compare_table(res) -> pd.DataFrame:
+    rows = [[r["image"], _num(r.get("teacher_abs_rel")), _num(r.get("student_abs_rel")), _num(r.get("teacher_delta1")),
+             _num(r.get("student_delta1")), r.get("valid_pixels"), r.get("label", "")] for r in res.rows]
+    return pd.DataFrame(rows, columns=COMPARE_HEADERS)
+
+
+def compare_markdown(res) -> str:
+    lines = ["| model | | AbsRel ↓ | δ1 ↑ | images |", "|---|---|---|---|---|"]
+    for role, title in res.models.items():
+        s = res.summary.get(role) or {}
+        a, d = _num(s.get("abs_rel")), _num(s.get("delta1"))
+        lines.append(f"| {role} | {title} | {a if a is not None else 'n/a'} | {d if d is not None else 'n/a'} | "
+                     f"{s.get('images_scored', 0)} |")
+    shown = len(res.rows)
+    lines.append("")
+    lines.append(f"Scored {shown} of {res.held_out} held-out image(s)"
+                 + (" (raise *max images* for more)." if shown < res.held_out else "."))
+    proto = res.protocol.get("labels") or [{}]
+    p = proto[0]
+    lines.append(f"\n**Protocol.** {p.get('metrics', '')}. Alignment: "
+                 + "; ".join(f"{k}: {v}" for k, v in (p.get("alignment") or {}).items())
+                 + f". Depth cap: {p.get('depth_cap')} ({p.get('depth_cap_unit', '')}); {p.get('depth_cap_rule', '')}."
+                 + f" Invalid label pixels: {p.get('invalid_gt', '')}; ignore and sky masks are not scored."
+                 + f" Split: {res.protocol.get('split', '')}.")
+    lines.append("\nLabels accepted unchanged from a teacher's pseudo-label favour that teacher; corrected labels "
+                 "are the fair test. Rows say when an image was in a model's training data.")
+    if res.skipped:
+        lines.append("\nSkipped: " + "; ".join(res.skipped))
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""The train tab's handlers without a browser: start/queue/cancel/resume through the job runner (the
+spawned process is a stand-in `sleep`, so no training runs here), polling, tables, and the comparison."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from pipeline import jobs
+from pipeline.store import Store
+from pipeline.training_service import TrainingService
+from studio.app import Services, build_app
+from studio.train_handlers import CKPT_HEADERS, COMPARE_HEADERS, RUN_HEADERS, TrainHandlers, status_markdown
+
+
+def _load_train_data():
+    spec = importlib.util.spec_from_file_location("studio_train_data", Path(__file__).with_name("train_data.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+add_accepted = _load_train_data().add_accepted
+
+FORM = dict(name="", init="", encoder="vitt", steps=5, batch_size=2, lr_encoder=5e-6, decoder_lr_mult=10,
+            ratio="1:2", input_size=28, feature_alignment=False, folder="", gt_kind="depth", save_every=2)
+
+
+@pytest.fixture
+def spawned(monkeypatch):
+    """Jobs start a detached `sleep` instead of `python -m pipeline train`; killed at teardown."""
+    procs = []
+
+    def fake_spawn(db_path, job):
+        p = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        procs.append(p)
+        return p.pid
+    monkeypatch.setattr(jobs, "_spawn", fake_spawn)
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+@pytest.fixture
+def service(settings, vitt_service, tmp_path):
+    store = Store(settings.ensure_dirs().database)
+    return TrainingService(store, settings, vitt_service, data_root=tmp_path / "root", device="cpu", gpus=0)
+
+
+@pytest.fixture
+def h(service):
+    return TrainHandlers(service)
+
+
+def form(**changes):
+    return list({**FORM, **changes}.values())
+
+
+def wait_status(service, job_id, status, timeout=20):
+    end = time.monotonic() + timeout
+    while (info := service.status(job_id)).status != status:
+        assert time.monotonic() < end, f"job {job_id} still {info.status}"
+        time.sleep(0.1)
+    return info
+
+
+def test_the_tab_builds_with_its_endpoints(settings, vitt_service, service):
+    demo = build_app(Services(settings=settings, depth=vitt_service, extra={"training": service}), tabs=("train_tab",))
+    names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
+    assert {"train_start", "train_status", "train_cancel", "train_resume", "train_checkpoints", "train_compare",
+            "train_compare_sample"} <= names
+    ids = {b.elem_id for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    assert {"train-start", "train-status", "train-curves", "train-log", "train-cancel", "train-resume",
+            "train-checkpoints", "train-compare-gallery"} <= ids
+
+
+def test_poll_without_runs(h):
+    job, status, curves, log, runs, ckpts, cancel, resume = h.poll(None)
+    assert job["value"] is None and "No training run yet" in status
+    assert list(runs.columns) == RUN_HEADERS and runs.empty and list(ckpts.columns) == CKPT_HEADERS
+    assert curves.empty and log == "" and cancel["interactive"] is False and resume["interactive"] is False
+
+
+def test_start_queue_cancel_resume(h, service, spawned):
+    first, text = h.start(*form(name="one"))
+    assert first["value"] == 1 and "**one** (job 1): **running**" in text
+    second, text = h.start(*form(name="two"))
+    assert second["value"] == 2 and "Queued" in text                       # one GPU job at a time
+    job, status, *_rest, cancel, resume = h.poll(None)                    # newest run shown
+    assert job["value"] == 2 and "queued" in status and cancel["interactive"] and not resume["interactive"]
+    assert job["choices"] == [("2: two (queued)", 2), ("1: one (running)", 1)]
+
+    assert "cancelling" in h.cancel(1)
+    wait_status(service, 1, "cancelled")
+    assert service.status(2).status == "running"                          # the queue moved on
+    job, status, *_rest, cancel, resume = h.poll(1)
+    assert "Press **Resume**" in status and resume["interactive"] and not cancel["interactive"]
+    new, text = h.resume(1)
+    assert new["value"] == 3 and "Queued" in text
+    info = service.status(3)
+    assert info.params["resumed_from"] == 1 and "--resume" not in info.argv   # nothing saved yet: a fresh start
+    assert info.argv == service.status(1).argv
+
+
+def test_errors_are_messages_not_tracebacks(h, service, spawned):
+    with pytest.raises(gr.Error, match="multiple of 14"):
+        h.start(*form(input_size=30))
+    with pytest.raises(gr.Error, match="outside the allowed import folder"):
+        h.start(*form(folder="/etc"))
+    with pytest.raises(gr.Error, match="choose a run"):
+        h.cancel(None)
+    h.start(*form(name="busy"))
+    with pytest.raises(gr.Error, match="only failed or cancelled"):
+        h.resume(1)
+    with pytest.raises(gr.Error, match="does not exist"):
+        h.cancel(99)
+
+
+def test_poll_shows_curves_log_and_metrics(h, service):
+    store = service.store
+    job = store.create_job("train", ["train"], params={"run": "r1", "out_dir": "/nonexistent", "gpu": False})
+    store.request_cancel(job.id)
+    for step, loss in ((1, 3.0), (2, 2.5)):
+        store.append_metrics(job.id, step, {"loss": loss, "labelled": loss, "lr": 1e-5})
+    _job, status, curves, *_ = h.poll(job.id)
+    assert sorted(curves["series"].unique()) == ["labelled", "loss"]
+    assert curves[curves.series == "loss"][["step", "value"]].values.tolist() == [[1, 3.0], [2, 2.5]]
+    assert "**r1** (job 1): **cancelled**" in status
+
+
+def test_status_text_for_a_running_run():
+    info = jobs.JobInfo(4, "train", "running", [], 30, 120, None, {"loss": 0.25, "images_per_s": 3.5, "eta_s": 95},
+                        None, {}, [], 0.5, 180.0, 1, "", "", None, {"run": "s"})
+    assert status_markdown(info) == ("**s** (job 4): **running** · step 30/120 · loss 0.2500 · 3.50 images/s · "
+                                     "0.50 steps/s · ETA 1 min 35 s")
+
+
+def test_compare_handler_fills_table_gallery_and_protocol(h, service, vitt_service):
+    for s in range(3):
+        add_accepted(service.store, s)
+    key = vitt_service.default_key
+    table, gallery, summary = h.compare(key, key, 1.0, 2, 42)
+    assert list(table.columns) == COMPARE_HEADERS and len(table) == 2 == len(gallery)
+    assert np.allclose(table["teacher AbsRel"], table["student AbsRel"])     # the same model twice
+    assert "Scored 2 of 3 held-out image(s)" in summary and "disparity space" in summary
+    assert all(os.path.isfile(path) for path, _caption in gallery)
+    with pytest.raises(gr.Error, match="max images"):
+        h.compare(key, key, 1.0, 500, 42)

@@ -1,0 +1,29 @@
+"""Tiny curated store data for the train tab's tests: random images with accepted plane disparity labels."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+H, W = 28, 36
+
+
+def png(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def label(seed: int) -> np.ndarray:
+    v, u = np.mgrid[0:H, 0:W].astype(np.float32)
+    return (0.05 * u + 0.1 * v + 1.0 + seed).astype(np.float32)          # (H, W) disparity plane
+
+
+def add_accepted(store, seed: int) -> int:
+    """An image whose teacher pseudo-label was accepted unchanged; returns its id."""
+    rec, _ = store.add_image(png(seed), f"img{seed}.png", width=W, height=H)
+    store.add_prediction(rec.id, "teacher", "disparity", label(seed))
+    store.set_status(rec.id, "accepted", author="ann")
+    return rec.id
