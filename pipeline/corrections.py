@@ -12,8 +12,8 @@ Pixels that are not finite are ignored by every fit and left as they are outside
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -264,9 +264,10 @@ def align_scale_shift(source: np.ndarray, target: np.ndarray, mask=None) -> Alig
     if n < 2:
         raise CorrectionError("too few pixels outside the region to align the two predictions; "
                               "paint a smaller region")
-    x, y = src[use], tgt[use]
-    var = np.var(x)
-    scale = float(np.mean((x - x.mean()) * (y - y.mean())) / var) if var > 0 else 0.0
+    x, y = (src.ravel(), tgt.ravel()) if n == use.size else (src[use], tgt[use])   # (n,)
+    xc = x - x.mean()
+    var = float(np.square(xc).sum())                 # not `@`: BLAS threads cost more than they save here
+    scale = float((xc * (y - y.mean())).sum()) / var if var > 0 else 0.0
     return Alignment(scale, float(y.mean() - scale * x.mean()), n)
 
 
@@ -299,7 +300,7 @@ class PointPair:
     closer: str = "a"          # "a" | "b"
 
     @classmethod
-    def coerce(cls, p) -> "PointPair":
+    def coerce(cls, p) -> PointPair:
         if isinstance(p, PointPair):
             return p
         if isinstance(p, Mapping):
@@ -357,7 +358,8 @@ def flip_consistency(pred: np.ndarray, pred_of_flipped: np.ndarray, *, valid=Non
     `pred_of_flipped` is the model's output for the horizontally flipped image, as it came out
     (this function flips it back). It is aligned to `pred` by least-squares scale and shift,
     then the per-pixel confidence is 1 - min(1, |pred - aligned| / R), where R is `pred`'s
-    robust range (2nd to 98th percentile). Returns (mean confidence over valid pixels,
+    robust range (2nd to 98th percentile; on images over 65536 pixels, of every other row and
+    column). Returns (mean confidence over valid pixels,
     confidence map float32 (H, W) in [0, 1]; 0 where not finite).
     """
     p = np.asarray(pred, np.float64)
@@ -370,8 +372,10 @@ def flip_consistency(pred: np.ndarray, pred_of_flipped: np.ndarray, *, valid=Non
     if use.sum() < 2:
         return 0.0, np.zeros(p.shape, np.float32)
     al = align_scale_shift(back, p, use)
-    fin = p[use]
-    R = max(float(np.percentile(fin, 98) - np.percentile(fin, 2)), 1e-12)
+    # R from a 1-in-4 pixel grid on large images: a normaliser, 4x cheaper to sort
+    grid = (p[::2, ::2], use[::2, ::2]) if p.size > 65536 else (p, use)
+    lo, hi = np.quantile(grid[0][grid[1]], [0.02, 0.98])
+    R = max(float(hi - lo), 1e-12)
     err = np.abs(p - (al.scale * back + al.shift)) / R
     conf = np.where(use, 1.0 - np.minimum(err, 1.0), 0.0).astype(np.float32)
     return float(conf[use].mean()), conf

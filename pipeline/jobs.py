@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import signal
 import subprocess
@@ -210,7 +209,11 @@ def refresh(db_path) -> list[int]:
             gpu = job.params.get("gpu", True)
             if gpu and gpu_busy:
                 continue
-            pid = _spawn(db_path, job)
+            try:
+                pid = _spawn(db_path, job)
+            except OSError as e:
+                store.finish_job(job.id, "failed", error=f"could not start the process: {e}")
+                continue
             with contextlib.suppress(JobStateError):     # a very short job may already be done
                 store.claim_job(job.id, pid)
             started.append(job.id)
@@ -226,9 +229,12 @@ def start_job(db_path, kind: str, argv: list[str], *, env: dict | None = None, g
     `argv` is the command line after `python -m pipeline` WITHOUT --db/--job-id (added here).
     `env`: extra environment variables for the process.
     """
+    argv = [str(a) for a in argv]
+    if not argv or any(a in ("--db", "--job-id") for a in argv):
+        raise JobError(f"a job's argv is a pipeline command without --db/--job-id (added for you); got {argv}")
     p = dict(params or {})
     p.update({"gpu": bool(gpu), "env": {str(k): str(v) for k, v in (env or {}).items()}})
-    job = Store(db_path).create_job(kind, [str(a) for a in argv], params=p, author=author)
+    job = Store(db_path).create_job(kind, argv, params=p, author=author)
     refresh(db_path)
     return job.id
 
@@ -296,11 +302,6 @@ def wait_for(db_path, job_id: int, *, timeout: float = 60.0, poll: float = 0.2) 
         if time.monotonic() > end:
             raise JobError(f"job {job_id} still {info.status} after {timeout:.0f} s")
         time.sleep(poll)
-
-
-def dumps(info: JobInfo) -> str:
-    """One JSON line (for logs and the CLI)."""
-    return json.dumps({k: getattr(info, k) for k in ("id", "kind", "status", "step", "total", "error")})
 
 
 # ---------------------------------------------------------------------------- inside the job
@@ -398,7 +399,7 @@ class JobReporter:
         with contextlib.suppress(Exception):      # scheduling the next one must not fail this one
             refresh(self.db_path)
 
-    def __enter__(self) -> "JobReporter":
+    def __enter__(self) -> JobReporter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:

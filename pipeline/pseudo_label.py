@@ -11,8 +11,8 @@ duplicates). Deterministic: an image's values do not depend on what ran before i
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 
