@@ -182,6 +182,29 @@ class RevisionsMixin:
                       "parent_id": parent.id if parent else None})
         return rev_id
 
+    def restore_revision(self, image_id: int, revision_id: int, *, expected_head, author: str,
+                         status: str | None = "corrected") -> Revision:
+        """Make an older revision's depth and masks current again, as a NEW revision (tool
+        'restore'); the history keeps everything in between. Returns the new head."""
+        old = self.get_revision(revision_id)
+        if old.image_id != int(image_id):
+            raise InvalidValueError(f"revision {revision_id} belongs to image {old.image_id}, not {image_id}")
+        stored = {sha: self._stored(sha) for sha in [old.depth_sha256, *old.masks.values()]}
+        with self.write() as db:
+            row = self._image_row(image_id)
+            self._check_head(row, expected_head)
+            head = self.get_revision(row["head_revision_id"])
+            masks = {**{n: None for n in head.masks}, **{n: stored[s] for n, s in old.masks.items()}}
+            rev_id = self._insert_revision(db, row, stored[old.depth_sha256], masks, tool="restore",
+                                           author=author, kind=old.kind, model_id=old.model_id,
+                                           note=f"restored revision {old.number}", prediction_id=None)
+            self._move_head(db, row, rev_id, row["status"] if status is None else status)
+        return self.get_revision(rev_id)
+
+    def _stored(self, sha256: str) -> StoredArray:
+        r = self.db.execute("SELECT dtype, shape, nbytes FROM arrays WHERE sha256 = ?", [sha256]).fetchone()
+        return StoredArray(sha256, r[0], tuple(json.loads(r[1])), r[2])
+
     def _move_head(self, db, row: dict, rev_id: int, status: str) -> None:
         db.conn.execute("UPDATE images SET head_revision_id = ?, status = ?, updated_at = ? WHERE id = ?",
                         (rev_id, status, utc_now(), row["id"]))

@@ -176,3 +176,21 @@ def test_any_head_skips_the_check(store, image, make_depth):
     r = store.save_revision(image.id, make_depth(9), expected_head=ANY_HEAD, tool="import", author="a")
     assert store.head(image.id) == r
     assert dataclasses.asdict(r)["number"] == 2
+
+
+def test_restore_appends_a_copy_of_an_older_revision(store, image, make_depth):
+    store.add_prediction(image.id, "m", "disparity", make_depth(1))
+    r1 = store.head(image.id)
+    sky = np.ones((6, 8), bool)
+    r2 = store.save_revision(image.id, make_depth(2), expected_head=r1.id, tool="sky", author="a", masks={"sky": sky})
+    r3 = store.restore_revision(image.id, r1.id, expected_head=r2.id, author="b")
+    assert r3 == Revision(r3.id, image.id, r2.id, 3, "restore", "disparity", r1.depth_sha256, {}, "m", None, "b",
+                          "restored revision 1", r3.created_at)
+    assert np.array_equal(store.load_label(r3).depth, make_depth(1))
+    r4 = store.restore_revision(image.id, r2.id, expected_head=r3.id, author="b")
+    assert (r4.depth_sha256, r4.masks) == (r2.depth_sha256, r2.masks)
+    with pytest.raises(StaleRevisionError):
+        store.restore_revision(image.id, r1.id, expected_head=r3.id, author="c")
+    other, _ = store.add_image(b"other", "o.png", width=8, height=6)
+    with pytest.raises(InvalidValueError, match=f"belongs to image {image.id}"):
+        store.restore_revision(other.id, r1.id, expected_head=None, author="c")

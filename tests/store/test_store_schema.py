@@ -112,3 +112,22 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="folder .*nope does not exist"):
         Store(tmp_path / "nope" / "s.db")
+
+
+def test_many_stores_opening_a_new_file_at_once_migrate_it_once(tmp_path):
+    import threading
+    barrier, versions, errors = threading.Barrier(4), [], []
+
+    def open_store():
+        barrier.wait()
+        try:
+            versions.append(Store(tmp_path / "race.db").schema_version)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (errors, versions) == ([], [SCHEMA_VERSION] * 4)
