@@ -1,8 +1,10 @@
 """Point pairs (the DA-2K annotation form): two pixels [h, w] and which one is closer.
 
-Pairs belong to the image (they are facts about the scene, not about one label); `flagged`
-says whether the current head label disagrees, and is refreshed by whoever checks them
-(pipeline.corrections.check_point_pairs) through `set_point_pair_flags`. Deleting is soft.
+Pairs belong to the image (they are facts about the scene, not about one label). `flagged`
+says whether the image's head label disagrees with a pair, by the one rule in
+`pipeline.corrections.check_point_pairs`; the store refreshes the flags in the same
+transaction whenever the head changes (save, undo, redo, restore) or a pair is added, so they
+always describe the current label. Deleting is soft.
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ def _point(p: Sequence[int], height: int, width: int, what: str) -> tuple[int, i
 class PointPairsMixin:
     def add_point_pair(self, image_id: int, point1: Sequence[int], point2: Sequence[int],
                        closer: int, *, author: str, flagged: bool = False) -> PointPair:
-        """point1/point2 as [h, w] (row, column); closer 1 or 2."""
+        """point1/point2 as [h, w] (row, column); closer 1 or 2. `flagged` is only kept while the
+        image has no label; with a label it is computed from the head."""
         row = self._image_row(image_id)
         p1 = _point(point1, row["height"], row["width"], "point 1")
         p2 = _point(point2, row["height"], row["width"], "point 2")
@@ -43,7 +46,25 @@ class PointPairsMixin:
                 (int(image_id), *p1, *p2, int(closer), author, int(bool(flagged)), head, utc_now()))
             pair_id = cur.lastrowid
             audit.record(db, author, "point_pair.add", "image", int(image_id), {"pair_id": pair_id})
+            self._refresh_flags(db, int(image_id))
         return self._point_pair(pair_id)
+
+    def _refresh_flags(self, db, image_id: int, depth=None) -> None:
+        """Re-check the image's live pairs against its head (inside the caller's transaction).
+
+        depth: the head's (H, W) array when the caller has it in memory (else it is loaded)."""
+        pairs = [PointPair.from_row(r) for r in db.query(
+            "SELECT * FROM point_pairs WHERE image_id = ? AND deleted_at IS NULL ORDER BY id", [image_id])]
+        head_id = self._image_row(image_id)["head_revision_id"]
+        if not pairs or head_id is None:
+            return
+        head = self.get_revision(head_id)
+        if depth is None:
+            depth = self.blobs.read_array(head.depth_sha256, what=f"depth of label revision {head.id}")
+        from ..corrections import check_point_pairs   # lazy: scipy is not needed to open a store
+        flags = check_point_pairs(depth, [p.as_correction() for p in pairs], head.kind)
+        changed = [(int(f), p.id) for p, f in zip(pairs, flags) if bool(f) != p.flagged]
+        db.conn.executemany("UPDATE point_pairs SET flagged = ? WHERE id = ?", changed)
 
     def _point_pair(self, pair_id: int) -> PointPair:
         rows = list(self.db.query("SELECT * FROM point_pairs WHERE id = ?", [int(pair_id)]))
@@ -58,7 +79,7 @@ class PointPairsMixin:
         return [PointPair.from_row(r) for r in self.db.query(sql + " ORDER BY id", [int(image_id)])]
 
     def set_point_pair_flags(self, flags: Mapping[int, bool], *, author: str = "system") -> None:
-        """{pair id: flagged} in one transaction (after checking pairs against a new head)."""
+        """{pair id: flagged} in one transaction: a manual override, until the head next changes."""
         with self.write() as db:
             for pair_id, flagged in flags.items():
                 self._point_pair(pair_id)

@@ -81,5 +81,6 @@ class PredictionsMixin:
                                                kind=kind, note=None, model_id=model_id,
                                                prediction_id=pred_id)
                 self._move_head(db, row, rev_id, row["status"])
+                self._refresh_flags(db, int(image_id), array)
                 db.conn.execute("UPDATE images SET confidence = ? WHERE id = ?", (confidence, int(image_id)))
         return self.get_prediction(image_id, model_id), True

@@ -146,6 +146,7 @@ class RevisionsMixin:
                                            author=author, kind=kind, note=note, model_id=model_id,
                                            prediction_id=prediction_id)
             self._move_head(db, row, rev_id, row["status"] if status is None else status)
+            self._refresh_flags(db, row["id"], depth)
         return self.get_revision(rev_id)
 
     def _insert_revision(self, db, row: dict, stored_depth, stored_masks, *, tool, author, kind,
@@ -199,6 +200,7 @@ class RevisionsMixin:
                                            author=author, kind=old.kind, model_id=old.model_id,
                                            note=f"restored revision {old.number}", prediction_id=None)
             self._move_head(db, row, rev_id, row["status"] if status is None else status)
+            self._refresh_flags(db, row["id"])
         return self.get_revision(rev_id)
 
     def _stored(self, sha256: str) -> StoredArray:
@@ -232,6 +234,7 @@ class RevisionsMixin:
             if target is None:
                 raise HistoryError(f"nothing to {direction} for image {image_id} ({row['name']})")
             self._move_head(db, row, target, row["status"])
+            self._refresh_flags(db, row["id"])
             audit.record(db, author, f"head.{direction}", "image", int(image_id),
                          {"from": head_id, "to": target})
         return self.get_revision(target)

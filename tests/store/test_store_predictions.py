@@ -78,3 +78,26 @@ def test_training_items_are_the_heads_of_curated_images(store, make_png, make_de
     clone = pickle.loads(pickle.dumps(first))            # DataLoader workers get copies
     assert np.array_equal(clone.depth(), make_depth(10))
     assert [i.image_id for i in store.training_items("rejected")] == [ids[2]]
+
+
+def test_point_pair_flags_follow_the_head(store, image, make_depth):
+    """make_depth grows with the pixel index: a later pixel has larger disparity (closer)."""
+    early, late = [0, 1], [4, 6]                         # index 1 and 38
+    right = store.add_point_pair(image.id, early, late, 2, author="a", flagged=True)
+    assert right.flagged                                  # no label yet: kept as given
+    store.add_prediction(image.id, "m", "disparity", make_depth())
+    wrong = store.add_point_pair(image.id, early, late, 1, author="a")
+    assert [p.flagged for p in store.point_pairs(image.id)] == [False, True]
+    h = store.head(image.id)
+    store.save_revision(image.id, -make_depth(), expected_head=h.id, tool="copy", author="a")   # order reversed
+    assert [p.flagged for p in store.point_pairs(image.id)] == [True, False]
+    store.undo(image.id, author="a")
+    assert [p.flagged for p in store.point_pairs(image.id)] == [False, True]
+    store.redo(image.id, author="a")
+    assert [p.flagged for p in store.point_pairs(image.id)] == [True, False]
+    store.restore_revision(image.id, h.id, expected_head=store.head(image.id).id, author="a")
+    assert [(p.id, p.flagged) for p in store.point_pairs(image.id)] == [(right.id, False), (wrong.id, True)]
+    metric = store.add_image(b"m", "m.png", width=8, height=6)[0]
+    store.save_revision(metric.id, make_depth(), expected_head=None, tool="import", author="a", kind="metric_depth")
+    near = store.add_point_pair(metric.id, early, late, 1, author="a")   # metric: smaller depth = closer
+    assert not near.flagged
