@@ -61,9 +61,9 @@ class PointPairsMixin:
         head = self.get_revision(head_id)
         if depth is None:
             depth = self.blobs.read_array(head.depth_sha256, what=f"depth of label revision {head.id}")
-        from ..corrections import check_point_pairs   # lazy: scipy is not needed to open a store
+        from ..corrections import check_point_pairs  # lazy: scipy is not needed to open a store
         flags = check_point_pairs(depth, [p.as_correction() for p in pairs], head.kind)
-        changed = [(int(f), p.id) for p, f in zip(pairs, flags) if bool(f) != p.flagged]
+        changed = [(int(f), p.id) for p, f in zip(pairs, flags, strict=True) if bool(f) != p.flagged]
         db.conn.executemany("UPDATE point_pairs SET flagged = ? WHERE id = ?", changed)
 
     def _point_pair(self, pair_id: int) -> PointPair:
