@@ -158,7 +158,15 @@ class ImagesMixin:
 
     def _check_head(self, row: dict, expected_head) -> None:
         """Raise StaleRevisionError when the image's head is not `expected_head`."""
-        if expected_head is ANY_HEAD or row["head_revision_id"] == expected_head:
+        if expected_head is ANY_HEAD:
+            return
+        if expected_head is not None:   # a Revision, or an id as int / numpy int / str from a UI
+            try:
+                expected_head = int(getattr(expected_head, "id", expected_head))
+            except (TypeError, ValueError):
+                raise InvalidValueError(f"expected_head must be a revision id, None or ANY_HEAD; "
+                                        f"got {expected_head!r}") from None
+        if row["head_revision_id"] == expected_head:
             return
         head = self.get_revision(row["head_revision_id"]) if row["head_revision_id"] else None
         opened = f"revision id {expected_head}" if expected_head is not None else "no label"

@@ -194,3 +194,13 @@ def test_restore_appends_a_copy_of_an_older_revision(store, image, make_depth):
     other, _ = store.add_image(b"other", "o.png", width=8, height=6)
     with pytest.raises(InvalidValueError, match=f"belongs to image {image.id}"):
         store.restore_revision(other.id, r1.id, expected_head=None, author="c")
+
+
+def test_expected_head_accepts_a_revision_or_an_id_string(store, image, make_depth):
+    store.add_prediction(image.id, "m", "disparity", make_depth())
+    r1 = store.head(image.id)
+    r2 = store.save_revision(image.id, expected_head=r1, tool="sky", author="a", masks={"sky": np.ones((6, 8), bool)})
+    r3 = store.save_revision(image.id, expected_head=str(r2.id), tool="sky", author="a", masks={"sky": None})
+    assert [r.id for r in store.history(image.id).revisions] == [r1.id, r2.id, r3.id]
+    with pytest.raises(InvalidValueError, match="expected_head must be a revision id"):
+        store.save_revision(image.id, expected_head="latest", tool="t", author="a")
