@@ -11,7 +11,7 @@ duplicates). Deterministic: an image's values do not depend on what ran before i
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,12 +49,18 @@ class PseudoLabelSummary:
                 "mean_confidence": self.mean_confidence}
 
 
-def predict_with_flip(predictor: Predictor, rgb: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    """(prediction (H, W) float32, confidence, confidence map (H, W)) from one batch of two."""
+def flip_pair(predictor: Predictor, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The model's (H, W) outputs for an image and for its horizontal flip, one batch of two."""
     flipped = np.ascontiguousarray(rgb[:, ::-1])                       # (H, W, 3)
     pred, pred_flipped = predictor.predict_many([rgb, flipped], batch_size=2)
-    score, conf_map = flip_consistency(pred.array, pred_flipped.array)
-    return pred.array, score, conf_map
+    return pred.array, pred_flipped.array
+
+
+def predict_with_flip(predictor: Predictor, rgb: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """(prediction (H, W) float32, confidence, confidence map (H, W)) from one batch of two."""
+    pred, pred_flipped = flip_pair(predictor, rgb)
+    score, conf_map = flip_consistency(pred, pred_flipped)
+    return pred, score, conf_map
 
 
 def todo(store: Store, model_id: str, limit: int | None = None) -> list[int]:
@@ -63,59 +69,126 @@ def todo(store: Store, model_id: str, limit: int | None = None) -> list[int]:
     return ids if limit is None else ids[:max(0, int(limit))]
 
 
-def label_one(store: Store, predictor: Predictor, image_id: int, *, job_id: int | None = None,
-              before_write: Callable[[], None] | None = None) -> tuple[bool, float]:
-    """Pseudo-label one image. Returns (created, confidence); (False, nan) if already done."""
-    if store.pseudo_label_done(image_id, predictor.model_id):
-        return False, float("nan")
-    decoded = decode_image(store.image_bytes(image_id), name=f"image {image_id}")
-    array, score, _ = predict_with_flip(predictor, decoded.rgb)
-    if before_write is not None:
-        before_write()
-    _, created = store.add_prediction(image_id, predictor.model_id, predictor.kind, array,
+def predict_pair(store: Store, predictor: Predictor, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a stored image (hash-checked) and predict it and its flip (`flip_pair`)."""
+    return flip_pair(predictor, decode_image(store.image_bytes(image_id), name=f"image {image_id}").rgb)
+
+
+def write_one(store: Store, predictor: Predictor, image_id: int, pair: tuple[np.ndarray, np.ndarray], *,
+              job_id: int | None = None, delay: float = 0.0) -> tuple[bool, float]:
+    """Score the flip consistency and record prediction + label + confidence (one transaction)."""
+    score, _ = flip_consistency(*pair)
+    if delay > 0:
+        time.sleep(delay)                          # tests: an image in flight when killed
+    _, created = store.add_prediction(image_id, predictor.model_id, predictor.kind, pair[0],
                                       confidence=score, job_id=job_id, make_label=True)
     return created, score
 
 
+def label_one(store: Store, predictor: Predictor, image_id: int, *, job_id: int | None = None,
+              delay: float = 0.0) -> tuple[bool, float]:
+    """Pseudo-label one image. Returns (created, confidence); (False, nan) if already done."""
+    if store.pseudo_label_done(image_id, predictor.model_id):
+        return False, float("nan")
+    return write_one(store, predictor, image_id, predict_pair(store, predictor, image_id),
+                     job_id=job_id, delay=delay)
+
+
+class _Progress:
+    """Counts results into the summary and forwards them to the bar / the job reporter."""
+
+    def __init__(self, summary: PseudoLabelSummary, reporter, progress_bar: bool):
+        self.summary, self.reporter, self.n, self.t0 = summary, reporter, 0, time.perf_counter()
+        self.bar = None
+        if progress_bar:
+            from tqdm import tqdm
+            self.bar = tqdm(total=summary.total, unit="img", desc=f"pseudo-label {summary.model_id}")
+
+    def add(self, image_id: int, outcome: tuple[bool, float] | StudioError) -> None:
+        s = self.summary
+        if isinstance(outcome, StudioError):
+            s.failed.append((image_id, str(outcome)))
+            if self.reporter is not None:
+                self.reporter.log(f"image {image_id} skipped: {outcome}")
+        else:
+            created, score = outcome
+            s.done += created
+            s.already += not created
+            if created:
+                s.confidences.append(score)
+        self.n += 1
+        s.seconds = time.perf_counter() - self.t0
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.reporter is not None:
+            self.reporter.progress(self.n, s.total, message=f"image {image_id}",
+                                   confidence=s.confidences[-1] if s.confidences else 0.0)
+
+    def close(self) -> None:
+        self.summary.seconds = time.perf_counter() - self.t0
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _outcome(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except StudioError as e:                       # an unreadable image: skip it, keep going
+        return e
+
+
 def run_pseudo_label(store: Store, predictor: Predictor, *, limit: int | None = None,
                      job_id: int | None = None, reporter=None, progress_bar: bool = False,
-                     image_ids: Iterable[int] | None = None, delay: float = 0.0) -> PseudoLabelSummary:
+                     image_ids: Iterable[int] | None = None, delay: float = 0.0,
+                     overlap: bool | None = None) -> PseudoLabelSummary:
     """Pseudo-label every image `predictor`'s model has not done yet (or `image_ids`).
 
-    reporter: a `jobs.JobReporter` (progress, logs, cancel) or None. `delay` seconds are
-    slept between an image's prediction and its write (tests use it to kill a job with an
-    image in flight). Per-image user errors (an undecodable file) are logged and skipped.
+    reporter: a `jobs.JobReporter` (progress, logs, cancel) or None. Per-image user errors
+    (an undecodable file) are logged and skipped. overlap (default: on for CUDA): score and
+    write image k on a second thread while the device predicts image k+1, so the store does
+    not stall the GPU; a kill then loses at most the two images in flight (never a half one).
+    On CPU the two would share the same cores, so it runs one image at a time. `delay`
+    seconds are slept before each write (tests kill a job with an image in flight).
     """
     ids = list(image_ids) if image_ids is not None else todo(store, predictor.model_id, limit)
     summary = PseudoLabelSummary(predictor.model_id, total=len(ids))
-    bar = None
-    if progress_bar:
-        from tqdm import tqdm
-        bar = tqdm(total=len(ids), unit="img", desc=f"pseudo-label {predictor.model_id}")
-    pause = (lambda: time.sleep(delay)) if delay > 0 else None
-    t0 = time.perf_counter()
-    for n, image_id in enumerate(ids):
-        if reporter is not None and reporter.should_stop():
-            summary.cancelled = True
-            break
-        try:
-            created, score = label_one(store, predictor, image_id, job_id=job_id, before_write=pause)
-        except StudioError as e:
-            summary.failed.append((image_id, str(e)))
-            if reporter is not None:
-                reporter.log(f"image {image_id} skipped: {e}")
+    progress = _Progress(summary, reporter, progress_bar)
+    overlap = predictor.device.type == "cuda" if overlap is None else overlap
+    kw = {"job_id": job_id, "delay": delay}
+    try:
+        if overlap:
+            _run_overlapped(store, predictor, ids, progress, reporter, summary, kw)
         else:
-            summary.done += created
-            summary.already += not created
-            if created:
-                summary.confidences.append(score)
-        summary.seconds = time.perf_counter() - t0
-        if bar is not None:
-            bar.update(1)
-        if reporter is not None:
-            reporter.progress(n + 1, len(ids), message=f"image {image_id}",
-                              confidence=summary.confidences[-1] if summary.confidences else 0.0)
-    summary.seconds = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
+            for image_id in ids:
+                if reporter is not None and reporter.should_stop():
+                    summary.cancelled = True
+                    break
+                progress.add(image_id, _outcome(label_one, store, predictor, image_id, **kw))
+    finally:
+        progress.close()
     return summary
+
+
+def _run_overlapped(store, predictor, ids, progress, reporter, summary, kw) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending = None                                   # (image_id, future) being written
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pseudo-label-writer") as pool:
+        for image_id in ids:
+            if reporter is not None and reporter.should_stop():
+                summary.cancelled = True
+                break
+            if store.pseudo_label_done(image_id, predictor.model_id):
+                outcome = (False, float("nan"))
+            else:
+                pair = _outcome(predict_pair, store, predictor, image_id)
+                outcome = pair if isinstance(pair, StudioError) else None
+            if pending is not None:
+                progress.add(pending[0], pending[1].result())
+                pending = None
+            if outcome is not None:
+                progress.add(image_id, outcome)
+            else:
+                pending = (image_id, pool.submit(_outcome, write_one, store, predictor, image_id, pair, **kw))
+        if pending is not None:
+            progress.add(pending[0], pending[1].result())

@@ -107,6 +107,22 @@ def test_limit_and_unreadable_images_are_skipped_and_reported(tmp_path, predicto
     assert store.get_prediction(bad.id, MODEL_ID) is None
 
 
+def test_overlapped_writer_gives_the_same_rows_and_values(tmp_path, predictor):
+    plain = make_store(tmp_path / "plain.db", 3)
+    over = make_store(tmp_path / "over.db", 3)
+    for st in (plain, over):
+        st.add_image(b"not an image either", "broken.png", width=8, height=8)
+    a = run_pseudo_label(plain, predictor, overlap=False)
+    b = run_pseudo_label(over, predictor, overlap=True)
+    assert (a.done, len(a.failed)) == (b.done, len(b.failed)) == (3, 1)
+    assert a.confidences == b.confidences
+    assert prediction_rows(over) == prediction_rows(plain)
+    for i in plain.image_ids()[:3]:
+        np.testing.assert_array_equal(plain.prediction_array(plain.get_prediction(i, MODEL_ID)),
+                                      over.prediction_array(over.get_prediction(i, MODEL_ID)))
+    assert run_pseudo_label(over, predictor, overlap=True).done == 0
+
+
 def test_predict_with_flip_is_one_batch_of_two(predictor, monkeypatch):
     calls = []
     real = predictor._run_batch
