@@ -18,7 +18,9 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +170,12 @@ def _jsonable(x):
     return x if isinstance(x, (str, int, float, bool, type(None))) else str(x)
 
 
+def _timed(fn, *args):
+    """(fn(*args), seconds it took)."""
+    s = time.perf_counter()
+    return fn(*args), time.perf_counter() - s
+
+
 def _safe_stem(name: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(name or "image").stem).strip("_")
     return (stem or "image")[:40]
@@ -183,6 +191,7 @@ class DepthService:
         self._extra: dict[str, ModelChoice] = {}
         self._notices: dict[str, str] = {}
         self._last_cleanup = 0.0
+        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="depth-outputs")
         self.default_key = self.add_checkpoint(default or settings.checkpoint)
 
     # ---- model choices -------------------------------------------------------------------
@@ -284,43 +293,37 @@ class DepthService:
 
     def _render(self, decoded: DecodedImage, prediction: Prediction, cmap: str, focal_px, voxel_size,
                 remove_outliers: bool, t: dict) -> DepthResult:
+        """Colour maps, then the files in parallel threads (PNG/zlib and numpy release the GIL).
+
+        timings_ms holds each stage's own time; the file stages overlap, so they add up to more
+        than the wall time they took together.
+        """
         folder = self._request_folder()
         stem = _safe_stem(decoded.name)
         files = {k: folder / f"{stem}_{suffix}" for k, suffix in (
             ("input", "input.jpg"), ("color", "depth_color.png"), ("gray", "depth_gray.png"),
             ("depth16", "depth16.png"), ("npy", "depth.npy"), ("ply", "points.ply"))}
         array = prediction.array                                         # (H, W) float32
+        h, w = array.shape
+        focal, focal_source = pointcloud.resolve_focal(w, h, focal_px or None, decoded.focal_px)
         s = time.perf_counter()
         near_high = prediction.kind == "metric_depth"                     # keep near red/bright for metres too
         color = render.colorize(array, cmap, invert=near_high)            # (H, W, 3) uint8
         gray = render.grayscale(array, invert=near_high)                  # (H, W) uint8
         t["color_map"] = time.perf_counter() - s
-        s = time.perf_counter()
-        png_meta = depth_png.write_depth_png(files["depth16"], array, kind=prediction.kind)
-        t["encode_16bit"] = time.perf_counter() - s
-        s = time.perf_counter()
-        h, w = array.shape
-        focal, focal_source = pointcloud.resolve_focal(w, h, focal_px or None, decoded.focal_px)
-        step = max(1, math.ceil(math.sqrt(h * w / self.settings.max_cloud_points)))   # pixel stride
-        cloud_note = pointcloud.point_cloud_note(prediction.kind)
-        try:
-            pcd = pointcloud.make_point_cloud(decoded.rgb[::step, ::step], array[::step, ::step], prediction.kind,
-                                              focal_px=focal / step, voxel_size=voxel_size or None,
-                                              remove_outliers=bool(remove_outliers), axes=CLOUD_AXES)
-            pointcloud.write_ply(files["ply"], pcd)
-            points = len(pcd.points)
-        except ConfigError as e:         # e.g. no positive disparity (untrained weights): the rest still shows
-            if voxel_size and "voxel" in str(e):
-                raise
+        jobs = {
+            "encode_16bit": (partial(depth_png.write_depth_png, kind=prediction.kind), files["depth16"], array),
+            "point_cloud": (self._write_cloud, files["ply"], decoded.rgb, prediction, focal, voxel_size,
+                            remove_outliers),
+            "other_files": (self._write_views, files, decoded.rgb, array, color, gray),
+        }
+        futures = {k: self._pool.submit(_timed, *job) for k, job in jobs.items()}
+        out = {}
+        for k, f in futures.items():
+            out[k], t[k] = f.result()
+        png_meta, (points, step, cloud_note) = out["encode_16bit"], out["point_cloud"]
+        if not points:
             files.pop("ply")
-            points, cloud_note = 0, f"No point cloud: {e}"
-        t["point_cloud"] = time.perf_counter() - s
-        s = time.perf_counter()
-        np.save(files["npy"], array.astype(np.float32))
-        Image.fromarray(decoded.rgb).save(files["input"], quality=90)
-        Image.fromarray(color).save(files["color"], compress_level=1)
-        Image.fromarray(gray).save(files["gray"], compress_level=1)
-        t["other_files"] = time.perf_counter() - s
         summary = {
             "image": decoded.name, "width": w, "height": h,
             "min": float(np.min(array)), "max": float(np.max(array)),
@@ -330,6 +333,32 @@ class DepthService:
             "timings_ms": {k: round(1000 * v, 1) for k, v in t.items()},
         }
         return DepthResult(array, prediction.kind, prediction.unit, color, gray, folder, files, summary)
+
+    def _write_cloud(self, path: Path, rgb: np.ndarray, prediction: Prediction, focal: float, voxel_size,
+                     remove_outliers: bool) -> tuple[int, int, str]:
+        """The .ply -> (points, pixel stride, note); 0 points and no file when no cloud can be made."""
+        array = prediction.array                                                      # (H, W)
+        h, w = array.shape
+        step = max(1, math.ceil(math.sqrt(h * w / self.settings.max_cloud_points)))   # pixel stride
+        try:
+            pcd = pointcloud.make_point_cloud(rgb[::step, ::step], array[::step, ::step], prediction.kind,
+                                              focal_px=focal / step, voxel_size=voxel_size or None,
+                                              remove_outliers=bool(remove_outliers), axes=CLOUD_AXES)
+            if len(pcd.points) == 0:
+                raise ConfigError("every point was removed; use a smaller voxel size or keep outliers")
+            pointcloud.write_ply(path, pcd)
+        except ConfigError as e:         # e.g. no positive disparity (untrained weights): the rest still shows
+            if voxel_size and "voxel" in str(e):
+                raise
+            return 0, step, f"No point cloud: {e}"
+        return len(pcd.points), step, pointcloud.point_cloud_note(prediction.kind)
+
+    @staticmethod
+    def _write_views(files: dict, rgb: np.ndarray, array: np.ndarray, color: np.ndarray, gray: np.ndarray) -> None:
+        np.save(files["npy"], array.astype(np.float32, copy=False))
+        Image.fromarray(rgb).save(files["input"], quality=90)
+        Image.fromarray(color).save(files["color"], compress_level=1)
+        Image.fromarray(gray).save(files["gray"], compress_level=1)
 
     def _describe(self, loaded: LoadedModel, prediction: Prediction, input_size) -> dict:
         return {"model": loaded.choice.key, "model_title": loaded.choice.title, "licence": loaded.choice.licence,
