@@ -181,10 +181,18 @@ _V3 = (
     "CREATE INDEX idx_audit_entity ON audit (entity, entity_id)",
 )
 
+# --------------------------------------------------------------------------- migration 4
+# Filter by status in import (id) order without a temporary sort: an index on (status) holds
+# (status, rowid), i.e. id order within each status.
+_V4 = (
+    "CREATE INDEX idx_images_status ON images (status)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "images, arrays, predictions, revisions, masks, point pairs, audit", _V1),
     Migration(2, "jobs, job metrics and logs, checkpoints", _V2),
     Migration(3, "gallery indexes", _V3),
+    Migration(4, "status index for the gallery's id order", _V4),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
