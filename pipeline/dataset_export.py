@@ -71,13 +71,19 @@ def export_key(image: ImageRecord) -> str:
 # ------------------------------------------------------------------ export
 def export_dataset(store: Store, out_dir: str | os.PathLike, *,
                    statuses: str | Iterable[str] = DEFAULT_STATUSES, progress=None) -> ExportReport:
-    """Write every image with one of `statuses` (and its head label) under `out_dir`."""
+    """Write every image with one of `statuses` (and its head label) under `out_dir`.
+
+    `out_dir` must be new, empty, or an earlier export (whose images/labels/masks are replaced).
+    """
     out = Path(out_dir)
     st = check_statuses(statuses)
     if out.exists() and any(out.iterdir()) and not (out / "manifest.jsonl").exists():
         raise DatasetError(f"{out} is not empty and is not an earlier export; pick an empty or new folder")
     for sub in ("images", "labels", "masks"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+        for old in (out / sub).iterdir():         # an earlier export: its files are replaced
+            if old.is_file() and not old.is_symlink():
+                old.unlink()
     report, rows, all_pairs = ExportReport(out), [], {}
     ids = store.image_ids(st)
     for image_id in (progress(ids) if progress else ids):

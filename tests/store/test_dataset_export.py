@@ -105,6 +105,17 @@ def test_a_tampered_label_is_reported_not_imported(store, curated, tmp_path):
     assert fresh.find_image(first["sha256"]) is None
 
 
+def test_exporting_again_replaces_the_earlier_export(store, curated, tmp_path):
+    out = tmp_path / "e"
+    export_dataset(store, out)
+    export_dataset(store, out, statuses="accepted")
+    rows = (out / "manifest.jsonl").read_text().splitlines()
+    assert [json.loads(r)["name"] for r in rows] == ["room.jpg"]
+    assert sorted(p.name for p in (out / "images").iterdir()) == [json.loads(rows[0])["image"].split("/")[1]]
+    assert sorted(p.suffix for p in (out / "labels").iterdir()) == [".npy", ".png"]
+    assert list((out / "masks").iterdir()) == []
+
+
 def test_export_refuses_a_non_empty_unrelated_folder(store, curated, tmp_path):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "thesis.tex").write_text("x")
