@@ -34,6 +34,7 @@ from .store.images import check_statuses
 FORMAT = "depth-anything-studio-export"
 FORMAT_VERSION = 1
 DEFAULT_STATUSES = ("accepted", "corrected")
+MIRRORED = ("images/*", "labels/*", "masks/*")   # remote files here that the export lacks are deleted
 
 
 class DatasetError(StudioError):
@@ -172,7 +173,8 @@ def push_to_hub(out_dir: str | os.PathLike, repo_id: str, *, token: str | None =
     try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, folder_path=str(out_dir), repo_type="dataset",
-                          commit_message="Upload curated depth labels (Depth Anything Studio export)")
+                          commit_message="Upload curated depth labels (Depth Anything Studio export)",
+                          delete_patterns=list(MIRRORED))   # the repo mirrors the export: no stale files
     except Exception as e:   # network, auth, name errors: all user-fixable
         raise DatasetError(f"could not push {out_dir} to the Hub dataset {repo_id}: {e}. Check the repo "
                            "name, your token (HF_TOKEN or `hf auth login`) and the network") from None

@@ -143,7 +143,9 @@ def test_push_to_hub_uploads_the_folder_as_a_dataset(monkeypatch, tmp_path):
     assert url == "https://huggingface.co/datasets/me/labels"
     assert FakeApi.calls[:2] == [("init", "t0k"), ("create_repo", "me/labels",
                                                     {"repo_type": "dataset", "private": True, "exist_ok": True})]
-    assert FakeApi.calls[2][1]["folder_path"] == str(tmp_path) and FakeApi.calls[2][1]["repo_type"] == "dataset"
+    upload = FakeApi.calls[2][1]
+    assert (upload["repo_id"], upload["folder_path"], upload["repo_type"]) == ("me/labels", str(tmp_path), "dataset")
+    assert upload["delete_patterns"] == ["images/*", "labels/*", "masks/*"]
 
 
 def test_push_failure_is_a_clear_error(monkeypatch, tmp_path):
