@@ -90,6 +90,10 @@ class BlobStore:
                                      "sha256; restore it from a backup or re-create this record")
         return data
 
+    def temp_files(self) -> list[Path]:
+        """Half-written files a killed writer left behind (never referenced by any row)."""
+        return sorted(self.root.glob("*/.*.tmp")) if self.root.is_dir() else []
+
     def put_array(self, array: np.ndarray) -> StoredArray:
         data = encode_array(array)
         sha, _ = self.put_bytes(data, ".npy")

@@ -89,6 +89,17 @@ class Store(ImagesMixin, PredictionsMixin, RevisionsMixin, PointPairsMixin, Jobs
                              pairs.get(r["image_id"], []), self.blobs) for r in rows]
 
     # ------------------------------------------------------------------ integrity
+    def sweep_temp_files(self, older_than_s: float = 3600.0) -> int:
+        """Delete temporary blob files older than `older_than_s` (left by killed writers); count."""
+        import time
+        cutoff, n = time.time() - older_than_s, 0
+        for p in self.blobs.temp_files():
+            with contextlib.suppress(FileNotFoundError):
+                if p.stat().st_mtime <= cutoff:
+                    p.unlink()
+                    n += 1
+        return n
+
     def verify(self) -> list[str]:
         """Check every stored file against its hash; return one line per problem ([] = healthy)."""
         problems = []

@@ -41,6 +41,12 @@ def test_kill_during_pseudo_labelling_loses_nothing_committed(tmp_path):
     assert len(done) == 20
     reopened = Store(store.path)
     assert reopened.verify() == []
+    assert len(reopened.blobs.temp_files()) <= 1             # at most the file in flight
+    stray = reopened.files_dir / "ab" / ".cdef.npy.1.x.tmp"   # and a sweep removes such leftovers
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(b"half")
+    assert reopened.sweep_temp_files(older_than_s=3600) == 0
+    assert reopened.sweep_temp_files(older_than_s=0) >= 1 and reopened.blobs.temp_files() == []
     finished = [i for i in reopened.image_ids() if reopened.pseudo_label_done(i, "teacher")]
     assert 20 <= len(finished) < 120
     for i in finished:                                            # each finished image is whole
