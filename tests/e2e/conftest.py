@@ -46,7 +46,7 @@ class RunningApp:
         return self.log_path.read_text(errors="replace")
 
 
-def start_app(workdir: Path, args: list[str], extra_env: dict | None = None, timeout: float = 90) -> RunningApp:
+def start_app(workdir: Path, args: list[str], extra_env: dict | None = None, timeout: float = 180) -> RunningApp:
     port = free_port()
     data_dir = workdir / "data"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(workdir / "gradio"),
