@@ -36,12 +36,12 @@ class MixedSampler:
 
     def __init__(self, pools: dict[str, list[TrainItem]], ratio: tuple[int, int], seed: int):
         self.sizes = {p: len(pools[p]) for p in POOLS}
-        l, p = ratio
+        lab, pse = ratio
         if self.sizes["labelled"] == 0:
-            l, p = 0, 1
+            lab, pse = 0, 1
         if self.sizes["pseudo"] == 0:
-            l, p = 1, 0
-        self.frac = l / (l + p)
+            lab, pse = 1, 0
+        self.frac = lab / (lab + pse)
         self.seed = seed
         self.consumed = {p: 0 for p in POOLS}
         self._perm_cache: dict[tuple[str, int], list[int]] = {}
@@ -99,7 +99,7 @@ class Batch:
     need_teacher: torch.Tensor  # (B,) bool: own label missing
     need_teacher_b: torch.Tensor
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         return Batch(**{k: v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
 
     def __len__(self) -> int:

@@ -7,21 +7,21 @@ import argparse
 import numpy as np
 import pytest
 import torch
+from train_helpers import one_thread, quiet, scenes_dir_fixture, tiny_config  # noqa: F401
 
 from pipeline.checkpoints import save_checkpoint, untrained_model
 from pipeline.config import ModelConfig
 from pipeline.errors import CheckpointError, ConfigError, StudioError
+from pipeline.train.augment import from_numpy, resize_short_side
 from pipeline.train.batches import MixedSampler, build_batch, local_entries
 from pipeline.train.data import TrainItem, depth_to_disparity, folder_items, pools
 from pipeline.train.errors import TrainDataError
 from pipeline.train.recipe import Recipe, train
-from pipeline.train.state import read_metrics
 from pipeline.train.schedule import build_optimizer, build_scheduler, lr_factor
+from pipeline.train.state import read_metrics
 from pipeline.train.store_source import label_and_mask
-from pipeline.train.train_config import TrainConfig, parse_ratio
-from pipeline.train.augment import from_numpy, resize_short_side
 from pipeline.train.synthetic import write_scenes
-from train_helpers import one_thread, quiet, scenes_dir, tiny_config  # noqa: F401
+from pipeline.train.train_config import TrainConfig, parse_ratio
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

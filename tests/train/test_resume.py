@@ -13,12 +13,21 @@ import time
 import numpy as np
 import pytest
 import torch
+from train_helpers import (  # noqa: F401
+    ROOT,
+    cli_dispatcher_ok,
+    one_thread,
+    quiet,
+    run_cli,
+    scenes_dir_fixture,
+    state_dict_of,
+    tiny_config,
+)
 
 from pipeline.checkpoints import load_model
 from pipeline.train import state as st
 from pipeline.train.errors import CheckpointWriteError, ResumeError
 from pipeline.train.recipe import train
-from train_helpers import ROOT, one_thread, quiet, run_cli, scenes_dir, state_dict_of, tiny_config  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -164,7 +173,7 @@ def test_sigterm_in_process_saves_then_stops_and_resume_finishes(tmp_path, scene
 def test_sigterm_saves_and_sigkill_loses_nothing_saved(tmp_path, scenes_dir, sig):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    entry = [sys.executable, "-m", "pipeline", "train"] if run_cli.__globals__["cli_dispatcher_ok"]() \
+    entry = [sys.executable, "-m", "pipeline", "train"] if cli_dispatcher_ok() \
         else [sys.executable, str(ROOT / "tests" / "train" / "train_entry.py")]
     proc = subprocess.Popen(entry + _cli_args(out, scenes_dir, 10_000, 2), cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -15,8 +15,8 @@ from pipeline.train.train_config import TrainConfig
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def scenes_dir(tmp_path_factory) -> Path:
+@pytest.fixture(scope="session", name="scenes_dir")
+def scenes_dir_fixture(tmp_path_factory) -> Path:
     """8 synthetic 48x48 scenes with exact depth (scene_XXX.png + scene_XXX.npy)."""
     return write_scenes(tmp_path_factory.mktemp("scenes") / "data", 8, seed=0, height=48, width=48)
 
