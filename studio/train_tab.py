@@ -22,6 +22,9 @@ from .train_handlers import CKPT_HEADERS, COMPARE_HEADERS, RUN_HEADERS, TrainHan
 TITLE = "Train"
 REQUIRES = ("training",)
 POLL_S = 2.0
+GALLERY_CSS = ("#train-compare-gallery .thumbnail-item {aspect-ratio: auto !important; height: auto !important}"
+               " #train-compare-gallery .thumbnail-item img {height: auto !important}"
+               " #train-compare-gallery .grid-container {grid-auto-rows: auto !important}")   # wide rows, not squares
 GPU_CONCURRENCY_ID = "gpu"                  # the depth tab's shared limit: comparisons run networks
 
 
@@ -108,7 +111,8 @@ def _compare_panel(h: TrainHandlers, default_key: str | None) -> dict:
         c["summary"] = gr.Markdown(elem_id="train-compare-summary")
         c["table"] = gr.Dataframe(headers=COMPARE_HEADERS, interactive=False, elem_id="train-compare-table")
         c["gallery"] = gr.Gallery(label="image | label | teacher | student", columns=1, height="auto",
-                                  object_fit="contain", elem_id="train-compare-gallery")
+                                  object_fit="contain", preview=False, elem_id="train-compare-gallery")
+        gr.HTML(f"<style>{GALLERY_CSS}</style>", container=False, padding=False)
     return c
 
 
