@@ -104,44 +104,52 @@ class PlaneFit:
         return self.a * u + self.b * v + self.c
 
 
-def _lstsq_plane(A: np.ndarray, y: np.ndarray) -> np.ndarray:
-    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
-    return coef
+def _lstsq_plane(u: np.ndarray, v: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares (a, b, c) of y = a*u + b*v + c via centred 3x3 normal equations.
+
+    Sums, not a BLAS/LAPACK call: on a busy machine their threads cost more than the work."""
+    mu, mv, my = u.mean(), v.mean(), y.mean()
+    du, dv, dy = u - mu, v - mv, y - my
+    M = np.array([[(du * du).sum(), (du * dv).sum()], [(du * dv).sum(), (dv * dv).sum()]])
+    rhs = np.array([(du * dy).sum(), (dv * dy).sum()])
+    ab = np.linalg.lstsq(M, rhs, rcond=None)[0] if abs(np.linalg.det(M)) < 1e-12 * max(M.max(), 1) \
+        else np.linalg.solve(M, rhs)
+    return np.array([ab[0], ab[1], my - ab[0] * mu - ab[1] * mv])
 
 
-def robust_plane(u: np.ndarray, v: np.ndarray, y: np.ndarray, *, trials: int = 200,
+def robust_plane(u: np.ndarray, v: np.ndarray, y: np.ndarray, *, trials: int = 128,
                  refits: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Fit y = a*u + b*v + c ignoring outliers (up to ~half the points).
 
-    Least median of squares over `trials` random 3-point planes (deterministic `seed`), then
-    `refits` rounds of least squares on the points within 3 robust sigmas. All in float64.
-    Returns (coef (3,), inlier mask (N,)).
+    Least median of squares over `trials` random 3-point planes (deterministic `seed`; the
+    medians on a 4096-point subsample), then `refits` rounds of least squares on the points
+    within 3 robust sigmas. All in float64. Returns (coef (3,), inlier mask (N,)).
     """
-    A = np.stack([u, v, np.ones_like(u)], axis=1).astype(np.float64)    # (N, 3)
-    y = y.astype(np.float64)
+    u, v, y = (np.asarray(a, np.float64) for a in (u, v, y))
     n = len(y)
     if n < 3:
         raise CorrectionError(f"a plane needs at least 3 valid pixels in the region; got {n}")
-    best, best_med = _lstsq_plane(A, y), np.inf
     rng = np.random.default_rng(seed)
-    score = rng.choice(n, min(n, 4096), replace=False)                # medians on a subsample
-    for _ in range(trials):
-        idx = rng.choice(n, 3, replace=False)
-        if abs(np.linalg.det(A[idx])) < 1e-12:
-            continue
-        coef = np.linalg.solve(A[idx], y[idx])
-        med = np.median((A[score] @ coef - y[score]) ** 2)
-        if med < best_med:
-            best, best_med = coef, med
-    scale = max(np.abs(y).max(), 1e-30)
+    idx = np.stack([rng.choice(n, 3, replace=False) for _ in range(trials)])     # (T, 3)
+    A = np.stack([u[idx], v[idx], np.ones(idx.shape)], axis=-1)                  # (T, 3, 3)
+    ok = np.abs(np.linalg.det(A)) > 1e-9
+    best = _lstsq_plane(u, v, y)
+    if ok.any():
+        coefs = np.linalg.solve(A[ok], y[idx[ok]][..., None])[..., 0]           # (T', 3)
+        sub = rng.choice(n, min(n, 4096), replace=False)
+        res = coefs[:, :1] * u[sub] + coefs[:, 1:2] * v[sub] + coefs[:, 2:] - y[sub]   # (T', S)
+        med = np.median(res * res, axis=1)
+        if med.min() < np.median((best[0] * u[sub] + best[1] * v[sub] + best[2] - y[sub]) ** 2):
+            best = coefs[int(np.argmin(med))]
+    scale = max(float(np.abs(y).max()), 1e-30)
     inliers = np.ones(n, bool)
     for _ in range(refits):
-        r = np.abs(A @ best - y)
+        r = np.abs(best[0] * u + best[1] * v + best[2] - y)
         sigma = 1.4826 * np.median(r)
         inliers = r <= max(3.0 * sigma, 1e-6 * scale)
         if inliers.sum() < 3:
             break
-        best = _lstsq_plane(A[inliers], y[inliers])
+        best = _lstsq_plane(u[inliers], v[inliers], y[inliers])
     return best, inliers
 
 
@@ -174,8 +182,9 @@ def fit_plane(label: np.ndarray, region, kind: str, *, max_depth: float | None =
         near_enough = plane > 1.0 / far                               # plane > 0 when far = inf
         new = np.where(near_enough, 1.0 / np.where(near_enough, plane, 1.0), far)
     out[reg] = new.astype(np.float32)
-    A = np.stack([us[valid], vs[valid], np.ones(valid.sum())], 1)[inl]
-    rms = float(np.sqrt(np.mean((A @ coef - inverse[valid][inl]) ** 2))) if inl.any() else float("nan")
+    fit_u, fit_v, fit_y = us[valid][inl], vs[valid][inl], inverse[valid][inl]
+    rms = float(np.sqrt(np.mean((coef[0] * fit_u + coef[1] * fit_v + coef[2] - fit_y) ** 2))) if inl.any() \
+        else float("nan")
     return out, PlaneFit(float(coef[0]), float(coef[1]), float(coef[2]),
                          float(inl.mean()), rms)
 
@@ -233,9 +242,14 @@ def smooth_region(label: np.ndarray, region, *, sigma: float = 2.0, method: str 
         inside = out[reg & finite]
         spread = float(inside.max() - inside.min()) if inside.size else 0.0
         range_sigma = max(0.1 * spread, 1e-6)
-    smoothed = SMOOTHERS[method](vals, finite.astype(np.float64), sigma, range_sigma=range_sigma)
-    write = reg & finite
-    out[write] = smoothed[write].astype(np.float32)
+    # work on the region's bounding box plus the filter's reach: same values, less work
+    reach = int(4.0 * sigma + 0.5) + 1                   # gaussian_filter's truncate=4 radius
+    rows, cols = np.nonzero(reg.any(axis=1))[0], np.nonzero(reg.any(axis=0))[0]
+    box = (slice(max(rows[0] - reach, 0), rows[-1] + reach + 1),
+           slice(max(cols[0] - reach, 0), cols[-1] + reach + 1))
+    smoothed = SMOOTHERS[method](vals[box], finite[box].astype(np.float64), sigma, range_sigma=range_sigma)
+    write = reg[box] & finite[box]
+    out[box][write] = smoothed[write].astype(np.float32)  # out[box] is a view into out
     return out
 
 

@@ -198,3 +198,20 @@ def test_flip_consistency_ranks_a_noisier_flip_lower():
     s1, _ = C.flip_consistency(pred, (pred + rng.normal(0, 0.01, (H, W)))[:, ::-1])
     s2, _ = C.flip_consistency(pred, (pred + rng.normal(0, 0.1, (H, W)))[:, ::-1])
     assert 1 > s1 > s2 > 0
+
+
+@pytest.mark.parametrize("method", ["gaussian", "bilateral"])
+def test_smoothing_only_reads_the_filters_reach_around_the_region(method):
+    rng = np.random.default_rng(6)
+    label = rng.normal(0, 1, (H, W)).astype(np.float32)
+    region = box(20, 26, 28, 36)
+    out = C.smooth_region(label, region, sigma=1.5, method=method, range_sigma=1.0)
+    far = label.copy()
+    far[:, :10] = 1e3                                     # more than 4 sigma from the region
+    far[40:, :] = -1e3
+    out_far = C.smooth_region(far, region, sigma=1.5, method=method, range_sigma=1.0)
+    np.testing.assert_array_equal(out[region], out_far[region])
+    near = label.copy()
+    near[20:26, 26] = 1e3                                 # within reach: must change the result
+    assert not np.array_equal(C.smooth_region(near, region, sigma=1.5, method=method, range_sigma=1.0)[region],
+                              out[region])
