@@ -220,6 +220,11 @@ class TrainingService:
     def start(self, run: RunSettings, *, author: str = "studio") -> int:
         """Start (or queue behind the running GPU job) a training run; returns its job id."""
         cfg = self.train_config(run)
+        data = self.data_summary()
+        if not cfg.data_dir and not (data["accepted"] or data["corrected"]):
+            raise TrainingServiceError("nothing to train on: the label store has no accepted or corrected labels and "
+                                       "no folder was given; accept some labels in the Curate tab or give a folder "
+                                       f"of image / ground-truth pairs under {self.data_root}")
         argv = config_argv(cfg) + self._process_args()
         Path(cfg.out_dir).parent.mkdir(parents=True, exist_ok=True)
         params = {"run": Path(cfg.out_dir).name, "out_dir": cfg.out_dir, "settings": asdict(run),

@@ -19,6 +19,7 @@ COMPARE_HEADERS = ["image", "teacher AbsRel", "student AbsRel", "teacher δ1", "
 CURVE_COLUMNS = ["step", "value", "series"]
 RESUMABLE = ("failed", "cancelled")
 ACTIVE = ("queued", "running", "cancelling")
+POLL_S, IDLE_POLL_S = 2.0, 10.0            # seconds between polls: a run in flight / none (a CLI run may start)
 
 
 def _error(e: StudioError, title: str) -> gr.Error:
@@ -111,7 +112,8 @@ class TrainHandlers:
     # ---- watch ----------------------------------------------------------------------
     def poll(self, job_id):
         """Everything the page shows about runs: -> (job choices, status, curves, log tail, runs table,
-        checkpoints table, cancel button, resume button). No job chosen: the newest run."""
+        checkpoints table, cancel button, resume button, timer). No job chosen: the newest run.
+        The timer polls every POLL_S while a run is queued or running, every IDLE_POLL_S otherwise."""
         runs = self.service.runs()
         ids = [r.id for r in runs]
         job_id = int(job_id) if job_id not in (None, "") and int(job_id) in ids else (ids[0] if ids else None)
@@ -121,9 +123,11 @@ class TrainHandlers:
         curves = self.service.curves(job_id) if job_id is not None else []
         log = "\n".join(info.log_tail) if info is not None else ""
         status = info.status if info is not None else None
+        busy = any(r.status in ACTIVE for r in runs)
         return (gr.update(choices=run_choices(runs), value=job_id), status_markdown(info), curves_frame(curves),
                 log, runs_table(runs), checkpoints_table(self.service.checkpoints()),
-                gr.update(interactive=status in ACTIVE), gr.update(interactive=status in RESUMABLE))
+                gr.update(interactive=status in ACTIVE), gr.update(interactive=status in RESUMABLE),
+                gr.Timer(POLL_S if busy else IDLE_POLL_S))
 
     def cancel(self, job_id):
         if job_id in (None, ""):

@@ -17,11 +17,10 @@ import gradio as gr
 
 from pipeline.config import ENCODERS
 
-from .train_handlers import CKPT_HEADERS, COMPARE_HEADERS, RUN_HEADERS, TrainHandlers
+from .train_handlers import CKPT_HEADERS, COMPARE_HEADERS, POLL_S, RUN_HEADERS, TrainHandlers
 
 TITLE = "Train"
 REQUIRES = ("training",)
-POLL_S = 2.0
 GALLERY_CSS = ("#train-compare-gallery .thumbnail-item {aspect-ratio: auto !important; height: auto !important}"
                " #train-compare-gallery .thumbnail-item img {height: auto !important}"
                " #train-compare-gallery .grid-container {grid-auto-rows: auto !important}")   # wide rows, not squares
@@ -127,11 +126,14 @@ def build(services, banner_box: gr.HTML) -> TrainHandlers:
 
     form = [f[k] for k in ("name", "init", "encoder", "steps", "batch_size", "lr_encoder", "decoder_lr_mult", "ratio",
                            "input_size", "feature_alignment", "folder", "gt_kind", "save_every")]
-    poll_out = [r["job"], r["status"], r["curves"], r["log"], r["runs"], r["checkpoints"], r["cancel"], r["resume"]]
-    f["start"].click(h.start, form, [r["job"], r["status"]], api_name="train_start", concurrency_limit=1)
-    r["cancel"].click(h.cancel, [r["job"]], [r["status"]], api_name="train_cancel")
-    r["resume"].click(h.resume, [r["job"]], [r["job"], r["status"]], api_name="train_resume", concurrency_limit=1)
-    r["job"].input(h.poll, [r["job"]], poll_out, api_visibility="private", queue=False)
+    poll_out = [r["job"], r["status"], r["curves"], r["log"], r["runs"], r["checkpoints"], r["cancel"], r["resume"],
+                timer]
+    poll = dict(fn=h.poll, inputs=[r["job"]], outputs=poll_out, api_visibility="private", queue=False)
+    f["start"].click(h.start, form, [r["job"], r["status"]], api_name="train_start", concurrency_limit=1).success(**poll)
+    r["cancel"].click(h.cancel, [r["job"]], [r["status"]], api_name="train_cancel").success(**poll)
+    r["resume"].click(h.resume, [r["job"]], [r["job"], r["status"]], api_name="train_resume",
+                      concurrency_limit=1).success(**poll)
+    r["job"].input(**poll)
     timer.tick(h.poll, [r["job"]], poll_out, api_name="train_status", queue=False)
     c["refresh"].click(h.checkpoints, None, [r["checkpoints"]], api_name="train_checkpoints").then(
         h.model_choices, None, [c["teacher"], c["student"]], api_visibility="private")

@@ -17,7 +17,15 @@ from pipeline import jobs
 from pipeline.store import Store
 from pipeline.training_service import TrainingService
 from studio.app import Services, build_app
-from studio.train_handlers import CKPT_HEADERS, COMPARE_HEADERS, RUN_HEADERS, TrainHandlers, status_markdown
+from studio.train_handlers import (
+    CKPT_HEADERS,
+    COMPARE_HEADERS,
+    IDLE_POLL_S,
+    POLL_S,
+    RUN_HEADERS,
+    TrainHandlers,
+    status_markdown,
+)
 
 
 def _load_train_data():
@@ -84,25 +92,31 @@ def test_the_tab_builds_with_its_endpoints(settings, vitt_service, service):
 
 
 def test_poll_without_runs(h):
-    job, status, curves, log, runs, ckpts, cancel, resume = h.poll(None)
-    assert job["value"] is None and "No training run yet" in status
+    job, status, curves, log, runs, ckpts, cancel, resume, timer = h.poll(None)
+    assert job["value"] is None and "No training run yet" in status and timer.value == IDLE_POLL_S
     assert list(runs.columns) == RUN_HEADERS and runs.empty and list(ckpts.columns) == CKPT_HEADERS
     assert curves.empty and log == "" and cancel["interactive"] is False and resume["interactive"] is False
 
 
-def test_start_queue_cancel_resume(h, service, spawned):
+@pytest.fixture
+def curated(service):
+    return [add_accepted(service.store, s) for s in range(2)]
+
+
+def test_start_queue_cancel_resume(h, service, spawned, curated):
     first, text = h.start(*form(name="one"))
     assert first["value"] == 1 and "**one** (job 1): **running**" in text
     second, text = h.start(*form(name="two"))
     assert second["value"] == 2 and "Queued" in text                       # one GPU job at a time
-    job, status, *_rest, cancel, resume = h.poll(None)                    # newest run shown
+    job, status, *_rest, cancel, resume, timer = h.poll(None)             # newest run shown
     assert job["value"] == 2 and "queued" in status and cancel["interactive"] and not resume["interactive"]
+    assert timer.value == POLL_S
     assert job["choices"] == [("2: two (queued)", 2), ("1: one (running)", 1)]
 
     assert "cancelling" in h.cancel(1)
     wait_status(service, 1, "cancelled")
     assert service.status(2).status == "running"                          # the queue moved on
-    job, status, *_rest, cancel, resume = h.poll(1)
+    job, status, *_rest, cancel, resume, _timer = h.poll(1)
     assert "Press **Resume**" in status and resume["interactive"] and not cancel["interactive"]
     new, text = h.resume(1)
     assert new["value"] == 3 and "Queued" in text
@@ -112,6 +126,9 @@ def test_start_queue_cancel_resume(h, service, spawned):
 
 
 def test_errors_are_messages_not_tracebacks(h, service, spawned):
+    with pytest.raises(gr.Error, match="nothing to train on"):
+        h.start(*form())
+    add_accepted(service.store, 0)
     with pytest.raises(gr.Error, match="multiple of 14"):
         h.start(*form(input_size=30))
     with pytest.raises(gr.Error, match="outside the allowed import folder"):
@@ -123,6 +140,22 @@ def test_errors_are_messages_not_tracebacks(h, service, spawned):
         h.resume(1)
     with pytest.raises(gr.Error, match="does not exist"):
         h.cancel(99)
+
+
+def test_a_crashed_run_is_failed_and_resumes_from_its_checkpoint(h, service, spawned, curated):
+    first, _ = h.start(*form(name="crashy"))
+    out = service.runs_dir / "crashy"
+    out.mkdir()
+    (out / "train_state.pt").write_bytes(b"saved")                        # as if a checkpoint was written
+    (out / "train_config.json").write_text("{}")
+    os.killpg(spawned[0].pid, signal.SIGKILL)                             # the process dies (crash, OOM, reboot)
+    spawned[0].wait()
+    info = wait_status(service, 1, "failed")
+    assert "crashed or killed" in info.error
+    _job, status, *_rest, cancel, resume, _timer = h.poll(1)
+    assert "Press **Resume**" in status and resume["interactive"] and not cancel["interactive"]
+    new, _ = h.resume(1)
+    assert service.status(new["value"]).argv == service.status(1).argv + ["--resume"]
 
 
 def test_poll_shows_curves_log_and_metrics(h, service):

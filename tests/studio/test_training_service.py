@@ -100,6 +100,12 @@ def test_form_errors_name_the_value(service, vitt_service, tmp_path, run, error,
         service.train_config(run)
 
 
+def test_nothing_to_train_on_is_refused_before_a_job_starts(service):
+    with pytest.raises(TrainingServiceError, match="nothing to train on"):
+        service.start(RunSettings(encoder="vitt"))
+    assert service.runs() == []
+
+
 def test_run_names_are_unique(service):
     (service.runs_dir / "taken").mkdir(parents=True)
     with pytest.raises(ConfigError, match="already exists"):
