@@ -48,6 +48,7 @@ class TrainItem:
     sha256: str = ""
     source: str = ""                            # "folder", "store", "unlabelled"
     extra: dict = field(default_factory=dict)
+    has_label_pixels: Callable[[], bool] | None = None   # cheap check (labels only, no image decode)
 
     def snapshot(self) -> dict:
         return {"image_id": self.image_id, "revision_id": self.revision_id, "sha256": self.sha256,
@@ -138,6 +139,11 @@ def _image_files(root: Path) -> list[Path]:
     return sorted(p for p in base.iterdir() if p.suffix.lower() in IMAGE_EXTS and not _is_label_file(p))
 
 
+def _folder_label(gt: Path, gt_kind: str) -> np.ndarray:
+    raw = read_ground_truth(gt)
+    return depth_to_disparity(raw) if gt_kind == "depth" else normalise_disparity(raw)
+
+
 def _folder_loader(image: Path, gt: Path, gt_kind: str) -> Callable[[], Sample]:
     def load() -> Sample:
         rgb = decode_image(image).rgb
@@ -161,7 +167,8 @@ def folder_items(root: str | Path, gt_kind: str = "depth") -> list[TrainItem]:
         if gt is None:
             continue
         items.append(TrainItem(image.stem, "labelled", _folder_loader(image, gt, gt_kind),
-                               sha256=_sha256(image, gt), source="folder", extra={"path": str(image)}))
+                               sha256=_sha256(image, gt), source="folder", extra={"path": str(image)},
+                               has_label_pixels=lambda gt=gt: bool(np.isfinite(_folder_label(gt, gt_kind)).any())))
     if not items:
         raise TrainDataError(f"no image/ground-truth pairs in {root}: put e.g. a.jpg beside a.npy (depth) "
                              f"or use images/ + depth/ subfolders")
@@ -181,6 +188,11 @@ def unlabelled_items(root: str | Path) -> list[TrainItem]:
 
 # ----------------------------------------------------------------------------- checks
 
+def _no_label_pixels(item: TrainItem) -> TrainDataError:
+    return TrainDataError(f"image {item.image_id!r} ({item.source}) has no usable label pixels "
+                          f"(all masked or NaN); unmask part of it or drop it from training")
+
+
 def check_sample(sample: Sample, item: TrainItem) -> Sample:
     """Refuse labels with nothing usable (all masked / all NaN) naming the item."""
     if sample.label is None:
@@ -189,8 +201,7 @@ def check_sample(sample: Sample, item: TrainItem) -> Sample:
     if sample.mask is not None:
         usable &= sample.mask.numpy()
     if not usable.any():
-        raise TrainDataError(f"image {item.image_id!r} ({item.source}) has no usable label pixels "
-                             f"(all masked or NaN); unmask part of it or drop it from training")
+        raise _no_label_pixels(item)
     return sample
 
 
@@ -208,7 +219,11 @@ def validate_items(items: list[TrainItem], min_items: int = 1) -> list[TrainItem
     good, bad = [], []
     for it in items:
         try:
-            check_sample(it.load(), it)
+            if it.has_label_pixels is not None:
+                if not it.has_label_pixels():
+                    raise _no_label_pixels(it)
+            else:
+                check_sample(it.load(), it)
             good.append(it)
         except TrainDataError as e:
             bad.append(str(e))

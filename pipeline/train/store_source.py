@@ -54,8 +54,12 @@ def item_from_record(rec) -> TrainItem:
                                  f"differ in size; re-run pseudo-labelling for it")
         return from_numpy(rgb, label, usable, _pairs_array(rec.point_pairs))
 
+    def has_label_pixels() -> bool:
+        return bool(label_and_mask(rec.depth(), rec.kind, rec.masks())[1].any())
+
     return TrainItem(str(rec.image_id), pool, load, revision_id=int(rec.revision_id), sha256=digest,
-                     source="store", extra={"status": rec.status, "model_id": rec.model_id})
+                     source="store", extra={"status": rec.status, "model_id": rec.model_id},
+                     has_label_pixels=has_label_pixels)
 
 
 def open_store(db_path: str | Path):

@@ -249,3 +249,46 @@ def test_job_reporter_gets_progress_loss_curve_and_the_finish(tmp_path, scenes_d
     assert 3 in curve and all(curve[s] == pytest.approx(logged[s]) for s in curve)
     assert any("saved" in line for _, _, line in store.job_log(job.id))
     assert store.list_checkpoints()[0].path == str((tmp_path / "run" / "final.safetensors").resolve())
+
+
+# ----------------------------------------------------------------------------- accumulation, point pairs
+
+def test_gradient_accumulation_of_two_halves_equals_one_full_batch(tmp_path, scenes_dir):
+    full = train(tiny_config(tmp_path / "full", scenes_dir, steps=3, batch_size=4), log=quiet)
+    halves = train(tiny_config(tmp_path / "acc", scenes_dir, steps=3, batch_size=2, grad_accum=2), log=quiet)
+    np.testing.assert_allclose(halves.losses, full.losses, rtol=1e-5)
+    from train_helpers import state_dict_of
+    a, b = state_dict_of(full.checkpoint), state_dict_of(halves.checkpoint)
+    diff = np.concatenate([np.abs(a[k] - b[k]).ravel() for k in a])
+    assert np.mean(diff > 1e-5) < 1e-3                                         # see test_ddp: Adam on ~0 grads
+
+
+def test_store_point_pairs_reach_the_ranking_loss(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from pipeline.store import Store
+    from pipeline.train.synthetic import make_scenes
+
+    store = Store(tmp_path / "studio.db")
+    for i, (rgb, depth) in enumerate(make_scenes(2, seed=3, height=28, width=28)):
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="PNG")
+        rec, _ = store.add_image(buf.getvalue(), f"s{i}.png", width=28, height=28)
+        store.add_prediction(rec.id, "teacher", "disparity", (1 / depth).astype(np.float32), make_label=True)
+        store.add_point_pair(rec.id, (27, 14), (0, 14), 1, author="tester")   # floor (bottom) closer than wall
+        store.set_status(rec.id, "corrected", author="tester")
+    cfg = TrainConfig(db=str(tmp_path / "studio.db"), out_dir=str(tmp_path / "run"), encoder="vitt", steps=1,
+                      batch_size=2, input_size=28, device="cpu")
+    r = Recipe(cfg, log=quiet)
+    r.setup()
+    try:
+        b = r._next_batch()
+        assert b.pairs.shape == (2, 1, 5) and set(b.pairs[:, 0, 4].tolist()) == {1}
+        rows = b.pairs[:, 0]
+        assert ((rows[:, 0] == 27) & (rows[:, 2] == 0)).all()                   # rows kept, columns maybe flipped
+        _, logged = r.micro_step(b)
+        assert logged["ranking"] > 0
+    finally:
+        r.cleanup()
