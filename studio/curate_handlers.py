@@ -25,6 +25,17 @@ PAGE_SIZE = 24
 HISTORY_HEADERS = ["#", "tool", "author", "time (UTC)", "head", "note"]
 PAIR_HEADERS = ["pair", "A (x, y)", "B (x, y)", "closer", "label agrees"]
 STALE_SUFFIX = " The page now shows the current label."
+VIEW_FIELDS = ("sel", "header", "image", "label", "slider", "cloud", "cloud_note", "editor", "history",
+               "pair_image", "pairs", "pending", "source", "pair_info")     # the outputs of every view handler
+
+
+def unchanged(title: str, message: str) -> tuple:
+    """A user error in a view handler: a warning, and every view output left as it is.
+
+    (A gr.Error would put an error badge on all fourteen outputs and blank the images.)
+    """
+    gr.Warning(message, title=title)
+    return tuple(gr.skip() for _ in VIEW_FIELDS)
 
 
 def author_of(request: gr.Request | None) -> str:
@@ -107,7 +118,7 @@ class CurateHandlers:
         try:
             view = self.curation.open(int(image_id))
         except StudioError as e:
-            raise gr.Error(str(e), title="Cannot open the image", print_exception=False) from None
+            return unchanged("Cannot open the image", str(e))
         rec, head = view.image, view.head
         conf = "–" if rec.confidence is None else f"{rec.confidence:.3f}"
         rev = f"revision {head.number} ({head.tool} by {head.author})" if head else "no label yet"
@@ -140,20 +151,20 @@ class CurateHandlers:
         """Run a label change; on a stale head warn and reload; user errors become gr.Error."""
         image_id = (sel or {}).get("image_id")
         if image_id is None:
-            raise gr.Error("select an image in the gallery first", print_exception=False)
+            return unchanged("No image selected", "select an image in the gallery first")
         try:
             action(image_id, sel.get("head_id"))
         except StaleRevisionError as e:
             gr.Warning(str(e) + STALE_SUFFIX, title="Changed since you opened it")
             return self.show(image_id)
         except StudioError as e:
-            raise gr.Error(str(e), title="Cannot apply", print_exception=False) from None
+            return unchanged("Cannot apply", str(e))
         return self.show(then_show if then_show is not None else image_id)
 
     def apply_tool(self, sel, tool, editor, sigma, source_model, request: gr.Request = None):
         """Apply a correction tool to the painted region: one new revision, shown in 2D and 3D."""
         if tool not in TOOLS:
-            raise gr.Error(f"unknown tool {tool!r}; choose one of {', '.join(TOOLS)}", print_exception=False)
+            return unchanged("Cannot apply", f"unknown tool {tool!r}; choose one of {', '.join(TOOLS)}")
 
         def act(image_id, head_id):
             rec = self.curation.store.get_image(image_id)
@@ -191,7 +202,7 @@ class CurateHandlers:
 
     def add_pair(self, sel, pending, closer, request: gr.Request = None):
         if not pending or len(pending) != 2:
-            raise gr.Error("click two points on the image first (A, then B)", print_exception=False)
+            return unchanged("Two points needed", "click two points on the image first (A, then B)")
         letter = "a" if str(closer).upper().startswith("A") else "b"
         return self._change(sel, lambda i, h: self.curation.add_point_pair(
             i, tuple(pending[0]), tuple(pending[1]), letter, author=author_of(request)))

@@ -19,7 +19,7 @@ import gradio as gr
 
 from pipeline.curation_service import TOOLS
 
-from .curate_handlers import HISTORY_HEADERS, PAIR_HEADERS, SORT_CHOICES, STATUS_FILTERS, CurateHandlers
+from .curate_handlers import HISTORY_HEADERS, PAIR_HEADERS, SORT_CHOICES, STATUS_FILTERS, VIEW_FIELDS, CurateHandlers
 from .curate_js import KEYBOARD_JS, PANEL_ID
 
 TITLE = "Curate"
@@ -79,15 +79,16 @@ def _view_panel() -> dict:
         c["accept"] = gr.Button("Accept (a)", variant="primary", size="sm", elem_id="curate-accept")
         c["reject"] = gr.Button("Reject (r)", variant="stop", size="sm", elem_id="curate-reject")
         c["next"] = gr.Button("next (n) →", size="sm", elem_id="curate-next")
-        c["goto"] = gr.Number(label="Go to image #", precision=0, elem_id="curate-goto", min_width=100)
+        c["goto"] = gr.Number(None, label="Go to image #", precision=0, elem_id="curate-goto", min_width=100)
     with gr.Tabs():
         with gr.Tab("Side by side"):
             with gr.Row():
-                c["image"] = gr.Image(label="Image", type="filepath", interactive=False, elem_id="curate-image")
-                c["label"] = gr.Image(label="Label (grey: ignored)", type="filepath", interactive=False,
+                c["image"] = gr.Image(label="Image", type="filepath", interactive=False, height=360,
+                                      elem_id="curate-image")
+                c["label"] = gr.Image(label="Label (grey: ignored)", type="filepath", interactive=False, height=360,
                                       elem_id="curate-label")
         with gr.Tab("Slider"):
-            c["slider"] = gr.ImageSlider(label="Image | label", type="filepath", elem_id="curate-slider")
+            c["slider"] = gr.ImageSlider(label="Image | label", type="filepath", height=360, elem_id="curate-slider")
         with gr.Tab("3D"):
             c["cloud"] = gr.Model3D(label="Point cloud of the label", elem_id="curate-cloud")
             c["cloud_note"] = gr.Markdown(elem_id="curate-cloud-note")
@@ -153,8 +154,8 @@ def build(services, banner_box: gr.HTML) -> CurateHandlers:
             t = _tools_panel()
         ex_status, ex_button, ex_file, ex_note = _export_panel()
 
-    view_out = [sel, v["header"], v["image"], v["label"], v["slider"], v["cloud"], v["cloud_note"], t["editor"],
-                t["history"], t["pair_image"], t["pairs"], pending, t["source"], t["pair_info"]]
+    parts = {**v, **t, "sel": sel, "pending": pending}
+    view_out = [parts[name] for name in VIEW_FIELDS]
     gal_in, gal_out = [status, sort, page], [gallery, page_ids, counts, page_info, page]
     refresh = dict(fn=h.gallery, inputs=gal_in, outputs=gal_out, api_visibility="private")
 
