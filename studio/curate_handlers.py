@@ -260,6 +260,19 @@ class CurateHandlers:
         running = info is not None and not info.finished
         return (info.id if info else None), job_html(info), gr.update(active=running)
 
+    def poll_and_refresh(self, job_id, seen, status, sort, page):
+        """Timer tick for the page: progress, and the gallery only when the job wrote something new.
+
+        `seen` is the (job id, step, status) of the previous tick; unchanged -> the gallery is
+        left alone, so a reviewer's page does not re-render every second.
+        """
+        job_id, text, timer = self.poll_job(job_id)
+        info = self.curation.job(job_id) if job_id else None
+        now = [info.id, info.step, info.status] if info else None
+        if now == seen:
+            return (job_id, text, timer, seen) + tuple(gr.skip() for _ in range(5))
+        return (job_id, text, timer, now) + self.gallery(status, sort, page)
+
     def cancel_job(self, job_id, request: gr.Request = None):
         if not job_id:
             raise gr.Error("no job to cancel", print_exception=False)

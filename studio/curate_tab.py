@@ -139,7 +139,7 @@ def _export_panel() -> tuple:
 
 def build(services, banner_box: gr.HTML) -> CurateHandlers:
     h = CurateHandlers(services.curation, services.get("depth"))
-    sel, page_ids, pending, job_id = gr.State({}), gr.State([]), gr.State([]), gr.State()
+    sel, page_ids, pending, job_id, job_seen = gr.State({}), gr.State([]), gr.State([]), gr.State(), gr.State()
     timer = gr.Timer(JOB_POLL_S, active=False)
     with gr.Column(elem_id=PANEL_ID):
         gr.HTML("", js_on_load=KEYBOARD_JS, elem_id="curate-keys", container=False, padding=False)
@@ -190,6 +190,8 @@ def build(services, banner_box: gr.HTML) -> CurateHandlers:
     start.click(h.start_job, [teacher], job_out, api_name="curate_pseudo_label")
     cancel.click(h.cancel_job, [job_id], job_out, api_name="curate_cancel")
     resume.click(h.resume_job, [job_id], job_out, api_name="curate_resume")
-    timer.tick(h.poll_job, [job_id], job_out, api_name="curate_job", queue=False).then(**refresh)
+    timer.tick(h.poll_and_refresh, [job_id, job_seen, *gal_in], [*job_out, job_seen, *gal_out],
+               api_visibility="private", queue=False)
+    job_box.click(h.poll_job, [job_id], job_out, api_name="curate_job")     # also: click the box to refresh
     ex_button.click(h.export, [ex_status], [ex_file, ex_note], api_name="curate_export")
     return h

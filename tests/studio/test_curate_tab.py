@@ -181,6 +181,21 @@ def test_job_html_shows_progress_and_errors():
     assert ch.job_html(None) == "<p>No pseudo-labelling job yet.</p>"
 
 
+def test_the_timer_refreshes_the_gallery_only_when_the_job_moved(h, curation):
+    import os
+    store = curation.store
+    assert h.poll_and_refresh(None, None, "all", "name", 1)[4:] == tuple(gr.skip() for _ in range(5))
+    job = store.create_job("pseudo_label", ["pseudo-label"], total=3)
+    store.claim_job(job.id, os.getpid())
+    store.update_progress(job.id, 3, total=3)
+    store.finish_job(job.id, "done")
+    out = h.poll_and_refresh(None, None, "all", "name", 1)
+    assert out[0] == job.id and "Job 1: done" in out[1] and out[2]["active"] is False
+    assert out[3] == [job.id, 3, "done"] and out[5] == [1, 2, 3]             # seen + gallery ids
+    again = h.poll_and_refresh(job.id, out[3], "all", "name", 1)
+    assert again[3] == out[3] and again[4:] == tuple(gr.skip() for _ in range(5))
+
+
 @pytest.mark.slow          # a real subprocess importing torch: ~10 s idle, ~30 s on a busy machine
 def test_pseudo_label_job_runs_in_the_background(tmp_path, settings, vitt_service, vitt_checkpoint, monkeypatch):
     """Start from the tab (returns at once), poll to the end, cancel/resume refusals; images get labels."""
