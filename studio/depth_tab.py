@@ -124,7 +124,8 @@ def build(services, banner_box: gr.HTML) -> DepthHandlers:
             summary_text = gr.Markdown(elem_id="depth-summary-text")
             with gr.Row():
                 gray = gr.Image(label="Grayscale depth", type="filepath", interactive=False, elem_id="depth-gray")
-                cloud = gr.Model3D(label="Point cloud (coloured by the image)", elem_id="depth-cloud")
+                cloud = gr.Model3D(label="Point cloud (coloured by the image)", elem_id="depth-cloud",
+                                   camera_position=(110, 75, None))   # (90, 90) is the camera's own view; a little to the side
             with gr.Row():
                 depth16 = gr.File(label="16-bit PNG (values recoverable)", elem_id="depth-png16")
                 npy = gr.File(label="float32 .npy", elem_id="depth-npy")

@@ -72,6 +72,7 @@ def test_upload_predict_slider_and_point_cloud(studio, studio_page):
         "href", re.compile(r"chelsea_points\.ply"), timeout=30_000)
     share = wait_for_drawing(page.locator("#depth-cloud canvas"))
     assert share > 0.08, f"the point cloud canvas looks blank ({share:.3f} of pixels differ)"
+    print(f"point cloud canvas: {share:.3f} of pixels drawn")
     expect(page.locator("#depth-png16 a").first).to_have_attribute("download", "chelsea_depth16.png")
 
 
