@@ -158,3 +158,22 @@ def test_paint_an_ignore_mask_and_see_the_new_revision(curate_studio, curate_pag
     page.keyboard.press("a")
     assert wait_until(lambda: store.get_image(image_id).status == "accepted"), "the 'a' key did not accept"
     expect(page.locator("#curate-counts")).to_contain_text("accepted: 1", timeout=30_000)
+
+
+def test_named_endpoints_keep_the_selected_image_in_the_session(curate_studio, tmp_path):
+    """gradio_client: open an image by id, undo through the API (same session), see the store follow."""
+    from gradio_client import Client
+
+    from pipeline.store import Store
+    app, db, image_id = curate_studio
+    store = Store(db)
+    before = store.history(image_id)
+    client = Client(app.url, download_files=str(tmp_path / "downloads"), verbose=False)
+    opened = client.predict(image_id, api_name="/curate_open")
+    assert "floor.png" in opened[0]
+    undone = client.predict(api_name="/curate_undo")
+    after = store.history(image_id)
+    assert len(after.revisions) == len(before.revisions)                 # undo adds nothing
+    assert after.head_id == before.head.parent_id and f"revision {after.head.number}" in undone[0]
+    redone = client.predict(api_name="/curate_redo")
+    assert store.history(image_id).head_id == before.head_id and "floor.png" in redone[0]
