@@ -313,7 +313,10 @@ class CurationService:
         self.check_pairs(int(image_id), author=author)
         return next(p for p in self.store.point_pairs(int(image_id)) if p.id == pair.id)
 
-    def delete_point_pair(self, pair_id: int, *, author: str = "studio") -> None:
+    def delete_point_pair(self, image_id: int, pair_id: int, *, author: str = "studio") -> None:
+        """Remove (soft-delete) one of this image's pairs."""
+        if int(pair_id) not in {p.id for p in self.store.point_pairs(int(image_id))}:
+            raise CurationError(f"image {image_id} has no point pair {pair_id}; pick a number from its pair table")
         self.store.delete_point_pair(int(pair_id), author=author)
 
     def check_pairs(self, image_id: int, *, author: str = "system") -> dict[int, bool]:

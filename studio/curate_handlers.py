@@ -133,8 +133,14 @@ class CurateHandlers:
         sel = {"image_id": rec.id, "head_id": view.head_id}
         return (sel, header, image, label, (image, label) if label else None, str(view.cloud_file) if view.cloud_file
                 else None, view.cloud_note, {"background": image, "layers": [], "composite": None},
-                gr.update(value=rows), draw_pairs(self.curation.image_rgb(rec.id), view.pairs, []),
+                gr.update(value=rows), self._pair_picture(view, []),
                 gr.update(value=pairs), [], gr.update(choices=others, value=others[0] if others else None), pair_info)
+
+    def _pair_picture(self, view, pending):
+        """The image to click points on: the cached file when there is nothing to draw (fast for big images)."""
+        if not view.pairs and not pending:
+            return str(view.image_file)
+        return draw_pairs(self.curation.image_rgb(view.image.id), view.pairs, pending)
 
     def select(self, page_ids, evt: gr.SelectData):
         return self.show(page_ids[evt.index] if page_ids and evt.index is not None else None)
@@ -198,7 +204,7 @@ class CurateHandlers:
         view = self.curation.open(sel["image_id"])
         info = f"A = {tuple(pts[0])}" + (f", B = {tuple(pts[1])}: say which is closer, then add the pair"
                                          if len(pts) == 2 else ": now click point B")
-        return draw_pairs(self.curation.image_rgb(sel["image_id"]), view.pairs, pts), pts, info
+        return self._pair_picture(view, pts), pts, info
 
     def add_pair(self, sel, pending, closer, request: gr.Request = None):
         if not pending or len(pending) != 2:
@@ -206,6 +212,11 @@ class CurateHandlers:
         letter = "a" if str(closer).upper().startswith("A") else "b"
         return self._change(sel, lambda i, h: self.curation.add_point_pair(
             i, tuple(pending[0]), tuple(pending[1]), letter, author=author_of(request)))
+
+    def delete_pair(self, sel, pair_id, request: gr.Request = None):
+        if not pair_id:
+            return unchanged("No pair given", "type the number of the pair to delete (first column of the table)")
+        return self._change(sel, lambda i, h: self.curation.delete_point_pair(i, int(pair_id), author=author_of(request)))
 
     # ---- gallery -------------------------------------------------------------------------
     def gallery(self, status, sort, page):

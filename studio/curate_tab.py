@@ -119,6 +119,9 @@ def _tools_panel() -> dict:
             c["add_pair"] = gr.Button("Add pair", elem_id="curate-add-pair")
         c["pair_info"] = gr.Markdown(elem_id="curate-pair-info")
         c["pairs"] = gr.Dataframe(headers=PAIR_HEADERS, interactive=False, elem_id="curate-pairs")
+        with gr.Row():
+            c["pair_id"] = gr.Number(None, label="Pair to delete", precision=0, elem_id="curate-pair-id")
+            c["delete_pair"] = gr.Button("Delete pair", elem_id="curate-delete-pair")
     with gr.Tab("History"):
         c["history"] = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False, elem_id="curate-history")
         with gr.Row():
@@ -183,6 +186,7 @@ def build(services, banner_box: gr.HTML) -> CurateHandlers:
     t["pair_image"].select(h.click_point, [sel, pending], [t["pair_image"], pending, t["pair_info"]],
                            api_visibility="private")
     t["add_pair"].click(h.add_pair, [sel, pending, t["closer"]], view_out, api_name="curate_add_pair")
+    t["delete_pair"].click(h.delete_pair, [sel, t["pair_id"]], view_out, api_name="curate_delete_pair")
 
     up.click(h.import_files, [files], [report], api_name="curate_import").then(**refresh)
     go.click(h.import_folder, [folder], [report], api_name="curate_import_folder").then(**refresh)

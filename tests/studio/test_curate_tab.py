@@ -82,7 +82,7 @@ def test_show_gives_every_view_of_the_head(h, curation):
     head = curation.store.head(2)
     assert row == [1, "pseudo_label", head.author, head.created_at.replace("T", " ")[:19], "◀ head", ""]
     assert out[VIEW["editor"]]["background"] == out[VIEW["image"]]
-    assert out[VIEW["pair_image"]].shape == (H, W, 3)
+    assert out[VIEW["pair_image"]] == out[VIEW["image"]]            # no pairs: the image file itself
 
 
 def skipped(out) -> bool:
@@ -150,6 +150,9 @@ def test_point_pairs_by_two_clicks(h, curation, warnings_shown):
     assert out[VIEW["pairs"]]["value"] == [[1, "(15, 11)", "(0, 0)", "B", "no (flagged)"]]
     assert "1 flagged" in out[VIEW["pair_info"]] and out[VIEW["pending"]] == []
     assert skipped(h.add_pair(sel, [[1, 1]], "A")) and "click two points" in warnings_shown[-1]
+    assert skipped(h.delete_pair(sel, 7)) and "has no point pair 7" in warnings_shown[-1]
+    out = h.delete_pair(sel, 1)
+    assert out[VIEW["pairs"]]["value"] == [] and curation.store.point_pairs(1) == []
 
 
 def test_import_uploads_report(h, tmp_path):

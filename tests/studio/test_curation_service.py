@@ -166,6 +166,11 @@ def test_point_pairs_are_flagged_when_the_label_disagrees(service, labelled):
     assert [(p.a, p.closer, p.flagged) for p in view.pairs] == [((15, 11), "a", True), ((15, 11), "b", False)]
     with pytest.raises(CurationError, match="which point is closer"):
         service.add_point_pair(labelled.id, (1, 1), (2, 2), "c")
+    other = add_labelled(service.store, 7, plane_disparity(), confidence=0.3)
+    with pytest.raises(CurationError, match=f"image {other.id} has no point pair {good.id}"):
+        service.delete_point_pair(other.id, good.id)
+    service.delete_point_pair(labelled.id, good.id)
+    assert [p.id for p in service.store.point_pairs(labelled.id)] == [bad.id]
 
 
 def test_gallery_orders_worst_first_with_thumbnails_and_counts(service):
