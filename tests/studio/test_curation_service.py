@@ -77,6 +77,16 @@ def test_sky_sets_disparity_zero_inside_only(service, labelled):
     assert np.array_equal(new.masks["sky"], region())
 
 
+def test_sky_on_metric_depth_uses_the_labels_farthest_value(service):
+    metres = (2.0 + plane_disparity()).astype(np.float32)           # 3.0 .. 5.85 m
+    rec, _ = service.store.add_image(png(30), "room.png", width=W, height=H)
+    service.store.add_prediction(rec.id, "metric", "metric_depth", metres, confidence=0.5)
+    new, _ = apply(service, rec, "sky", region())
+    assert np.all(new.depth[region()] == metres.max()) and new.revision.kind == "metric_depth"
+    capped, _ = apply(service, rec, "sky", region(slice(0, 1), slice(0, 1)), max_depth=80.0)
+    assert capped.depth[0, 0] == 80.0
+
+
 def test_plane_fit_restores_a_corrupted_plane(service):
     truth = plane_disparity()
     bad = truth.copy()
