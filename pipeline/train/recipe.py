@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
 from ..model import DepthAnything
 from ..preprocess import normalize
 from . import state as st
@@ -37,7 +36,7 @@ from .distributed import DistContext, any_rank, barrier, cleanup, init_distribut
 from .errors import ResumeError, TrainDataError
 from .objective import combine, per_sample_terms
 from .schedule import build_optimizer, build_scheduler
-from .student import StudentForward, build_frozen_dinov2, freeze_unused, build_student, build_teacher, frozen_features
+from .student import StudentForward, build_frozen_dinov2, build_student, build_teacher, freeze_unused, frozen_features
 from .train_config import TrainConfig
 
 
@@ -308,4 +307,4 @@ def train(cfg: TrainConfig, *, resume: bool = False, reporter=None, should_stop=
     return Recipe(cfg, reporter=reporter, should_stop=should_stop, log=log, job_id=job_id).run(resume)
 
 
-__all__ = ["Recipe", "TrainResult", "train", "gather_items", "CheckpointError"]
+__all__ = ["Recipe", "TrainResult", "train", "gather_items"]
