@@ -40,8 +40,8 @@ def bench(device: str, args, data: Path, out: Path) -> dict:
     recipe.setup()
     for it in recipe.pools["labelled"][::2]:
         it.pool = "pseudo"
-    from pipeline.train.data import pools
     from pipeline.train.batches import MixedSampler
+    from pipeline.train.data import pools
     recipe.pools = pools(recipe.items)
     recipe.sampler = MixedSampler(recipe.pools, cfg.labelled_ratio, cfg.seed)
     if recipe.dinov2 is None:

@@ -87,7 +87,7 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 def write_checkpoint(model, out_dir: Path, rel_name: str, *, model_id: str, meta: dict, previous: str | None) -> Path:
     """save_checkpoint (atomic) with a user-facing error that names the intact previous checkpoint."""
-    from safetensors import SafetensorError   # a full disk surfaces as this, not as OSError
+    from safetensors import SafetensorError  # a full disk surfaces as this, not as OSError
 
     path = out_dir / rel_name
     try:
