@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from ..config import INTERPOLATE_OFFSET, PATCH_SIZE, EncoderSpec
 
 
@@ -81,7 +82,8 @@ class DinoV2Encoder(nn.Module):
     def forward(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
         """Normalised patch tokens (class token dropped) after each block in `layers`: [(B, h*w, C)]."""
         if x.shape[-2] % PATCH_SIZE or x.shape[-1] % PATCH_SIZE:
-            raise ValueError(f"input size {tuple(x.shape[-2:])} is not a multiple of {PATCH_SIZE}")
+            raise ConfigError(f"input size {tuple(x.shape[-2:])} is not a multiple of {PATCH_SIZE}; resize "
+                              f"it with pipeline.preprocess.prepare (height and width must be multiples of {PATCH_SIZE})")
         vit = self.pretrained
         t = self.tokens(x)
         wanted = set(layers)

@@ -17,6 +17,7 @@ import warnings
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..config import PATCH_SIZE
 from .depth_anything import DepthAnything
 from .inference_encoder import inference_blocks
@@ -56,7 +57,8 @@ class InferenceDepthAnything(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2] % PATCH_SIZE or x.shape[-1] % PATCH_SIZE:
-            raise ValueError(f"input size {tuple(x.shape[-2:])} is not a multiple of {PATCH_SIZE}")
+            raise ConfigError(f"input size {tuple(x.shape[-2:])} is not a multiple of {PATCH_SIZE}; resize "
+                              f"it with pipeline.preprocess.prepare (height and width must be multiples of {PATCH_SIZE})")
         grid_h, grid_w = x.shape[-2] // PATCH_SIZE, x.shape[-1] // PATCH_SIZE
         with torch.inference_mode():
             out = self.head(self.encode(x), grid_h, grid_w)              # (B, 1, H, W)

@@ -69,10 +69,18 @@ class InferenceBlock(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                            # (B, heads, N, d)
         a = F.scaled_dot_product_attention(q, k, v)                               # (B, heads, N, d)
         a = a.transpose(1, 2).reshape(b * n, c)                                   # (B*N, C)
-        flat.add_(self.proj_b).addmm_(a, self.proj_w.t())
+        _residual_linear(flat, a, self.proj_w, self.proj_b)
         h = _mlp_hidden(self.mlp, self.norm2(x))                                  # (B, N, hidden)
-        flat.add_(self.fc2_b).addmm_(h.reshape(b * n, -1), self.fc2_w.t())
+        _residual_linear(flat, h.reshape(b * n, -1), self.fc2_w, self.fc2_b)
         return x
+
+
+def _residual_linear(acc: torch.Tensor, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> None:
+    """acc += h @ w.T + b, in place. (M, out) += (M, in) @ (in, out)."""
+    if h.dtype == acc.dtype == w.dtype and not torch.is_autocast_enabled(acc.device.type):
+        acc.add_(b).addmm_(h, w.t())               # one GEMM accumulating into the residual stream
+    else:                                          # autocast / mixed dtypes: let F.linear cast
+        acc.add_(F.linear(h, w, b))
 
 
 def _bias(linear: nn.Linear, dim: int) -> torch.Tensor:
