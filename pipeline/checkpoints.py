@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from . import checkpoint_registry as registry
 from .config import ENCODERS, METRIC_MAX_DEPTH, ModelConfig
@@ -357,7 +358,9 @@ def _atomic_write(path: Path, write) -> Path:
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
+        # A full disk surfaces as OSError from torch.save but as SafetensorError ("File too
+        # large") from safetensors: both are the same user-facing failure.
+        if isinstance(e, (OSError, SafetensorError)):
             raise CheckpointError(f"could not write checkpoint {path}: {e}; the previous file is untouched") from e
         raise
     _fsync_dir(path.parent)

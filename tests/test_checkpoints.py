@@ -10,6 +10,7 @@ import pickle
 
 import pytest
 import torch
+from safetensors import SafetensorError
 
 from pipeline import checkpoints as ck
 from pipeline.checkpoints import (
@@ -168,7 +169,11 @@ def test_vitg_swiglu_keys_convert_both_ways():
 
 # ----------------------------------------------------------------------------- atomic writes
 
-def test_failed_save_leaves_the_previous_file_intact(tiny, tmp_path, monkeypatch):
+@pytest.mark.parametrize("failure", [
+    OSError(28, "No space left on device"),      # what torch.save raises on a full disk
+    SafetensorError("File too large"),          # what safetensors raises on a full disk
+], ids=["oserror", "safetensors-error"])
+def test_failed_save_leaves_the_previous_file_intact(tiny, tmp_path, monkeypatch, failure):
     import safetensors.torch
 
     path = save_checkpoint(tiny, tmp_path / "student.safetensors", model_id="v1-good")
@@ -177,7 +182,7 @@ def test_failed_save_leaves_the_previous_file_intact(tiny, tmp_path, monkeypatch
     def disk_full(tensors, filename, metadata=None):
         with open(filename, "wb") as f:
             f.write(b"partial")
-        raise OSError(28, "No space left on device")
+        raise failure
 
     monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
     with pytest.raises(CheckpointError, match="previous file is untouched"):
