@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     p.add_argument("--data-dir", help="data folder (default $DA_STUDIO_DATA, /data on a Space, else ./data)")
+    p.add_argument("--import-root", help="server folder the page may import from (default <data folder>/import)")
     p.add_argument("--db", help="label database file (default <data folder>/studio.db)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--auth", type=parse_auth, help="require a login, user:password")
@@ -69,7 +70,8 @@ def training_service(settings: StudioSettings, depth: DepthService, store):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = StudioSettings.from_env().with_overrides(
-        data_dir=args.data_dir, db_path=args.db, checkpoint=args.checkpoint, device=args.device)
+        data_dir=args.data_dir, db_path=args.db, checkpoint=args.checkpoint, device=args.device,
+        import_root=args.import_root)
     services = build_services(settings)
     demo = build_app(services)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,

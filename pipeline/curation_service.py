@@ -169,8 +169,7 @@ class CurationService:
                  cmap: str | None = None):
         self.store = store
         self.settings = settings.ensure_dirs()
-        root = import_root or os.environ.get("DA_STUDIO_IMPORT_ROOT") or settings.data_dir / "import"
-        self.import_root = Path(root).expanduser().resolve()
+        self.import_root = Path(import_root).expanduser().resolve() if import_root else settings.allowed_import_root
         self.import_root.mkdir(parents=True, exist_ok=True)
         self.cmap = cmap or settings.cmap
         self.render_dir = settings.data_dir / "curate"

@@ -5,7 +5,9 @@ Everything persistent (the label database, request outputs) lives under one data
 - `/data` on a Hugging Face Space with persistent storage (`SPACE_ID` set and `/data` writable);
 - `./data` otherwise.
 Other knobs read from the environment (all optional): `DA_STUDIO_CHECKPOINT`,
-`DA_STUDIO_MAX_UPLOAD_MB`, `DA_STUDIO_MAX_PIXELS`, `DA_STUDIO_CONCURRENCY`, `DA_STUDIO_DEVICE`.
+`DA_STUDIO_MAX_UPLOAD_MB`, `DA_STUDIO_MAX_PIXELS`, `DA_STUDIO_CONCURRENCY`, `DA_STUDIO_DEVICE`,
+`DA_STUDIO_IMPORT_ROOT` (the one server folder whose contents the page may import or train
+from; default `<data>/import`).
 """
 from __future__ import annotations
 
@@ -57,11 +59,13 @@ class StudioSettings:
     cmap: str = DEFAULT_CMAP
     gpu_concurrency: int = 1                 # inference events running at once (shared limit)
     request_max_age_s: float = 6 * 3600      # per-request output folders older than this are removed
+    import_root: Path | None = None          # None: <data_dir>/import (server folders the page may read)
 
     def __post_init__(self):
         object.__setattr__(self, "data_dir", Path(self.data_dir))
-        if self.db_path is not None:
-            object.__setattr__(self, "db_path", Path(self.db_path))
+        for name in ("db_path", "import_root"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)).expanduser())
         if self.cmap not in COLORMAPS:
             raise ConfigError(f"unknown colour map {self.cmap!r}; choose one of {', '.join(COLORMAPS)}")
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.gpu_concurrency < 1:
@@ -75,6 +79,11 @@ class StudioSettings:
     def temp_dir(self) -> Path:
         """Per-request outputs (depth PNGs, .npy, .ply) live in folders under here."""
         return self.data_dir / "tmp"
+
+    @property
+    def allowed_import_root(self) -> Path:
+        """The server folder (resolved) under which the page may import images or read training data."""
+        return (self.import_root if self.import_root is not None else self.data_dir / "import").resolve()
 
     @property
     def max_upload_bytes(self) -> int:
@@ -96,6 +105,7 @@ class StudioSettings:
             data_dir=default_data_dir(env),
             checkpoint=env.get("DA_STUDIO_CHECKPOINT") or DEFAULT_CHECKPOINT,
             device=env.get("DA_STUDIO_DEVICE") or None,
+            import_root=env.get("DA_STUDIO_IMPORT_ROOT") or None,
             max_upload_mb=_env_number(env, "DA_STUDIO_MAX_UPLOAD_MB", 25.0),
             max_pixels=_env_number(env, "DA_STUDIO_MAX_PIXELS", 40_000_000, int),
             gpu_concurrency=_env_number(env, "DA_STUDIO_CONCURRENCY", 1, int),

@@ -127,8 +127,7 @@ class TrainingService:
         self.depth = depth                                   # pipeline.depth_service.DepthService
         self.db_path = Path(store.path)
         self.runs_dir = settings.data_dir / "runs"
-        root = data_root or os.environ.get("DA_STUDIO_IMPORT_ROOT") or settings.data_dir / "import"
-        self.data_root = Path(root).expanduser().resolve()
+        self.data_root = Path(data_root).expanduser().resolve() if data_root else settings.allowed_import_root
         self.data_root.mkdir(parents=True, exist_ok=True)
         self.device = device if device is not None else settings.device
         self.threads = threads

@@ -48,3 +48,13 @@ def test_bad_values_name_the_problem(tmp_path):
 def test_ensure_dirs_creates_data_and_temp(tmp_path):
     s = StudioSettings(data_dir=tmp_path / "d").ensure_dirs()
     assert s.temp_dir.is_dir() and s.data_dir.is_dir()
+
+
+def test_import_root_is_one_setting_from_env_or_flag(tmp_path):
+    default = StudioSettings.from_env({"DA_STUDIO_DATA": str(tmp_path / "d")})
+    assert default.allowed_import_root == (tmp_path / "d" / "import").resolve()
+    from_env = StudioSettings.from_env({"DA_STUDIO_DATA": str(tmp_path / "d"),
+                                        "DA_STUDIO_IMPORT_ROOT": str(tmp_path / "photos")})
+    assert from_env.allowed_import_root == (tmp_path / "photos").resolve()
+    flag = from_env.with_overrides(import_root=tmp_path / "nas")
+    assert flag.allowed_import_root == (tmp_path / "nas").resolve()
