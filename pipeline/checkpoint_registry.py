@@ -141,6 +141,11 @@ def resolve(name: str, *, cache_dir: str | os.PathLike | None = None,
     from huggingface_hub import hf_hub_download
 
     entry = get(name)
+    # Released files never change, so a cached copy is used without asking the Hub: start-up
+    # then costs no network round trip (and no retries when the network is unreachable).
+    cached = find_cached(name, cache_dir=cache_dir)
+    if cached is not None:
+        return cached
     try:
         path = hf_hub_download(entry.repo_id, entry.filename, cache_dir=cache_dir,
                                local_files_only=local_files_only)

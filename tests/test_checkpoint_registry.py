@@ -107,6 +107,21 @@ def test_resolve_and_load_a_registry_name_from_the_hub_cache(offline_cache, reci
         load_model("depth-anything-v2-small", version="v1")   # the registry is binding, unlike file names
 
 
+def test_a_cached_file_is_used_without_asking_the_hub(offline_cache, recipe_pth, monkeypatch):
+    """Online mode too: a cached release resolves with no network call (no start-up delay offline)."""
+    import huggingface_hub
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("hf_hub_download was called for a cached file")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    entry = KNOWN["depth-anything-v2-small"]
+    snap = populate_hub_cache(offline_cache, entry.repo_id, entry.filename, recipe_pth)
+    assert resolve("depth-anything-v2-small") == snap
+
+
 def test_registry_metric_entry_sets_metric_and_max_depth(offline_cache, recipe_pth):
     populate_hub_cache(offline_cache, "depth-anything/Depth-Anything-V2-Metric-VKITTI-Small",
                        "depth_anything_v2_metric_vkitti_vits.pth", recipe_pth)
