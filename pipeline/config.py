@@ -90,6 +90,6 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         known = {k: d[k] for k in ("encoder", "version", "metric", "max_depth") if k in d}
         return cls(**known)
