@@ -172,7 +172,7 @@ class CurationService:
         self.import_root = Path(import_root).expanduser().resolve() if import_root else settings.allowed_import_root
         self.import_root.mkdir(parents=True, exist_ok=True)
         self.cmap = cmap or settings.cmap
-        self.render_dir = settings.data_dir / "curate"
+        self.render_dir = settings.render_dir
         self.render_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -335,7 +335,7 @@ class CurationService:
     # ---- export ----------------------------------------------------------------------------
     def export(self, statuses=dataset_export.DEFAULT_STATUSES) -> ExportResult:
         """Export to <data>/exports/export-<time>/ and zip it beside (what the download offers)."""
-        base = self.settings.data_dir / "exports"
+        base = self.settings.exports_dir
         name = f"export-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid() % 1000:03d}{time.time_ns() % 1000:03d}"
         report = dataset_export.export_dataset(self.store, base / name, statuses=statuses)
         zip_path = Path(shutil.make_archive(str(base / name), "zip", root_dir=base, base_dir=name))

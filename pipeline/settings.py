@@ -81,6 +81,33 @@ class StudioSettings:
         return self.data_dir / "tmp"
 
     @property
+    def render_dir(self) -> Path:
+        """Pictures and point clouds the curate tab renders for the page."""
+        return self.data_dir / "curate"
+
+    @property
+    def exports_dir(self) -> Path:
+        """Curated-set exports (and their zips) offered for download."""
+        return self.data_dir / "exports"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Training runs (checkpoints, training state, metrics): never served."""
+        return self.data_dir / "runs"
+
+    @property
+    def served_dirs(self) -> list[Path]:
+        """The only folders the web server may send files from: outputs made for the page."""
+        return [d.resolve() for d in (self.temp_dir, self.render_dir, self.exports_dir)]
+
+    @property
+    def private_paths(self) -> list[Path]:
+        """Never served, whatever else allows it: the database, its files, runs, the import root."""
+        db = self.database.resolve()
+        return [db, db.parent / f"{db.stem}-files", db.parent / f"{db.stem}-jobs",
+                self.runs_dir.resolve(), self.allowed_import_root]
+
+    @property
     def allowed_import_root(self) -> Path:
         """The server folder (resolved) under which the page may import images or read training data."""
         return (self.import_root if self.import_root is not None else self.data_dir / "import").resolve()

@@ -75,12 +75,13 @@ def build_app(services: Services, tabs: tuple[str, ...] = TABS) -> gr.Blocks:
 
 
 def launch_kwargs(settings: StudioSettings) -> dict:
-    """What launch() needs besides host/port/auth: look, upload cap, the one served folder."""
+    """What launch() needs besides host/port/auth: look, upload cap, the folders served and never served."""
     return {
         "theme": theme.theme(),
         "css": theme.css(),
         "head": theme.HEAD,
         "max_file_size": settings.max_upload_bytes,
-        "allowed_paths": [str(settings.data_dir.resolve())],
+        "allowed_paths": [str(p) for p in settings.served_dirs],
+        "blocked_paths": [str(p) for p in settings.private_paths],
         "show_error": False,
     }

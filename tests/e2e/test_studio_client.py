@@ -84,8 +84,13 @@ def test_uploads_over_the_cap_are_refused(studio, client_for, tmp_path):
     assert r.status_code == 413, r.text
 
 
-def test_only_the_data_folder_is_served(studio):
-    for secret in ("/gradio_api/file=/etc/passwd", "/gradio_api/file=app.py"):
+def test_only_page_outputs_are_served(studio):
+    studio.data_dir.joinpath("runs").mkdir(parents=True, exist_ok=True)
+    studio.data_dir.joinpath("runs", "final.safetensors").write_bytes(b"weights")
+    db = studio.data_dir.resolve() / "studio.db"
+    db.touch()
+    for secret in ("/gradio_api/file=/etc/passwd", "/gradio_api/file=app.py", f"/gradio_api/file={db}",
+                   f"/gradio_api/file={studio.data_dir.resolve() / 'runs' / 'final.safetensors'}"):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(studio.url.rstrip("/") + secret, timeout=5)
         assert e.value.code in (403, 404)

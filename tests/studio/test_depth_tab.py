@@ -105,9 +105,12 @@ def test_tabs_compose_from_modules_and_skip_absent_ones(vitt_service):
     assert "/predict" not in demo.get_api_info()["named_endpoints"]
 
 
-def test_launch_serves_only_the_data_folder_and_caps_uploads(settings):
+def test_launch_serves_only_page_outputs_and_caps_uploads(settings):
     kw = launch_kwargs(settings.with_overrides(max_upload_mb=3))
-    assert kw["allowed_paths"] == [str(settings.data_dir.resolve())]
+    data = settings.data_dir.resolve()
+    assert kw["allowed_paths"] == [str(data / "tmp"), str(data / "curate"), str(data / "exports")]
+    assert str(settings.database.resolve()) in kw["blocked_paths"]
+    assert str(data / "runs") in kw["blocked_paths"]
     assert kw["max_file_size"] == 3 * 1024 * 1024
     assert "studio-warning" in kw["css"]
 
