@@ -34,7 +34,10 @@ def _make_weights_module():
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     if not (REFERENCE_DIR / "vits_reference.npz").exists():
-        pytest.skip(f"reference fixtures not found in {REFERENCE_DIR}")
+        message = f"reference fixtures not found in {REFERENCE_DIR} (set DA_REFERENCE_DIR)"
+        if os.environ.get("CI"):        # CI must prove parity: a missing fixture is a failure there
+            pytest.fail(message)
+        pytest.skip(message)
     return REFERENCE_DIR
 
 
