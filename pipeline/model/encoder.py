@@ -62,8 +62,9 @@ class DinoV2Encoder(nn.Module):
         if self.training or torch.is_grad_enabled():
             return interpolate_pos_embed(vit.pos_embed, grid_h, grid_w)
         # Inference: cache per grid; keyed on the parameter's version so a weight load invalidates it.
-        key = (grid_h, grid_w, vit.pos_embed.device, vit.pos_embed.dtype, vit.pos_embed._version,
-               vit.pos_embed.data_ptr())
+        pos = vit.pos_embed
+        version = -1 if pos.is_inference() else pos._version     # inference tensors have no version
+        key = (grid_h, grid_w, pos.device, pos.dtype, version, pos.data_ptr())
         hit = self._pos_cache.get(key)
         if hit is None:
             self._pos_cache.clear()
