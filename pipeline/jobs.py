@@ -6,6 +6,10 @@ which records the job (store `jobs` table) and spawns
     python -m pipeline <argv...> --db DB --job-id ID
 in a new session (own process group), stdout+stderr appended to `<db stem>-jobs/<ID>.log`.
 Inside that process the command reports through `JobReporter(db_path, job_id)`.
+With `launcher=torchrun(N)` (kept in the job's params, so a resume reuses it) the process is
+    python -m torch.distributed.run --standalone --nproc-per-node=N -m pipeline <argv...> --db DB --job-id ID
+the job's pid is the launcher's; only rank 0 reports (the command's business). Cancel signals the
+launcher's group and the groups of all its descendants (torchrun starts each rank in its own session).
 
 Scheduling: ONE GPU job runs at a time (every job is a GPU job unless started with
 gpu=False). A GPU job started while another runs is QUEUED (status 'queued') and launched
@@ -160,9 +164,29 @@ def _info(job: Job, db_path) -> JobInfo:
 
 
 # ---------------------------------------------------------------------------- launching
+def torchrun(nproc: int) -> list[str]:
+    """Interpreter arguments that run a job as `nproc` DDP processes on this machine (torchrun)."""
+    nproc = int(nproc)
+    if nproc < 1:
+        raise JobError(f"torchrun needs at least one process per node, got {nproc}")
+    return ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+
+
+def _check_launcher(launcher) -> list[str] | None:
+    if not launcher:
+        return None
+    launcher = [str(a) for a in launcher]
+    if any(a in ("--db", "--job-id") for a in launcher):
+        raise JobError(f"a launcher is the interpreter arguments before `-m pipeline` (e.g. jobs.torchrun(2)); "
+                       f"got {launcher}")
+    return launcher
+
+
 def _command(db_path, job: Job) -> list[str]:
+    """python [launcher...] -m pipeline <argv...> --db DB --job-id ID"""
     db = str(Path(db_path).expanduser().resolve())
-    return [sys.executable, "-m", "pipeline", *job.argv, "--db", db, "--job-id", str(job.id)]
+    launcher = job.params.get("launcher") or []
+    return [sys.executable, *launcher, "-m", "pipeline", *job.argv, "--db", db, "--job-id", str(job.id)]
 
 
 def _spawn(db_path, job: Job) -> int:
@@ -223,17 +247,21 @@ def refresh(db_path) -> list[int]:
 
 # ---------------------------------------------------------------------------- public API
 def start_job(db_path, kind: str, argv: list[str], *, env: dict | None = None, gpu: bool = True,
-              params: dict | None = None, author: str = "system") -> int:
+              params: dict | None = None, author: str = "system", launcher: list[str] | None = None) -> int:
     """Record a job and start it now, or queue it behind the running GPU job. Returns its id.
 
     `argv` is the command line after `python -m pipeline` WITHOUT --db/--job-id (added here).
     `env`: extra environment variables for the process.
+    `launcher`: interpreter arguments before `-m pipeline`, e.g. `torchrun(4)` (None: plain python).
     """
     argv = [str(a) for a in argv]
     if not argv or any(a in ("--db", "--job-id") for a in argv):
         raise JobError(f"a job's argv is a pipeline command without --db/--job-id (added for you); got {argv}")
-    p = dict(params or {})
+    p = {k: v for k, v in (params or {}).items() if k != "launcher"}
     p.update({"gpu": bool(gpu), "env": {str(k): str(v) for k, v in (env or {}).items()}})
+    launcher = _check_launcher(launcher)
+    if launcher:
+        p["launcher"] = launcher
     job = Store(db_path).create_job(kind, argv, params=p, author=author)
     refresh(db_path)
     return job.id
@@ -256,9 +284,23 @@ def cancel_job(db_path, job_id: int, *, force: bool = False, author: str = "syst
     job = _get(store, job_id)
     job = store.request_cancel(job.id, author=author)
     if job.status == "cancelling" and process_alive(job.pid, job.started_at):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(int(job.pid), signal.SIGKILL if force else signal.SIGTERM)
+        signal_job(int(job.pid), signal.SIGKILL if force else signal.SIGTERM)
     return job_status(db_path, job.id)
+
+
+def signal_job(pid: int, sig: int) -> None:
+    """Send `sig` to the job's process group and to the groups of all its descendants.
+
+    torchrun starts each rank in a session of its own, so the launcher's group alone does not reach
+    them: SIGTERM would (the launcher forwards it), SIGKILL would leave the ranks running."""
+    groups = [int(pid)]
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(int(pid)).children(recursive=True):
+            with contextlib.suppress(OSError):
+                groups.append(os.getpgid(child.pid))
+    for group in dict.fromkeys(groups):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
 
 
 def resume_job(db_path, job_id: int, *, author: str = "system") -> int:
@@ -268,10 +310,10 @@ def resume_job(db_path, job_id: int, *, author: str = "system") -> int:
     job = _get(store, job_id)
     if job.status not in ("failed", "cancelled"):
         raise JobError(f"job {job.id} is {job.status}; only failed or cancelled jobs can be resumed")
-    params = {k: v for k, v in job.params.items() if k not in ("gpu", "env")}
+    params = {k: v for k, v in job.params.items() if k not in ("gpu", "env", "launcher")}
     params["resumed_from"] = job.id
-    return start_job(db_path, job.kind, job.argv, env=job.params.get("env"),
-                     gpu=job.params.get("gpu", True), params=params, author=author)
+    return start_job(db_path, job.kind, job.argv, env=job.params.get("env"), gpu=job.params.get("gpu", True),
+                     params=params, author=author, launcher=job.params.get("launcher"))
 
 
 def job_status(db_path, job_id: int) -> JobInfo:

@@ -238,3 +238,94 @@ def test_real_job_cancel_then_kill_9_then_resume_finishes_once(tmp_path, checkpo
     rows = store.db.execute("SELECT image_id, COUNT(*) FROM predictions GROUP BY image_id").fetchall()
     assert [tuple(r) for r in rows] == [(i, 1) for i in store.image_ids()]
     assert store.db.execute("SELECT COUNT(*) FROM revisions").fetchone()[0] == n
+
+
+# ---------------------------------------------------------------------------- launcher (torchrun)
+def test_launcher_argv_is_kept_in_params_and_reused_by_resume(tmp_path, sleepers):
+    db = tmp_path / "s.db"
+    Store(db)
+    dbs = str(db.resolve())
+    plain = jobs.start_job(db, "export", ["export", "--x"], gpu=False)
+    a = jobs.start_job(db, "train", ["train", "--steps", "3"], launcher=jobs.torchrun(2))
+    store = Store(db)
+    assert jobs._command(db, store.get_job(plain)) == [sys.executable, "-m", "pipeline", "export", "--x",
+                                                       "--db", dbs, "--job-id", str(plain)]
+    want = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "pipeline",
+            "train", "--steps", "3", "--db", dbs, "--job-id", str(a)]
+    assert jobs._command(db, store.get_job(a)) == want
+    assert "launcher" not in store.get_job(plain).params
+    jobs.cancel_job(db, a)
+    _wait_until(lambda: jobs.job_status(db, a).status == "cancelled", timeout=10)
+    b = jobs.resume_job(db, a)
+    resumed = store.get_job(b)
+    assert resumed.params["launcher"] == jobs.torchrun(2) and resumed.params["resumed_from"] == a
+    assert jobs._command(db, resumed) == want[:-1] + [str(b)]
+    with pytest.raises(jobs.JobError, match="launcher"):
+        jobs.start_job(db, "train", ["train"], launcher=["-m", "x", "--db", "y"])
+    with pytest.raises(jobs.JobError, match="at least one"):
+        jobs.torchrun(0)
+
+
+def test_signal_job_reaches_descendants_in_their_own_sessions():
+    """torchrun starts each rank with start_new_session: killing the launcher's group must reach them too."""
+    code = ("import subprocess, time; p = subprocess.Popen(['sleep', '60'], start_new_session=True); "
+            "print(p.pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    child = int(parent.stdout.readline())
+    try:
+        assert os.getpgid(child) == child != os.getpgid(parent.pid)               # another process group
+        jobs.signal_job(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        _wait_until(lambda: not jobs.process_alive(child, None), timeout=10)
+    finally:
+        for pid in (child, parent.pid):
+            with __import__("contextlib").suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def ddp_scenes(tmp_path_factory) -> Path:
+    from pipeline.train.synthetic import write_scenes
+    return write_scenes(tmp_path_factory.mktemp("ddp") / "data", 4, seed=1, height=32, width=32)
+
+
+def ddp_argv(data: Path, out: Path, steps: int) -> list[str]:
+    return ["train", "--data", str(data), "--encoder", "vitt", "--steps", str(steps), "--batch-size", "1",
+            "--input-size", "28", "--lr", "1e-4", "--save-every", "100", "--feature-weight", "0",
+            "--device", "cpu", "--seed", "0", "--out", str(out), "--threads", "1"]
+
+
+@pytest.mark.slow
+def test_real_two_process_gloo_run_through_the_torchrun_launcher(tmp_path, ddp_scenes):
+    from pipeline.checkpoints import load_model
+    store = Store(tmp_path / "s.db")
+    job_id = jobs.start_job(store.path, "train", ddp_argv(ddp_scenes, tmp_path / "run", 3),
+                            env={"OMP_NUM_THREADS": "1"}, launcher=jobs.torchrun(2))
+    info = jobs.wait_for(store.path, job_id, timeout=300)
+    assert info.status == "done", info.log_tail
+    assert (info.step, info.total, info.result["step"]) == (3, 3, 3)
+    steps = [s for s, _, _ in store.job_metrics(job_id, "loss")]
+    assert steps == sorted(set(steps)) and steps[-1] == 3                    # one writer: rank 0
+    log = [line for _, _, line in store.job_log(job_id)]
+    assert sum("2 process(es)" in line for line in log) == 1                 # rank 0's log only
+    ckpts = store.list_checkpoints()
+    assert len(ckpts) == 1 and ckpts[0].job_id == job_id
+    meta = load_model(ckpts[0].path).meta
+    assert meta["world_size"] == 2 and meta["rank_weight_max_diff"] == 0.0
+
+
+@pytest.mark.slow
+def test_cancelling_a_torchrun_job_stops_every_rank(tmp_path, ddp_scenes):
+    import psutil
+    store = Store(tmp_path / "s.db")
+    job_id = jobs.start_job(store.path, "train", ddp_argv(ddp_scenes, tmp_path / "run", 500),
+                            env={"OMP_NUM_THREADS": "1"}, launcher=jobs.torchrun(2))
+    _wait_until(lambda: jobs.job_status(store.path, job_id).step >= 1, timeout=240)
+    launcher = psutil.Process(jobs.job_status(store.path, job_id).pid)
+    ranks = [p for p in launcher.children(recursive=True) if "pipeline" in " ".join(p.cmdline())]
+    assert len(ranks) == 2
+    jobs.cancel_job(store.path, job_id)
+    info = jobs.wait_for(store.path, job_id, timeout=120)
+    assert info.status == "cancelled" and 1 <= info.step < 500
+    _wait_until(lambda: not any(jobs.process_alive(p.pid, None) for p in [launcher, *ranks]), timeout=60)
+    assert (tmp_path / "run" / "train_state.pt").is_file()                  # stopped cleanly: resumable
