@@ -31,7 +31,6 @@ from .image_io import decode_image
 from .settings import StudioSettings
 from .store import ANY_HEAD, History, ImageRecord, Label, PointPair, Revision, Store
 
-CLOUD_AXES = "opengl"
 THUMB_HEIGHT = 128
 IGNORE_TINT = np.array([128, 128, 128], np.float32)   # ignored pixels are shown greyed out
 PSEUDO_LABEL = "pseudo_label"
@@ -382,7 +381,7 @@ class CurationService:
         focal, _ = pointcloud.resolve_focal(w, h)
         try:
             pcd = pointcloud.make_point_cloud(rgb[::step, ::step], depth[::step, ::step], kind,
-                                              focal_px=focal / step, axes=CLOUD_AXES)
+                                              focal_px=focal / step, axes=pointcloud.VIEWER_AXES)
         except ConfigError as e:
             return None, f"No point cloud: {e}"
         tmp = path.with_name(f".{path.stem}-{os.getpid()}.ply")

@@ -35,7 +35,6 @@ from .predictor import Prediction, Predictor, pick_device
 from .settings import COLORMAPS, StudioSettings
 
 Progress = Callable[[float, str], None]
-CLOUD_AXES = "opengl"          # y up, camera looking down -z: upright in gr.Model3D and most viewers
 
 
 @dataclass(frozen=True)
@@ -328,7 +327,7 @@ class DepthService:
             "image": decoded.name, "width": w, "height": h,
             "min": float(np.min(array)), "max": float(np.max(array)),
             "focal_px": round(float(focal), 2), "focal_source": focal_source,
-            "points": int(points), "point_stride": step, "cloud_axes": CLOUD_AXES, "cloud_note": cloud_note,
+            "points": int(points), "point_stride": step, "cloud_axes": pointcloud.VIEWER_AXES, "cloud_note": cloud_note,
             "depth16": _jsonable({k: v for k, v in png_meta.items() if k != "path"}),
             "timings_ms": {k: round(1000 * v, 1) for k, v in t.items()},
         }
@@ -343,7 +342,7 @@ class DepthService:
         try:
             pcd = pointcloud.make_point_cloud(rgb[::step, ::step], array[::step, ::step], prediction.kind,
                                               focal_px=focal / step, voxel_size=voxel_size or None,
-                                              remove_outliers=bool(remove_outliers), axes=CLOUD_AXES)
+                                              remove_outliers=bool(remove_outliers), axes=pointcloud.VIEWER_AXES)
             if len(pcd.points) == 0:
                 raise ConfigError("every point was removed; use a smaller voxel size or keep outliers")
             pointcloud.write_ply(path, pcd)

@@ -25,6 +25,7 @@ from .errors import ConfigError, StudioError
 DEFAULT_FOV_DEG = 60.0
 DEFAULT_FAR_PERCENTILE = 98.0
 AXES = {"opencv": (1.0, 1.0, 1.0), "opengl": (1.0, -1.0, -1.0)}   # sign of (x, y, z)
+VIEWER_AXES = "opengl"      # y up, camera looking down -z: upright in gr.Model3D and most 3D viewers
 METRIC_NOTE = "Metric depth: coordinates are metres from the camera."
 DISPARITY_NOTE = (
     "Relative model: the prediction is disparity known only up to scale and shift. The cloud assumes "

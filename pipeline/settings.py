@@ -17,9 +17,10 @@ from pathlib import Path
 
 from .config import DEFAULT_INPUT_SIZE
 from .errors import ConfigError
+from .image_io import MAX_PIXELS
+from .render import DEFAULT_CMAP
 
 DEFAULT_CHECKPOINT = "depth-anything-v2-small"
-DEFAULT_CMAP = "Spectral_r"
 COLORMAPS = ("Spectral_r", "inferno", "magma", "viridis", "turbo", "gray")
 INPUT_SIZES = (196, 266, 336, 392, 518, 644, 756)
 SPACE_DATA_DIR = Path("/data")
@@ -52,7 +53,7 @@ class StudioSettings:
     checkpoint: str = DEFAULT_CHECKPOINT     # registry name or checkpoint file
     device: str | None = None                # None: cuda when available, else cpu
     max_upload_mb: float = 25.0              # the browser/API upload cap
-    max_pixels: int = 40_000_000             # larger images are refused (decompression bombs)
+    max_pixels: int = MAX_PIXELS             # larger images are refused (decompression bombs)
     min_side: int = 8                        # smaller images are refused
     max_cloud_points: int = 400_000          # larger images are strided for the point cloud
     input_size: int = DEFAULT_INPUT_SIZE
@@ -134,6 +135,6 @@ class StudioSettings:
             device=env.get("DA_STUDIO_DEVICE") or None,
             import_root=env.get("DA_STUDIO_IMPORT_ROOT") or None,
             max_upload_mb=_env_number(env, "DA_STUDIO_MAX_UPLOAD_MB", 25.0),
-            max_pixels=_env_number(env, "DA_STUDIO_MAX_PIXELS", 40_000_000, int),
+            max_pixels=_env_number(env, "DA_STUDIO_MAX_PIXELS", MAX_PIXELS, int),
             gpu_concurrency=_env_number(env, "DA_STUDIO_CONCURRENCY", 1, int),
         )
