@@ -132,15 +132,34 @@ def append_metrics(out_dir: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def _metric_rows(path: Path) -> list[tuple[str, dict]]:
+    """(line, row) of each decodable line. A last line cut off mid-write (kill -9) is dropped;
+    an undecodable line anywhere else means the file is damaged and raises ResumeError."""
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    rows = []
+    for i, ln in enumerate(lines):
+        try:
+            row = json.loads(ln)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if i == len(lines) - 1:
+                break                                   # half-written last line: skip it
+            raise ResumeError(f"{path} line {i + 1} is damaged ({e}); delete that line or start a new run") from None
+        rows.append((ln, row))
+    return rows
+
+
 def truncate_metrics(out_dir: Path, step: int) -> None:
-    """Drop logged rows after `step` (a resumed run rewrites them)."""
+    """Drop logged rows after `step` (a resumed run rewrites them) and a half-written last line."""
     path = out_dir / METRICS_FILE
     if not path.is_file():
         return
-    rows = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    rows = [ln for ln, row in _metric_rows(path) if row.get("step", 0) <= step]
     path.write_text("".join(r + "\n" for r in rows))
 
 
 def read_metrics(out_dir: str | Path) -> list[dict]:
+    """The logged rows; a last line cut off mid-write is skipped."""
     path = Path(out_dir) / METRICS_FILE
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+    return [row for _, row in _metric_rows(path)] if path.is_file() else []

@@ -15,7 +15,6 @@ import pytest
 import torch
 from train_helpers import (  # noqa: F401
     ROOT,
-    cli_dispatcher_ok,
     one_thread,
     quiet,
     run_cli,
@@ -48,6 +47,25 @@ def test_resumed_run_reproduces_the_loss_curve_bit_for_bit(tmp_path, scenes_dir)
     logged = [row["loss"] for row in st.read_metrics(tmp_path / "split")]
     assert [row["step"] for row in st.read_metrics(tmp_path / "split")] == [1, 2, 3, 4, 5, 6]
     assert logged == [round(v, 6) for v in whole.losses]
+
+
+def test_resume_after_a_half_written_last_metrics_line(tmp_path, scenes_dir):
+    """kill -9 mid-write leaves a cut-off last line: reading skips it, resuming drops it."""
+    cfg = tiny_config(tmp_path / "run", scenes_dir)
+    train(cfg, should_stop=lambda step: step >= 3, log=quiet)
+    path = tmp_path / "run" / st.METRICS_FILE
+    with open(path, "a") as f:
+        f.write('{"step": 4, "loss": 0.12')                                  # no closing brace, no newline
+    assert [r["step"] for r in st.read_metrics(tmp_path / "run")] == [1, 2, 3]
+    assert train(cfg, resume=True, log=quiet).status == "finished"
+    assert [r["step"] for r in st.read_metrics(tmp_path / "run")] == [1, 2, 3, 4, 5, 6]
+    assert all(ln.startswith("{") and ln.endswith("}") for ln in path.read_text().splitlines())
+
+
+def test_damaged_metrics_line_before_the_last_is_a_clear_error(tmp_path):
+    (tmp_path / st.METRICS_FILE).write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n')
+    with pytest.raises(ResumeError, match="line 2"):
+        st.read_metrics(tmp_path)
 
 
 def test_checkpoint_records_config_data_snapshot_and_state_loads_weights_only(tmp_path, scenes_dir):
@@ -173,8 +191,7 @@ def test_sigterm_in_process_saves_then_stops_and_resume_finishes(tmp_path, scene
 def test_sigterm_saves_and_sigkill_loses_nothing_saved(tmp_path, scenes_dir, sig):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    entry = [sys.executable, "-m", "pipeline", "train"] if cli_dispatcher_ok() \
-        else [sys.executable, str(ROOT / "tests" / "train" / "train_entry.py")]
+    entry = [sys.executable, "-m", "pipeline", "train"]
     proc = subprocess.Popen(entry + _cli_args(out, scenes_dir, 10_000, 2), cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
