@@ -3,6 +3,8 @@
 Held-out split: an image is held out when the first 64 bits of its content hash (sha256 of the
 image bytes), read as a fraction of 2**64, fall below `fraction`. The split depends on the image
 alone, so it is the same on every call, on every machine, and does not move when images are added.
+The rule lives in pipeline/train/train_config.py (`in_holdout`): `train --holdout F` leaves the same
+images out of training.
 
 Scoring is pipeline.evaluation's protocol, per image (`evaluate_image`) and averaged
 (`summarize`): relative (disparity) predictions are aligned to the label by least-squares scale
@@ -24,6 +26,7 @@ from PIL import Image
 from . import evaluation as ev
 from . import render
 from .errors import ConfigError
+from .train.train_config import in_holdout      # the rule's owner: `train --holdout` uses it too
 
 PANEL_HEIGHT = 160                      # px: each picture of a side-by-side row
 MAX_IMAGES_LIMIT = 50                   # a comparison runs inside the request: keep it bounded
@@ -59,15 +62,6 @@ class Comparison:
     panels: list[tuple[str, str]] = field(default_factory=list)   # (PNG path, caption) per image
     held_out: int = 0                           # images in the held-out split
     skipped: list[str] = field(default_factory=list)
-
-
-def holdout_fraction_of(sha256: str) -> float:
-    """The image's position in [0, 1) from its content hash (first 64 bits)."""
-    return int(sha256[:16], 16) / float(1 << 64)
-
-
-def in_holdout(sha256: str, fraction: float) -> bool:
-    return holdout_fraction_of(sha256) < fraction
 
 
 def _check_fraction(fraction: float) -> float:

@@ -30,6 +30,7 @@ FIELDS = {
     "gradient_weight": "gradient_weight", "trim": "trim", "feature_weight": "feature_weight",
     "feature_alpha": "feature_alpha", "ranking_weight": "ranking_weight", "seed": "seed",
     "save_every": "save_every", "log_every": "log_every", "device": "device", "out": "out_dir",
+    "holdout": "holdout",
 }
 
 
@@ -40,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data", help="folder of images with same-named ground truth (.npy or 16-bit .png)")
     g.add_argument("--gt-kind", choices=("depth", "disparity"), help="what --data's ground truth holds (default depth)")
     g.add_argument("--unlabelled", help="folder of images without labels; --teacher labels them while training")
+    g.add_argument("--holdout", type=float,
+                   help="share of the store's images held out of training, chosen by image hash (the train "
+                        "tab's teacher-vs-student split); 0.1 = 10 %% (default 0: none)")
     g = p.add_argument_group("model")
     g.add_argument("--encoder", help=f"student encoder size (default {d['encoder'].default})")
     g.add_argument("--version", choices=("v1", "v2"), help="model version when not fine-tuning (default v2)")
@@ -112,7 +116,22 @@ def _reporter(args, cfg: TrainConfig):
     return JobReporter(cfg.db, args.job_id, handle_sigterm=False)     # the recipe handles SIGTERM
 
 
+def _die_with_launcher() -> None:
+    """Under torchrun (a studio job), a rank gets SIGTERM when its launcher dies (e.g. kill -9), so no
+    rank outlives the process the job runner watches. Linux only; a no-op elsewhere."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+    import contextlib
+    import ctypes
+    import signal
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)     # PR_SET_PDEATHSIG
+        if os.getppid() == 1:                                                       # already orphaned
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run(args: argparse.Namespace) -> int:
+    _die_with_launcher()
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)

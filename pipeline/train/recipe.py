@@ -52,14 +52,15 @@ def gather_items(cfg: TrainConfig) -> list[TrainItem]:
     items: list[TrainItem] = []
     if cfg.db:
         from .store_source import store_items
-        items += store_items(cfg.db)
+        items += store_items(cfg.db, cfg.holdout)
     if cfg.data_dir:
         items += folder_items(cfg.data_dir, cfg.gt_kind)
     if cfg.unlabelled_dir:
         items += unlabelled_items(cfg.unlabelled_dir)
     if not items:
-        raise TrainDataError("the training set is empty: the store has no accepted labels and no folder was given; "
-                             "accept some pseudo-labels or pass --data DIR")
+        held = f" outside the held-out {cfg.holdout:.0%} (--holdout)" if cfg.holdout else ""
+        raise TrainDataError(f"the training set is empty: the store has no accepted labels{held} and no folder was "
+                             f"given; accept some pseudo-labels{', lower --holdout' if held else ''} or pass --data DIR")
     return validate_items(items, cfg.min_items)
 
 
@@ -239,6 +240,7 @@ class Recipe:
 
     def meta(self) -> dict:
         return {"kind": "student", "step": self.step, "train_config": self.cfg.to_dict(), "init": self.init_note,
+                "holdout": self.cfg.holdout,                  # store images with in_holdout(sha, this) were left out
                 "data": self.snapshot, "last_loss": self.losses[-1] if self.losses else None,
                 "world_size": self.ctx.world_size, "rank_weight_max_diff": getattr(self, "rank_divergence", None)}
 

@@ -4,7 +4,8 @@ The store (pipeline/store, docs/STORE.md) owns the schema; this module only turn
 `Store.training_items()` returns into `TrainItem`s. Pool: an image whose label a person
 corrected (status "corrected") goes to "labelled" (flip only, no trimming); a teacher's
 pseudo-label accepted unchanged (status "accepted") goes to "pseudo" (strong perturbations,
-CutMix, trimming). Ignore masks make pixels invalid; sky is disparity 0 (V1).
+CutMix, trimming). Ignore masks make pixels invalid; sky is disparity 0 (V1). With a held-out
+share, the images of the held-out split (train_config.in_holdout) are left out.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ..image_io import decode_image
 from .augment import from_numpy
 from .data import TrainItem, depth_to_disparity, normalise_disparity
 from .errors import TrainDataError
+from .train_config import in_holdout
 
 
 def _pairs_array(pairs) -> np.ndarray | None:
@@ -70,9 +72,14 @@ def open_store(db_path: str | Path):
     return Store(db_path)
 
 
-def store_items(db_path: str | Path) -> list[TrainItem]:
-    """Newest accepted / corrected revision of each image in the store at `db_path`."""
-    return [item_from_record(r) for r in open_store(db_path).training_items(("accepted", "corrected"))]
+def store_items(db_path: str | Path, holdout: float = 0.0) -> list[TrainItem]:
+    """Newest accepted / corrected revision of each image in the store at `db_path`, leaving out the
+    images in the held-out split (`in_holdout(image sha256, holdout)`) when `holdout` > 0."""
+    store = open_store(db_path)
+    records = store.training_items(("accepted", "corrected"))
+    if holdout > 0:
+        records = [r for r in records if not in_holdout(store.get_image(r.image_id).sha256, holdout)]
+    return [item_from_record(r) for r in records]
 
 
 def register_checkpoint(db_path: str | Path, path: Path, *, model_id: str, config: dict, metrics: dict,

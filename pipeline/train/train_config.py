@@ -4,6 +4,10 @@ Defaults follow the published recipe (../shared/TRAINING-NOTES.md): AdamW, encod
 decoder 10x, 518x518 crops, labelled:pseudo-labelled = 1:2 per batch, V2 loss (affine-invariant
 + 2 x gradient matching, 10 % trimming on pseudo-labels), feature alignment with alpha 0.85,
 CutMix p = 0.5 on pseudo-labelled images.
+
+`holdout` > 0 keeps the store's images in the held-out split (`in_holdout`, by image hash) out of
+training: the split the train tab's teacher-vs-student comparison scores on. This module owns the
+rule; pipeline/holdout_compare.py uses it.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ class TrainConfig:
     data_dir: str | None = None            # folder of image / ground-truth pairs
     gt_kind: str = "depth"                 # what the folder's ground-truth files hold
     unlabelled_dir: str | None = None      # images without labels: the teacher labels them on the fly
+    holdout: float = 0.0                   # share of the store's images held out (in_holdout), 0 = none
     # model
     encoder: str = "vits"
     version: str = "v2"
@@ -66,6 +71,8 @@ class TrainConfig:
                "no training data: give --db (label store) and/or --data (folder of image/ground-truth pairs)")
         _check(self.unlabelled_dir is None or self.teacher,
                f"--unlabelled {self.unlabelled_dir!r} needs --teacher CKPT to label those images")
+        _check(isinstance(self.holdout, (int, float)) and 0 <= self.holdout < 1,
+               f"holdout must be a share in [0, 1), e.g. 0.1 for 10 %, got {self.holdout!r}")
         _check(self.gt_kind in GT_KINDS, f"gt_kind must be depth or disparity, got {self.gt_kind!r}")
         for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every", "min_items"):
             value = getattr(self, name)
@@ -107,6 +114,16 @@ class TrainConfig:
         if "labelled_ratio" in d:
             d["labelled_ratio"] = tuple(d["labelled_ratio"])
         return cls(**d)
+
+
+def holdout_position(sha256: str) -> float:
+    """An image's place in [0, 1) from its content hash (sha256 hex of the image bytes, first 64 bits)."""
+    return int(sha256[:16], 16) / float(1 << 64)
+
+
+def in_holdout(sha256: str, fraction: float) -> bool:
+    """The held-out split: the same on every call and machine, nested as `fraction` grows."""
+    return holdout_position(sha256) < fraction
 
 
 def parse_ratio(text: str) -> tuple[int, int]:

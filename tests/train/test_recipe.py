@@ -292,3 +292,52 @@ def test_store_point_pairs_reach_the_ranking_loss(tmp_path):
         assert logged["ranking"] > 0
     finally:
         r.cleanup()
+
+
+# ----------------------------------------------------------------------------- held-out images
+
+def _scene_store(path, n: int):
+    import io
+
+    from PIL import Image
+
+    from pipeline.store import Store
+    from pipeline.train.synthetic import make_scenes
+    store = Store(path)
+    for i, (rgb, depth) in enumerate(make_scenes(n, seed=5, height=28, width=28)):
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="PNG")
+        rec, _ = store.add_image(buf.getvalue(), f"s{i}.png", width=28, height=28)
+        store.add_prediction(rec.id, "teacher", "disparity", (1 / depth).astype(np.float32))
+        store.set_status(rec.id, "accepted", author="tester")
+    return store
+
+
+def test_holdout_leaves_the_held_out_store_images_out_of_training(tmp_path):
+    from pipeline.checkpoints import load_model
+    from pipeline.train.train_config import in_holdout
+    store = _scene_store(tmp_path / "studio.db", 8)
+    held = {i for i in store.image_ids() if in_holdout(store.get_image(i).sha256, 0.5)}
+    kept = set(store.image_ids()) - held
+    assert held and kept                                                      # both sides of the split occur
+    cfg = TrainConfig(db=str(store.path), out_dir=str(tmp_path / "run"), encoder="vitt", steps=1, batch_size=2,
+                      input_size=28, device="cpu", feature_weight=0.0, holdout=0.5)
+    meta = load_model(train(cfg, log=quiet).checkpoint).meta
+    assert {int(r["image_id"]) for r in meta["data"]["items"]} == kept and meta["data"]["count"] == len(kept)
+    assert meta["holdout"] == 0.5 and meta["train_config"]["holdout"] == 0.5
+    full = TrainConfig(**{**cfg.to_dict(), "out_dir": str(tmp_path / "all"), "holdout": 0.0,
+                          "labelled_ratio": (1, 2)})
+    from pipeline.train.recipe import gather_items
+    assert {int(it.image_id) for it in gather_items(full)} == held | kept     # 0 = nothing held out
+    with pytest.raises(TrainDataError, match="held-out 100%|lower --holdout"):
+        gather_items(TrainConfig(**{**cfg.to_dict(), "holdout": 0.999999, "labelled_ratio": (1, 2)}))
+
+
+def test_cli_holdout_option_reaches_the_config():
+    cli, args = _cli_args("--db", "x.db", "--holdout", "0.25")
+    assert cli.config_from_args(args).holdout == 0.25
+    cli, args = _cli_args("--db", "x.db")
+    assert cli.config_from_args(args).holdout == 0.0
+    cli, args = _cli_args("--db", "x.db", "--holdout", "1")
+    with pytest.raises(ConfigError, match="holdout must be a share"):
+        cli.config_from_args(args)
