@@ -81,14 +81,8 @@ def _inference_module(model: nn.Module, fast: bool) -> tuple[nn.Module, threadin
         token = _weights_token(model)
         entry = cache.get(fast)
         if entry is None or entry[0] != token:
-            try:
-                from .model.inference import optimize_for_inference
-            except ImportError:                                  # older trees: plain eval mode
-                if fast:
-                    raise ConfigError("the fast inference path is not available in this version") from None
-                module = model.eval()
-            else:
-                module = optimize_for_inference(model, fast=fast)
+            from .model.inference import optimize_for_inference
+            module = optimize_for_inference(model, fast=fast)
             lock = entry[2] if entry is not None else threading.Lock()
             entry = cache[fast] = (token, module, lock)
         return entry[1], entry[2]

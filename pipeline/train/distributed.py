@@ -70,10 +70,6 @@ def wrap_ddp(module: nn.Module, ctx: DistContext) -> nn.Module:
     return nn.parallel.DistributedDataParallel(module, device_ids=ids)   # the model has no buffers
 
 
-def unwrap(module: nn.Module) -> nn.Module:
-    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
-
-
 def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """Sum of `t` over all processes (a copy; `t` untouched)."""
     t = t.detach().clone()

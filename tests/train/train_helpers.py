@@ -45,26 +45,16 @@ def quiet(*_a, **_k):
 
 def run_cli(args: list[str], *, timeout: float = 300, env_extra: dict | None = None,
             preexec_fn=None) -> subprocess.CompletedProcess:
-    """`python -m pipeline train ARGS` in a subprocess (falls back to the command module alone
-    when another command of the dispatcher cannot be imported yet)."""
+    """`python -m pipeline train ARGS` in a subprocess (the real dispatcher)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "pipeline", "train", *args] if cli_dispatcher_ok()
-                          else [sys.executable, str(ROOT / "tests" / "train" / "train_entry.py"), *args],
+    return subprocess.run([sys.executable, "-m", "pipeline", "train", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
 
 
-_DISPATCH_OK: list[bool] = []
-
-
 def cli_dispatcher_ok() -> bool:
-    if not _DISPATCH_OK:
-        try:
-            from pipeline.cli import build_parser
-            build_parser()
-            _DISPATCH_OK.append(True)
-        except ImportError:
-            _DISPATCH_OK.append(False)
-    return _DISPATCH_OK[0]
+    """Always True: `python -m pipeline` imports only the command it runs. Kept only because
+    tests/train/test_ddp.py (not owned here) still imports it; remove it with that import."""
+    return True
 
 
 def state_dict_of(path) -> dict[str, np.ndarray]:
