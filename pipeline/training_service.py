@@ -12,9 +12,10 @@
 - teacher vs student on a held-out split of the curated labels (pipeline/holdout_compare.py).
 
 Runs live in `<data folder>/runs/<name>/`; the run name is the trained model's id.
-Several GPUs: the command line a person would use is `torchrun --nproc-per-node=N -m pipeline
-train ...` (`command_line`); the jobs module launches `python -m pipeline`, so a studio-started run
-uses one process (see `launch_note`).
+Several GPUs (and no single device pinned): a run starts as one DDP process per GPU through the jobs
+module's torchrun launcher (`launcher`); a resume reuses the launcher the run started with.
+Held-out share (`RunSettings.holdout`, the tab's teacher-vs-student share): the run leaves those
+store images out of training (`train --holdout`), so the comparison scores images it never saw.
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ class RunSettings:
     folder: str = ""                   # image / ground-truth pairs under the allowed root; "" = store only
     gt_kind: str = "depth"             # what the folder's ground truth holds
     save_every: int = 500
+    holdout: float = 0.0               # share of the store's images held out of training (by image hash)
 
     @classmethod
     def from_dict(cls, d: dict) -> RunSettings:
@@ -154,11 +156,22 @@ class TrainingService:
             self._gpus = gpu_count()
         return self._gpus
 
+    @property
+    def processes(self) -> int:
+        """Processes a run starts: one per GPU when several are present and no single device is pinned."""
+        pinned = (self.device or "").strip() not in ("", "auto", "cuda")
+        return self.gpus if self.gpus > 1 and not pinned else 1
+
+    def launcher(self) -> list[str] | None:
+        """The jobs launcher for a new run: torchrun with one process per GPU, or None (one process)."""
+        return jobs.torchrun(self.processes) if self.processes > 1 else None
+
     def launch_note(self) -> str:
         n = self.gpus
+        if self.processes > 1:
+            return f"{n} GPUs present: a run uses all {n} (torchrun, one process per GPU)"
         if n > 1:
-            return (f"{n} GPUs present: a run started here uses one of them (the studio's job runner starts "
-                    f"`python -m pipeline`); for all {n}, run the command shown with torchrun in a shell.")
+            return f"{n} GPUs present, device {self.device} chosen: a run uses that one"
         return "one GPU" if n == 1 else "CPU only (no GPU found): keep runs small"
 
     def _init_source(self, key: str, encoder: str) -> str | None:
@@ -206,12 +219,12 @@ class TrainingService:
             steps=int(run.steps), batch_size=int(run.batch_size), lr_encoder=float(run.lr_encoder),
             decoder_lr_mult=float(run.decoder_lr_mult), input_size=int(run.input_size),
             labelled_ratio=parse_ratio(run.ratio), feature_weight=1.0 if run.feature_alignment else 0.0,
-            save_every=int(run.save_every), device=self.device or None)
+            save_every=int(run.save_every), device=self.device or None, holdout=float(run.holdout or 0.0))
 
     def command_line(self, cfg) -> str:
-        """What a person would type for the same run (torchrun when several GPUs are present)."""
+        """What a person would type for the same run (torchrun when several GPUs are used)."""
         argv = config_argv(cfg) + ["--db", str(self.db_path)]
-        head = (["torchrun", f"--nproc-per-node={self.gpus}", "-m", "pipeline"] if self.gpus > 1
+        head = (["torchrun", f"--nproc-per-node={self.processes}", "-m", "pipeline"] if self.processes > 1
                 else ["python", "-m", "pipeline"])
         return shlex.join(head + argv)
 
@@ -219,17 +232,26 @@ class TrainingService:
     def start(self, run: RunSettings, *, author: str = "studio") -> int:
         """Start (or queue behind the running GPU job) a training run; returns its job id."""
         cfg = self.train_config(run)
-        data = self.data_summary()
-        if not cfg.data_dir and not (data["accepted"] or data["corrected"]):
-            raise TrainingServiceError("nothing to train on: the label store has no accepted or corrected labels and "
-                                       "no folder was given; accept some labels in the Curate tab or give a folder "
+        if not cfg.data_dir and not self._trainable(cfg.holdout):
+            held = f" outside the held-out {cfg.holdout:.0%}" if cfg.holdout else ""
+            raise TrainingServiceError(f"nothing to train on: the label store has no accepted or corrected labels{held} "
+                                       "and no folder was given; accept some labels in the Curate tab"
+                                       f"{', lower the held-out share' if held else ''} or give a folder "
                                        f"of image / ground-truth pairs under {self.data_root}")
         argv = config_argv(cfg) + self._process_args()
         Path(cfg.out_dir).parent.mkdir(parents=True, exist_ok=True)
         params = {"run": Path(cfg.out_dir).name, "out_dir": cfg.out_dir, "settings": asdict(run),
-                  "command_line": self.command_line(cfg)}
+                  "command_line": self.command_line(cfg), "processes": self.processes}
         return jobs.start_job(self.db_path, JOB_KIND, argv, params=params, author=author,
-                              env=self._env(), gpu=True)
+                              env=self._env(), gpu=True, launcher=self.launcher())
+
+    def _trainable(self, holdout: float) -> int:
+        """Curated store images a run would train on (those outside the held-out split)."""
+        from .train.train_config import in_holdout
+        items = self.store.training_items(("accepted", "corrected"))
+        if not holdout:
+            return len(items)
+        return sum(not in_holdout(self.store.get_image(t.image_id).sha256, holdout) for t in items)
 
     def _process_args(self) -> list[str]:
         return ["--threads", str(self.threads)] if self.threads else []
@@ -267,10 +289,10 @@ class TrainingService:
                 argv.append("--resume")
         else:
             argv = [a for a in argv if a != "--resume"]       # nothing saved yet: start it again
-        params = {k: v for k, v in info.params.items() if k not in ("gpu", "env")}
+        params = {k: v for k, v in info.params.items() if k not in ("gpu", "env", "launcher")}
         params["resumed_from"] = info.id
         return jobs.start_job(self.db_path, JOB_KIND, argv, params=params, author=author,
-                              env=info.params.get("env") or {}, gpu=True)
+                              env=info.params.get("env") or {}, gpu=True, launcher=info.params.get("launcher"))
 
     def chain(self, job_id: int) -> list[JobInfo]:
         """The run's jobs, oldest first: the job and the ones it was resumed from."""
@@ -384,10 +406,22 @@ class TrainingService:
         return predict
 
     def _trained_on(self, key: str) -> set[str]:
-        """Store image ids in a trained model's data snapshot (empty for other models)."""
+        """Store image ids in a trained model's data snapshot (empty for other models), less the images
+        its meta says were held out of training (train --holdout, by image hash)."""
+        from .train.train_config import in_holdout
         meta = self.depth.model(key).checkpoint.meta or {}
         items = (meta.get("data") or {}).get("items") or []
-        return {str(r.get("image_id")) for r in items if isinstance(r, dict) and r.get("source") == "store"}
+        ids = {str(r.get("image_id")) for r in items if isinstance(r, dict) and r.get("source") == "store"}
+        held = float(meta.get("holdout") or (meta.get("train_config") or {}).get("holdout") or 0.0)
+        if held > 0:
+            ids = {i for i in ids if not (i.isdigit() and self._image_in_holdout(int(i), held, in_holdout))}
+        return ids
+
+    def _image_in_holdout(self, image_id: int, fraction: float, rule) -> bool:
+        try:
+            return rule(self.store.get_image(image_id).sha256, fraction)
+        except LookupError:                                  # deleted since the run: not shown anyway
+            return False
 
     def _record_holdout(self, roles: dict, result, fraction: float) -> None:
         """Store the held-out scores on trained checkpoints (shown in the checkpoint table)."""

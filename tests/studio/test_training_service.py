@@ -66,8 +66,9 @@ def parse_train(argv: list[str]):
 def test_form_becomes_the_same_config_through_the_train_command(service, pairs_folder, vitt_service):
     run = RunSettings(name="s1", init=vitt_service.default_key, encoder="vitt", steps=7, batch_size=3,
                       lr_encoder=2e-5, decoder_lr_mult=5, ratio="2:1", input_size=42, feature_alignment=False,
-                      folder="pairs", gt_kind="depth", save_every=3)
+                      folder="pairs", gt_kind="depth", save_every=3, holdout=0.3)
     cfg = service.train_config(run)
+    assert cfg.holdout == 0.3
     assert cfg.out_dir == str(service.runs_dir / "s1") and cfg.data_dir == str(pairs_folder.resolve())
     assert cfg.init == str(vitt_service.choice(vitt_service.default_key).source)
     assert (cfg.lr_encoder, cfg.lr_decoder, cfg.labelled_ratio, cfg.feature_weight) == (2e-5, 1e-4, (2, 1), 0.0)
@@ -77,11 +78,41 @@ def test_form_becomes_the_same_config_through_the_train_command(service, pairs_f
     assert service.command_line(cfg).startswith("python -m pipeline train ")
 
 
-def test_several_gpus_give_a_torchrun_command_line(store, settings):
-    svc = TrainingService(store, settings, None, gpus=4)
+@pytest.fixture
+def sleepers(monkeypatch):
+    """Jobs start a detached `sleep` instead of the real command; killed at teardown."""
+    import subprocess
+    procs = []
+
+    def spawn(db_path, job):
+        procs.append(subprocess.Popen(["sleep", "60"], start_new_session=True))
+        return procs[-1].pid
+    monkeypatch.setattr(jobs, "_spawn", spawn)
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def test_several_gpus_start_runs_through_torchrun_and_resume_keeps_it(store, settings, tmp_path, sleepers):
+    add_accepted(store, 0)
+    svc = TrainingService(store, settings, None, data_root=tmp_path / "root", device="cuda", gpus=4)
     cfg = svc.train_config(RunSettings(name="m", encoder="vitt"))
     assert svc.command_line(cfg).startswith("torchrun --nproc-per-node=4 -m pipeline train ")
-    assert "4 GPUs" in svc.launch_note()
+    assert "uses all 4" in svc.launch_note()
+    job = svc.start(RunSettings(name="m", encoder="vitt"))
+    got = store.get_job(job)
+    assert got.params["launcher"] == jobs.torchrun(4) and got.params["processes"] == 4
+    assert jobs._command(svc.db_path, got)[1:7] == ["-m", "torch.distributed.run", "--standalone",
+                                                    "--nproc-per-node=4", "-m", "pipeline"]
+    svc.cancel(job)
+    wait_until(lambda: svc.status(job).status == "cancelled", timeout=10)
+    resumed = store.get_job(svc.resume(job))
+    assert resumed.params["launcher"] == jobs.torchrun(4) and resumed.params["resumed_from"] == job
+    pinned = TrainingService(store, settings, None, data_root=tmp_path / "root", device="cuda:1", gpus=4)
+    assert pinned.launcher() is None and "cuda:1" in pinned.launch_note()
+    assert TrainingService(store, settings, None, data_root=tmp_path / "root", gpus=1).launcher() is None
 
 
 @pytest.mark.parametrize("run, error, words", [
@@ -103,6 +134,13 @@ def test_form_errors_name_the_value(service, vitt_service, tmp_path, run, error,
 def test_nothing_to_train_on_is_refused_before_a_job_starts(service):
     with pytest.raises(TrainingServiceError, match="nothing to train on"):
         service.start(RunSettings(encoder="vitt"))
+    assert service.runs() == []
+
+
+def test_runs_need_images_outside_the_held_out_share(service, store):
+    add_accepted(store, 0)
+    with pytest.raises(TrainingServiceError, match="lower the held-out share"):
+        service.start(RunSettings(encoder="vitt", holdout=0.999999))
     assert service.runs() == []
 
 
@@ -153,6 +191,27 @@ def test_compare_scores_equal_pipeline_evaluation(service, store, vitt_service, 
     panel = Image.open(res.panels[0][0])
     assert panel.height == hc.PANEL_HEIGHT and panel.width == 4 * round(W * hc.PANEL_HEIGHT / H) + 3 * 4
     assert "disparity space" in json.dumps(res.protocol)
+
+
+def test_compare_does_not_flag_images_the_student_run_held_out(service, store, vitt_service, tmp_path):
+    import torch
+
+    from pipeline.train.recipe import train
+    from pipeline.train.train_config import TrainConfig
+    torch.set_num_threads(1)
+    ids = [add_accepted(store, s) for s in range(8)]
+    held = [i for i in ids if hc.in_holdout(store.get_image(i).sha256, 0.5)]
+    assert held and len(held) < len(ids)
+    keys = {}
+    for name, share in (("held", 0.5), ("all", 0.0)):
+        cfg = TrainConfig(db=str(store.path), out_dir=str(tmp_path / name), encoder="vitt", steps=1, batch_size=2,
+                          input_size=28, device="cpu", feature_weight=0.0, holdout=share)
+        final = train(cfg, log=lambda *_: None).checkpoint                  # the file name is the picker key
+        keys[name] = vitt_service.add_checkpoint(str(final.rename(final.with_name(f"{name}.safetensors"))))
+    rows = service.compare(vitt_service.default_key, keys["held"], fraction=0.5, max_images=8, input_size=28).rows
+    assert len(rows) == len(held) and not any("training data" in r["label"] for r in rows)
+    rows = service.compare(vitt_service.default_key, keys["all"], fraction=0.5, max_images=8, input_size=28).rows
+    assert len(rows) == len(held) and all("in the student's training data" in r["label"] for r in rows)
 
 
 def test_compare_without_heldout_labels_says_what_to_do(service, vitt_service):
