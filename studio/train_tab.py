@@ -2,7 +2,8 @@
 
 Endpoints (gradio_client `api_name`):
     /train_start   (name, init, encoder, steps, batch_size, lr_encoder, decoder_lr_mult, ratio, input_size,
-                    feature_alignment, folder, gt_kind, save_every) -> (job id, status Markdown)
+                    feature_alignment, folder, gt_kind, save_every, held-out share) -> (job id, status Markdown)
+                   the held-out share is the comparison's: those images are left out of training
     /train_status  (job id or None = newest) -> (job id, status, loss curves, log tail, runs, checkpoints,
                     cancel button, resume button)
     /train_cancel  (job id) -> status;  /train_resume (job id) -> (new job id, status)
@@ -35,7 +36,8 @@ def _form(h: TrainHandlers, service) -> dict:
                     f"**{data['corrected']}** corrected, newest revision of each, with masks and point pairs) "
                     f"and, optionally, a folder of image / ground-truth pairs under `{data['data_root']}`. "
                     f"It runs in the background ({service.launch_note()}); one GPU job runs at a time, "
-                    f"the others wait in the queue.", elem_id="train-data-note")
+                    f"the others wait in the queue. The images in the *held-out share* (Teacher vs student, "
+                    f"below) are left out of training.", elem_id="train-data-note")
         with gr.Row():
             f["name"] = gr.Textbox(label="Run name (= model id; empty: student-<date>)", elem_id="train-name")
             choices = service.init_choices()
@@ -129,7 +131,7 @@ def build(services, banner_box: gr.HTML) -> TrainHandlers:
     poll_out = [r["job"], r["status"], r["curves"], r["log"], r["runs"], r["checkpoints"], r["cancel"], r["resume"],
                 timer]
     poll = dict(fn=h.poll, inputs=[r["job"]], outputs=poll_out, api_visibility="private", queue=False)
-    f["start"].click(h.start, form, [r["job"], r["status"]], api_name="train_start", concurrency_limit=1).success(**poll)
+    f["start"].click(h.start, form + [c["fraction"]], [r["job"], r["status"]], api_name="train_start", concurrency_limit=1).success(**poll)
     r["cancel"].click(h.cancel, [r["job"]], [r["status"]], api_name="train_cancel").success(**poll)
     r["resume"].click(h.resume, [r["job"]], [r["job"], r["status"]], api_name="train_resume",
                       concurrency_limit=1).success(**poll)

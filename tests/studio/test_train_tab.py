@@ -89,6 +89,8 @@ def test_the_tab_builds_with_its_endpoints(settings, vitt_service, service):
     ids = {b.elem_id for b in demo.blocks.values() if getattr(b, "elem_id", None)}
     assert {"train-start", "train-status", "train-curves", "train-log", "train-cancel", "train-resume",
             "train-checkpoints", "train-compare-gallery"} <= ids
+    start = next(fn for fn in demo.fns.values() if fn.api_name == "train_start")
+    assert [b.elem_id for b in start.inputs][-2:] == ["train-save-every", "train-holdout"]   # the comparison's share
 
 
 def test_poll_without_runs(h):
@@ -123,6 +125,15 @@ def test_start_queue_cancel_resume(h, service, spawned, curated):
     info = service.status(3)
     assert info.params["resumed_from"] == 1 and "--resume" not in info.argv   # nothing saved yet: a fresh start
     assert info.argv == service.status(1).argv
+
+
+def test_the_held_out_share_reaches_the_train_command(h, service, spawned, curated):
+    first, _ = h.start(*form(name="held"), 0.2)
+    argv = service.status(first["value"]).argv
+    assert argv[argv.index("--holdout") + 1] == "0.2"
+    second, _ = h.start(*form(name="none"))                               # API callers that omit it: none held out
+    argv = service.status(second["value"]).argv
+    assert argv[argv.index("--holdout") + 1] == "0.0"
 
 
 def test_errors_are_messages_not_tracebacks(h, service, spawned):
