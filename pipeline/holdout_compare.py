@@ -26,7 +26,7 @@ from PIL import Image
 from . import evaluation as ev
 from . import render
 from .errors import ConfigError
-from .train.train_config import in_holdout      # the rule's owner: `train --holdout` uses it too
+from .train.train_config import in_holdout  # the rule's owner: `train --holdout` uses it too
 
 PANEL_HEIGHT = 160                      # px: each picture of a side-by-side row
 MAX_IMAGES_LIMIT = 50                   # a comparison runs inside the request: keep it bounded

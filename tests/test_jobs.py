@@ -283,6 +283,27 @@ def test_signal_job_reaches_descendants_in_their_own_sessions():
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_a_torchrun_rank_dies_with_its_launcher():
+    """kill -9 of the launcher (the pid the job runner watches) must not leave ranks running."""
+    rank = ("from pipeline.cli.train import _die_with_launcher; _die_with_launcher(); import time; "
+            "print('ready', flush=True); time.sleep(60)")
+    code = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', {rank!r}], "
+            "start_new_session=True, stdout=subprocess.PIPE, text=True); p.stdout.readline(); "
+            "print(p.pid, flush=True); time.sleep(60)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TORCHELASTIC_RUN_ID": "test"}
+    launcher = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+    child = int(launcher.stdout.readline())
+    try:
+        assert jobs.process_alive(child, None)
+        os.kill(launcher.pid, signal.SIGKILL)
+        launcher.wait(10)
+        _wait_until(lambda: not jobs.process_alive(child, None), timeout=10)
+    finally:
+        with __import__("contextlib").suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
 @pytest.fixture(scope="module")
 def ddp_scenes(tmp_path_factory) -> Path:
     from pipeline.train.synthetic import write_scenes
