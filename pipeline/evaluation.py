@@ -13,8 +13,8 @@ Protocol (../shared/TRAINING-NOTES.md; Depth Anything's authors never released t
 - Point pairs (DA-2K): a pair is right when the point annotated closer has the larger
   predicted disparity (smaller depth for metric predictions); ties count as wrong. Accuracy is
   pooled over all pairs.
-Data: `find_items(dir)` reads a folder of images with same-named ground truth (the layout
-`pipeline.train.data` trains from) or the store's export (manifest.jsonl); see `find_items`.
+Data: `find_items(dir)` reads a folder of images with same-named ground truth (the layout of
+`pipeline.dataset_layout`, which training reads too) or the store's export (manifest.jsonl).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import dataset_layout as layout
 from .errors import ConfigError, StudioError
 
 DELTA1 = 1.25
@@ -290,68 +291,24 @@ def clean_json(obj):
 
 # ----------------------------------------------------------------------------- data layouts
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-GT_DIRS = ("depth", "gt", "disparity", "labels")       # sibling folders of images/ (as pipeline.train.data)
-LABEL_SUFFIXES = ("_depth", "_disparity", "_gt", "_mask")
 PAIR_FILES = ("pairs.json", "annotations.json", "point_pairs.json")   # {image name, relative path or key: [DA-2K pairs]}
 
 
 def read_array(path: Path, scale: float = 1.0) -> np.ndarray:
-    """GT / prediction file -> float64 (H, W). `.npy` (no pickles) or a 16-bit PNG: the scale/offset
-    recorded by pipeline.depth_png when present, else raw values with 0 invalid. Times `scale`."""
+    """GT / prediction file -> float64 (H, W), NaN where invalid, times `scale`; the formats are
+    pipeline.dataset_layout's (`.npy` without pickles, 16-bit PNG calibrated or raw with 0 invalid)."""
     try:
-        if path.suffix.lower() == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        else:
-            arr = _read_png(path)
-    except (OSError, ValueError) as e:
-        raise EvaluationDataError(f"cannot read {path}: {e}; give a float .npy array or a 16-bit PNG") from e
-    arr = np.asarray(arr, dtype=np.float64)
-    arr = arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
-    if arr.ndim != 2:
-        raise EvaluationDataError(f"{path} holds an array of shape {arr.shape}; expected (H, W)")
-    return arr * scale
-
-
-def _read_png(path: Path) -> np.ndarray:
-    """pipeline.depth_png's calibrated values, or a third-party PNG's raw codes with 0 = no value."""
-    from .depth_png import load_depth_png
-    loaded = load_depth_png(path)
-    arr = np.asarray(loaded.array, dtype=np.float64)
-    if not loaded.calibrated:
-        arr[arr == 0] = np.nan
-    return arr
+        return layout.read_ground_truth(path).values * scale
+    except layout.GroundTruthFileError as e:
+        raise EvaluationDataError(str(e)) from None
 
 
 def read_mask(path: Path) -> np.ndarray:
     """A mask file (.npy or 8/16-bit PNG) -> bool (H, W), True where nonzero."""
     try:
-        if path.suffix.lower() == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        else:
-            from PIL import Image
-            with Image.open(path) as im:
-                arr = np.asarray(im)
-    except (OSError, ValueError) as e:
-        raise EvaluationDataError(f"cannot read mask {path}: {e}") from e
-    arr = arr[..., 0] if arr.ndim == 3 else arr
-    return np.asarray(arr) != 0
-
-
-def _first_file(candidates: Iterable[Path], exclude: Path | None = None) -> Path | None:
-    return next((c for c in candidates if c.is_file() and c != exclude), None)
-
-
-def _label_file(image: Path, suffixes: tuple[str, ...], dirs: tuple[str, ...]) -> Path | None:
-    stem, here = image.stem, image.parent
-    names = [f"{stem}{s}{e}" for s in suffixes for e in (".npy", ".png")]
-    cands = [here / n for n in names] + [base / d / f"{stem}{e}" for base in (here.parent, here)
-                                         for d in dirs for e in (".npy", ".png")]
-    return _first_file(cands, exclude=image)
-
-
-def _is_label(p: Path) -> bool:
-    return p.stem.endswith(LABEL_SUFFIXES) or p.parent.name in GT_DIRS + ("masks",)
+        return layout.read_mask(path)
+    except layout.GroundTruthFileError as e:
+        raise EvaluationDataError(str(e)) from None
 
 
 def _pair_table(root: Path) -> dict[str, list]:
@@ -374,22 +331,17 @@ def _item_pairs(image: Path, root: Path, table: dict) -> np.ndarray | None:
 
 
 def folder_items(root: Path, gt_scale: float = 1.0) -> list[EvalItem]:
-    """Images in root/ or root/images/ with GT beside them (a.npy, a_depth.npy/.png,
-    a_disparity.npy/.png, a_gt.npy/.png, or a.png for a non-PNG image) or in a sibling folder
-    (depth/, gt/, disparity/, labels/ beside images/ or inside the folder: a.npy / a.png); optional masks (a_mask.png/.npy or
-    masks/a.png, nonzero = use) and point pairs (a_pairs.json or a pairs.json / DA-2K
-    annotations.json table keyed by relative path, name or stem; nested images it names are included)."""
+    """Images of a folder (root/ or root/images/) with their ground truth and masks as found by
+    pipeline.dataset_layout (the layout training reads), plus point pairs (a_pairs.json or a
+    pairs.json / DA-2K annotations.json table keyed by relative path, name or stem; nested
+    images it names are included)."""
     from .image_io import decode_image
-    base = root / "images" if (root / "images").is_dir() else root
-    images = {p for p in base.iterdir() if p.suffix.lower() in IMAGE_EXTS and not _is_label(p)}
+    images = set(layout.image_files(root))
     table = _pair_table(root)
     images |= {root / k for k in table if (root / k).is_file()}
     items = []
     for img in sorted(images):
-        gt = _label_file(img, ("", "_depth", "_disparity", "_gt"), GT_DIRS)
-        if gt is not None and gt.suffix == ".png" and gt.stem == img.stem and img.suffix.lower() == ".png":
-            gt = None
-        mask = _label_file(img, ("_mask",), ("masks",))
+        gt, mask = layout.find_ground_truth(img), layout.find_mask(img)
         items.append(EvalItem(
             name=img.relative_to(root).with_suffix("").as_posix(),
             load_image=lambda p=img: decode_image(p).rgb,
@@ -409,7 +361,8 @@ def find_items(root: str | Path, gt_scale: float = 1.0) -> list[EvalItem]:
     else:
         items = folder_items(root, gt_scale)
     if not items:
-        raise EvaluationDataError(f"no images found in {root} (looked for {', '.join(IMAGE_EXTS)} in it and in images/)")
+        raise EvaluationDataError(f"no images found in {root} or {root / 'images'}: put .jpg / .png images "
+                                  "there with same-named ground truth (see pipeline.dataset_layout)")
     return items
 
 

@@ -25,14 +25,12 @@ from tqdm import tqdm
 
 from .. import checkpoint_registry, depth_png, pointcloud, render
 from ..config import DEFAULT_INPUT_SIZE, ENCODERS, VERSIONS
+from ..dataset_layout import is_image_file
 from ..errors import ConfigError, StudioError
 from ..image_io import DecodedImage, decode_image
 from ..predictor import Prediction, Predictor
 
 HELP = "predict depth for images or folders: writes <stem>.npy, <stem>_depth.png (16-bit), <stem>_color.png [, .ply]"
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".gif", ".tif",
-                              ".tiff", ".webp", ".avif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".j2k",
-                              ".qoi", ".pcx", ".sgi"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +93,7 @@ def collect_inputs(inputs: list[str], out: Path, failures: list[str]) -> list[Pa
         path = Path(raw)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                           and p.suffix.lower() in IMAGE_EXTENSIONS and p.parent.resolve() != out_resolved)
+                           and is_image_file(p) and p.parent.resolve() != out_resolved)
             if not found:
                 failures.append(f"{path}: no image files in this folder")
             paths.extend(found)

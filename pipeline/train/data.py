@@ -12,11 +12,13 @@ True where the label may be used. Depth ground truth becomes disparity 1 / depth
 labels comparable). Sky is disparity 0 (V1). Items load lazily: only ids and hashes are held.
 
 Sources:
-- `folder_items(dir, gt_kind)`: image files with same-stem ground truth beside them
-  (`a.jpg` + `a.npy` / `a_depth.npy` / `a_depth.png` / `a.png` as 16-bit) or in a sibling
-  folder (`images/a.jpg` + `depth/a.npy`, also `gt/`, `disparity/`). `.npy` NaN / inf / <= 0 are
-  invalid; a 16-bit PNG uses `pipeline.depth_png` scale/offset when recorded, else raw values
-  with 0 invalid.
+- `folder_items(dir, gt_kind)`: image files with same-stem ground truth, found and read by
+  `pipeline.dataset_layout` (the one owner of the layout, which evaluation reads too): beside
+  the image (`a.jpg` + `a.npy` / `a_depth.npy` / `a.png` as 16-bit ...) or in a ground-truth
+  folder (`images/a.jpg` + `depth/a.npy`, also `gt/`, `disparity/`, `labels/`); an optional mask
+  (`a_mask.png`, `masks/a.png`; nonzero = use) hides the other pixels. `.npy` NaN / inf / <= 0
+  are invalid; a 16-bit PNG uses `pipeline.depth_png` scale/offset when recorded, else raw
+  values with 0 invalid.
 - `unlabelled_items(dir)`: images only, for the teacher.
 - `store_items(db)`: the label store's newest accepted / corrected revisions (see store_source.py).
 """
@@ -29,13 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StudioError
+from .. import dataset_layout as layout
 from ..image_io import decode_image
 from .augment import Sample, from_numpy
 from .errors import TrainDataError
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-GT_DIRS = ("depth", "gt", "disparity", "labels")
 POOLS = ("labelled", "pseudo")
 
 
@@ -79,35 +79,18 @@ def normalise_disparity(disp: np.ndarray) -> np.ndarray:
 
 
 def read_ground_truth(path: Path) -> np.ndarray:
-    """A .npy array or a 16-bit PNG -> float (H, W), invalid as NaN (zero in PNGs without scale)."""
+    """A ground-truth file (pipeline.dataset_layout formats) -> float64 (H, W), NaN where invalid."""
     try:
-        if path.suffix.lower() == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        else:
-            arr = _read_png_label(path)
-    except (OSError, ValueError) as e:
-        raise TrainDataError(f"cannot read ground truth {path}: {e}; give a .npy float array or a 16-bit PNG") from e
-    arr = np.asarray(arr, dtype=np.float64)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 2:
-        raise TrainDataError(f"ground truth {path} has shape {arr.shape}; expected (H, W)")
-    return arr
+        return layout.read_ground_truth(path).values
+    except layout.GroundTruthFileError as e:
+        raise TrainDataError(str(e)) from None
 
 
-def _read_png_label(path: Path) -> np.ndarray:
+def _read_mask(path: Path | None) -> np.ndarray | None:
     try:
-        from ..depth_png import read_depth_png
-        return read_depth_png(path)
-    except ImportError:
-        pass
-    except StudioError:
-        pass          # a PNG without our scale chunk: fall back to raw values
-    from PIL import Image
-    with Image.open(path) as im:
-        raw = np.asarray(im).astype(np.float64)
-    raw[raw == 0] = np.nan
-    return raw
+        return None if path is None else layout.read_mask(path)
+    except layout.GroundTruthFileError as e:
+        raise TrainDataError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- folder source
@@ -119,39 +102,25 @@ def _sha256(*paths: Path) -> str:
     return h.hexdigest()
 
 
-def _find_gt(image: Path) -> Path | None:
-    stem, here = image.stem, image.parent
-    candidates = [here / f"{stem}.npy", here / f"{stem}_depth.npy", here / f"{stem}_depth.png",
-                  here / f"{stem}_disparity.npy", here / f"{stem}_disparity.png"]
-    if image.suffix.lower() != ".png":
-        candidates.append(here / f"{stem}.png")
-    for d in GT_DIRS:
-        candidates += [here.parent / d / f"{stem}.npy", here.parent / d / f"{stem}.png"]
-    return next((c for c in candidates if c.is_file() and c != image), None)
-
-
-def _is_label_file(p: Path) -> bool:
-    return p.stem.endswith(("_depth", "_disparity", "_mask")) or p.parent.name in GT_DIRS
-
-
-def _image_files(root: Path) -> list[Path]:
-    base = root / "images" if (root / "images").is_dir() else root
-    return sorted(p for p in base.iterdir() if p.suffix.lower() in IMAGE_EXTS and not _is_label_file(p))
-
-
-def _folder_label(gt: Path, gt_kind: str) -> np.ndarray:
+def _folder_label(gt: Path, gt_kind: str, mask: Path | None = None) -> np.ndarray:
+    """Disparity label (H, W), NaN where the file has no value or the mask file says not to use it."""
     raw = read_ground_truth(gt)
+    keep = _read_mask(mask)
+    if keep is not None:
+        if keep.shape != raw.shape:
+            raise TrainDataError(f"mask {mask} is {keep.shape[1]}x{keep.shape[0]} but ground truth {gt.name} "
+                                 f"is {raw.shape[1]}x{raw.shape[0]}; they must have the same size")
+        raw = np.where(keep, raw, np.nan)
     return depth_to_disparity(raw) if gt_kind == "depth" else normalise_disparity(raw)
 
 
-def _folder_loader(image: Path, gt: Path, gt_kind: str) -> Callable[[], Sample]:
+def _folder_loader(image: Path, gt: Path, gt_kind: str, mask: Path | None) -> Callable[[], Sample]:
     def load() -> Sample:
         rgb = decode_image(image).rgb
-        raw = read_ground_truth(gt)
-        if raw.shape != rgb.shape[:2]:
-            raise TrainDataError(f"ground truth {gt.name} is {raw.shape[1]}x{raw.shape[0]} but image {image.name} "
-                                 f"is {rgb.shape[1]}x{rgb.shape[0]}; they must have the same size")
-        label = depth_to_disparity(raw) if gt_kind == "depth" else normalise_disparity(raw)
+        label = _folder_label(gt, gt_kind, mask)
+        if label.shape != rgb.shape[:2]:
+            raise TrainDataError(f"ground truth {gt.name} is {label.shape[1]}x{label.shape[0]} but image "
+                                 f"{image.name} is {rgb.shape[1]}x{rgb.shape[0]}; they must have the same size")
         return from_numpy(rgb, label, np.isfinite(label))
     return load
 
@@ -162,13 +131,12 @@ def folder_items(root: str | Path, gt_kind: str = "depth") -> list[TrainItem]:
     if not root.is_dir():
         raise TrainDataError(f"data folder {root} does not exist; give a folder of images with same-named ground truth")
     items = []
-    for image in _image_files(root):
-        gt = _find_gt(image)
-        if gt is None:
-            continue
-        items.append(TrainItem(image.stem, "labelled", _folder_loader(image, gt, gt_kind),
-                               sha256=_sha256(image, gt), source="folder", extra={"path": str(image)},
-                               has_label_pixels=lambda gt=gt: bool(np.isfinite(_folder_label(gt, gt_kind)).any())))
+    for image, gt in layout.image_ground_truth_pairs(root):
+        mask = layout.find_mask(image)
+        files = (image, gt) if mask is None else (image, gt, mask)
+        items.append(TrainItem(image.stem, "labelled", _folder_loader(image, gt, gt_kind, mask),
+                               sha256=_sha256(*files), source="folder", extra={"path": str(image)},
+                               has_label_pixels=lambda gt=gt, m=mask: bool(np.isfinite(_folder_label(gt, gt_kind, m)).any())))
     if not items:
         raise TrainDataError(f"no image/ground-truth pairs in {root}: put e.g. a.jpg beside a.npy (depth) "
                              f"or use images/ + depth/ subfolders")
@@ -183,7 +151,7 @@ def unlabelled_items(root: str | Path) -> list[TrainItem]:
     def loader(p: Path):
         return lambda: from_numpy(decode_image(p).rgb)
     return [TrainItem(p.stem, "pseudo", loader(p), sha256=_sha256(p), source="unlabelled", extra={"path": str(p)})
-            for p in _image_files(root)]
+            for p in layout.image_files(root)]
 
 
 # ----------------------------------------------------------------------------- checks
