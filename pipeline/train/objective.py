@@ -3,7 +3,8 @@
     L = L_labelled + L_pseudo + feature_weight * L_feat + ranking_weight * L_rank
     L_labelled = affine-invariant + gradient_weight x gradient matching        (V2)
     L_pseudo   = the same with `trim` (10 %) on the affine term, CutMix-weighted by area (V1)
-    L_feat     = 1 - cos(student, frozen DINOv2) over positions below alpha, pseudo images only (V1)
+    L_feat     = 1 - cos(student, frozen DINOv2) over positions below alpha, pseudo images only (V1),
+                 and only over tokens whose patch is mostly (> 50 %) valid in the store's mask
     L_rank     = ranking loss on the store's point pairs (own-image pixels only)
 
 Each term is a mean over the samples of the *global* batch that have something to score. Under
@@ -13,13 +14,27 @@ yields exactly the gradient of the global mean, however unevenly the samples fal
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
+from ..config import PATCH_SIZE
 from . import losses
 from .batches import Batch
 from .distributed import DistContext, all_reduce_sum
 from .train_config import TrainConfig
 
 TERMS = ("labelled", "pseudo", "feature", "ranking")
+
+
+def token_mask(masks: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """Pixel masks (B, H, W) bool -> (B, N) bool over the encoder's (H/14, W/14) token grid,
+    row-major like the patch tokens. Rule: a token counts when more than half of the pixels of
+    its 14x14 patch are valid (exactly half does not)."""
+    b, h, w = masks.shape
+    gh, gw = h // PATCH_SIZE, w // PATCH_SIZE
+    if gh * gw != n_tokens:
+        raise ValueError(f"{n_tokens} tokens do not tile a {h}x{w} mask in {PATCH_SIZE}-pixel patches")
+    share = F.adaptive_avg_pool2d(masks.float().unsqueeze(1), (gh, gw))               # (B, 1, gh, gw)
+    return (share > 0.5).flatten(1)                                                   # (B, N)
 
 
 def per_sample_terms(pred: torch.Tensor, feats: torch.Tensor | None, frozen: torch.Tensor | None,
@@ -35,9 +50,12 @@ def per_sample_terms(pred: torch.Tensor, feats: torch.Tensor | None, frozen: tor
     has_own = losses.valid_mask(b.labels, b.masks).flatten(1).any(1)
     out = {"labelled": (labelled, lab & has_own), "pseudo": (pseudo, ps & (has_a | has_b))}
     if feats is not None and frozen is not None and cfg.feature_weight > 0:
+        seen = torch.where(b.box, b.masks, b.masks_b)        # (B, S, S) valid pixels of the (mixed) input
+        tokens = token_mask(seen, feats.shape[1])                                     # (B, N)
         vals = torch.stack([losses.feature_alignment_loss(feats[i:i + 1].float(), frozen[i:i + 1].float(),
-                                                          alpha=cfg.feature_alpha) for i in range(len(b))])
-        out["feature"] = (vals, ps.clone())
+                                                          alpha=cfg.feature_alpha, mask=tokens[i:i + 1])
+                            for i in range(len(b))])
+        out["feature"] = (vals, ps & tokens.any(1))                  # pseudo images with a token to align
     if cfg.ranking_weight > 0 and bool((b.pairs[..., 4] > 0).any()):
         rank_mask = torch.isfinite(b.labels) & b.masks & b.box
         vals = losses.ranking_loss(pred, b.pairs, rank_mask, reduction="none")

@@ -16,14 +16,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints import load_model
+from ..checkpoints import convert_official_state_dict, load_model, read_checkpoint
 from ..config import PATCH_SIZE, ModelConfig
 from ..errors import CheckpointError
 from ..model import DepthAnything
 from ..model.encoder import DinoV2Encoder
 from .train_config import TrainConfig
 
-ENCODER_PREFIXES = ("encoder.pretrained.", "pretrained.", "backbone.", "module.", "encoder.")
+ENCODER_PREFIXES = ("encoder.pretrained.", "pretrained.", "backbone.", "encoder.")
 
 
 class StudentForward(nn.Module):
@@ -50,27 +50,14 @@ class StudentForward(nn.Module):
         return out.squeeze(1), feats[-1]
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def encoder_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """DINOv2 weights in timm's key layout (no prefix), from an official DINOv2 file or a Depth
+    Anything one. Read by pipeline.checkpoints (weights-only loading, wrapper dicts, vitg SwiGLU
+    `mlp.w12/w3` -> `mlp.fc1/fc2`), so every format a checkpoint may come in is read the same way."""
     if not path.is_file():
         raise CheckpointError(f"encoder weights {path} not found; give a DINOv2 .pth/.safetensors file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:          # corrupt / foreign file: one clear line
-        raise CheckpointError(f"cannot read encoder weights {path}: {e}") from e
-    for key in ("model", "state_dict", "teacher"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-    return sd
-
-
-def encoder_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """DINOv2 weights in timm's key layout (no prefix), from an official DINOv2 file or a Depth Anything one."""
     out = {}
-    for k, v in _read_state_dict(path).items():
+    for k, v in convert_official_state_dict(read_checkpoint(path).state_dict).items():
         if k.startswith("depth_head.") or k == "mask_token" or k.endswith(".mask_token"):
             continue
         for prefix in ENCODER_PREFIXES:
