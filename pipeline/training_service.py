@@ -128,7 +128,7 @@ class TrainingService:
         self.settings = settings
         self.depth = depth                                   # pipeline.depth_service.DepthService
         self.db_path = Path(store.path)
-        self.runs_dir = settings.data_dir / "runs"
+        self.runs_dir = settings.runs_dir
         self.data_root = Path(data_root).expanduser().resolve() if data_root else settings.allowed_import_root
         self.data_root.mkdir(parents=True, exist_ok=True)
         self.device = device if device is not None else settings.device

@@ -18,13 +18,12 @@ from pipeline.settings import COLORMAPS
 
 from . import banner
 from .components import passthrough_image
-from .gpu import gpu
+from .gpu import CONCURRENCY_ID, gpu
 from .summary import format_summary
 
 TITLE = "Depth"
 REQUIRES = ("depth",)
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
-GPU_CONCURRENCY_ID = "gpu"           # shared by every event that runs a network
 
 
 def example_images() -> list[str]:
@@ -137,7 +136,7 @@ def build(services, banner_box: gr.HTML) -> DepthHandlers:
 
     run.click(h.predict, [image, model, input_size, cmap, focal, voxel, outliers],
               [slider, depth16, npy, ply, summary, view], api_name="predict",
-              concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=settings.gpu_concurrency,
+              concurrency_id=CONCURRENCY_ID, concurrency_limit=settings.gpu_concurrency,
               ).success(h.show, [view], [gray, color_png, cloud, banner_box, summary_text],
                         api_visibility="private", queue=False)
     model.change(h.model_info, [model], [model_info], api_name="model_info", concurrency_limit=4)

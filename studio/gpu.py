@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 
+CONCURRENCY_ID = "gpu"      # the one concurrency group of every event that runs a network
+
 
 def spaces_available() -> bool:
     return importlib.util.find_spec("spaces") is not None

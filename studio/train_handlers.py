@@ -12,6 +12,8 @@ import pandas as pd
 from pipeline.errors import StudioError
 from pipeline.training_service import RunSettings, run_name_of
 
+from .gpu import gpu
+
 RUN_HEADERS = ["job", "run", "status", "step", "of", "started", "error"]
 CKPT_HEADERS = ["id", "model", "encoder", "step", "last loss", "held-out AbsRel", "held-out δ1", "job", "created",
                 "path"]
@@ -89,8 +91,10 @@ def run_choices(runs) -> list[tuple[str, int]]:
 class TrainHandlers:
     """`service` is a pipeline.training_service.TrainingService."""
 
-    def __init__(self, service):
+    def __init__(self, service, compare=None):
         self.service = service
+        # Comparisons run two networks: on ZeroGPU they need a GPU for the call, like /predict.
+        self.run_compare = compare or gpu(service.compare, duration=120)
 
     # ---- start ----------------------------------------------------------------------
     def start(self, name, init, encoder, steps, batch_size, lr_encoder, decoder_lr_mult, ratio, input_size,
@@ -176,7 +180,7 @@ class TrainHandlers:
 
     def _compare(self, teacher, student, kwargs, input_size, progress):
         try:
-            res = self.service.compare(teacher, student, input_size=int(input_size or 0) or None,
+            res = self.run_compare(teacher, student, input_size=int(input_size or 0) or None,
                                        progress=lambda f, msg: progress(f, desc=msg), **kwargs)
         except StudioError as e:
             raise _error(e, "Cannot compare") from None

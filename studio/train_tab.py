@@ -18,6 +18,7 @@ import gradio as gr
 
 from pipeline.config import ENCODERS
 
+from .gpu import CONCURRENCY_ID
 from .train_handlers import CKPT_HEADERS, COMPARE_HEADERS, POLL_S, RUN_HEADERS, TrainHandlers
 
 TITLE = "Train"
@@ -25,7 +26,6 @@ REQUIRES = ("training",)
 GALLERY_CSS = ("#train-compare-gallery .thumbnail-item {aspect-ratio: auto !important; height: auto !important}"
                " #train-compare-gallery .thumbnail-item img {height: auto !important}"
                " #train-compare-gallery .grid-container {grid-auto-rows: auto !important}")   # wide rows, not squares
-GPU_CONCURRENCY_ID = "gpu"                  # the depth tab's shared limit: comparisons run networks
 
 
 def _form(h: TrainHandlers, service) -> dict:
@@ -139,7 +139,7 @@ def build(services, banner_box: gr.HTML) -> TrainHandlers:
     timer.tick(h.poll, [r["job"]], poll_out, api_name="train_status", queue=False)
     c["refresh"].click(h.checkpoints, None, [r["checkpoints"]], api_name="train_checkpoints").then(
         h.model_choices, None, [c["teacher"], c["student"]], api_visibility="private")
-    gpu = dict(concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=services.settings.gpu_concurrency)
+    gpu = dict(concurrency_id=CONCURRENCY_ID, concurrency_limit=services.settings.gpu_concurrency)
     c["run"].click(h.compare, [c["teacher"], c["student"], c["fraction"], c["max_images"], c["input_size"]],
                    [c["table"], c["gallery"], c["summary"]], api_name="train_compare", **gpu)
     c["sample"].click(h.compare_sample, [c["teacher"], c["student"], c["input_size"]],

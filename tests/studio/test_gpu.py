@@ -26,3 +26,18 @@ def test_with_spaces_the_function_is_wrapped_with_a_duration(monkeypatch):
     monkeypatch.setattr(g, "spaces_available", lambda: True)
     wrapped = g.gpu(work, duration=30)
     assert calls == [(work, 30)] and wrapped(1) == ("on gpu", 2)
+
+
+def test_every_network_call_of_the_studio_goes_through_gpu(monkeypatch):
+    """/predict and the teacher-vs-student comparison both get a GPU on ZeroGPU."""
+    from studio import depth_tab, train_handlers
+
+    wrapped = []
+    fake = lambda fn, duration=60: wrapped.append(fn.__name__) or fn   # noqa: E731
+    monkeypatch.setattr(depth_tab, "gpu", fake)
+    monkeypatch.setattr(train_handlers, "gpu", fake)
+    service = types.SimpleNamespace(infer=lambda *a: None, compare=lambda *a: None)
+    service.infer.__name__, service.compare.__name__ = "infer", "compare"
+    depth_tab.DepthHandlers(service)
+    train_handlers.TrainHandlers(service)
+    assert wrapped == ["infer", "compare"]
