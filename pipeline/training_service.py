@@ -32,12 +32,12 @@ from .errors import ConfigError, StudioError
 from .jobs import JobInfo
 from .settings import StudioSettings
 from .store import Store
+from .train import state as train_state
+from .train.errors import ResumeError
 
 JOB_KIND = "train"
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CURVE_SKIP = ("lr", "images_per_s", "eta_s", "throughput")     # job metrics that are not losses
-FINAL_FILE = "final.safetensors"      # pipeline/train/state.py
-METRICS_FILE = "metrics.jsonl"
 
 
 class TrainingServiceError(StudioError):
@@ -104,20 +104,12 @@ def config_argv(cfg) -> list[str]:
 
 
 def _run_metrics(out_dir: Path) -> list[dict]:
-    """The run folder's metrics.jsonl (one row per logged step; a resume truncates it first)."""
-    import json
-    path = out_dir / METRICS_FILE
-    if not path.is_file():
+    """The run folder's metrics rows (pipeline.train.state owns the file; a line being written is skipped)."""
+    try:
+        rows = train_state.read_metrics(out_dir)
+    except ResumeError:                                 # damaged mid-file: the page shows no curve, not an error
         return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue                                    # a line being written right now
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
-            rows.append(row)
-    return rows
+    return [row for row in rows if isinstance(row.get("step"), int)]
 
 
 class TrainingService:
@@ -336,7 +328,7 @@ class TrainingService:
         with self._register_lock:
             known = {str(Path(c.path).resolve()) for c in self.store.list_checkpoints()}
             for info in jobs.list_jobs(self.db_path, kind=JOB_KIND, limit=200):
-                final = Path(info.params.get("out_dir") or "") / FINAL_FILE
+                final = Path(info.params.get("out_dir") or "") / train_state.FINAL_FILE
                 if not final.is_file() or str(final.resolve()) in known:     # final = training finished
                     continue
                 added.append(self._register(info, final).id)

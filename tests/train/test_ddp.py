@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from train_helpers import ROOT, cli_dispatcher_ok, one_thread, quiet, state_dict_of, tiny_config  # noqa: F401
+from train_helpers import ROOT, one_thread, quiet, state_dict_of, tiny_config  # noqa: F401
 
 from pipeline.checkpoints import load_model, save_checkpoint, untrained_model
 from pipeline.config import ModelConfig
@@ -53,7 +53,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     args = ["--data", str(labelled), "--unlabelled", str(unlabelled), "--teacher", str(teacher),
             "--encoder", "vitt", "--steps", "3", "--batch-size", "2", "--input-size", "28", "--lr", "1e-4",
             "--save-every", "100", "--device", "cpu", "--seed", "0", "--out", str(out), "--threads", "1"]
-    target = ["-m", "pipeline", "train"] if cli_dispatcher_ok() else [str(ROOT / "tests/train/train_entry.py")]
+    target = ["-m", "pipeline", "train"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                            *target, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=500)

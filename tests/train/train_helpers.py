@@ -51,12 +51,6 @@ def run_cli(args: list[str], *, timeout: float = 300, env_extra: dict | None = N
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
 
 
-def cli_dispatcher_ok() -> bool:
-    """Always True: `python -m pipeline` imports only the command it runs. Kept only because
-    tests/train/test_ddp.py (not owned here) still imports it; remove it with that import."""
-    return True
-
-
 def state_dict_of(path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
     return load_file(str(path))
