@@ -5,7 +5,7 @@ The studio (or any caller) never runs long work inside a request. It calls
 which records the job (store `jobs` table) and spawns
     python -m pipeline <argv...> --db DB --job-id ID
 in a new session (own process group), stdout+stderr appended to `<db stem>-jobs/<ID>.log`.
-Inside that process the command reports through `JobReporter(db_path, job_id)`.
+Inside that process the command reports through `pipeline.job_reporter.JobReporter(db_path, job_id)`.
 With `launcher=torchrun(N)` (kept in the job's params, so a resume reuses it) the process is
     python -m torch.distributed.run --standalone --nproc-per-node=N -m pipeline <argv...> --db DB --job-id ID
 the job's pid is the launcher's; only rank 0 reports (the command's business). Cancel signals the
@@ -347,108 +347,3 @@ def wait_for(db_path, job_id: int, *, timeout: float = 60.0, poll: float = 0.2) 
 
 
 # ---------------------------------------------------------------------------- inside the job
-class JobReporter:
-    """Used by a command running as job `job_id`: progress, logs, metrics, cancel, finish.
-
-        with JobReporter(db, job_id) as rep:       # finishes 'done' / 'failed' / 'cancelled'
-            for i, item in enumerate(items):
-                if rep.should_stop(): break
-                ...
-                rep.progress(i + 1, len(items), loss=0.3)
-
-    progress() writes at most every `min_interval` s (and always when done == total, and on
-    finish), adding `throughput` (items/s in this process) to the metrics and appending the
-    metrics to the history. SIGTERM (sent by cancel_job) sets should_stop(); a second SIGTERM
-    kills the process at once.
-    """
-
-    def __init__(self, db_path, job_id: int, *, min_interval: float = 0.5, handle_sigterm: bool = True):
-        self.store = Store(db_path)
-        self.db_path = db_path
-        self.job_id = int(job_id)
-        self.min_interval = float(min_interval)
-        self._stop = False
-        self._last_write = float("-inf")
-        self._last_check = float("-inf")
-        self._pending: tuple | None = None
-        self._t0: tuple[float, int] | None = None       # (time, done) at the first progress
-        self._finished = False
-        _get(self.store, self.job_id)
-        if handle_sigterm:
-            signal.signal(signal.SIGTERM, self._on_sigterm)
-
-    def _on_sigterm(self, signum, frame) -> None:
-        if self._stop:                                   # second request: stop now
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-        self._stop = True
-
-    def should_stop(self) -> bool:
-        """True once cancel was asked: SIGTERM, or the job's status seen as 'cancelling' (read
-        at each progress write, and here at most every `min_interval` s)."""
-        import time
-        now = time.monotonic()
-        if not self._stop and now - self._last_check >= self.min_interval:
-            self._last_check = now
-            self._stop = self.store.get_job(self.job_id).status == "cancelling"
-        return self._stop
-
-    def progress(self, done: int, total: int | None = None, *, message: str | None = None,
-                 **metrics: float) -> None:
-        import time
-        now = time.monotonic()
-        if self._t0 is None:
-            self._t0 = (now, int(done))
-        elif now > self._t0[0] and done > self._t0[1]:
-            metrics["throughput"] = (done - self._t0[1]) / (now - self._t0[0])
-        self._pending = (int(done), total, message, dict(metrics))
-        last = total is not None and done >= total
-        if last or now - self._last_write >= self.min_interval:
-            self._flush(now)
-
-    def _flush(self, now: float | None = None) -> None:
-        import time
-        if self._pending is None:
-            return
-        done, total, message, metrics = self._pending
-        job = self.store.update_progress(self.job_id, done, total=total, message=message,
-                                         metrics=metrics or None)
-        if metrics:
-            self.store.append_metrics(self.job_id, done, metrics)
-        if job.status == "cancelling":
-            self._stop = True
-        self._pending = None
-        self._last_write = time.monotonic() if now is None else now
-
-    def record_metrics(self, step: int, **values: float) -> None:
-        """Append one step of metric history at once (e.g. a loss curve point); not throttled."""
-        self.store.append_metrics(self.job_id, int(step), values)
-
-    def log(self, line: str) -> None:
-        """A line in the job's log (the store) and on stdout (the log file)."""
-        print(line, flush=True)
-        self.store.append_log(self.job_id, str(line))
-
-    def finish(self, status: str = "done", error: str | None = None, result: dict | None = None) -> None:
-        """Write the last progress, end the job, and let the next queued job start."""
-        if self._finished:
-            return
-        self._flush()
-        job = self.store.get_job(self.job_id)
-        if not job.finished:
-            self.store.finish_job(self.job_id, status, error=error, result=result)
-        self._finished = True
-        with contextlib.suppress(Exception):      # scheduling the next one must not fail this one
-            refresh(self.db_path)
-
-    def __enter__(self) -> JobReporter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None:
-            self.finish("cancelled" if self._stop else "done")
-        elif isinstance(exc, KeyboardInterrupt):
-            self.finish("cancelled", error="interrupted")
-        else:
-            self.finish("failed", error=f"{type(exc).__name__}: {exc}")
-        return False

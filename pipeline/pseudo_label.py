@@ -143,7 +143,7 @@ def run_pseudo_label(store: Store, predictor: Predictor, *, limit: int | None = 
                      overlap: bool | None = None) -> PseudoLabelSummary:
     """Pseudo-label every image `predictor`'s model has not done yet (or `image_ids`).
 
-    reporter: a `jobs.JobReporter` (progress, logs, cancel) or None. Per-image user errors
+    reporter: a `job_reporter.JobReporter` (progress, logs, cancel) or None. Per-image user errors
     (an undecodable file) are logged and skipped. overlap (default: on for CUDA): score and
     write image k on a second thread while the device predicts image k+1, so the store does
     not stall the GPU; a kill then loses at most the two images in flight (never a half one).

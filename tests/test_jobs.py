@@ -18,6 +18,7 @@ from PIL import Image
 from pipeline import jobs
 from pipeline.checkpoints import save_checkpoint
 from pipeline.config import ModelConfig
+from pipeline.job_reporter import JobReporter
 from pipeline.model import DepthAnything
 from pipeline.store import Store
 
@@ -143,7 +144,7 @@ def test_reporter_throttles_keeps_the_last_and_sees_cancel(tmp_path, monkeypatch
     store.claim_job(job.id, os.getpid())
     clock = iter(np.arange(0.0, 100.0, 0.1))                     # 0.1 s per call
     monkeypatch.setattr(time, "monotonic", lambda: float(next(clock)))
-    rep = jobs.JobReporter(db, job.id, min_interval=0.5, handle_sigterm=False)
+    rep = JobReporter(db, job.id, min_interval=0.5, handle_sigterm=False)
     for i in range(1, 21):
         rep.progress(i, 20, loss=1.0 / i)
     steps = sorted({s for s, _, _ in store.job_metrics(job.id, "loss")})
@@ -169,7 +170,7 @@ def test_reporter_polls_the_status_in_should_stop(tmp_path):
     store = Store(db)
     job = store.create_job("pseudo_label", ["pseudo-label"])
     store.claim_job(job.id, os.getpid())
-    rep = jobs.JobReporter(db, job.id, min_interval=0.0, handle_sigterm=False)
+    rep = JobReporter(db, job.id, min_interval=0.0, handle_sigterm=False)
     assert not rep.should_stop()
     store.request_cancel(job.id)
     assert rep.should_stop()
@@ -183,7 +184,7 @@ def test_reporter_sigterm_sets_should_stop_and_exception_fails_the_job(tmp_path)
     old = signal.getsignal(signal.SIGTERM)
     try:
         with pytest.raises(RuntimeError):
-            with jobs.JobReporter(db, job.id, min_interval=3600) as rep:
+            with JobReporter(db, job.id, min_interval=3600) as rep:
                 assert not rep.should_stop()
                 os.kill(os.getpid(), signal.SIGTERM)
                 assert rep.should_stop()

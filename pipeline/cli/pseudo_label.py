@@ -67,7 +67,7 @@ def _predictor(args) -> Predictor:
 
 
 def _run_as_job(args, store, db: Path) -> int:
-    from ..jobs import JobReporter
+    from ..job_reporter import JobReporter
     from ..pseudo_label import run_pseudo_label
 
     with JobReporter(db, args.job_id) as rep:

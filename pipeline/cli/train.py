@@ -112,7 +112,7 @@ def _reporter(args, cfg: TrainConfig):
         return None
     if not cfg.db:
         raise ConfigError("--job-id needs --db (the store that holds the job)")
-    from ..jobs import JobReporter
+    from ..job_reporter import JobReporter
     return JobReporter(cfg.db, args.job_id, handle_sigterm=False)     # the recipe handles SIGTERM
 
 

@@ -1,6 +1,6 @@
 """The teacher-student training recipe: setup, train loop, save, cleanup (read top to bottom).
 
-    recipe = Recipe(cfg, reporter=reporter)   # reporter: pipeline.jobs.JobReporter or None
+    recipe = Recipe(cfg, reporter=reporter)   # reporter: pipeline.job_reporter.JobReporter or None
     result = recipe.run(resume=False)         # setup() -> train() -> cleanup()
 
 setup   joins DDP (torchrun), gathers the data (store and/or folder), builds the student,
