@@ -86,7 +86,7 @@ def interleaved(variants: dict, x: torch.Tensor, reps: int) -> dict[str, list[fl
             fn(x)
         for _ in range(reps):
             for name, fn in variants.items():
-                times[name].append(_seconds(lambda: fn(x)))
+                times[name].append(_seconds(lambda fn=fn: fn(x)))
     return times
 
 
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     for name, ts in times.items():
         print(_row(name, ts, gflop, peak, hf_med))
     ours, theirs = times["ours, exact (optimize_for_inference)"], times["transformers (sdpa)"]
-    paired = statistics.median(t / o for o, t in zip(ours, theirs))   # per interleaved round
+    paired = statistics.median(t / o for o, t in zip(ours, theirs, strict=True))   # per interleaved round
     print(f"exact path vs transformers: {hf_med / statistics.median(ours):.2f}x on medians, "
           f"{paired:.2f}x median of per-round ratios, {min(theirs) / min(ours):.2f}x on best times "
           f"(target >= 1.25x)")

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
 from ..config import INTERPOLATE_OFFSET, PATCH_SIZE, EncoderSpec
+from ..errors import ConfigError
 
 
 def build_timm_vit(spec: EncoderSpec) -> nn.Module:

@@ -17,8 +17,8 @@ import warnings
 import torch
 from torch import nn
 
-from ..errors import ConfigError
 from ..config import PATCH_SIZE
+from ..errors import ConfigError
 from .depth_anything import DepthAnything
 from .inference_encoder import inference_blocks
 from .inference_head import InferenceHead
