@@ -15,6 +15,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 UPLOAD_CAP_MB = 5
+CHROMIUM = "/usr/bin/chromium"          # Debian's package; a Playwright-downloaded browser cannot be had here
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]      # WebGL via SwiftShader
 
 
 def _load_images_module():
@@ -103,3 +107,37 @@ def client_for(tmp_path):
     def make(app: RunningApp):
         return Client(app.url, download_files=str(tmp_path / "downloads"), verbose=False)
     return make
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Chromium for the whole session (../shared/BROWSER-TESTS.md). Missing: skip, but fail under CI."""
+    if not Path(CHROMIUM).exists():
+        message = "Debian's chromium is not installed (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_page(chromium):
+    """`open_page(height=1100)` -> a fresh page; the test fails if any page raised a JavaScript error."""
+    contexts, errors = [], []
+
+    def make(height: int = 1100):
+        context = chromium.new_context(viewport={"width": 1400, "height": height})
+        context.add_init_script("delete Navigator.prototype.gpu;")   # Babylon falls back to WebGL quietly
+        page = context.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        contexts.append(context)
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+    assert errors == [], errors

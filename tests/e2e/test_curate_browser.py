@@ -18,10 +18,6 @@ from PIL import Image
 pytestmark = pytest.mark.e2e
 
 HERE = Path(__file__).resolve().parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 H, W = 120, 160
 
 
@@ -65,27 +61,9 @@ def curate_studio(tmp_path_factory):
     launch.stop_app(app)
 
 
-@pytest.fixture(scope="module")
-def curate_chromium():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
-def curate_page(curate_chromium):
-    context = curate_chromium.new_context(viewport={"width": 1400, "height": 1400})
-    context.add_init_script("delete Navigator.prototype.gpu;")
-    pg = context.new_page()
-    errors = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    context.close()
-    assert errors == [], errors
+def curate_page(open_page):
+    return open_page(1400)
 
 
 def wait_until(check, timeout=30.0):

@@ -12,34 +12,12 @@ from PIL import Image
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]      # WebGL via SwiftShader
 EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "examples" / "chelsea.jpg"
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
-def studio_page(chromium):
-    context = chromium.new_context(viewport={"width": 1400, "height": 1100})
-    context.add_init_script("delete Navigator.prototype.gpu;")       # Babylon falls back to WebGL quietly
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    yield page
-    context.close()
-    assert errors == [], errors
+def studio_page(open_page):
+    return open_page(1100)
 
 
 def drawn_share(png: bytes) -> float:

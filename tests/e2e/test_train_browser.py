@@ -20,10 +20,6 @@ from PIL import Image
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 HERE = Path(__file__).resolve().parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 RUN = "browser-run"
 
 
@@ -64,26 +60,9 @@ def train_studio(tmp_path_factory):
     launch.stop_app(app)
 
 
-@pytest.fixture(scope="module")
-def train_chromium():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
-def train_page(train_chromium):
-    context = train_chromium.new_context(viewport={"width": 1400, "height": 1400})
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    yield page
-    context.close()
-    assert errors == [], errors
+def train_page(open_page):
+    return open_page(1400)
 
 
 def fill(page, elem_id: str, value: str) -> None:
