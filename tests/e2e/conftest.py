@@ -141,3 +141,22 @@ def open_page(chromium):
     for context in contexts:
         context.close()
     assert errors == [], errors
+
+
+@pytest.fixture(scope="session")
+def app_runner():
+    """`start_app` / `stop_app` for test modules that launch an app of their own configuration."""
+    import types
+    return types.SimpleNamespace(start=start_app, stop=stop_app)
+
+
+@pytest.fixture(scope="session")
+def vitt_checkpoint(tmp_path_factory) -> Path:
+    """A tiny untrained `vitt` checkpoint in the project format (fast to load and run)."""
+    import torch
+
+    from pipeline.checkpoints import save_checkpoint, untrained_model
+    from pipeline.config import ModelConfig
+    torch.manual_seed(0)
+    return save_checkpoint(untrained_model(ModelConfig(encoder="vitt")).model,
+                           tmp_path_factory.mktemp("vitt") / "vitt.safetensors", model_id="tiny-vitt")

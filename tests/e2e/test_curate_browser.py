@@ -5,11 +5,8 @@ launched with --db on it. Checks are made in the page AND in the store.
 """
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,16 +14,7 @@ from PIL import Image
 
 pytestmark = pytest.mark.e2e
 
-HERE = Path(__file__).resolve().parent
 H, W = 120, 160
-
-
-def _e2e_conftest():
-    spec = importlib.util.spec_from_file_location("curate_e2e_launch", HERE / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module                 # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def scene() -> tuple[bytes, np.ndarray]:
@@ -39,26 +27,18 @@ def scene() -> tuple[bytes, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def curate_studio(tmp_path_factory):
+def curate_studio(tmp_path_factory, app_runner, vitt_checkpoint):
     """app.py on a store holding one pseudo-labelled image, with a tiny vitt checkpoint."""
-    import torch
-
-    from pipeline.checkpoints import save_checkpoint, untrained_model
-    from pipeline.config import ModelConfig
     from pipeline.store import Store
     work = tmp_path_factory.mktemp("curate_studio")
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(untrained_model(ModelConfig(encoder="vitt")).model, work / "vitt.safetensors",
-                           model_id="tiny-vitt")
     db = work / "labels.db"
     store = Store(db)
     data, disparity = scene()
     rec, _ = store.add_image(data, "floor.png", width=W, height=H)
     store.add_prediction(rec.id, "teacher", "disparity", disparity, confidence=0.4)
-    launch = _e2e_conftest()
-    app = launch.start_app(work, ["--checkpoint", str(ckpt), "--db", str(db)])
+    app = app_runner.start(work, ["--checkpoint", str(vitt_checkpoint), "--db", str(db)])
     yield app, db, rec.id
-    launch.stop_app(app)
+    app_runner.stop(app)
 
 
 @pytest.fixture

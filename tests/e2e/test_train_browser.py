@@ -6,11 +6,9 @@ depth pairs in a folder under the import root); most of its time is Python and t
 """
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +17,7 @@ from PIL import Image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-HERE = Path(__file__).resolve().parent
 RUN = "browser-run"
-
-
-def _e2e_conftest():
-    spec = importlib.util.spec_from_file_location("train_e2e_launch", HERE / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module                 # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_pairs(folder: Path) -> None:
@@ -43,21 +32,13 @@ def write_pairs(folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def train_studio(tmp_path_factory):
+def train_studio(tmp_path_factory, app_runner, vitt_checkpoint):
     """app.py with a tiny vitt checkpoint and a folder of image/depth pairs under its import root."""
-    import torch
-
-    from pipeline.checkpoints import save_checkpoint, untrained_model
-    from pipeline.config import ModelConfig
     work = tmp_path_factory.mktemp("train_studio")
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(untrained_model(ModelConfig(encoder="vitt")).model, work / "vitt.safetensors",
-                           model_id="tiny-vitt")
     write_pairs(work / "data" / "import" / "pairs")
-    launch = _e2e_conftest()
-    app = launch.start_app(work, ["--checkpoint", str(ckpt), "--device", "cpu"])
+    app = app_runner.start(work, ["--checkpoint", str(vitt_checkpoint), "--device", "cpu"])
     yield app
-    launch.stop_app(app)
+    app_runner.stop(app)
 
 
 @pytest.fixture
