@@ -28,6 +28,13 @@ def build_timm_vit(spec: EncoderSpec) -> nn.Module:
     )
 
 
+def check_input_size(x: torch.Tensor) -> None:
+    """The network needs height and width that are multiples of the patch size."""
+    if x.shape[-2] % PATCH_SIZE or x.shape[-1] % PATCH_SIZE:
+        raise ConfigError(f"input size {tuple(x.shape[-2:])} is not a multiple of {PATCH_SIZE}; resize "
+                          f"it with pipeline.preprocess.prepare (height and width must be multiples of {PATCH_SIZE})")
+
+
 def interpolate_pos_embed(pos_embed: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
     """Official DINOv2 resampling of a (1, 1 + N, C) position embedding to grid_h x grid_w patches."""
     n = pos_embed.shape[1] - 1
@@ -82,9 +89,7 @@ class DinoV2Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
         """Normalised patch tokens (class token dropped) after each block in `layers`: [(B, h*w, C)]."""
-        if x.shape[-2] % PATCH_SIZE or x.shape[-1] % PATCH_SIZE:
-            raise ConfigError(f"input size {tuple(x.shape[-2:])} is not a multiple of {PATCH_SIZE}; resize "
-                              f"it with pipeline.preprocess.prepare (height and width must be multiples of {PATCH_SIZE})")
+        check_input_size(x)
         vit = self.pretrained
         t = self.tokens(x)
         wanted = set(layers)

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from ..config import PATCH_SIZE
-from ..errors import ConfigError
 from .depth_anything import DepthAnything
+from .encoder import check_input_size
 from .inference_encoder import inference_blocks
 from .inference_head import InferenceHead
 
@@ -56,9 +56,7 @@ class InferenceDepthAnything(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2] % PATCH_SIZE or x.shape[-1] % PATCH_SIZE:
-            raise ConfigError(f"input size {tuple(x.shape[-2:])} is not a multiple of {PATCH_SIZE}; resize "
-                              f"it with pipeline.preprocess.prepare (height and width must be multiples of {PATCH_SIZE})")
+        check_input_size(x)
         grid_h, grid_w = x.shape[-2] // PATCH_SIZE, x.shape[-1] // PATCH_SIZE
         with torch.inference_mode():
             out = self.head(self.encode(x), grid_h, grid_w)              # (B, 1, H, W)
