@@ -6,6 +6,11 @@ Two rewrites, both exact up to float rounding (they only reassociate additions/p
   * The residual add fused into the GEMM: x += b' then x += h W'^T via an in-place addmm,
     which removes the residual add and the bias-broadcast copy of proj and fc2.
 Blocks of another shape (q/k norms, gates, an unknown MLP) are kept as they are.
+
+On an AVX2 CPU in float32 the block runs on the native kernels (native_kernels.py): the four
+linear layers as packed-weight GEMMs with the bias, the GELU and the residual add in their
+epilogues, and the attention read straight out of the qkv projection. Same mathematics, float32
+rounding differences only; anywhere else (CUDA, autocast, no compiler) the PyTorch ops below run.
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from timm.layers import GluMlp, LayerScale, Mlp
 from torch import nn
+
+from . import native_kernels
 
 
 def _gamma(ls: nn.Module, dim: int, like: torch.Tensor) -> torch.Tensor:
@@ -60,8 +67,15 @@ class InferenceBlock(nn.Module):
             self.register_buffer("proj_b", _bias(attn.proj, dim) * g1)
             self.register_buffer("fc2_w", mlp.fc2.weight * g2[:, None])
             self.register_buffer("fc2_b", _bias(mlp.fc2, dim) * g2)
+        self.native_ok = (type(mlp) is Mlp and isinstance(mlp.act, nn.GELU) and mlp.act.approximate == "none"
+                          and isinstance(mlp.norm, nn.Identity) and dim % self.num_heads == 0
+                          and (dim // self.num_heads) % native_kernels.NR == 0)
+        self._packed: dict[str, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernels = native_kernels.load() if self.native_ok and native_kernels.usable(x) else None
+        if kernels is not None and self.proj_w.device.type == "cpu" and self.proj_w.dtype == torch.float32:
+            return self._forward_native(kernels, x)
         b, n, c = x.shape
         x = x.contiguous()
         flat = x.view(b * n, c)                                                   # (B*N, C)
@@ -72,6 +86,30 @@ class InferenceBlock(nn.Module):
         _residual_linear(flat, a, self.proj_w, self.proj_b)
         h = _mlp_hidden(self.mlp, self.norm2(x))                                  # (B, N, hidden)
         _residual_linear(flat, h.reshape(b * n, -1), self.fc2_w, self.fc2_b)
+        return x
+
+
+    def _pack(self, kernels: native_kernels.Kernels) -> dict[str, torch.Tensor]:
+        """The four weights packed for the native GEMM (made on the first native call, then kept)."""
+        if self._packed is None:
+            with torch.no_grad():
+                fc1 = self.mlp.fc1
+                self._packed = {
+                    "qkv": kernels.pack_weight(self.qkv.weight), "qkv_b": _bias(self.qkv, self.qkv.weight.shape[0]),
+                    "proj": kernels.pack_weight(self.proj_w), "fc1": kernels.pack_weight(fc1.weight),
+                    "fc1_b": _bias(fc1, fc1.weight.shape[0]), "fc2": kernels.pack_weight(self.fc2_w)}
+        return self._packed
+
+    def _forward_native(self, kernels: native_kernels.Kernels, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        w = self._pack(kernels)
+        x = x.contiguous()
+        flat = x.view(b * n, c)
+        qkv = kernels.linear(self.norm1(x).view(b * n, c), w["qkv"], w["qkv_b"], 3 * c)        # (B*N, 3C)
+        a = kernels.attention(qkv.view(b, n, 3 * c), self.num_heads)                           # (B, N, C)
+        kernels.linear(a.view(b * n, c), w["proj"], self.proj_b, c, "accumulate", out=flat)
+        h = kernels.linear(self.norm2(x).view(b * n, c), w["fc1"], w["fc1_b"], w["fc1_b"].numel(), "gelu")
+        kernels.linear(h, w["fc2"], self.fc2_b, c, "accumulate", out=flat)
         return x
 
 

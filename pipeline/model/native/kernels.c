@@ -1,0 +1,246 @@
+/* Native CPU kernels for the exact inference path (x86-64, AVX2 + FMA, float32).
+ *
+ * Built and loaded by pipeline/model/native_kernels.py (compiled on first use with the system C
+ * compiler, cached by source hash). Every kernel computes the same mathematics as the PyTorch
+ * ops it replaces, in float32, with float32-level rounding differences only:
+ *   da_attention  softmax(q k^T * scale) v for all heads, reading q/k/v straight out of the
+ *                 fused qkv projection and writing (tokens, heads*d) for the output projection;
+ *   da_linear     y = x W^T + b with an epilogue: store, GELU (erf form), or accumulate into y
+ *                 (the residual add of a transformer block).
+ * One 6x16 register-tiled FMA micro-kernel does all the multiply-adds. Threads come from the
+ * OpenMP runtime PyTorch already loaded (libgomp.so.1), so kernels and PyTorch ops share one
+ * pool and never oversubscribe the cores.
+ */
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MR 6
+#define NR 16
+#define ALIGN32 __attribute__((aligned(32)))
+
+int da_abi_version(void) { return 1; }
+
+/* c[MR][NR] = init + sum_k a_i[k] * bp[k][0..NR), for the six rows a_0..a_5 */
+static inline void micro(const float *a0, const float *a1, const float *a2, const float *a3,
+                         const float *a4, const float *a5, const float *bp, long K,
+                         __m256 init0, __m256 init1, float *c) {
+    __m256 c00 = init0, c01 = init1, c10 = init0, c11 = init1, c20 = init0, c21 = init1;
+    __m256 c30 = init0, c31 = init1, c40 = init0, c41 = init1, c50 = init0, c51 = init1;
+#pragma GCC unroll 4
+    for (long k = 0; k < K; k++) {
+        __m256 b0 = _mm256_load_ps(bp + k * NR), b1 = _mm256_load_ps(bp + k * NR + 8), x;
+        x = _mm256_broadcast_ss(a0 + k); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(a1 + k); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(a2 + k); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(a3 + k); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+        x = _mm256_broadcast_ss(a4 + k); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+        x = _mm256_broadcast_ss(a5 + k); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+    }
+    _mm256_store_ps(c + 0, c00);  _mm256_store_ps(c + 8, c01);  _mm256_store_ps(c + 16, c10);
+    _mm256_store_ps(c + 24, c11); _mm256_store_ps(c + 32, c20); _mm256_store_ps(c + 40, c21);
+    _mm256_store_ps(c + 48, c30); _mm256_store_ps(c + 56, c31); _mm256_store_ps(c + 64, c40);
+    _mm256_store_ps(c + 72, c41); _mm256_store_ps(c + 80, c50); _mm256_store_ps(c + 88, c51);
+}
+
+/* 2^t for t <= 0: t = n + f with |f| <= 1/2; 2^f by a degree-6 polynomial (relative error
+ * ~1e-7, the float32 rounding level), 2^n added to the exponent bits; t < -126 gives 2^-126. */
+static inline __m256 exp2_nonpos(__m256 t) {
+    t = _mm256_max_ps(t, _mm256_set1_ps(-126.0f));
+    __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_sub_ps(t, n);
+    __m256 p = _mm256_set1_ps(1.5363370766863227e-4f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3394689885899425e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618365205824375e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5503424257040024e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022649228572845e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931471824645996e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+}
+
+/* gelu(x) = x/2 (1 + erf(x / sqrt 2)); erf as PyTorch's vectorised CPU GELU computes it
+ * (Abramowitz & Stegun 7.1.26, absolute error <= 1.5e-7). */
+static inline __m256 gelu(__m256 x) {
+    const __m256 nz = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+    __m256 v = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
+    __m256 sign = _mm256_and_ps(nz, v), a = _mm256_xor_ps(sign, v);
+    __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, one));
+    __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t, _mm256_set1_ps(-1.453152027f));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(1.421413741f));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-0.284496736f));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.254829592f));
+    __m256 e = exp2_nonpos(_mm256_mul_ps(_mm256_mul_ps(v, v), _mm256_set1_ps(-1.4426950408889634f)));
+    __m256 erf = _mm256_xor_ps(sign, _mm256_fnmadd_ps(_mm256_mul_ps(e, t), r, one));
+    return _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.5f)), _mm256_add_ps(one, erf));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Linear layers. W^T is packed once as bp[ceil(N/16)][K][16] (zero columns past N).          */
+
+enum { EPI_STORE = 0, EPI_GELU = 1, EPI_ACCUMULATE = 2 };
+
+static void linear_tile(const float *a, long lda, long rows, const float *bp, long K, const float *bias,
+                        long ncols, float *y, long ldy, int epi) {
+    float c[MR * NR] ALIGN32, bias16[NR] ALIGN32;
+    for (long u = 0; u < NR; u++) bias16[u] = u < ncols ? bias[u] : 0.0f;
+    const float *r[MR];
+    for (long i = 0; i < MR; i++) r[i] = a + (i < rows ? i : 0) * lda;   /* missing rows: not stored */
+    micro(r[0], r[1], r[2], r[3], r[4], r[5], bp, K, _mm256_load_ps(bias16), _mm256_load_ps(bias16 + 8), c);
+    for (long i = 0; i < rows; i++) {
+        float *dst = y + i * ldy, *ci = c + i * NR;
+        __m256 x0 = _mm256_load_ps(ci), x1 = _mm256_load_ps(ci + 8);
+        if (epi == EPI_GELU) { x0 = gelu(x0); x1 = gelu(x1); }
+        if (ncols >= NR) {
+            if (epi == EPI_ACCUMULATE) {
+                x0 = _mm256_add_ps(x0, _mm256_loadu_ps(dst));
+                x1 = _mm256_add_ps(x1, _mm256_loadu_ps(dst + 8));
+            }
+            _mm256_storeu_ps(dst, x0);
+            _mm256_storeu_ps(dst + 8, x1);
+        } else {
+            _mm256_store_ps(ci, x0);
+            _mm256_store_ps(ci + 8, x1);
+            for (long u = 0; u < ncols; u++) dst[u] = epi == EPI_ACCUMULATE ? dst[u] + ci[u] : ci[u];
+        }
+    }
+}
+
+/* y[M][N] (row stride ldy) = epilogue(x[M][K] (row stride lda) . W^T + bias) */
+int da_linear(const float *x, long M, long K, long lda, const float *bp, long N, const float *bias,
+              float *y, long ldy, int epi, int nthreads) {
+    if (M <= 0 || N <= 0 || K <= 0 || epi < 0 || epi > 2) return -1;
+    const long mb = 24, npan = (N + NR - 1) / NR, nmb = (M + mb - 1) / mb;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (long item = 0; item < nmb * npan; item++) {
+        long m0 = (item / npan) * mb, pan = item % npan;   /* row block outer: it stays in cache */
+        long m1 = m0 + mb < M ? m0 + mb : M, ncols = N - pan * NR < NR ? N - pan * NR : NR;
+        for (long r = m0; r < m1; r += MR)
+            linear_tile(x + r * lda, lda, m1 - r < MR ? m1 - r : MR, bp + pan * K * NR, K, bias + pan * NR,
+                        ncols, y + r * ldy + pan * NR, ldy, epi);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Attention. Per (batch, head): K^T packed as kp[ceil(N/16)][D][16], pre-multiplied by       */
+/* scale*log2(e) so that the softmax is a base-2 exponential; V packed as vp[D/16][N][16].    */
+
+typedef struct {
+    const float *q, *k, *v;
+    float *out, *work;
+    long B, N, H, D, in_tok, in_batch, in_head, out_tok, out_batch, out_head, npad;
+    float scale2;
+} attn_t;
+
+static float *kp_of(const attn_t *j, long bh) { return j->work + bh * (j->npad + j->N) * j->D; }
+static float *vp_of(const attn_t *j, long bh) { return kp_of(j, bh) + j->npad * j->D; }
+
+static void attn_pack(const attn_t *j, long bh) {
+    long b = bh / j->H, h = bh % j->H, N = j->N, D = j->D;
+    const float *k = j->k + b * j->in_batch + h * j->in_head, *v = j->v + b * j->in_batch + h * j->in_head;
+    float *kp = kp_of(j, bh), *vp = vp_of(j, bh);
+    for (long t = 0; t < j->npad; t++) {
+        float *dst = kp + (t / NR) * D * NR + t % NR;
+        const float *src = k + t * j->in_tok;
+        for (long d = 0; d < D; d++) dst[d * NR] = t < N ? src[d] * j->scale2 : 0.0f;
+    }
+    for (long t = 0; t < N; t++)
+        for (long cp = 0; cp < D / NR; cp++)
+            memcpy(vp + (cp * N + t) * NR, v + t * j->in_tok + cp * NR, NR * sizeof(float));
+}
+
+/* Six query rows (q0, row stride D, zero rows past the end) against all keys. */
+static void attn_rows(const attn_t *j, long bh, long r0, long rows, const float *q6, float *s) {
+    long N = j->N, D = j->D, npad = j->npad, b = bh / j->H, h = bh % j->H;
+    const float *kp = kp_of(j, bh), *vp = vp_of(j, bh);
+    float c[MR * NR] ALIGN32, mx[MR * 8] ALIGN32, inv[MR];
+    const __m256 zero = _mm256_setzero_ps(), lowest = _mm256_set1_ps(-3.0e38f);
+    for (long i = 0; i < MR; i++) _mm256_store_ps(mx + i * 8, lowest);
+    /* scores s[i][t] = q_i . k_t (log2 units) and their row maxima over the N real keys */
+    for (long pan = 0; pan < npad / NR; pan++) {
+        micro(q6, q6 + D, q6 + 2 * D, q6 + 3 * D, q6 + 4 * D, q6 + 5 * D, kp + pan * D * NR, D, zero, zero, c);
+        long valid = N - pan * NR;
+        for (long i = 0; i < MR; i++) {
+            float *ci = c + i * NR;
+            if (valid < NR)
+                for (long u = valid; u < NR; u++) ci[u] = -3.0e38f;       /* padded keys: weight 0 */
+            __m256 x0 = _mm256_load_ps(ci), x1 = _mm256_load_ps(ci + 8);
+            _mm256_store_ps(s + i * npad + pan * NR, x0);
+            _mm256_store_ps(s + i * npad + pan * NR + 8, x1);
+            _mm256_store_ps(mx + i * 8, _mm256_max_ps(_mm256_load_ps(mx + i * 8), _mm256_max_ps(x0, x1)));
+        }
+    }
+    /* p = 2^(s - max) in place, and 1 / sum p */
+    for (long i = 0; i < MR; i++) {
+        float m = mx[i * 8], *row = s + i * npad, part[8] ALIGN32, total = 0.0f;
+        for (int u = 1; u < 8; u++) m = mx[i * 8 + u] > m ? mx[i * 8 + u] : m;
+        __m256 mv = _mm256_set1_ps(m), sum = _mm256_setzero_ps();
+        for (long t = 0; t < npad; t += 8) {
+            __m256 p = exp2_nonpos(_mm256_sub_ps(_mm256_load_ps(row + t), mv));
+            p = _mm256_and_ps(p, _mm256_cmp_ps(_mm256_load_ps(row + t), lowest, _CMP_GT_OQ));
+            _mm256_store_ps(row + t, p);
+            sum = _mm256_add_ps(sum, p);
+        }
+        _mm256_store_ps(part, sum);
+        for (int u = 0; u < 8; u++) total += part[u];
+        inv[i] = 1.0f / total;
+    }
+    /* out = p v / sum p */
+    float *out = j->out + b * j->out_batch + h * j->out_head;
+    for (long cp = 0; cp < D / NR; cp++) {
+        micro(s, s + npad, s + 2 * npad, s + 3 * npad, s + 4 * npad, s + 5 * npad, vp + cp * N * NR, N,
+              zero, zero, c);
+        for (long i = 0; i < rows; i++) {
+            float *dst = out + (r0 + i) * j->out_tok + cp * NR;
+            __m256 w = _mm256_set1_ps(inv[i]);
+            _mm256_storeu_ps(dst, _mm256_mul_ps(_mm256_load_ps(c + i * NR), w));
+            _mm256_storeu_ps(dst + 8, _mm256_mul_ps(_mm256_load_ps(c + i * NR + 8), w));
+        }
+    }
+}
+
+/* Floats of workspace da_attention needs. */
+long da_attention_workspace(long B, long N, long H, long D) {
+    return B * H * (((N + NR - 1) / NR * NR) + N) * D;
+}
+
+/* out[b, t, h*D + d] = softmax_t'(q_t . k_t' * scale) v_t'[d]. D must be a multiple of 16;
+ * work must hold da_attention_workspace() floats, 32-byte aligned. */
+int da_attention(const float *q, const float *k, const float *v, float *out, float *work,
+                 long B, long N, long H, long D, long in_tok, long in_batch, long in_head,
+                 long out_tok, long out_batch, long out_head, float scale, int nthreads) {
+    if (B <= 0 || N <= 0 || H <= 0 || D <= 0 || D % NR || ((size_t)work & 31)) return -1;
+    attn_t j = {q, k, v, out, work, B, N, H, D, in_tok, in_batch, in_head, out_tok, out_batch, out_head,
+                (N + NR - 1) / NR * NR, scale * 1.4426950408889634f};
+    const long qb = 48, nqb = (N + qb - 1) / qb;                /* query rows per work item */
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+#pragma omp for schedule(dynamic, 1)
+        for (long bh = 0; bh < B * H; bh++) attn_pack(&j, bh);
+        float *s = aligned_alloc(32, MR * j.npad * sizeof(float)), *q6 = aligned_alloc(32, MR * D * sizeof(float));
+        if (!s || !q6) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (long item = 0; item < B * H * nqb; item++) {
+            if (!s || !q6) continue;
+            long bh = item / nqb, b = bh / H, h = bh % H, r1 = (item % nqb + 1) * qb < N ? (item % nqb + 1) * qb : N;
+            const float *qh = q + b * in_batch + h * in_head;
+            for (long r0 = (item % nqb) * qb; r0 < r1; r0 += MR) {
+                long rows = r1 - r0 < MR ? r1 - r0 : MR;
+                for (long i = 0; i < MR; i++) {
+                    if (i < rows) memcpy(q6 + i * D, qh + (r0 + i) * in_tok, D * sizeof(float));
+                    else memset(q6 + i * D, 0, D * sizeof(float));
+                }
+                attn_rows(&j, bh, r0, rows, q6, s);
+            }
+        }
+        free(s);
+        free(q6);
+    }
+    return failed ? -2 : 0;
+}

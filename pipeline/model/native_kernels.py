@@ -1,0 +1,192 @@
+"""The native CPU kernels of the exact inference path (native/kernels.c), built on first use.
+
+`load()` compiles native/kernels.c with the system C compiler (`$CC`, else cc / gcc / clang)
+into a cache folder keyed by the source's hash, loads it with ctypes and returns a `Kernels`
+object, or None when they cannot be used here: not an x86-64 CPU with AVX2 and FMA, no
+compiler, a failed build, or `DA_STUDIO_NATIVE=0`. Callers then run the PyTorch ops instead;
+the results agree to float32 rounding either way (tests/test_native_kernels.py).
+
+Why hand-written kernels: on a 2-core AVX2 machine PyTorch's fused CPU attention runs at ~70%
+of the FMA peak and its linear layers pay separate passes for the bias copy and the GELU; these
+kernels run at ~85-95% (figures: benchmarks/README.md). Threads come from the OpenMP runtime
+PyTorch has loaded (libgomp.so.1), so both share one pool.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("native") / "kernels.c"
+CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
+ABI_VERSION = 1
+NR = 16                                     # column panel width of the micro-kernel
+EPILOGUES = {"store": 0, "gelu": 1, "accumulate": 2}
+
+_lock = threading.Lock()
+_loaded: dict[str, "Kernels | None"] = {}
+_workspace = threading.local()
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "depth-anything-studio" / "native"
+
+
+def cpu_supported() -> bool:
+    """x86-64 with AVX2 and FMA (what the kernels are written for)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split()
+    except (OSError, IndexError):
+        return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+    return "avx2" in flags and "fma" in flags
+
+
+def _compiler() -> str | None:
+    for name in filter(None, [os.environ.get("CC"), "cc", "gcc", "clang"]):
+        if shutil.which(name):
+            return name
+    return None
+
+
+def build(cache: Path | None = None) -> Path:
+    """Compile kernels.c (once per source hash); returns the shared library's path.
+
+    Raises RuntimeError with the compiler's message when there is no compiler or the build fails.
+    """
+    source = SOURCE.read_bytes()
+    digest = hashlib.sha256(source + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    cache = cache or cache_dir()
+    lib = cache / f"kernels-{digest}.so"
+    if lib.exists():
+        return lib
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set CC, or install gcc)")
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)          # same folder: the rename is atomic
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *CFLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cc} failed to build {SOURCE.name}: {proc.stderr.strip()[-2000:]}")
+        os.replace(tmp, lib)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return lib
+
+
+class Kernels:
+    """ctypes bindings of native/kernels.c; every method takes and returns float32 CPU tensors."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lib = ctypes.CDLL(str(path))
+        lib, P, L, I, F = self.lib, ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
+        lib.da_abi_version.restype = I
+        if lib.da_abi_version() != ABI_VERSION:
+            raise RuntimeError(f"{path.name} has ABI {lib.da_abi_version()}, expected {ABI_VERSION}")
+        lib.da_linear.argtypes = [P, L, L, L, P, L, P, P, L, I, I]
+        lib.da_linear.restype = I
+        lib.da_attention_workspace.argtypes = [L, L, L, L]
+        lib.da_attention_workspace.restype = L
+        lib.da_attention.argtypes = [P, P, P, P, P, L, L, L, L, L, L, L, L, L, L, F, I]
+        lib.da_attention.restype = I
+
+    @staticmethod
+    def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+        """(N, K) linear weight -> W^T in column panels: (ceil(N/16), K, 16), zero past N."""
+        n, k = weight.shape
+        padded = weight.new_zeros((n + NR - 1) // NR * NR, k)
+        padded[:n] = weight
+        return padded.view(-1, NR, k).transpose(1, 2).contiguous()
+
+    def linear(self, x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor, n_out: int,
+               epilogue: str = "store", out: torch.Tensor | None = None) -> torch.Tensor:
+        """epilogue(x @ W.T + bias) for x (M, K) with unit column stride; 'accumulate' adds into `out`."""
+        m, k = x.shape
+        if x.stride(1) != 1 or packed.shape[1] != k or bias.numel() != n_out:
+            raise ValueError("linear: x must be (M, K) with unit column stride matching the packed weight")
+        if out is None:
+            if epilogue == "accumulate":
+                raise ValueError("linear: 'accumulate' needs the tensor to add into")
+            out = torch.empty(m, n_out, dtype=x.dtype)
+        elif out.shape != (m, n_out) or out.stride(1) != 1:
+            raise ValueError("linear: out must be (M, N) with unit column stride")
+        rc = self.lib.da_linear(x.data_ptr(), m, k, x.stride(0), packed.data_ptr(), n_out, bias.data_ptr(),
+                                out.data_ptr(), out.stride(0), EPILOGUES[epilogue], torch.get_num_threads())
+        if rc != 0:
+            raise RuntimeError(f"da_linear failed ({rc})")
+        return out
+
+    def attention(self, qkv: torch.Tensor, heads: int, scale: float | None = None) -> torch.Tensor:
+        """Multi-head attention out of a fused projection: qkv (B, N, 3*C) -> (B, N, C).
+
+        Row layout of qkv as timm and the official DINOv2 write it: [q | k | v], each heads x d.
+        """
+        b, n, c3 = qkv.shape
+        c = c3 // 3
+        d = c // heads
+        if qkv.stride(2) != 1 or d % NR or c3 != 3 * c or c != heads * d:
+            raise ValueError("attention: qkv must be (B, N, 3*heads*d) with unit last stride and d % 16 == 0")
+        out = torch.empty(b, n, c, dtype=qkv.dtype)
+        work = _work_buffer(self.lib.da_attention_workspace(b, n, heads, d))
+        base, esize = qkv.data_ptr(), qkv.element_size()
+        rc = self.lib.da_attention(base, base + c * esize, base + 2 * c * esize, out.data_ptr(), work.data_ptr(),
+                                   b, n, heads, d, qkv.stride(1), qkv.stride(0), d, c, n * c, d,
+                                   d ** -0.5 if scale is None else scale, torch.get_num_threads())
+        if rc != 0:
+            raise RuntimeError(f"da_attention failed ({rc})")
+        return out
+
+
+def _work_buffer(floats: int) -> torch.Tensor:
+    """A 32-byte aligned float32 scratch buffer, kept per thread and grown as needed (no page
+    faults on every call)."""
+    buf = getattr(_workspace, "buf", None)
+    if buf is None or buf.numel() < floats + 8:
+        buf = _workspace.buf = torch.empty(floats + 8, dtype=torch.float32)
+    offset = (-buf.data_ptr() % 32) // 4
+    return buf[offset: offset + floats]
+
+
+def load() -> Kernels | None:
+    """The kernels, built and loaded once per process; None where they cannot run (see module doc)."""
+    key = str(cache_dir())
+    with _lock:
+        if key not in _loaded:
+            _loaded[key] = _try_load()
+        return _loaded[key]
+
+
+def _try_load() -> Kernels | None:
+    if os.environ.get("DA_STUDIO_NATIVE", "1") == "0":
+        return None
+    if not cpu_supported():
+        log.info("native kernels skipped: this CPU has no AVX2/FMA")
+        return None
+    try:
+        return Kernels(build())
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        log.warning("native CPU kernels unavailable, using PyTorch ops instead: %s", err)
+        return None
+
+
+def usable(x: torch.Tensor) -> bool:
+    """Whether a tensor can go through the native kernels: float32 on the CPU, no autograd, no autocast."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not (x.requires_grad and torch.is_grad_enabled())
+            and not torch.is_autocast_enabled("cpu"))

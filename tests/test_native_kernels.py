@@ -1,0 +1,175 @@
+"""The native CPU kernels (pipeline/model/native/kernels.c) against the PyTorch ops they replace.
+
+Values, not shapes: every kernel is compared with PyTorch in float64 on awkward sizes (row and
+column tails, strided inputs, batches, large logits), results must not depend on the thread
+count, and the loader must fall back cleanly when the kernels cannot be built.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.model import build_model, native_kernels, optimize_for_inference
+
+kernels = native_kernels.load()
+needs_kernels = pytest.mark.skipif(kernels is None, reason="native kernels unavailable (no AVX2/FMA or no C compiler)")
+
+
+def _qkv(b, n, heads, d, gain=1.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, n, 3 * heads * d, generator=g) * gain
+
+
+def _sdpa64(qkv, heads):
+    b, n, c3 = qkv.shape
+    q, k, v = qkv.double().view(b, n, 3, heads, c3 // 3 // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c3 // 3)
+
+
+@needs_kernels
+@pytest.mark.parametrize("b,n,heads,d,gain", [
+    (1, 2036, 6, 64, 1.0),      # vits at 518x770
+    (2, 37, 3, 64, 1.0),        # batch, a 5-key tail panel and a 1-row tail
+    (1, 97, 2, 32, 1.0),        # head size 32 (the tiny test encoder)
+    (1, 50, 2, 128, 1.0),
+    (1, 130, 4, 64, 8.0),       # logits of +-hundreds: the max subtraction must hold
+    (1, 1, 1, 16, 1.0),         # a single token attends to itself
+])
+def test_attention_matches_sdpa_in_float64(b, n, heads, d, gain):
+    qkv = _qkv(b, n, heads, d, gain)
+    ours = kernels.attention(qkv, heads).double()
+    ref = _sdpa64(qkv, heads)                                              # float64
+    torch_fp32 = (F.scaled_dot_product_attention(*qkv.view(b, n, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0))
+                  .transpose(1, 2).reshape(b, n, -1).double())
+    fp32_err = (torch_fp32 - ref).abs().max().item()
+    err = (ours - ref).abs().max().item()
+    assert torch.isfinite(ours).all()
+    assert err <= max(4 * fp32_err, 1e-6), (err, fp32_err)             # as close as PyTorch's own float32
+
+
+@needs_kernels
+def test_attention_on_a_strided_view_and_scale():
+    big = _qkv(1, 40, 2, 32)
+    qkv = torch.cat([big, torch.full((1, 40, 8), float("nan"))], dim=2)[..., : big.shape[-1]]   # row stride 200
+    assert qkv.stride(1) != qkv.shape[-1]
+    ours = kernels.attention(qkv, 2, scale=0.3).double()
+    q, k, v = big.double().view(1, 40, 3, 2, 32).permute(2, 0, 3, 1, 4).unbind(0)
+    ref = F.scaled_dot_product_attention(q, k, v, scale=0.3).transpose(1, 2).reshape(1, 40, 64)
+    assert (ours - ref).abs().max().item() < 1e-5
+
+
+@needs_kernels
+@pytest.mark.parametrize("epilogue", ["store", "gelu", "accumulate"])
+@pytest.mark.parametrize("m,k,n", [(2036, 384, 1152), (37, 40, 50), (5, 3, 17), (100, 1536, 384)])
+def test_linear_matches_torch_in_float64(epilogue, m, k, n):
+    g = torch.Generator().manual_seed(m + k + n)
+    x = torch.randn(m, k + 7, generator=g)[:, :k]                          # row stride k + 7
+    w, b = torch.randn(n, k, generator=g) * k ** -0.5, torch.randn(n, generator=g)
+    acc = torch.randn(m, n, generator=g)
+    ref = x.double() @ w.double().T + b.double()
+    if epilogue == "gelu":
+        ref = F.gelu(ref)
+    if epilogue == "accumulate":
+        ref = ref + acc.double()
+    out = acc.clone() if epilogue == "accumulate" else None
+    ours = kernels.linear(x, kernels.pack_weight(w), b, n, epilogue, out=out)
+    if epilogue == "accumulate":
+        assert ours is out
+    assert (ours.double() - ref).abs().max().item() < 2e-5 * max(1.0, k ** 0.5)
+
+
+@needs_kernels
+def test_gelu_epilogue_is_pytorchs_gelu_over_a_wide_range():
+    x = torch.linspace(-12, 12, 4001).unsqueeze(1)                         # (M, 1) @ [[1]] = x
+    ours = kernels.linear(x, kernels.pack_weight(torch.ones(1, 1)), torch.zeros(1), 1, "gelu")
+    assert (ours - F.gelu(x)).abs().max().item() < 1e-6
+
+
+@needs_kernels
+def test_results_do_not_depend_on_the_thread_count():
+    qkv, threads = _qkv(1, 300, 6, 64), torch.get_num_threads()
+    x, w = torch.randn(300, 384), torch.randn(1152, 384)
+    try:
+        torch.set_num_threads(1)
+        a1, l1 = kernels.attention(qkv, 6), kernels.linear(x, kernels.pack_weight(w), torch.zeros(1152), 1152)
+        torch.set_num_threads(2)
+        a2, l2 = kernels.attention(qkv, 6), kernels.linear(x, kernels.pack_weight(w), torch.zeros(1152), 1152)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(a1, a2) and torch.equal(l1, l2)
+
+
+@needs_kernels
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError):
+        kernels.attention(_qkv(1, 4, 2, 24), 2)                           # head size not a multiple of 16
+    with pytest.raises(ValueError):
+        kernels.linear(torch.randn(4, 8), kernels.pack_weight(torch.randn(3, 8)), torch.zeros(3), 3, "accumulate")
+    with pytest.raises(ValueError):
+        kernels.linear(torch.randn(8, 4).T, kernels.pack_weight(torch.randn(3, 8)), torch.zeros(3), 3)
+
+
+@needs_kernels
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_inference_model_uses_the_kernels_and_matches_the_plain_model(version, monkeypatch):
+    torch.manual_seed(0)
+    model = build_model("vits", version).eval()
+    x = torch.randn(2, 3, 98, 140)
+    calls = []
+    real = native_kernels.Kernels.attention
+    monkeypatch.setattr(native_kernels.Kernels, "attention", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    with torch.inference_mode():
+        plain, fast = model(x), optimize_for_inference(model)(x)
+    assert len(calls) == max(model.config.layers) + 1
+    assert (plain - fast).abs().max().item() <= 1e-5 * max(1.0, plain.abs().max().item())
+
+
+def test_the_torch_ops_run_when_the_kernels_are_unavailable(monkeypatch):
+    monkeypatch.setattr(native_kernels, "load", lambda: None)
+    torch.manual_seed(0)
+    model = build_model("vitt", "v2").eval()
+    x = torch.randn(1, 3, 56, 70)
+    with torch.inference_mode():
+        assert (model(x) - optimize_for_inference(model)(x)).abs().max().item() < 1e-5
+
+
+def test_kernels_are_not_used_under_autograd_or_for_other_dtypes():
+    x = torch.randn(2, 3, requires_grad=True)
+    assert not native_kernels.usable(x)
+    assert native_kernels.usable(x.detach())
+    assert not native_kernels.usable(x.detach().double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not native_kernels.usable(x.detach())
+
+
+def test_no_compiler_is_a_clear_error_and_the_loader_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setattr(native_kernels, "_compiler", lambda: None)
+    with pytest.raises(RuntimeError, match="no C compiler"):
+        native_kernels.build(cache=tmp_path)
+    monkeypatch.setattr(native_kernels, "cache_dir", lambda: tmp_path)
+    assert native_kernels._try_load() is None
+
+
+def test_a_failing_build_leaves_no_partial_library(monkeypatch, tmp_path):
+    bad = tmp_path / "kernels.c"
+    bad.write_text("this is not C\n")
+    monkeypatch.setattr(native_kernels, "SOURCE", bad)
+    with pytest.raises(RuntimeError, match="failed to build"):
+        native_kernels.build(cache=tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_switched_off_by_environment(monkeypatch):
+    monkeypatch.setenv("DA_STUDIO_NATIVE", "0")
+    assert native_kernels._try_load() is None
+
+
+@needs_kernels
+def test_build_is_cached_by_source_hash(tmp_path):
+    first = native_kernels.build(cache=tmp_path)
+    stamp = os.stat(first).st_mtime_ns
+    assert native_kernels.build(cache=tmp_path) == first and os.stat(first).st_mtime_ns == stamp
+    assert native_kernels.Kernels(first).lib.da_abi_version() == native_kernels.ABI_VERSION
