@@ -35,7 +35,7 @@ NR = 16                                     # column panel width of the micro-ke
 EPILOGUES = {"store": 0, "gelu": 1, "accumulate": 2}
 
 _lock = threading.Lock()
-_loaded: dict[str, "Kernels | None"] = {}
+_loaded: dict[str, Kernels | None] = {}
 _workspace = threading.local()
 
 
@@ -96,16 +96,16 @@ class Kernels:
     def __init__(self, path: Path):
         self.path = path
         self.lib = ctypes.CDLL(str(path))
-        lib, P, L, I, F = self.lib, ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
-        lib.da_abi_version.restype = I
+        lib, P, L, Int, F = self.lib, ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
+        lib.da_abi_version.restype = Int
         if lib.da_abi_version() != ABI_VERSION:
             raise RuntimeError(f"{path.name} has ABI {lib.da_abi_version()}, expected {ABI_VERSION}")
-        lib.da_linear.argtypes = [P, L, L, L, P, L, P, P, L, I, I]
-        lib.da_linear.restype = I
+        lib.da_linear.argtypes = [P, L, L, L, P, L, P, P, L, Int, Int]
+        lib.da_linear.restype = Int
         lib.da_attention_workspace.argtypes = [L, L, L, L]
         lib.da_attention_workspace.restype = L
-        lib.da_attention.argtypes = [P, P, P, P, P, L, L, L, L, L, L, L, L, L, L, F, I]
-        lib.da_attention.restype = I
+        lib.da_attention.argtypes = [P, P, P, P, P, L, L, L, L, L, L, L, L, L, L, F, Int]
+        lib.da_attention.restype = Int
 
     @staticmethod
     def pack_weight(weight: torch.Tensor) -> torch.Tensor:
