@@ -173,3 +173,43 @@ def test_build_is_cached_by_source_hash(tmp_path):
     stamp = os.stat(first).st_mtime_ns
     assert native_kernels.build(cache=tmp_path) == first and os.stat(first).st_mtime_ns == stamp
     assert native_kernels.Kernels(first).lib.da_abi_version() == native_kernels.ABI_VERSION
+
+
+def _head_output_torch(x, size, conv3, conv1, sigmoid):
+    up = F.interpolate(x, size, mode="bilinear", align_corners=True)
+    out = F.conv2d(F.relu(F.conv2d(up, conv3.weight, conv3.bias, padding=1)), conv1.weight, conv1.bias)
+    return torch.sigmoid(out) if sigmoid else F.relu(out)
+
+
+@needs_kernels
+@pytest.mark.parametrize("b,c,lo,size,sigmoid", [
+    (1, 32, (296, 440), (518, 770), False),     # vits at 518x770: 32 channels, 1.75x upsampling
+    (2, 32, (20, 30), (41, 57), True),          # batch, odd sizes, the metric head's sigmoid
+    (1, 16, (5, 7), (5, 7), False),             # no upsampling, a row shorter than two tiles
+    (1, 24, (1, 1), (14, 14), False),           # a single source pixel; channels not a multiple of 16
+])
+def test_head_output_matches_the_torch_ops_in_float64(b, c, lo, size, sigmoid):
+    torch.manual_seed(sum(size))
+    conv3, conv1 = torch.nn.Conv2d(c, c, 3, 1, 1).double(), torch.nn.Conv2d(c, 1, 1).double()
+    with torch.no_grad():
+        conv1.bias.fill_(0.05)                                             # most outputs above the ReLU
+    x = torch.randn(b, c, *lo, dtype=torch.float64)
+    with torch.no_grad():
+        ref = _head_output_torch(x, size, conv3, conv1, sigmoid)
+        fp32 = _head_output_torch(x.float(), size, conv3.float(), conv1.float(), sigmoid).double()
+        conv3.double(), conv1.double()
+    ours = kernels.head_output(x.float().contiguous(memory_format=torch.channels_last), size,
+                               kernels.pack_conv(conv3.weight.float()), conv3.bias.float(),
+                               conv1.weight.float().reshape(-1), conv1.bias.item(), sigmoid)
+    assert ours.shape == (b, 1, *size)
+    err, torch_err = (ours.double() - ref).abs().max().item(), (fp32 - ref).abs().max().item()
+    assert err <= max(4 * torch_err, 1e-6), (err, torch_err)
+    assert (ref > 0).float().mean() > 0.2                                 # the test sees real values
+
+
+@needs_kernels
+def test_head_output_refuses_a_channels_first_map():
+    x = torch.randn(1, 32, 6, 6)
+    with pytest.raises(ValueError, match="channels-last"):
+        kernels.head_output(x, (8, 8), kernels.pack_conv(torch.randn(32, 32, 3, 3)), torch.zeros(32),
+                            torch.ones(32), 0.0)

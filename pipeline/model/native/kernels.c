@@ -6,7 +6,10 @@
  *   da_attention  softmax(q k^T * scale) v for all heads, reading q/k/v straight out of the
  *                 fused qkv projection and writing (tokens, heads*d) for the output projection;
  *   da_linear     y = x W^T + b with an epilogue: store, GELU (erf form), or accumulate into y
- *                 (the residual add of a transformer block).
+ *                 (the residual add of a transformer block);
+ *   da_head_output the DPT head's last stage in one pass: bilinear upsampling (align_corners),
+ *                 3x3 convolution, ReLU, 1x1 convolution to one channel, ReLU or sigmoid. The
+ *                 full-resolution feature map (32 channels at the input size) is never stored.
  * One 6x16 register-tiled FMA micro-kernel does all the multiply-adds. Threads come from the
  * OpenMP runtime PyTorch already loaded (libgomp.so.1), so kernels and PyTorch ops share one
  * pool and never oversubscribe the cores.
@@ -19,7 +22,7 @@
 #define NR 16
 #define ALIGN32 __attribute__((aligned(32)))
 
-int da_abi_version(void) { return 1; }
+int da_abi_version(void) { return 3; }
 
 /* c[MR][NR] = init + sum_k a_i[k] * bp[k][0..NR), for the six rows a_0..a_5 */
 static inline void micro(const float *a0, const float *a1, const float *a2, const float *a3,
@@ -44,9 +47,11 @@ static inline void micro(const float *a0, const float *a1, const float *a2, cons
 }
 
 /* 2^t for t <= 0: t = n + f with |f| <= 1/2; 2^f by a degree-6 polynomial (relative error
- * ~1e-7, the float32 rounding level), 2^n added to the exponent bits; t < -126 gives 2^-126. */
+ * ~1e-7, the float32 rounding level), 2^n added to the exponent bits. t < -100 gives 2^-100
+ * (~1e-30: nothing next to the 1 a softmax row always holds, and it keeps every product that
+ * follows clear of denormals, which are slow). */
 static inline __m256 exp2_nonpos(__m256 t) {
-    t = _mm256_max_ps(t, _mm256_set1_ps(-126.0f));
+    t = _mm256_max_ps(t, _mm256_set1_ps(-100.0f));
     __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 f = _mm256_sub_ps(t, n);
     __m256 p = _mm256_set1_ps(1.5363370766863227e-4f);
@@ -244,3 +249,122 @@ int da_attention(const float *q, const float *k, const float *v, float *out, flo
     }
     return failed ? -2 : 0;
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* The DPT output stage. 3x3 convolution weights packed as wp[ceil(Cout/16)][9][Cin][16]; six  */
+/* consecutive output pixels of a row x 16 output channels per micro-kernel call.             */
+
+/* c[MR][NR] = init + sum_seg sum_k a[seg][i][k] * bp[seg][k][0..NR): nseg runs of `cin`
+ * contiguous inputs per output pixel (for a 3x3 kernel on a zero-padded NHWC row buffer: a
+ * pixel's three taps of one kernel row are 3*Cin contiguous floats, so 3 runs of 3*Cin) */
+static inline void micro_taps(const float *const *a, int nseg, long cin, const float *bp, __m256 init0,
+                              __m256 init1, float *c) {
+    __m256 c00 = init0, c01 = init1, c10 = init0, c11 = init1, c20 = init0, c21 = init1;
+    __m256 c30 = init0, c31 = init1, c40 = init0, c41 = init1, c50 = init0, c51 = init1;
+    for (int tap = 0; tap < nseg; tap++, bp += cin * NR) {
+        const float *a0 = a[tap * MR], *a1 = a[tap * MR + 1], *a2 = a[tap * MR + 2];
+        const float *a3 = a[tap * MR + 3], *a4 = a[tap * MR + 4], *a5 = a[tap * MR + 5];
+#pragma GCC unroll 4
+        for (long k = 0; k < cin; k++) {
+            __m256 b0 = _mm256_load_ps(bp + k * NR), b1 = _mm256_load_ps(bp + k * NR + 8), x;
+            x = _mm256_broadcast_ss(a0 + k); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+            x = _mm256_broadcast_ss(a1 + k); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+            x = _mm256_broadcast_ss(a2 + k); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+            x = _mm256_broadcast_ss(a3 + k); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+            x = _mm256_broadcast_ss(a4 + k); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+            x = _mm256_broadcast_ss(a5 + k); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+        }
+    }
+    _mm256_store_ps(c + 0, c00);  _mm256_store_ps(c + 8, c01);  _mm256_store_ps(c + 16, c10);
+    _mm256_store_ps(c + 24, c11); _mm256_store_ps(c + 32, c20); _mm256_store_ps(c + 40, c21);
+    _mm256_store_ps(c + 48, c30); _mm256_store_ps(c + 56, c31); _mm256_store_ps(c + 64, c40);
+    _mm256_store_ps(c + 72, c41); _mm256_store_ps(c + 80, c50); _mm256_store_ps(c + 88, c51);
+}
+
+static inline float sigmoid1(float x) { return 1.0f / (1.0f + __builtin_expf(-x)); }
+
+/* One output row of the upsampled map, zero-padded by one pixel on each side: row[(Wo+2)*C]. */
+static void upsample_row(const float *lo, long Hi, long Wi, long C, long Wo, float sy, float sx, long y,
+                         float *tmp, float *row) {
+    float src = sy * (float)y;
+    long y0 = (long)src, y1 = y0 + (y0 < Hi - 1);
+    float l1 = src - (float)y0, l0 = 1.0f - l1;
+    const float *r0 = lo + y0 * Wi * C, *r1 = lo + y1 * Wi * C;
+    for (long i = 0; i < Wi * C; i++) tmp[i] = l0 * r0[i] + l1 * r1[i];       /* vertical first */
+    memset(row, 0, C * sizeof(float));
+    memset(row + (Wo + 1) * C, 0, C * sizeof(float));
+    for (long x = 0; x < Wo; x++) {
+        float sxx = sx * (float)x;
+        long x0 = (long)sxx, x1 = x0 + (x0 < Wi - 1);
+        float w1 = sxx - (float)x0, w0 = 1.0f - w1;
+        const float *a = tmp + x0 * C, *b = tmp + x1 * C;
+        float *d = row + (x + 1) * C;
+        for (long c = 0; c < C; c++) d[c] = w0 * a[c] + w1 * b[c];
+    }
+}
+
+/* out (B, Ho, Wo) = act(w2 . relu(conv3x3(upsample(lo)) + bias) + b2); lo: (B, Hi, Wi, C) NHWC.
+ * wp: the 3x3 convolution (C -> cmid) packed as wp[ceil(cmid/16)][9][C][16]; act: 0 = ReLU, 1 = sigmoid. */
+int da_head_output(const float *lo, long B, long Hi, long Wi, long C, long Ho, long Wo, const float *wp,
+                   long cmid, const float *bias, const float *w2, float b2, int act, float *out, int nthreads) {
+    if (B <= 0 || Hi <= 0 || Wi <= 0 || C <= 0 || Ho <= 0 || Wo <= 0 || cmid <= 0 || cmid > 4 * NR) return -1;
+    const float sy = Ho > 1 ? (float)(Hi - 1) / (float)(Ho - 1) : 0.0f;
+    const float sx = Wo > 1 ? (float)(Wi - 1) / (float)(Wo - 1) : 0.0f;
+    const long band = 8, nband = (Ho + band - 1) / band, rowlen = (Wo + 2) * C, npan = (cmid + NR - 1) / NR;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *ring = aligned_alloc(32, (3 * rowlen + Wi * C + 8) * sizeof(float));
+        float *zero = aligned_alloc(32, (rowlen + 8) * sizeof(float));
+        if (!ring || !zero) {
+#pragma omp atomic write
+            failed = 1;
+        } else {
+            memset(zero, 0, rowlen * sizeof(float));
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (long item = 0; item < B * nband; item++) {
+            if (!ring || !zero) continue;
+            long b = item / nband, y0 = (item % nband) * band, y1 = y0 + band < Ho ? y0 + band : Ho;
+            const float *img = lo + b * Hi * Wi * C;
+            float *tmp = ring + 3 * rowlen, *slot[3];
+            const float *rows[3];
+            for (long y = y0 - 1; y <= y0; y++)                     /* rows y0-1, y0 */
+                if (y >= 0) upsample_row(img, Hi, Wi, C, Wo, sy, sx, y, tmp, ring + ((y + 3) % 3) * rowlen);
+            for (long y = y0; y < y1; y++) {
+                if (y + 1 < Ho) upsample_row(img, Hi, Wi, C, Wo, sy, sx, y + 1, tmp, ring + ((y + 4) % 3) * rowlen);
+                for (int k = 0; k < 3; k++) {
+                    long yy = y + k - 1;
+                    slot[k] = ring + ((yy + 3) % 3) * rowlen;
+                    rows[k] = (yy < 0 || yy >= Ho) ? zero : slot[k];
+                }
+                for (long x0 = 0; x0 < Wo; x0 += MR) {
+                    long n = Wo - x0 < MR ? Wo - x0 : MR;
+                    const float *a[3 * MR];
+                    float c[MR * NR] ALIGN32, bias16[NR] ALIGN32, acc[MR] = {0};
+                    for (int k = 0; k < 3; k++)
+                        for (long i = 0; i < MR; i++) a[k * MR + i] = rows[k] + (x0 + (i < n ? i : 0)) * C;
+                    for (long pan = 0; pan < npan; pan++) {
+                        long ncols = cmid - pan * NR < NR ? cmid - pan * NR : NR;
+                        for (long u = 0; u < NR; u++) bias16[u] = u < ncols ? bias[pan * NR + u] : 0.0f;
+                        micro_taps(a, 3, 3 * C, wp + pan * 9 * C * NR, _mm256_load_ps(bias16),
+                                   _mm256_load_ps(bias16 + 8), c);
+                        for (long i = 0; i < n; i++)
+                            for (long u = 0; u < ncols; u++) {
+                                float v = c[i * NR + u];
+                                acc[i] += (v > 0.0f ? v : 0.0f) * w2[pan * NR + u];
+                            }
+                    }
+                    for (long i = 0; i < n; i++) {
+                        float r = acc[i] + b2;
+                        out[(b * Ho + y) * Wo + x0 + i] = act ? sigmoid1(r) : (r > 0.0f ? r : 0.0f);
+                    }
+                }
+            }
+        }
+        free(ring);
+        free(zero);
+    }
+    return failed ? -2 : 0;
+}
+
