@@ -188,7 +188,7 @@ def _head_output_torch(x, size, conv3, conv1, sigmoid):
     (1, 16, (5, 7), (5, 7), False),             # no upsampling, a row shorter than two tiles
     (1, 24, (1, 1), (14, 14), False),           # a single source pixel; channels not a multiple of 16
 ])
-def test_head_output_matches_the_torch_ops_in_float64(b, c, lo, size, sigmoid):
+def test_upsample_conv_head_matches_the_torch_ops_in_float64(b, c, lo, size, sigmoid):
     torch.manual_seed(sum(size))
     conv3, conv1 = torch.nn.Conv2d(c, c, 3, 1, 1).double(), torch.nn.Conv2d(c, 1, 1).double()
     with torch.no_grad():
@@ -198,9 +198,9 @@ def test_head_output_matches_the_torch_ops_in_float64(b, c, lo, size, sigmoid):
         ref = _head_output_torch(x, size, conv3, conv1, sigmoid)
         fp32 = _head_output_torch(x.float(), size, conv3.float(), conv1.float(), sigmoid).double()
         conv3.double(), conv1.double()
-    ours = kernels.head_output(x.float().contiguous(memory_format=torch.channels_last), size,
-                               kernels.pack_conv(conv3.weight.float()), conv3.bias.float(),
-                               conv1.weight.float().reshape(-1), conv1.bias.item(), sigmoid)
+    ours = kernels.upsample_conv3x3(x.float().contiguous(memory_format=torch.channels_last), size,
+                                    kernels.pack_conv(conv3.weight.float()), conv3.bias.float(),
+                                    head=(conv1.weight.float().reshape(-1), conv1.bias.item(), sigmoid))
     assert ours.shape == (b, 1, *size)
     err, torch_err = (ours.double() - ref).abs().max().item(), (fp32 - ref).abs().max().item()
     assert err <= max(4 * torch_err, 1e-6), (err, torch_err)
@@ -208,8 +208,24 @@ def test_head_output_matches_the_torch_ops_in_float64(b, c, lo, size, sigmoid):
 
 
 @needs_kernels
-def test_head_output_refuses_a_channels_first_map():
+@pytest.mark.parametrize("cin,cout,lo,size", [(64, 32, (148, 220), (296, 440)), (20, 40, (6, 5), (11, 13))])
+def test_upsample_conv_matches_the_torch_ops_in_float64(cin, cout, lo, size):
+    torch.manual_seed(cin)
+    conv = torch.nn.Conv2d(cin, cout, 3, 1, 1).double()
+    x = torch.randn(1, cin, *lo, dtype=torch.float64)
+    with torch.no_grad():
+        ref = conv(F.interpolate(x, size, mode="bilinear", align_corners=True))
+        fp32 = conv.float()(F.interpolate(x.float(), size, mode="bilinear", align_corners=True)).double()
+    ours = kernels.upsample_conv3x3(x.float().contiguous(memory_format=torch.channels_last), size,
+                                    kernels.pack_conv(conv.weight.detach()), conv.bias.detach())
+    assert ours.shape == (1, cout, *size) and ours.is_contiguous(memory_format=torch.channels_last)
+    err, torch_err = (ours.double() - ref).abs().max().item(), (fp32 - ref).abs().max().item()
+    assert err <= max(4 * torch_err, 1e-6), (err, torch_err)
+
+
+@needs_kernels
+def test_upsample_conv_refuses_a_channels_first_map():
     x = torch.randn(1, 32, 6, 6)
     with pytest.raises(ValueError, match="channels-last"):
-        kernels.head_output(x, (8, 8), kernels.pack_conv(torch.randn(32, 32, 3, 3)), torch.zeros(32),
-                            torch.ones(32), 0.0)
+        kernels.upsample_conv3x3(x, (8, 8), kernels.pack_conv(torch.randn(32, 32, 3, 3)), torch.zeros(32),
+                                 head=(torch.ones(32), 0.0, False))

@@ -7,8 +7,9 @@ Exact up to float rounding:
     linear, and bilinear weights sum to one, so the bias passes through), so it runs on the
     4x smaller map;
   * on an AVX2 CPU in float32 the last stage (bilinear upsampling to the input size, 3x3 conv,
-    ReLU, 1x1 conv, ReLU/sigmoid) runs as one native kernel (native_kernels.head_output) that
-    never stores the 32-channel full-resolution map: ~1.8x faster than the PyTorch ops.
+    ReLU, 1x1 conv, ReLU/sigmoid) and refinenet1's 2x upsampling + output_conv1 each run as one
+    native pass (native_kernels.upsample_conv3x3) that never stores the upsampled map (the
+    last stage: ~1.8x faster than the PyTorch ops).
 """
 from __future__ import annotations
 
@@ -30,10 +31,14 @@ def _rcu(unit: ResidualConvUnit, x: torch.Tensor) -> torch.Tensor:
     return out.add_(x)
 
 
-def _fuse(block: FeatureFusionBlock, x: torch.Tensor, skip: torch.Tensor | None, size) -> torch.Tensor:
+def _fuse_unresized(block: FeatureFusionBlock, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
     if skip is not None:
         x = x + _rcu(block.resConfUnit1, skip)
-    x = block.out_conv(_rcu(block.resConfUnit2, x))          # 1x1 conv first: commutes with the resize
+    return block.out_conv(_rcu(block.resConfUnit2, x))       # 1x1 conv first: commutes with the resize
+
+
+def _fuse(block: FeatureFusionBlock, x: torch.Tensor, skip: torch.Tensor | None, size) -> torch.Tensor:
+    x = _fuse_unresized(block, x, skip)
     if size is None:
         return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
@@ -45,11 +50,11 @@ class InferenceHead(nn.Module):
     def __init__(self, head: DPTHead):
         super().__init__()
         self.head = copy.deepcopy(head).to(memory_format=CL)
-        self._packed: torch.Tensor | None = None
+        self._packed: dict[str, torch.Tensor] | None = None
         conv3, relu, conv1, act = list(self.head.scratch.output_conv2)[:4]
-        self.native_ok = (isinstance(conv3, nn.Conv2d) and conv3.kernel_size == (3, 3) and conv3.padding == (1, 1)
-                          and conv3.stride == (1, 1) and conv3.bias is not None and isinstance(relu, nn.ReLU)
-                          and isinstance(conv1, nn.Conv2d) and conv1.kernel_size == (1, 1) and conv1.out_channels == 1
+        self.native_ok = (_plain_conv3x3(self.head.scratch.output_conv1) and _plain_conv3x3(conv3)
+                          and isinstance(relu, nn.ReLU) and isinstance(conv1, nn.Conv2d)
+                          and conv1.kernel_size == (1, 1) and conv1.out_channels == 1
                           and isinstance(act, (nn.ReLU, nn.Sigmoid)))
 
     def forward(self, feats: list[torch.Tensor], grid_h: int, grid_w: int) -> torch.Tensor:
@@ -65,20 +70,31 @@ class InferenceHead(nn.Module):
         path = _fuse(s.refinenet4, l4, None, l3.shape[2:])
         path = _fuse(s.refinenet3, path, l3, l2.shape[2:])
         path = _fuse(s.refinenet2, path, l2, l1.shape[2:])
+        size = (grid_h * 14, grid_w * 14)
+        kernels = native_kernels.load() if self.native_ok and native_kernels.usable(path) else None
+        if kernels is not None and s.output_conv1.weight.device.type == "cpu":
+            return self._output_native(kernels, _fuse_unresized(s.refinenet1, path, l1), size)
         path = _fuse(s.refinenet1, path, l1, None)
         out = s.output_conv1(path)
-        size = (grid_h * 14, grid_w * 14)
-        kernels = native_kernels.load() if self.native_ok and native_kernels.usable(out) else None
-        if kernels is not None and s.output_conv1.weight.device.type == "cpu":
-            return self._output_native(kernels, out.contiguous(memory_format=CL), size)
         out = F.interpolate(out, size, mode="bilinear", align_corners=True)
         return s.output_conv2(out)
 
     def _output_native(self, kernels: native_kernels.Kernels, x: torch.Tensor, size) -> torch.Tensor:
-        conv3, _, conv1, act = list(self.head.scratch.output_conv2)[:4]
+        """refinenet1's 2x upsampling + output_conv1, then upsampling to the input size + output_conv2,
+        as two native passes that never store an upsampled map."""
+        s = self.head.scratch
+        conv3, _, conv1, act = list(s.output_conv2)[:4]
         if self._packed is None:
             with torch.no_grad():
-                self._packed = kernels.pack_conv(conv3.weight)
+                self._packed = {"conv1": kernels.pack_conv(s.output_conv1.weight), "conv2": kernels.pack_conv(conv3.weight)}
+        x = x.contiguous(memory_format=CL)
+        out = kernels.upsample_conv3x3(x, (2 * x.shape[2], 2 * x.shape[3]), self._packed["conv1"],
+                                       s.output_conv1.bias.detach())
         b2 = conv1.bias.item() if conv1.bias is not None else 0.0
-        return kernels.head_output(x, size, self._packed, conv3.bias.detach(), conv1.weight.detach().reshape(-1), b2,
-                                   sigmoid=isinstance(act, nn.Sigmoid))
+        return kernels.upsample_conv3x3(out, size, self._packed["conv2"], conv3.bias.detach(),
+                                        head=(conv1.weight.detach().reshape(-1), b2, isinstance(act, nn.Sigmoid)))
+
+
+def _plain_conv3x3(conv: nn.Module) -> bool:
+    return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.padding == (1, 1)
+            and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1 and conv.bias is not None)

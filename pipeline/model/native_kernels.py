@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("native") / "kernels.c"
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
-ABI_VERSION = 3
+ABI_VERSION = 4
 NR = 16                                     # column panel width of the micro-kernel
 EPILOGUES = {"store": 0, "gelu": 1, "accumulate": 2}
 
@@ -106,8 +106,8 @@ class Kernels:
         lib.da_attention_workspace.restype = L
         lib.da_attention.argtypes = [P, P, P, P, P, L, L, L, L, L, L, L, L, L, L, F, Int]
         lib.da_attention.restype = Int
-        lib.da_head_output.argtypes = [P, L, L, L, L, L, L, P, L, P, P, F, Int, P, Int]
-        lib.da_head_output.restype = Int
+        lib.da_upsample_conv3x3.argtypes = [P, L, L, L, L, L, L, P, L, P, Int, P, F, P, Int]
+        lib.da_upsample_conv3x3.restype = Int
 
     @staticmethod
     def pack_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -162,22 +162,33 @@ class Kernels:
         cout, cin = weight.shape[:2]
         return Kernels.pack_weight(weight.permute(0, 2, 3, 1).reshape(cout, 9 * cin))
 
-    def head_output(self, x: torch.Tensor, size: tuple[int, int], packed: torch.Tensor, bias: torch.Tensor,
-                    w2: torch.Tensor, b2: float, sigmoid: bool = False) -> torch.Tensor:
-        """The DPT head's last stage on a channels-last (B, C, h, w) map -> (B, 1, H, W):
-        bilinear upsampling to `size` (align_corners=True), 3x3 conv (`packed`, `bias`), ReLU,
-        1x1 conv to one channel (`w2`, `b2`), ReLU (or sigmoid), without storing the upsampled map."""
+    def upsample_conv3x3(self, x: torch.Tensor, size: tuple[int, int], packed: torch.Tensor, bias: torch.Tensor,
+                         head: tuple[torch.Tensor, float, bool] | None = None) -> torch.Tensor:
+        """conv3x3(bilinear upsample of x to `size`, align_corners=True) + bias, in one pass.
+
+        x: channels-last (B, C, h, w). Returns channels-last (B, Cout, H, W); with `head` =
+        (w2 (Cout,), b2, sigmoid) it finishes the DPT head instead: ReLU, 1x1 convolution to one
+        channel, ReLU (or sigmoid) -> (B, 1, H, W).
+        """
         b, c, hi, wi = x.shape
         ho, wo = size
-        cmid = bias.numel()
-        if not x.is_contiguous(memory_format=torch.channels_last) or packed.shape[1] != 9 * c or w2.numel() != cmid:
-            raise ValueError("head_output: x must be channels-last and match the packed 3x3 weight")
-        out = torch.empty(b, 1, ho, wo, dtype=x.dtype)
-        rc = self.lib.da_head_output(x.data_ptr(), b, hi, wi, c, ho, wo, packed.data_ptr(), cmid, bias.data_ptr(),
-                                     w2.contiguous().data_ptr(), float(b2), int(sigmoid), out.data_ptr(),
-                                     torch.get_num_threads())
+        cout = bias.numel()
+        if not x.is_contiguous(memory_format=torch.channels_last) or packed.shape[1] != 9 * c:
+            raise ValueError("upsample_conv3x3: x must be channels-last and match the packed 3x3 weight")
+        if head is None:
+            mode, w2, b2 = 0, None, 0.0
+            out = torch.empty(b, cout, ho, wo, dtype=x.dtype, memory_format=torch.channels_last)
+        else:
+            w2, b2, sigmoid = head[0].contiguous(), float(head[1]), head[2]
+            if w2.numel() != cout:
+                raise ValueError("upsample_conv3x3: the 1x1 head weight must have one value per channel")
+            mode = 2 if sigmoid else 1
+            out = torch.empty(b, 1, ho, wo, dtype=x.dtype)
+        rc = self.lib.da_upsample_conv3x3(x.data_ptr(), b, hi, wi, c, ho, wo, packed.data_ptr(), cout, bias.data_ptr(),
+                                          mode, None if w2 is None else w2.data_ptr(), b2, out.data_ptr(),
+                                          torch.get_num_threads())
         if rc != 0:
-            raise RuntimeError(f"da_head_output failed ({rc})")
+            raise RuntimeError(f"da_upsample_conv3x3 failed ({rc})")
         return out
 
 

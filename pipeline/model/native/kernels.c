@@ -7,9 +7,9 @@
  *                 fused qkv projection and writing (tokens, heads*d) for the output projection;
  *   da_linear     y = x W^T + b with an epilogue: store, GELU (erf form), or accumulate into y
  *                 (the residual add of a transformer block);
- *   da_head_output the DPT head's last stage in one pass: bilinear upsampling (align_corners),
- *                 3x3 convolution, ReLU, 1x1 convolution to one channel, ReLU or sigmoid. The
- *                 full-resolution feature map (32 channels at the input size) is never stored.
+ *   da_upsample_conv3x3  bilinear upsampling (align_corners) followed by a 3x3 convolution in one
+ *                 pass, the upsampled map never stored; then either store the result or finish
+ *                 the DPT head (ReLU, 1x1 convolution to one channel, ReLU or sigmoid).
  * One 6x16 register-tiled FMA micro-kernel does all the multiply-adds. Threads come from the
  * OpenMP runtime PyTorch already loaded (libgomp.so.1), so kernels and PyTorch ops share one
  * pool and never oversubscribe the cores.
@@ -22,7 +22,7 @@
 #define NR 16
 #define ALIGN32 __attribute__((aligned(32)))
 
-int da_abi_version(void) { return 3; }
+int da_abi_version(void) { return 4; }
 
 /* c[MR][NR] = init + sum_k a_i[k] * bp[k][0..NR), for the six rows a_0..a_5 */
 static inline void micro(const float *a0, const float *a1, const float *a2, const float *a3,
@@ -303,14 +303,20 @@ static void upsample_row(const float *lo, long Hi, long Wi, long C, long Wo, flo
     }
 }
 
-/* out (B, Ho, Wo) = act(w2 . relu(conv3x3(upsample(lo)) + bias) + b2); lo: (B, Hi, Wi, C) NHWC.
- * wp: the 3x3 convolution (C -> cmid) packed as wp[ceil(cmid/16)][9][C][16]; act: 0 = ReLU, 1 = sigmoid. */
-int da_head_output(const float *lo, long B, long Hi, long Wi, long C, long Ho, long Wo, const float *wp,
-                   long cmid, const float *bias, const float *w2, float b2, int act, float *out, int nthreads) {
-    if (B <= 0 || Hi <= 0 || Wi <= 0 || C <= 0 || Ho <= 0 || Wo <= 0 || cmid <= 0 || cmid > 4 * NR) return -1;
+enum { UPCONV_STORE = 0, UPCONV_HEAD_RELU = 1, UPCONV_HEAD_SIGMOID = 2 };
+
+/* y = conv3x3(upsample(lo, Ho x Wo)) + bias, lo: (B, Hi, Wi, C) NHWC, wp: the 3x3 convolution
+ * (C -> cout) packed as wp[ceil(cout/16)][9][C][16].
+ * UPCONV_STORE: out = y as (B, Ho, Wo, cout) NHWC.
+ * UPCONV_HEAD_*: out (B, Ho, Wo) = act(w2 . relu(y) + b2), act = ReLU or sigmoid (cout <= 64). */
+int da_upsample_conv3x3(const float *lo, long B, long Hi, long Wi, long C, long Ho, long Wo, const float *wp,
+                        long cout, const float *bias, int mode, const float *w2, float b2, float *out,
+                        int nthreads) {
+    if (B <= 0 || Hi <= 0 || Wi <= 0 || C <= 0 || Ho <= 0 || Wo <= 0 || cout <= 0 || mode < 0 || mode > 2) return -1;
+    if (mode != UPCONV_STORE && (cout > 4 * NR || !w2)) return -1;
     const float sy = Ho > 1 ? (float)(Hi - 1) / (float)(Ho - 1) : 0.0f;
     const float sx = Wo > 1 ? (float)(Wi - 1) / (float)(Wo - 1) : 0.0f;
-    const long band = 8, nband = (Ho + band - 1) / band, rowlen = (Wo + 2) * C, npan = (cmid + NR - 1) / NR;
+    const long band = 8, nband = (Ho + band - 1) / band, rowlen = (Wo + 2) * C, npan = (cout + NR - 1) / NR;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads)
     {
@@ -327,7 +333,7 @@ int da_head_output(const float *lo, long B, long Hi, long Wi, long C, long Ho, l
             if (!ring || !zero) continue;
             long b = item / nband, y0 = (item % nband) * band, y1 = y0 + band < Ho ? y0 + band : Ho;
             const float *img = lo + b * Hi * Wi * C;
-            float *tmp = ring + 3 * rowlen, *slot[3];
+            float *tmp = ring + 3 * rowlen;
             const float *rows[3];
             for (long y = y0 - 1; y <= y0; y++)                     /* rows y0-1, y0 */
                 if (y >= 0) upsample_row(img, Hi, Wi, C, Wo, sy, sx, y, tmp, ring + ((y + 3) % 3) * rowlen);
@@ -335,8 +341,7 @@ int da_head_output(const float *lo, long B, long Hi, long Wi, long C, long Ho, l
                 if (y + 1 < Ho) upsample_row(img, Hi, Wi, C, Wo, sy, sx, y + 1, tmp, ring + ((y + 4) % 3) * rowlen);
                 for (int k = 0; k < 3; k++) {
                     long yy = y + k - 1;
-                    slot[k] = ring + ((yy + 3) % 3) * rowlen;
-                    rows[k] = (yy < 0 || yy >= Ho) ? zero : slot[k];
+                    rows[k] = (yy < 0 || yy >= Ho) ? zero : ring + ((yy + 3) % 3) * rowlen;
                 }
                 for (long x0 = 0; x0 < Wo; x0 += MR) {
                     long n = Wo - x0 < MR ? Wo - x0 : MR;
@@ -345,20 +350,28 @@ int da_head_output(const float *lo, long B, long Hi, long Wi, long C, long Ho, l
                     for (int k = 0; k < 3; k++)
                         for (long i = 0; i < MR; i++) a[k * MR + i] = rows[k] + (x0 + (i < n ? i : 0)) * C;
                     for (long pan = 0; pan < npan; pan++) {
-                        long ncols = cmid - pan * NR < NR ? cmid - pan * NR : NR;
+                        long ncols = cout - pan * NR < NR ? cout - pan * NR : NR;
                         for (long u = 0; u < NR; u++) bias16[u] = u < ncols ? bias[pan * NR + u] : 0.0f;
                         micro_taps(a, 3, 3 * C, wp + pan * 9 * C * NR, _mm256_load_ps(bias16),
                                    _mm256_load_ps(bias16 + 8), c);
+                        if (mode == UPCONV_STORE) {
+                            for (long i = 0; i < n; i++)
+                                memcpy(out + ((b * Ho + y) * Wo + x0 + i) * cout + pan * NR, c + i * NR,
+                                       ncols * sizeof(float));
+                            continue;
+                        }
                         for (long i = 0; i < n; i++)
                             for (long u = 0; u < ncols; u++) {
                                 float v = c[i * NR + u];
                                 acc[i] += (v > 0.0f ? v : 0.0f) * w2[pan * NR + u];
                             }
                     }
-                    for (long i = 0; i < n; i++) {
-                        float r = acc[i] + b2;
-                        out[(b * Ho + y) * Wo + x0 + i] = act ? sigmoid1(r) : (r > 0.0f ? r : 0.0f);
-                    }
+                    if (mode != UPCONV_STORE)
+                        for (long i = 0; i < n; i++) {
+                            float r = acc[i] + b2;
+                            out[(b * Ho + y) * Wo + x0 + i] = mode == UPCONV_HEAD_SIGMOID ? sigmoid1(r)
+                                                                                         : (r > 0.0f ? r : 0.0f);
+                        }
                 }
             }
         }
@@ -367,4 +380,3 @@ int da_head_output(const float *lo, long B, long Hi, long Wi, long C, long Ho, l
     }
     return failed ? -2 : 0;
 }
-
