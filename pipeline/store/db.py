@@ -12,6 +12,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +37,7 @@ def connect(path: str | os.PathLike, *, migrate_schema: bool = True) -> sqlite_u
         raise StoreError(f"cannot create the label database {path}: folder {path.parent} does not exist")
     try:
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _set_wal(conn)
     except sqlite3.DatabaseError as e:
         raise StoreError(f"{path} is not a usable SQLite database ({e}); pass another --db") from None
     conn.execute("PRAGMA foreign_keys=ON")
@@ -44,6 +45,22 @@ def connect(path: str | os.PathLike, *, migrate_schema: bool = True) -> sqlite_u
     if migrate_schema:
         migrate(conn, name=str(path))
     return sqlite_utils.Database(conn)
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. SQLite answers "database is locked" at once, without its busy handler, when
+    several connections switch a new file at the same moment, so retry up to the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 @contextlib.contextmanager
