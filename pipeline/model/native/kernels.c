@@ -71,7 +71,9 @@ static inline __m256 gelu(__m256 x) {
     const __m256 nz = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
     __m256 v = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
     __m256 sign = _mm256_and_ps(nz, v), a = _mm256_xor_ps(sign, v);
-    __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, one));
+    __m256 den = _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, one);
+    __m256 t = _mm256_rcp_ps(den);                                     /* 1/den: 12 bits, then one */
+    t = _mm256_mul_ps(t, _mm256_fnmadd_ps(den, t, _mm256_set1_ps(2.0f)));  /* Newton step: ~23 bits */
     __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t, _mm256_set1_ps(-1.453152027f));
     r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(1.421413741f));
     r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-0.284496736f));
@@ -181,13 +183,23 @@ static void attn_rows(const attn_t *j, long bh, long r0, long rows, const float 
     for (long i = 0; i < MR; i++) {
         float m = mx[i * 8], *row = s + i * npad, part[8] ALIGN32, total = 0.0f;
         for (int u = 1; u < 8; u++) m = mx[i * 8 + u] > m ? mx[i * 8 + u] : m;
-        __m256 mv = _mm256_set1_ps(m), sum = _mm256_setzero_ps();
-        for (long t = 0; t < npad; t += 8) {
+        __m256 mv = _mm256_set1_ps(m), sum = _mm256_setzero_ps(), sum2 = _mm256_setzero_ps();
+        long t = 0, full = N / 8 * 8;
+        for (; t + 16 <= full; t += 16) {                   /* two independent chains */
+            __m256 p = exp2_nonpos(_mm256_sub_ps(_mm256_load_ps(row + t), mv));
+            __m256 p2 = exp2_nonpos(_mm256_sub_ps(_mm256_load_ps(row + t + 8), mv));
+            _mm256_store_ps(row + t, p);
+            _mm256_store_ps(row + t + 8, p2);
+            sum = _mm256_add_ps(sum, p);
+            sum2 = _mm256_add_ps(sum2, p2);
+        }
+        for (; t < npad; t += 8) {                           /* the rest; padded keys get 0 */
             __m256 p = exp2_nonpos(_mm256_sub_ps(_mm256_load_ps(row + t), mv));
             p = _mm256_and_ps(p, _mm256_cmp_ps(_mm256_load_ps(row + t), lowest, _CMP_GT_OQ));
             _mm256_store_ps(row + t, p);
             sum = _mm256_add_ps(sum, p);
         }
+        sum = _mm256_add_ps(sum, sum2);
         _mm256_store_ps(part, sum);
         for (int u = 0; u < 8; u++) total += part[u];
         inv[i] = 1.0f / total;
