@@ -229,3 +229,39 @@ def test_upsample_conv_refuses_a_channels_first_map():
     with pytest.raises(ValueError, match="channels-last"):
         kernels.upsample_conv3x3(x, (8, 8), kernels.pack_conv(torch.randn(32, 32, 3, 3)), torch.zeros(32),
                                  head=(torch.ones(32), 0.0, False))
+
+
+@needs_kernels
+@pytest.mark.parametrize("relu,n_res", [(False, 0), (True, 0), (False, 1), (False, 2)])
+@pytest.mark.parametrize("cin,cout,h,w,bias", [(64, 64, 37, 55, True), (48, 40, 9, 13, False), (3, 16, 1, 7, True)])
+def test_conv3x3_matches_torch_in_float64(relu, n_res, cin, cout, h, w, bias):
+    g = torch.Generator().manual_seed(cin * h + w)
+    cl = torch.channels_last
+    x = torch.randn(2, cin, h, w, generator=g, dtype=torch.float64)
+    wt = torch.randn(cout, cin, 3, 3, generator=g, dtype=torch.float64) * (9 * cin) ** -0.5
+    b = torch.randn(cout, generator=g, dtype=torch.float64) if bias else None
+    res = [torch.randn(2, cout, h, w, generator=g, dtype=torch.float64) for _ in range(n_res)]
+    ref = F.conv2d(x, wt, b, padding=1)
+    ref = F.relu(ref) if relu else ref
+    ref = ref + sum(res) if res else ref
+    ours = kernels.conv3x3(x.float().contiguous(memory_format=cl), kernels.pack_conv(wt.float()),
+                           None if b is None else b.float(), cout, relu=relu,
+                           residuals=tuple(r.float().contiguous(memory_format=cl) for r in res))
+    assert ours.is_contiguous(memory_format=cl)
+    assert (ours.double() - ref).abs().max().item() < 2e-5 * max(1.0, ref.abs().max().item())
+
+
+@needs_kernels
+def test_scratch_maps_never_leak_into_results():
+    """The head keeps intermediate maps in per-thread scratch buffers: a result must survive the
+    next forward unchanged, and equal a fresh computation bit for bit."""
+    torch.manual_seed(1)
+    fast = optimize_for_inference(build_model("vits", "v2").eval())
+    x1, x2 = torch.randn(1, 3, 70, 98), torch.randn(1, 3, 70, 98)
+    with torch.inference_mode():
+        first = fast(x1)
+        kept = first.clone()
+        fast(x2)
+        again = fast(x1)
+    assert torch.equal(first, kept) and torch.equal(first, again)
+    assert native_kernels.scratch("probe", torch.empty(2, 3)) is native_kernels.scratch("probe", torch.empty(2, 3))

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("native") / "kernels.c"
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
-ABI_VERSION = 4
+ABI_VERSION = 5
 NR = 16                                     # column panel width of the micro-kernel
 EPILOGUES = {"store": 0, "gelu": 1, "accumulate": 2}
 
@@ -106,6 +106,8 @@ class Kernels:
         lib.da_attention_workspace.restype = L
         lib.da_attention.argtypes = [P, P, P, P, P, L, L, L, L, L, L, L, L, L, L, F, Int]
         lib.da_attention.restype = Int
+        lib.da_conv3x3.argtypes = [P, L, L, L, L, P, L, P, Int, P, P, P, Int]
+        lib.da_conv3x3.restype = Int
         lib.da_upsample_conv3x3.argtypes = [P, L, L, L, L, L, L, P, L, P, Int, P, F, P, Int]
         lib.da_upsample_conv3x3.restype = Int
 
@@ -162,8 +164,32 @@ class Kernels:
         cout, cin = weight.shape[:2]
         return Kernels.pack_weight(weight.permute(0, 2, 3, 1).reshape(cout, 9 * cin))
 
+    def conv3x3(self, x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, cout: int, *,
+                relu: bool = False, residuals: tuple[torch.Tensor, ...] = (),
+                out: torch.Tensor | None = None) -> torch.Tensor:
+        """3x3 convolution (stride 1, padding 1) of a channels-last (B, Cin, H, W) map, plus bias,
+        then ReLU if asked, then the sum of up to two `residuals` shaped like the output."""
+        b, cin, h, w = x.shape
+        cl = torch.channels_last
+        if not x.is_contiguous(memory_format=cl) or packed.shape[1] != 9 * cin:
+            raise ValueError("conv3x3: x must be a channels-last (B, Cin, H, W) map matching the packed weight")
+        maps = list(residuals) + ([out] if out is not None else [])
+        if len(residuals) > 2 or any(m.shape != (b, cout, h, w) or not m.is_contiguous(memory_format=cl)
+                                     or m.dtype != x.dtype for m in maps):
+            raise ValueError("conv3x3: residuals and out must be channels-last maps shaped like the output")
+        if out is None:
+            out = torch.empty(b, cout, h, w, dtype=x.dtype, memory_format=cl)
+        res = [r.data_ptr() for r in residuals] + [None] * (2 - len(residuals))
+        rc = self.lib.da_conv3x3(x.data_ptr(), b, h, w, cin, packed.data_ptr(), cout,
+                                 None if bias is None else bias.data_ptr(), int(relu), res[0], res[1], out.data_ptr(),
+                                 torch.get_num_threads())
+        if rc != 0:
+            raise RuntimeError(f"da_conv3x3 failed ({rc})")
+        return out
+
     def upsample_conv3x3(self, x: torch.Tensor, size: tuple[int, int], packed: torch.Tensor, bias: torch.Tensor,
-                         head: tuple[torch.Tensor, float, bool] | None = None) -> torch.Tensor:
+                         head: tuple[torch.Tensor, float, bool] | None = None,
+                         out: torch.Tensor | None = None) -> torch.Tensor:
         """conv3x3(bilinear upsample of x to `size`, align_corners=True) + bias, in one pass.
 
         x: channels-last (B, C, h, w). Returns channels-last (B, Cout, H, W); with `head` =
@@ -177,12 +203,17 @@ class Kernels:
             raise ValueError("upsample_conv3x3: x must be channels-last and match the packed 3x3 weight")
         if head is None:
             mode, w2, b2 = 0, None, 0.0
-            out = torch.empty(b, cout, ho, wo, dtype=x.dtype, memory_format=torch.channels_last)
+            if out is None:
+                out = torch.empty(b, cout, ho, wo, dtype=x.dtype, memory_format=torch.channels_last)
+            elif out.shape != (b, cout, ho, wo) or not out.is_contiguous(memory_format=torch.channels_last):
+                raise ValueError("upsample_conv3x3: out must be a channels-last map of the output's shape")
         else:
             w2, b2, sigmoid = head[0].contiguous(), float(head[1]), head[2]
             if w2.numel() != cout:
                 raise ValueError("upsample_conv3x3: the 1x1 head weight must have one value per channel")
             mode = 2 if sigmoid else 1
+            if out is not None:
+                raise ValueError("upsample_conv3x3: the head epilogue returns a new map; out is not used")
             out = torch.empty(b, 1, ho, wo, dtype=x.dtype)
         rc = self.lib.da_upsample_conv3x3(x.data_ptr(), b, hi, wi, c, ho, wo, packed.data_ptr(), cout, bias.data_ptr(),
                                           mode, None if w2 is None else w2.data_ptr(), b2, out.data_ptr(),
@@ -190,6 +221,25 @@ class Kernels:
         if rc != 0:
             raise RuntimeError(f"da_upsample_conv3x3 failed ({rc})")
         return out
+
+
+def scratch(key: str, like: torch.Tensor) -> torch.Tensor:
+    """A per-thread buffer shaped and laid out like `like`, kept between calls under `key`.
+
+    For intermediate maps that are consumed within one forward: reusing them avoids the fresh
+    multi-megabyte allocations whose page faults cost as much as a convolution's epilogue.
+    Never hand one back to a caller: the next forward overwrites it.
+    """
+    bufs = getattr(_workspace, "maps", None)
+    if bufs is None:
+        bufs = _workspace.maps = {}
+    buf = bufs.get(key)
+    cl = like.is_contiguous(memory_format=torch.channels_last) and like.dim() == 4
+    if (buf is None or buf.shape != like.shape or buf.dtype != like.dtype
+            or buf.is_contiguous(memory_format=torch.channels_last) != cl):
+        buf = bufs[key] = torch.empty(like.shape, dtype=like.dtype).contiguous(
+            memory_format=torch.channels_last if cl else torch.contiguous_format)
+    return buf
 
 
 def _work_buffer(floats: int) -> torch.Tensor:

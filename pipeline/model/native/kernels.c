@@ -7,6 +7,8 @@
  *                 fused qkv projection and writing (tokens, heads*d) for the output projection;
  *   da_linear     y = x W^T + b with an epilogue: store, GELU (erf form), or accumulate into y
  *                 (the residual add of a transformer block);
+ *   da_conv3x3    a 3x3, stride 1, zero-padded convolution of channels-last (NHWC) maps with the
+ *                 bias and an epilogue: store, ReLU, or add one or two maps (residual units);
  *   da_upsample_conv3x3  bilinear upsampling (align_corners) followed by a 3x3 convolution in one
  *                 pass, the upsampled map never stored; then either store the result or finish
  *                 the DPT head (ReLU, 1x1 convolution to one channel, ReLU or sigmoid).
@@ -22,7 +24,7 @@
 #define NR 16
 #define ALIGN32 __attribute__((aligned(32)))
 
-int da_abi_version(void) { return 4; }
+int da_abi_version(void) { return 5; }
 
 /* c[MR][NR] = init + sum_k a_i[k] * bp[k][0..NR), for the six rows a_0..a_5 */
 static inline void micro(const float *a0, const float *a1, const float *a2, const float *a3,
@@ -294,6 +296,72 @@ static inline void micro_taps(const float *const *a, int nseg, long cin, const f
 }
 
 static inline float sigmoid1(float x) { return 1.0f / (1.0f + __builtin_expf(-x)); }
+
+/* out = epi(conv3x3(x) + bias): x (B, H, W, Cin) NHWC, wp packed as wp[ceil(Cout/16)][9][Cin][16],
+ * out (B, H, W, Cout). relu: ReLU the result; res1/res2: NULL or (B, H, W, Cout) maps added. */
+int da_conv3x3(const float *x, long B, long H, long W, long cin, const float *wp, long cout, const float *bias,
+               int relu, const float *res1, const float *res2, float *out, int nthreads) {
+    if (B <= 0 || H <= 0 || W <= 0 || cin <= 0 || cout <= 0) return -1;
+    const long npan = (cout + NR - 1) / NR, zlen = (3 * cin + 7) / 8 * 8;
+    float *zeros = aligned_alloc(32, zlen * sizeof(float));
+    if (!zeros) return -2;
+    memset(zeros, 0, zlen * sizeof(float));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (long by = 0; by < B * H; by++) {
+        long b = by / H, y = by % H;
+        const float *a[9 * MR];
+        float c[MR * NR] ALIGN32, bias16[NR] ALIGN32;
+        for (long x0 = 0; x0 < W; x0 += MR) {
+            long n = W - x0 < MR ? W - x0 : MR;
+            /* inside the image a pixel's three taps of a kernel row are 3*Cin contiguous inputs */
+            int inner = x0 >= 1 && x0 + MR + 1 <= W, nseg = inner ? 3 : 9;
+            for (int ky = 0; ky < 3; ky++)
+                for (int kx = 0; kx < (inner ? 1 : 3); kx++)
+                    for (long i = 0; i < MR; i++) {
+                        long yy = y + ky - 1, xx = x0 + (i < n ? i : 0) + kx - 1;
+                        a[(inner ? ky : ky * 3 + kx) * MR + i] = (yy < 0 || yy >= H || xx < 0 || xx >= W)
+                            ? zeros : x + ((b * H + yy) * W + xx) * cin;
+                    }
+            for (long pan = 0; pan < npan; pan++) {
+                long ncols = cout - pan * NR < NR ? cout - pan * NR : NR;
+                for (long u = 0; u < NR; u++) bias16[u] = (bias && u < ncols) ? bias[pan * NR + u] : 0.0f;
+                micro_taps(a, nseg, inner ? 3 * cin : cin, wp + pan * 9 * cin * NR, _mm256_load_ps(bias16),
+                           _mm256_load_ps(bias16 + 8), c);
+                for (long i = 0; i < n; i++) {
+                    long off = ((b * H + y) * W + x0 + i) * cout + pan * NR;
+                    float *ci = c + i * NR;
+                    if (ncols == NR) {
+                        __m256 v0 = _mm256_load_ps(ci), v1 = _mm256_load_ps(ci + 8);
+                        if (relu) {
+                            v0 = _mm256_max_ps(v0, _mm256_setzero_ps());
+                            v1 = _mm256_max_ps(v1, _mm256_setzero_ps());
+                        }
+                        if (res1) {
+                            v0 = _mm256_add_ps(v0, _mm256_loadu_ps(res1 + off));
+                            v1 = _mm256_add_ps(v1, _mm256_loadu_ps(res1 + off + 8));
+                        }
+                        if (res2) {
+                            v0 = _mm256_add_ps(v0, _mm256_loadu_ps(res2 + off));
+                            v1 = _mm256_add_ps(v1, _mm256_loadu_ps(res2 + off + 8));
+                        }
+                        _mm256_storeu_ps(out + off, v0);
+                        _mm256_storeu_ps(out + off + 8, v1);
+                        continue;
+                    }
+                    for (long u = 0; u < ncols; u++) {
+                        float v = ci[u];
+                        if (relu) v = v > 0.0f ? v : 0.0f;
+                        if (res1) v += res1[off + u];
+                        if (res2) v += res2[off + u];
+                        out[off + u] = v;
+                    }
+                }
+            }
+        }
+    }
+    free(zeros);
+    return 0;
+}
 
 /* One output row of the upsampled map, zero-padded by one pixel on each side: row[(Wo+2)*C]. */
 static void upsample_row(const float *lo, long Hi, long Wi, long C, long Wo, float sy, float sx, long y,
