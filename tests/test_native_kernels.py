@@ -264,4 +264,22 @@ def test_scratch_maps_never_leak_into_results():
         fast(x2)
         again = fast(x1)
     assert torch.equal(first, kept) and torch.equal(first, again)
-    assert native_kernels.scratch("probe", torch.empty(2, 3)) is native_kernels.scratch("probe", torch.empty(2, 3))
+
+
+def test_scratch_buffers_are_reused_only_inside_a_scope_and_pooled_across_threads():
+    import threading
+    like = torch.empty(2, 3)
+    assert native_kernels.scratch("probe", like) is not native_kernels.scratch("probe", like)   # no scope
+    seen = []
+
+    def forward():
+        with native_kernels.scratch_scope():
+            with native_kernels.scratch_scope():                          # nested: the same set
+                seen.append(native_kernels.scratch("probe", like))
+            assert native_kernels.scratch("probe", like) is seen[-1]
+
+    for _ in range(3):                                                    # one forward at a time,
+        t = threading.Thread(target=forward)                              # each on a new thread
+        t.start()
+        t.join()
+    assert seen[0] is seen[1] is seen[2]                                  # one pooled set, not three

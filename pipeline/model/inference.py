@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..config import PATCH_SIZE
+from . import native_kernels
 from .depth_anything import DepthAnything
 from .encoder import check_input_size
 from .inference_encoder import inference_blocks
@@ -58,7 +59,7 @@ class InferenceDepthAnything(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_size(x)
         grid_h, grid_w = x.shape[-2] // PATCH_SIZE, x.shape[-1] // PATCH_SIZE
-        with torch.inference_mode():
+        with torch.inference_mode(), native_kernels.scratch_scope():
             out = self.head(self.encode(x), grid_h, grid_w)              # (B, 1, H, W)
             if self.config.metric:
                 out = out * self.config.max_depth

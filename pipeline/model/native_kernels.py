@@ -13,6 +13,8 @@ PyTorch has loaded (libgomp.so.1), so both share one pool.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import hashlib
 import logging
@@ -22,6 +24,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -36,7 +39,6 @@ EPILOGUES = {"store": 0, "gelu": 1, "accumulate": 2}
 
 _lock = threading.Lock()
 _loaded: dict[str, Kernels | None] = {}
-_workspace = threading.local()
 
 
 def cache_dir() -> Path:
@@ -223,31 +225,65 @@ class Kernels:
         return out
 
 
-def scratch(key: str, like: torch.Tensor) -> torch.Tensor:
-    """A per-thread buffer shaped and laid out like `like`, kept between calls under `key`.
+class _ScratchSet(dict):
+    """Buffers of one forward at a time, by key."""
 
-    For intermediate maps that are consumed within one forward: reusing them avoids the fresh
-    multi-megabyte allocations whose page faults cost as much as a convolution's epilogue.
-    Never hand one back to a caller: the next forward overwrites it.
+
+_free_sets: list[_ScratchSet] = []
+_current_set: contextvars.ContextVar[_ScratchSet | None] = contextvars.ContextVar("da_scratch", default=None)
+MAX_IDLE_SETS = 1          # sets kept between forwards; more concurrent forwards allocate afresh
+
+
+@contextlib.contextmanager
+def scratch_scope() -> Iterator[None]:
+    """Lend one set of scratch buffers to the forward running inside (nested scopes share it).
+
+    Sets are pooled, not tied to threads: a server with forty worker threads that runs one
+    forward at a time keeps one set, not forty.
     """
-    bufs = getattr(_workspace, "maps", None)
-    if bufs is None:
-        bufs = _workspace.maps = {}
-    buf = bufs.get(key)
-    cl = like.is_contiguous(memory_format=torch.channels_last) and like.dim() == 4
+    if _current_set.get() is not None:
+        yield
+        return
+    with _lock:
+        bufs = _free_sets.pop() if _free_sets else _ScratchSet()
+    token = _current_set.set(bufs)
+    try:
+        yield
+    finally:
+        _current_set.reset(token)
+        with _lock:
+            if len(_free_sets) < MAX_IDLE_SETS:
+                _free_sets.append(bufs)
+
+
+def scratch(key: str, like: torch.Tensor) -> torch.Tensor:
+    """A buffer shaped and laid out like `like` (which may be on the meta device), reused under
+    `key` by later forwards inside `scratch_scope()`; a fresh tensor outside any scope.
+
+    For intermediate maps consumed within one forward: reusing them avoids fresh multi-megabyte
+    allocations, whose page faults cost as much as a convolution's epilogue. Never hand one back
+    to a caller: the next forward overwrites it.
+    """
+    cl = like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    bufs = _current_set.get()
+    buf = None if bufs is None else bufs.get(key)
     if (buf is None or buf.shape != like.shape or buf.dtype != like.dtype
             or buf.is_contiguous(memory_format=torch.channels_last) != cl):
-        buf = bufs[key] = torch.empty(like.shape, dtype=like.dtype).contiguous(
-            memory_format=torch.channels_last if cl else torch.contiguous_format)
+        buf = torch.empty(like.shape, dtype=like.dtype).contiguous(memory_format=fmt)
+        if bufs is not None:
+            bufs[key] = buf
     return buf
 
 
 def _work_buffer(floats: int) -> torch.Tensor:
-    """A 32-byte aligned float32 scratch buffer, kept per thread and grown as needed (no page
-    faults on every call)."""
-    buf = getattr(_workspace, "buf", None)
+    """A 32-byte aligned float32 scratch buffer of at least `floats` (see scratch())."""
+    bufs = _current_set.get()
+    buf = None if bufs is None else bufs.get("attention.work")
     if buf is None or buf.numel() < floats + 8:
-        buf = _workspace.buf = torch.empty(floats + 8, dtype=torch.float32)
+        buf = torch.empty(floats + 8, dtype=torch.float32)
+        if bufs is not None:
+            bufs["attention.work"] = buf
     offset = (-buf.data_ptr() % 32) // 4
     return buf[offset: offset + floats]
 
