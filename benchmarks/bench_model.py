@@ -25,7 +25,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.model import build_model, optimize_for_inference  # noqa: E402
+from pipeline.model import build_model, native_kernels, optimize_for_inference  # noqa: E402
 
 REFERENCE_DIR = ROOT.parent / "shared" / "reference"
 
@@ -77,6 +77,14 @@ def _seconds(fn) -> float:
     t = _clock()
     fn()
     return _clock() - t
+
+
+def _torch_ops_only(module):
+    """The exact path with the native kernels switched off (what they buy)."""
+    def run(x):
+        with native_kernels.disabled():
+            return module(x)
+    return run
 
 
 def interleaved(variants: dict, x: torch.Tensor, reps: int) -> dict[str, list[float]]:
@@ -175,11 +183,13 @@ def main(argv=None) -> int:
     flops = forward_gflop(plain, x)
     gflop = sum(flops.values())
     peak0 = matmul_peak()
-    times = interleaved({"ours, plain": plain, "ours, exact (optimize_for_inference)": exact,
+    times = interleaved({"ours, plain": plain, "ours, exact, PyTorch ops only": _torch_ops_only(exact),
+                         "ours, exact (optimize_for_inference)": exact,
                          "transformers (sdpa)": lambda t: peer(pixel_values=t).predicted_depth}, x, args.reps)
     peak = max(peak0, matmul_peak())
     print(f"# vits V2 at {h}x{w}, {torch.get_num_threads()} threads, {args.reps} interleaved reps, {args.clock} clock, "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}; native kernels: "
+          f"{'on (' + native_kernels.load().path.name + ')' if native_kernels.load() else 'unavailable'}")
     print(f"# FLOPs: {gflop:.1f} G (linear {flops['linear']:.1f}, attention {flops['attention']:.1f}, "
           f"conv {flops['conv']:.1f}); matmul peak {peak:.0f} GFLOP/s (2048^3 mm, best of the run)")
     print("variant                              | median  | min     | GFLOP/s | peak  | vs transformers")

@@ -136,6 +136,23 @@ def test_the_torch_ops_run_when_the_kernels_are_unavailable(monkeypatch):
         assert (model(x) - optimize_for_inference(model)(x)).abs().max().item() < 1e-5
 
 
+@needs_kernels
+def test_disabled_switches_to_the_torch_ops_and_back(monkeypatch):
+    calls = []
+    real = native_kernels.Kernels.attention
+    monkeypatch.setattr(native_kernels.Kernels, "attention", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    torch.manual_seed(0)
+    fast = optimize_for_inference(build_model("vits", "v2").eval())
+    x = torch.randn(1, 3, 42, 56)
+    with torch.inference_mode():
+        with native_kernels.disabled():
+            assert native_kernels.load() is None
+            torch_ops = fast(x)
+        assert calls == [] and native_kernels.load() is kernels
+        native = fast(x)
+    assert calls and (torch_ops - native).abs().max().item() <= 1e-5 * max(1.0, torch_ops.abs().max().item())
+
+
 def test_kernels_are_not_used_under_autograd_or_for_other_dtypes():
     x = torch.randn(2, 3, requires_grad=True)
     assert not native_kernels.usable(x)

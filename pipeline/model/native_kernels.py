@@ -288,8 +288,24 @@ def _work_buffer(floats: int) -> torch.Tensor:
     return buf[offset: offset + floats]
 
 
+_disabled: contextvars.ContextVar[bool] = contextvars.ContextVar("da_native_disabled", default=False)
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Run the PyTorch ops instead of the kernels inside this block (benchmarks, comparisons)."""
+    token = _disabled.set(True)
+    try:
+        yield
+    finally:
+        _disabled.reset(token)
+
+
 def load() -> Kernels | None:
-    """The kernels, built and loaded once per process; None where they cannot run (see module doc)."""
+    """The kernels, built and loaded once per process; None where they cannot run (see module
+    doc) or inside `disabled()`."""
+    if _disabled.get():
+        return None
     key = str(cache_dir())
     with _lock:
         if key not in _loaded:
