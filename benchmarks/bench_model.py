@@ -106,8 +106,15 @@ def _int8_linear(exact, plain):
 
 
 def _int8_on_exact(exact, plain):
+    """int8 qkv + fc1 on the exact path's PyTorch-op blocks (the native kernels hold fp32 packed
+    weights of their own, so they are switched off for this candidate)."""
     _int8_linear(exact, plain)
-    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(exact), {nn.Linear}, dtype=torch.qint8)
+    quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(exact), {nn.Linear}, dtype=torch.qint8)
+
+    def run(x):
+        with native_kernels.disabled():
+            return quantized(x)
+    return run
 
 
 def _bf16_autocast(exact, plain):
