@@ -113,10 +113,10 @@ def test_bad_arguments_are_refused():
 
 
 @needs_kernels
-@pytest.mark.parametrize("version", ["v1", "v2"])
-def test_inference_model_uses_the_kernels_and_matches_the_plain_model(version, monkeypatch):
+@pytest.mark.parametrize("version,metric", [("v1", False), ("v2", False), ("v2", True)])
+def test_inference_model_uses_the_kernels_and_matches_the_plain_model(version, metric, monkeypatch):
     torch.manual_seed(0)
-    model = build_model("vits", version).eval()
+    model = build_model("vits", version, metric=metric).eval()
     x = torch.randn(2, 3, 98, 140)
     calls = []
     real = native_kernels.Kernels.attention
