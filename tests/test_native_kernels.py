@@ -110,6 +110,16 @@ def test_bad_arguments_are_refused():
         kernels.linear(torch.randn(4, 8), kernels.pack_weight(torch.randn(3, 8)), torch.zeros(3), 3, "accumulate")
     with pytest.raises(ValueError):
         kernels.linear(torch.randn(8, 4).T, kernels.pack_weight(torch.randn(3, 8)), torch.zeros(3), 3)
+    with pytest.raises(ValueError, match="output channels"):                # would read past the weight
+        kernels.linear(torch.randn(4, 8), kernels.pack_weight(torch.randn(3, 8)), torch.zeros(20), 20)
+    with pytest.raises(ValueError, match="float32"):
+        kernels.linear(torch.randn(4, 8, dtype=torch.float64), kernels.pack_weight(torch.randn(3, 8)),
+                       torch.zeros(3), 3)
+    with pytest.raises(ValueError, match="float32"):
+        kernels.attention(_qkv(1, 4, 2, 16).double(), 2)
+    with pytest.raises(ValueError, match="output channels"):
+        kernels.conv3x3(torch.randn(1, 4, 5, 5).contiguous(memory_format=torch.channels_last),
+                        kernels.pack_conv(torch.randn(16, 4, 3, 3)), None, 32)
 
 
 @needs_kernels

@@ -92,6 +92,17 @@ def build(cache: Path | None = None) -> Path:
     return lib
 
 
+def _check(where: str, packed: torch.Tensor | None, n_out: int, *tensors: torch.Tensor | None) -> None:
+    """The kernels read raw memory: refuse anything but float32 CPU tensors, and a packed weight
+    with fewer output columns than asked for (that would read past its end)."""
+    for t in (packed, *tensors):
+        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
+            raise ValueError(f"{where}: expected float32 CPU tensors, got {t.dtype} on {t.device}")
+    if packed is not None and (packed.dim() != 3 or packed.shape[2] != NR or packed.shape[0] * NR < n_out
+                               or not packed.is_contiguous()):
+        raise ValueError(f"{where}: the packed weight does not hold {n_out} output channels")
+
+
 class Kernels:
     """ctypes bindings of native/kernels.c; every method takes and returns float32 CPU tensors."""
 
@@ -125,7 +136,8 @@ class Kernels:
                epilogue: str = "store", out: torch.Tensor | None = None) -> torch.Tensor:
         """epilogue(x @ W.T + bias) for x (M, K) with unit column stride; 'accumulate' adds into `out`."""
         m, k = x.shape
-        if x.stride(1) != 1 or packed.shape[1] != k or bias.numel() != n_out:
+        _check("linear", packed, n_out, x, bias, out)
+        if x.stride(1) != 1 or packed.shape[1] != k or bias.numel() != n_out or not bias.is_contiguous():
             raise ValueError("linear: x must be (M, K) with unit column stride matching the packed weight")
         if out is None:
             if epilogue == "accumulate":
@@ -145,6 +157,7 @@ class Kernels:
         Row layout of qkv as timm and the official DINOv2 write it: [q | k | v], each heads x d.
         """
         b, n, c3 = qkv.shape
+        _check("attention", None, 0, qkv)
         c = c3 // 3
         d = c // heads
         if qkv.stride(2) != 1 or d % NR or c3 != 3 * c or c != heads * d:
@@ -173,6 +186,9 @@ class Kernels:
         then ReLU if asked, then the sum of up to two `residuals` shaped like the output."""
         b, cin, h, w = x.shape
         cl = torch.channels_last
+        _check("conv3x3", packed, cout, x, bias, out, *residuals)
+        if bias is not None and (bias.numel() != cout or not bias.is_contiguous()):
+            raise ValueError("conv3x3: one bias value per output channel")
         if not x.is_contiguous(memory_format=cl) or packed.shape[1] != 9 * cin:
             raise ValueError("conv3x3: x must be a channels-last (B, Cin, H, W) map matching the packed weight")
         maps = list(residuals) + ([out] if out is not None else [])
@@ -201,6 +217,9 @@ class Kernels:
         b, c, hi, wi = x.shape
         ho, wo = size
         cout = bias.numel()
+        _check("upsample_conv3x3", packed, cout, x, bias, out, None if head is None else head[0])
+        if not bias.is_contiguous() or ho < 1 or wo < 1:
+            raise ValueError("upsample_conv3x3: a contiguous bias and a positive output size")
         if not x.is_contiguous(memory_format=torch.channels_last) or packed.shape[1] != 9 * c:
             raise ValueError("upsample_conv3x3: x must be channels-last and match the packed 3x3 weight")
         if head is None:

@@ -26,6 +26,9 @@
 
 int da_abi_version(void) { return 5; }
 
+/* aligned_alloc wants a size that is a multiple of the alignment */
+static void *alloc32(size_t bytes) { return aligned_alloc(32, (bytes + 31) / 32 * 32); }
+
 /* c[MR][NR] = init + sum_k a_i[k] * bp[k][0..NR), for the six rows a_0..a_5 */
 static inline void micro(const float *a0, const float *a1, const float *a2, const float *a3,
                          const float *a4, const float *a5, const float *bp, long K,
@@ -239,7 +242,7 @@ int da_attention(const float *q, const float *k, const float *v, float *out, flo
     {
 #pragma omp for schedule(dynamic, 1)
         for (long bh = 0; bh < B * H; bh++) attn_pack(&j, bh);
-        float *s = aligned_alloc(32, MR * j.npad * sizeof(float)), *q6 = aligned_alloc(32, MR * D * sizeof(float));
+        float *s = alloc32(MR * j.npad * sizeof(float)), *q6 = alloc32(MR * D * sizeof(float));
         if (!s || !q6) {
 #pragma omp atomic write
             failed = 1;
@@ -303,7 +306,7 @@ int da_conv3x3(const float *x, long B, long H, long W, long cin, const float *wp
                int relu, const float *res1, const float *res2, float *out, int nthreads) {
     if (B <= 0 || H <= 0 || W <= 0 || cin <= 0 || cout <= 0) return -1;
     const long npan = (cout + NR - 1) / NR, zlen = (3 * cin + 7) / 8 * 8;
-    float *zeros = aligned_alloc(32, zlen * sizeof(float));
+    float *zeros = alloc32(zlen * sizeof(float));
     if (!zeros) return -2;
     memset(zeros, 0, zlen * sizeof(float));
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
@@ -400,8 +403,8 @@ int da_upsample_conv3x3(const float *lo, long B, long Hi, long Wi, long C, long 
     int failed = 0;
 #pragma omp parallel num_threads(nthreads)
     {
-        float *ring = aligned_alloc(32, (3 * rowlen + Wi * C + 8) * sizeof(float));
-        float *zero = aligned_alloc(32, (rowlen + 8) * sizeof(float));
+        float *ring = alloc32((3 * rowlen + Wi * C + 8) * sizeof(float));
+        float *zero = alloc32((rowlen + 8) * sizeof(float));
         if (!ring || !zero) {
 #pragma omp atomic write
             failed = 1;
