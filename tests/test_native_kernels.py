@@ -310,3 +310,44 @@ def test_scratch_buffers_are_reused_only_inside_a_scope_and_pooled_across_thread
         t.start()
         t.join()
     assert seen[0] is seen[1] is seen[2]                                  # one pooled set, not three
+
+
+def test_a_scope_copied_into_another_thread_does_not_share_its_buffers():
+    import contextvars
+    import threading
+    like, seen = torch.empty(4), {}
+    with native_kernels.scratch_scope():
+        seen["here"] = native_kernels.scratch("probe", like)
+        ctx = contextvars.copy_context()                                  # what asyncio.to_thread does
+        t = threading.Thread(target=lambda: seen.setdefault("there", ctx.run(native_kernels.scratch, "probe", like)))
+        t.start()
+        t.join()
+    assert seen["there"] is not seen["here"]
+
+
+@needs_kernels
+def test_an_output_sharing_memory_with_an_input_is_refused():
+    x = torch.randn(1, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="share memory"):
+        kernels.conv3x3(x, kernels.pack_conv(torch.randn(16, 16, 3, 3)), None, 16, out=x)
+    a = torch.randn(8, 8)
+    with pytest.raises(ValueError, match="share memory"):
+        kernels.linear(a, kernels.pack_weight(torch.randn(8, 8)), torch.zeros(8), 8, "accumulate", out=a)
+
+
+@needs_kernels
+def test_weights_changed_in_place_are_repacked():
+    torch.manual_seed(2)
+    model = build_model("vits", "v2").eval()
+    fast = optimize_for_inference(model)
+    x = torch.randn(1, 3, 42, 56)
+    with torch.inference_mode():
+        fast(x)                                                           # packs the shared qkv / fc1
+    with torch.no_grad():
+        model.encoder.pretrained.blocks[0].attn.qkv.weight.mul_(1.5)
+        model.encoder.pretrained.blocks[0].mlp.fc1.weight.mul_(0.5)
+    with torch.inference_mode():
+        native = fast(x)
+        with native_kernels.disabled():
+            torch_ops = fast(x)
+    assert (native - torch_ops).abs().max().item() <= 1e-5 * max(1.0, torch_ops.abs().max().item())

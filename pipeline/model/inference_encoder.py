@@ -71,6 +71,7 @@ class InferenceBlock(nn.Module):
                           and isinstance(mlp.norm, nn.Identity) and dim % self.num_heads == 0
                           and (dim // self.num_heads) % native_kernels.NR == 0)
         self._packed: dict[str, torch.Tensor] | None = None
+        self._packed_versions: tuple[int, ...] = ()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernels = native_kernels.load() if self.native_ok and native_kernels.usable(x) else None
@@ -91,7 +92,10 @@ class InferenceBlock(nn.Module):
 
     def _pack(self, kernels: native_kernels.Kernels) -> dict[str, torch.Tensor]:
         """The four weights packed for the native GEMM (made on the first native call, then kept)."""
-        if self._packed is None:
+        versions = (self.qkv.weight._version, self.mlp.fc1.weight._version,
+                    *(b._version for b in (self.qkv.bias, self.mlp.fc1.bias) if b is not None))
+        if self._packed is None or self._packed_versions != versions:     # the shared weights changed
+            self._packed_versions = versions
             with torch.no_grad():
                 fc1 = self.mlp.fc1
                 self._packed = {

@@ -37,7 +37,8 @@ ABI_VERSION = 5
 NR = 16                                     # column panel width of the micro-kernel
 EPILOGUES = {"store": 0, "gelu": 1, "accumulate": 2}
 
-_lock = threading.Lock()
+_lock = threading.Lock()             # building and loading (may take seconds)
+_pool_lock = threading.Lock()        # the scratch-set pool (never held for long)
 _loaded: dict[str, Kernels | None] = {}
 
 
@@ -101,6 +102,17 @@ def _check(where: str, packed: torch.Tensor | None, n_out: int, *tensors: torch.
     if packed is not None and (packed.dim() != 3 or packed.shape[2] != NR or packed.shape[0] * NR < n_out
                                or not packed.is_contiguous()):
         raise ValueError(f"{where}: the packed weight does not hold {n_out} output channels")
+    if packed is not None and packed.data_ptr() % 32:
+        raise ValueError(f"{where}: the packed weight must be 32-byte aligned (use pack_weight / pack_conv)")
+
+
+def _check_out(where: str, out: torch.Tensor | None, *inputs: torch.Tensor) -> None:
+    """An output that shares memory with an input would be read after it was overwritten."""
+    if out is None:
+        return
+    base = out.untyped_storage().data_ptr()
+    if any(t is not None and t.untyped_storage().data_ptr() == base for t in inputs):
+        raise ValueError(f"{where}: out must not share memory with an input")
 
 
 class Kernels:
@@ -137,6 +149,7 @@ class Kernels:
         """epilogue(x @ W.T + bias) for x (M, K) with unit column stride; 'accumulate' adds into `out`."""
         m, k = x.shape
         _check("linear", packed, n_out, x, bias, out)
+        _check_out("linear", out, x, bias)
         if x.stride(1) != 1 or packed.shape[1] != k or bias.numel() != n_out or not bias.is_contiguous():
             raise ValueError("linear: x must be (M, K) with unit column stride matching the packed weight")
         if out is None:
@@ -187,6 +200,7 @@ class Kernels:
         b, cin, h, w = x.shape
         cl = torch.channels_last
         _check("conv3x3", packed, cout, x, bias, out, *residuals)
+        _check_out("conv3x3", out, x, *residuals)
         if bias is not None and (bias.numel() != cout or not bias.is_contiguous()):
             raise ValueError("conv3x3: one bias value per output channel")
         if not x.is_contiguous(memory_format=cl) or packed.shape[1] != 9 * cin:
@@ -218,6 +232,7 @@ class Kernels:
         ho, wo = size
         cout = bias.numel()
         _check("upsample_conv3x3", packed, cout, x, bias, out, None if head is None else head[0])
+        _check_out("upsample_conv3x3", out, x)
         if not bias.is_contiguous() or ho < 1 or wo < 1:
             raise ValueError("upsample_conv3x3: a contiguous bias and a positive output size")
         if not x.is_contiguous(memory_format=torch.channels_last) or packed.shape[1] != 9 * c:
@@ -249,7 +264,15 @@ class _ScratchSet(dict):
 
 
 _free_sets: list[_ScratchSet] = []
-_current_set: contextvars.ContextVar[_ScratchSet | None] = contextvars.ContextVar("da_scratch", default=None)
+# (set, thread id): a context copied into another thread (asyncio.to_thread, a thread pool) must
+# not reuse the set of the forward running in the first one
+_current_set: contextvars.ContextVar[tuple[_ScratchSet, int] | None] = contextvars.ContextVar("da_scratch",
+                                                                                               default=None)
+
+
+def _active_set() -> _ScratchSet | None:
+    current = _current_set.get()
+    return current[0] if current is not None and current[1] == threading.get_ident() else None
 MAX_IDLE_SETS = 1          # sets kept between forwards; more concurrent forwards allocate afresh
 
 
@@ -260,17 +283,17 @@ def scratch_scope() -> Iterator[None]:
     Sets are pooled, not tied to threads: a server with forty worker threads that runs one
     forward at a time keeps one set, not forty.
     """
-    if _current_set.get() is not None:
+    if _active_set() is not None:
         yield
         return
-    with _lock:
+    with _pool_lock:
         bufs = _free_sets.pop() if _free_sets else _ScratchSet()
-    token = _current_set.set(bufs)
+    token = _current_set.set((bufs, threading.get_ident()))
     try:
         yield
     finally:
         _current_set.reset(token)
-        with _lock:
+        with _pool_lock:
             if len(_free_sets) < MAX_IDLE_SETS:
                 _free_sets.append(bufs)
 
@@ -285,7 +308,7 @@ def scratch(key: str, like: torch.Tensor) -> torch.Tensor:
     """
     cl = like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last)
     fmt = torch.channels_last if cl else torch.contiguous_format
-    bufs = _current_set.get()
+    bufs = _active_set()
     buf = None if bufs is None else bufs.get(key)
     if (buf is None or buf.shape != like.shape or buf.dtype != like.dtype
             or buf.is_contiguous(memory_format=torch.channels_last) != cl):
@@ -297,7 +320,7 @@ def scratch(key: str, like: torch.Tensor) -> torch.Tensor:
 
 def _work_buffer(floats: int) -> torch.Tensor:
     """A 32-byte aligned float32 scratch buffer of at least `floats` (see scratch())."""
-    bufs = _current_set.get()
+    bufs = _active_set()
     buf = None if bufs is None else bufs.get("attention.work")
     if buf is None or buf.numel() < floats + 8:
         buf = torch.empty(floats + 8, dtype=torch.float32)

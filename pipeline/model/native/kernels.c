@@ -75,7 +75,7 @@ static inline __m256 exp2_nonpos(__m256 t) {
 static inline __m256 gelu(__m256 x) {
     const __m256 nz = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
     __m256 v = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
-    __m256 sign = _mm256_and_ps(nz, v), a = _mm256_xor_ps(sign, v);
+    __m256 sign = _mm256_and_ps(nz, v), a = _mm256_min_ps(_mm256_xor_ps(sign, v), _mm256_set1_ps(1e4f));
     __m256 den = _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, one);
     __m256 t = _mm256_rcp_ps(den);                                     /* 1/den: 12 bits, then one */
     t = _mm256_mul_ps(t, _mm256_fnmadd_ps(den, t, _mm256_set1_ps(2.0f)));  /* Newton step: ~23 bits */
