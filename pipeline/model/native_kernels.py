@@ -319,13 +319,8 @@ def scratch(key: str, like: torch.Tensor) -> torch.Tensor:
 
 
 def _work_buffer(floats: int) -> torch.Tensor:
-    """A 32-byte aligned float32 scratch buffer of at least `floats` (see scratch())."""
-    bufs = _active_set()
-    buf = None if bufs is None else bufs.get("attention.work")
-    if buf is None or buf.numel() < floats + 8:
-        buf = torch.empty(floats + 8, dtype=torch.float32)
-        if bufs is not None:
-            bufs["attention.work"] = buf
+    """A 32-byte aligned float32 scratch buffer of `floats` (see scratch())."""
+    buf = scratch("attention.work", torch.empty(floats + 8, device="meta"))
     offset = (-buf.data_ptr() % 32) // 4
     return buf[offset: offset + floats]
 

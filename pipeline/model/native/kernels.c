@@ -29,26 +29,39 @@ int da_abi_version(void) { return 5; }
 /* aligned_alloc wants a size that is a multiple of the alignment */
 static void *alloc32(size_t bytes) { return aligned_alloc(32, (bytes + 31) / 32 * 32); }
 
-/* c[MR][NR] = init + sum_k a_i[k] * bp[k][0..NR), for the six rows a_0..a_5 */
-static inline void micro(const float *a0, const float *a1, const float *a2, const float *a3,
-                         const float *a4, const float *a5, const float *bp, long K,
-                         __m256 init0, __m256 init1, float *c) {
+/* c[MR][NR] = init + sum_seg sum_k a[seg][i][k] * bp[seg][k][0..NR): nseg runs of `cin`
+ * contiguous inputs per output pixel (for a 3x3 kernel on a zero-padded NHWC row buffer: a
+ * pixel's three taps of one kernel row are 3*Cin contiguous floats, so 3 runs of 3*Cin) */
+static inline void micro_taps(const float *const *a, int nseg, long cin, const float *bp, __m256 init0,
+                              __m256 init1, float *c) {
     __m256 c00 = init0, c01 = init1, c10 = init0, c11 = init1, c20 = init0, c21 = init1;
     __m256 c30 = init0, c31 = init1, c40 = init0, c41 = init1, c50 = init0, c51 = init1;
+    for (int tap = 0; tap < nseg; tap++, bp += cin * NR) {
+        const float *a0 = a[tap * MR], *a1 = a[tap * MR + 1], *a2 = a[tap * MR + 2];
+        const float *a3 = a[tap * MR + 3], *a4 = a[tap * MR + 4], *a5 = a[tap * MR + 5];
 #pragma GCC unroll 4
-    for (long k = 0; k < K; k++) {
-        __m256 b0 = _mm256_load_ps(bp + k * NR), b1 = _mm256_load_ps(bp + k * NR + 8), x;
-        x = _mm256_broadcast_ss(a0 + k); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
-        x = _mm256_broadcast_ss(a1 + k); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
-        x = _mm256_broadcast_ss(a2 + k); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
-        x = _mm256_broadcast_ss(a3 + k); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
-        x = _mm256_broadcast_ss(a4 + k); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
-        x = _mm256_broadcast_ss(a5 + k); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+        for (long k = 0; k < cin; k++) {
+            __m256 b0 = _mm256_load_ps(bp + k * NR), b1 = _mm256_load_ps(bp + k * NR + 8), x;
+            x = _mm256_broadcast_ss(a0 + k); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+            x = _mm256_broadcast_ss(a1 + k); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+            x = _mm256_broadcast_ss(a2 + k); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+            x = _mm256_broadcast_ss(a3 + k); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+            x = _mm256_broadcast_ss(a4 + k); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+            x = _mm256_broadcast_ss(a5 + k); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+        }
     }
     _mm256_store_ps(c + 0, c00);  _mm256_store_ps(c + 8, c01);  _mm256_store_ps(c + 16, c10);
     _mm256_store_ps(c + 24, c11); _mm256_store_ps(c + 32, c20); _mm256_store_ps(c + 40, c21);
     _mm256_store_ps(c + 48, c30); _mm256_store_ps(c + 56, c31); _mm256_store_ps(c + 64, c40);
     _mm256_store_ps(c + 72, c41); _mm256_store_ps(c + 80, c50); _mm256_store_ps(c + 88, c51);
+}
+
+/* c[MR][NR] = init + sum_k a_i[k] * bp[k][0..NR), for the six contiguous rows a_0..a_5 */
+static inline void micro(const float *a0, const float *a1, const float *a2, const float *a3,
+                         const float *a4, const float *a5, const float *bp, long K,
+                         __m256 init0, __m256 init1, float *c) {
+    const float *const a[MR] = {a0, a1, a2, a3, a4, a5};
+    micro_taps(a, 1, K, bp, init0, init1, c);
 }
 
 /* 2^t for t <= 0: t = n + f with |f| <= 1/2; 2^f by a degree-6 polynomial (relative error
@@ -270,33 +283,6 @@ int da_attention(const float *q, const float *k, const float *v, float *out, flo
 /* ------------------------------------------------------------------------------------------ */
 /* The DPT output stage. 3x3 convolution weights packed as wp[ceil(Cout/16)][9][Cin][16]; six  */
 /* consecutive output pixels of a row x 16 output channels per micro-kernel call.             */
-
-/* c[MR][NR] = init + sum_seg sum_k a[seg][i][k] * bp[seg][k][0..NR): nseg runs of `cin`
- * contiguous inputs per output pixel (for a 3x3 kernel on a zero-padded NHWC row buffer: a
- * pixel's three taps of one kernel row are 3*Cin contiguous floats, so 3 runs of 3*Cin) */
-static inline void micro_taps(const float *const *a, int nseg, long cin, const float *bp, __m256 init0,
-                              __m256 init1, float *c) {
-    __m256 c00 = init0, c01 = init1, c10 = init0, c11 = init1, c20 = init0, c21 = init1;
-    __m256 c30 = init0, c31 = init1, c40 = init0, c41 = init1, c50 = init0, c51 = init1;
-    for (int tap = 0; tap < nseg; tap++, bp += cin * NR) {
-        const float *a0 = a[tap * MR], *a1 = a[tap * MR + 1], *a2 = a[tap * MR + 2];
-        const float *a3 = a[tap * MR + 3], *a4 = a[tap * MR + 4], *a5 = a[tap * MR + 5];
-#pragma GCC unroll 4
-        for (long k = 0; k < cin; k++) {
-            __m256 b0 = _mm256_load_ps(bp + k * NR), b1 = _mm256_load_ps(bp + k * NR + 8), x;
-            x = _mm256_broadcast_ss(a0 + k); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
-            x = _mm256_broadcast_ss(a1 + k); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
-            x = _mm256_broadcast_ss(a2 + k); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
-            x = _mm256_broadcast_ss(a3 + k); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
-            x = _mm256_broadcast_ss(a4 + k); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
-            x = _mm256_broadcast_ss(a5 + k); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
-        }
-    }
-    _mm256_store_ps(c + 0, c00);  _mm256_store_ps(c + 8, c01);  _mm256_store_ps(c + 16, c10);
-    _mm256_store_ps(c + 24, c11); _mm256_store_ps(c + 32, c20); _mm256_store_ps(c + 40, c21);
-    _mm256_store_ps(c + 48, c30); _mm256_store_ps(c + 56, c31); _mm256_store_ps(c + 64, c40);
-    _mm256_store_ps(c + 72, c41); _mm256_store_ps(c + 80, c50); _mm256_store_ps(c + 88, c51);
-}
 
 static inline float sigmoid1(float x) { return 1.0f / (1.0f + __builtin_expf(-x)); }
 
