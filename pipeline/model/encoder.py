@@ -90,12 +90,16 @@ class DinoV2Encoder(nn.Module):
     def forward(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
         """Normalised patch tokens (class token dropped) after each block in `layers`: [(B, h*w, C)]."""
         check_input_size(x)
-        vit = self.pretrained
-        t = self.tokens(x)
-        wanted = set(layers)
-        out = []
-        for i, block in enumerate(vit.blocks[: max(layers) + 1]):
-            t = block(t)
-            if i in wanted:
-                out.append(vit.norm(t)[:, 1:])
-        return out
+        return tapped_tokens(self.tokens(x), self.pretrained.blocks, self.pretrained.norm, layers)
+
+
+def tapped_tokens(t: torch.Tensor, blocks, norm, layers: tuple[int, ...]) -> list[torch.Tensor]:
+    """Run `blocks` on tokens t up to the last tapped block; the normalised patch tokens (class
+    token dropped) after each block in `layers`: [(B, h*w, C)]. Shared by the training-time
+    encoder and the inference path."""
+    wanted, out = set(layers), []
+    for i, block in enumerate(blocks[: max(layers) + 1]):
+        t = block(t)
+        if i in wanted:
+            out.append(norm(t)[:, 1:])
+    return out

@@ -20,7 +20,7 @@ from torch import nn
 from ..config import PATCH_SIZE
 from . import native_kernels
 from .depth_anything import DepthAnything
-from .encoder import check_input_size
+from .encoder import check_input_size, tapped_tokens
 from .inference_encoder import inference_blocks
 from .inference_head import InferenceHead
 
@@ -47,14 +47,7 @@ class InferenceDepthAnything(nn.Module):
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Normalised patch tokens of the tapped blocks: [(B, h*w, C)]."""
-        layers = self.config.layers
-        t = self.embed.tokens(x)                                         # (B, 1 + h*w, C)
-        out = []
-        for i, block in enumerate(self.blocks[: max(layers) + 1]):
-            t = block(t)
-            if i in layers:
-                out.append(self.norm(t)[:, 1:])
-        return out
+        return tapped_tokens(self.embed.tokens(x), self.blocks, self.norm, self.config.layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_size(x)
