@@ -1,21 +1,10 @@
 """Fixtures for the studio tests: settings in a temp data folder, a tiny vitt checkpoint, test images."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-
-def _load_images_module():
-    spec = importlib.util.spec_from_file_location("studio_test_images", Path(__file__).with_name("images.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_images = _load_images_module()
-small_rgb, bad_inputs, odd_but_valid_inputs = _images.small_rgb, _images.bad_inputs, _images.odd_but_valid_inputs
+# pytest puts this folder on sys.path (rootdir-less test folders, default import mode)
+from images import bad_inputs, odd_but_valid_inputs, small_rgb  # noqa: E402,F401
 
 
 @pytest.fixture

@@ -4,15 +4,14 @@ registration, and (slow) a real tiny vitt run started, cancelled, resumed and fi
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from train_data import H, W, add_accepted, label, png  # this folder is on sys.path (pytest)
 
 from pipeline import evaluation as ev
 from pipeline import holdout_compare as hc
@@ -20,17 +19,6 @@ from pipeline import jobs
 from pipeline.errors import ConfigError
 from pipeline.store import Store
 from pipeline.training_service import RunSettings, TrainingService, TrainingServiceError, config_argv
-
-
-def _load_train_data():
-    spec = importlib.util.spec_from_file_location("studio_train_data", Path(__file__).with_name("train_data.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_data = _load_train_data()
-H, W, png, label, add_accepted = _data.H, _data.W, _data.png, _data.label, _data.add_accepted
 
 
 @pytest.fixture
