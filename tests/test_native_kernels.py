@@ -168,6 +168,7 @@ def test_kernels_are_not_used_under_autograd_or_for_other_dtypes():
     assert not native_kernels.usable(x)
     assert native_kernels.usable(x.detach())
     assert not native_kernels.usable(x.detach().double())
+    assert not native_kernels.usable(x.detach(), torch.zeros(3, dtype=torch.float64))    # weights count too
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not native_kernels.usable(x.detach())
 
@@ -351,3 +352,11 @@ def test_weights_changed_in_place_are_repacked():
         with native_kernels.disabled():
             torch_ops = fast(x)
     assert (native - torch_ops).abs().max().item() <= 1e-5 * max(1.0, torch_ops.abs().max().item())
+
+
+def test_a_float64_model_takes_the_torch_ops_instead_of_failing():
+    torch.manual_seed(3)
+    model = build_model("vitt", "v2").eval().double()
+    x = torch.randn(1, 3, 42, 56, dtype=torch.float64)
+    with torch.inference_mode():
+        assert (model(x) - optimize_for_inference(model)(x)).abs().max().item() < 1e-10

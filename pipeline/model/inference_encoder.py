@@ -74,8 +74,8 @@ class InferenceBlock(nn.Module):
         self._packed_versions: tuple[int, ...] = ()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernels = native_kernels.load() if self.native_ok and native_kernels.usable(x) else None
-        if kernels is not None and self.proj_w.device.type == "cpu" and self.proj_w.dtype == torch.float32:
+        kernels = native_kernels.load() if self.native_ok and native_kernels.usable(x, self.proj_w) else None
+        if kernels is not None:
             return self._forward_native(kernels, x)
         b, n, c = x.shape
         x = x.contiguous()
@@ -88,7 +88,6 @@ class InferenceBlock(nn.Module):
         h = _mlp_hidden(self.mlp, self.norm2(x))                                  # (B, N, hidden)
         _residual_linear(flat, h.reshape(b * n, -1), self.fc2_w, self.fc2_b)
         return x
-
 
     def _pack(self, kernels: native_kernels.Kernels) -> dict[str, torch.Tensor]:
         """The four weights packed for the native GEMM (made on the first native call, then kept)."""

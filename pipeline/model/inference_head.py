@@ -6,10 +6,12 @@ Exact up to float rounding:
   * a fusion block's 1x1 `out_conv` commutes with the bilinear upsampling before it (both are
     linear, and bilinear weights sum to one, so the bias passes through), so it runs on the
     4x smaller map;
-  * on an AVX2 CPU in float32 the last stage (bilinear upsampling to the input size, 3x3 conv,
-    ReLU, 1x1 conv, ReLU/sigmoid) and refinenet1's 2x upsampling + output_conv1 each run as one
-    native pass (native_kernels.upsample_conv3x3) that never stores the upsampled map (the
-    last stage: ~1.8x faster than the PyTorch ops).
+  * on an AVX2 CPU in float32 the head runs on the native kernels (native_kernels.py): the 1x1
+    projections and out_convs as GEMMs on NHWC memory, the residual conv units and layerN_rn
+    as 3x3 convolutions with ReLU / residual adds in their epilogues, and refinenet1's 2x
+    upsampling + output_conv1 and the last stage (upsampling to the input size, 3x3 conv,
+    ReLU, 1x1 conv, ReLU/sigmoid) each as one pass that never stores the upsampled map;
+    intermediate maps live in scratch buffers pooled per forward.
 """
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ class InferenceHead(nn.Module):
         hd = self.head
         s = hd.scratch
         kernels = None
-        if self.native_ok and native_kernels.usable(feats[0]) and s.output_conv1.weight.device.type == "cpu":
+        if self.native_ok and native_kernels.usable(feats[0], s.output_conv1.weight):
             kernels = native_kernels.load()
         packed = self._pack(kernels) if kernels is not None else None
         layers = []
@@ -106,7 +108,7 @@ class InferenceHead(nn.Module):
 
     def _rcu_native(self, kernels, packed, name: str, x: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
         """conv2(relu(conv1(relu(x)))) + x (+ extra), ReLUs and adds in the convolutions' epilogues,
-        intermediate maps in per-thread scratch buffers."""
+        intermediate maps in scratch buffers."""
         x = x.contiguous(memory_format=CL)
         relu_x = torch.clamp_min(x, 0, out=native_kernels.scratch(f"{name}.relu", x))
         mid = kernels.conv3x3(relu_x, packed[f"{name}.conv1"], packed[f"{name}.bias1"], x.shape[1], relu=True,
@@ -137,11 +139,9 @@ class InferenceHead(nn.Module):
                 for level in range(1, 5):
                     block = getattr(s, f"refinenet{level}")
                     for u, unit in (("1", block.resConfUnit1), ("2", block.resConfUnit2)):
-                        name = f"refinenet{level}.{u}"
-                        packed[f"{name}.conv1"], packed[f"{name}.bias1"] = kernels.pack_conv(unit.conv1.weight), \
-                            unit.conv1.bias.detach()
-                        packed[f"{name}.conv2"], packed[f"{name}.bias2"] = kernels.pack_conv(unit.conv2.weight), \
-                            unit.conv2.bias.detach()
+                        for i, conv in (("1", unit.conv1), ("2", unit.conv2)):
+                            packed[f"refinenet{level}.{u}.conv{i}"] = kernels.pack_conv(conv.weight)
+                            packed[f"refinenet{level}.{u}.bias{i}"] = conv.bias.detach()
                     packed[f"refinenet{level}.out"] = kernels.pack_weight(block.out_conv.weight.flatten(1))
                     packed[f"refinenet{level}.out_b"] = block.out_conv.bias.detach()
                 for i in range(1, 5):
@@ -178,6 +178,6 @@ def _like(x: torch.Tensor, channels: int, h: int | None = None, w: int | None = 
 
 
 def _resize_into(x: torch.Tensor, like: torch.Tensor, key: str) -> torch.Tensor:
-    """Bilinear (align_corners) resize of x to like's size, into a per-thread scratch map."""
+    """Bilinear (align_corners) resize of x to like's size, into a scratch map."""
     out = native_kernels.scratch(key, _like(x, x.shape[1], *like.shape[2:]))
     return torch.ops.aten.upsample_bilinear2d.out(x, list(like.shape[2:]), True, None, None, out=out)

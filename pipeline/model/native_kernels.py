@@ -7,8 +7,9 @@ compiler, a failed build, or `DA_STUDIO_NATIVE=0`. Callers then run the PyTorch 
 the results agree to float32 rounding either way (tests/test_native_kernels.py).
 
 Why hand-written kernels: on a 2-core AVX2 machine PyTorch's fused CPU attention runs at ~70%
-of the FMA peak and its linear layers pay separate passes for the bias copy and the GELU; these
-kernels run at ~85-95% (figures: benchmarks/README.md). Threads come from the OpenMP runtime
+of the FMA peak, its linear layers and the DPT head's convolutions pay separate passes (bias
+copy, GELU, ReLU, residual adds, upsampled maps) and fresh allocations; these kernels fuse them
+and run at ~85-100% of the matmul rate (figures: benchmarks/README.md). Threads come from the OpenMP runtime
 PyTorch has loaded (libgomp.so.1), so both share one pool.
 """
 from __future__ import annotations
@@ -363,7 +364,9 @@ def _try_load() -> Kernels | None:
         return None
 
 
-def usable(x: torch.Tensor) -> bool:
-    """Whether a tensor can go through the native kernels: float32 on the CPU, no autograd, no autocast."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and not (x.requires_grad and torch.is_grad_enabled())
-            and not torch.is_autocast_enabled("cpu"))
+def usable(*tensors: torch.Tensor) -> bool:
+    """Whether these tensors (an input, and the weights it meets) can go through the native
+    kernels: all float32 on the CPU, no autograd, no autocast."""
+    grad = torch.is_grad_enabled()
+    return not torch.is_autocast_enabled("cpu") and all(
+        t.device.type == "cpu" and t.dtype == torch.float32 and not (t.requires_grad and grad) for t in tensors)
