@@ -1,7 +1,9 @@
 """Point clouds from a prediction: intrinsics, back-projection, downsampling, binary `.ply`.
 
-Camera model: pinhole with square pixels, principal point at the image centre, pixel (u, v)
-sampled at its centre (u + 0.5, v + 0.5). Focal length priority: a given focal (pixels) >
+Camera model: pinhole with square pixels, principal point at the image centre unless given
+(cx, cy in continuous pixel coordinates, where the image spans [0, W] x [0, H]), pixel (u, v)
+sampled at its centre (u + 0.5, v + 0.5). `pixel_rays` / `rays_at` are the one place that
+turns pixels into viewing rays; calibration, measuring, meshes and normals all use them. Focal length priority: a given focal (pixels) >
 the EXIF focal of the image > a field-of-view default (60 degrees across the longer side).
 
 Axes: "opencv" (default, as the official depth_to_pointcloud script): x right, y down,
@@ -79,14 +81,53 @@ def depth_for_point_cloud(array: np.ndarray, kind: str,
     return z
 
 
-def backproject(depth: np.ndarray, focal_px: float, axes: str = "opencv") -> np.ndarray:
-    """(H, W) depth -> (H, W, 3) float32 points; pinhole, principal point at the centre."""
+def fov_from_focal(width: int, height: int, focal_px: float) -> float:
+    """Field of view in degrees across the longer side for a focal length in pixels (inverse of focal_from_fov)."""
+    if not (math.isfinite(focal_px) and focal_px > 0):
+        raise ConfigError(f"focal length must be a positive number of pixels, got {focal_px}")
+    return math.degrees(2.0 * math.atan(0.5 * max(width, height) / focal_px))
+
+
+def _principal(h: int, w: int, principal: tuple[float, float] | None) -> tuple[float, float]:
+    if principal is None:
+        return w / 2.0, h / 2.0
+    cx, cy = (float(c) for c in principal)
+    if not (math.isfinite(cx) and math.isfinite(cy)):
+        raise ConfigError(f"the principal point must be two finite pixel coordinates, got {principal}")
+    return cx, cy
+
+
+def pixel_rays(shape: tuple[int, int], focal_px: float,
+               principal: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised coordinates of the pixel centres: x (W,) = (u + 0.5 - cx) / f, y (H,) = (v + 0.5 - cy) / f.
+
+    The viewing ray of pixel (u, v) is (x[u], y[v], 1) in opencv axes; a point at depth z is z times it.
+    """
+    h, w = shape[:2]
+    cx, cy = _principal(h, w, principal)
+    x = (np.arange(w, dtype=np.float64) + 0.5 - cx) / focal_px                # (W,)
+    y = (np.arange(h, dtype=np.float64) + 0.5 - cy) / focal_px                # (H,)
+    return x, y
+
+
+def rays_at(points_xy, shape: tuple[int, int], focal_px: float,
+            principal: tuple[float, float] | None = None) -> np.ndarray:
+    """(N, 2) pixel positions (x = column, y = row; integers are pixel indices) -> (N, 3) opencv rays (x, y, 1)."""
+    h, w = shape[:2]
+    cx, cy = _principal(h, w, principal)
+    p = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+    return np.stack([(p[:, 0] + 0.5 - cx) / focal_px, (p[:, 1] + 0.5 - cy) / focal_px, np.ones(len(p))], axis=1)
+
+
+def backproject(depth: np.ndarray, focal_px: float, axes: str = "opencv",
+                principal: tuple[float, float] | None = None) -> np.ndarray:
+    """(H, W) depth -> (H, W, 3) float32 points; pinhole, principal point at the centre unless given."""
     if axes not in AXES:
         raise ConfigError(f"unknown axes {axes!r}; use one of {', '.join(AXES)}")
     h, w = depth.shape
     sx, sy, sz = AXES[axes]
-    u = (np.arange(w, dtype=np.float32) + 0.5 - w / 2.0) / np.float32(focal_px)   # (W,)
-    v = (np.arange(h, dtype=np.float32) + 0.5 - h / 2.0) / np.float32(focal_px)   # (H,)
+    x, y = pixel_rays((h, w), focal_px, principal)
+    u, v = x.astype(np.float32), y.astype(np.float32)                        # (W,), (H,)
     pts = np.empty((h, w, 3), np.float32)
     pts[..., 0] = depth * (sx * u)[None, :]
     pts[..., 1] = depth * (sy * v)[:, None]
