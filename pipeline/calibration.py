@@ -47,6 +47,7 @@ from scipy.optimize import least_squares
 
 from .corrections import robust_plane
 from .errors import StudioError
+from .measure import MeasureError, value_at
 from .pointcloud import pixel_rays, rays_at, resolve_focal
 
 KINDS = ("disparity", "metric_depth")
@@ -140,19 +141,13 @@ class _Scene:
         self.x, self.y = pixel_rays(d.shape, focal, principal)
 
     def sample(self, point, window: int, what: str) -> float:
-        h, w = self.d.shape
         try:
-            x, y = (int(round(float(c))) for c in point)
-        except (TypeError, ValueError):
-            raise CalibrationError(f"{what}: a point is two numbers (x = column, y = row), got {point!r}") from None
-        if not (0 <= x < w and 0 <= y < h):
-            raise CalibrationError(f"{what}: point ({x}, {y}) is outside the {w}x{h} image")
-        k = max(int(window), 0)
-        patch = self.d[max(y - k, 0):y + k + 1, max(x - k, 0):x + k + 1]
-        patch = patch[np.isfinite(patch)]
-        if patch.size == 0:
-            raise CalibrationError(f"{what}: the label has no value at ({x}, {y}); pick a point on a surface")
-        return float(np.median(patch))
+            value = value_at(self.d, point, window)
+        except MeasureError as e:
+            raise CalibrationError(f"{what}: {e}") from None
+        if value is None:
+            raise CalibrationError(f"{what}: the label has no value at {tuple(point)}; pick a point on a surface")
+        return value
 
     def region(self, mask, what: str) -> np.ndarray:
         m = np.asarray(mask, dtype=bool)

@@ -139,3 +139,17 @@ def test_notes_and_bad_arguments():
     from pipeline.errors import StudioError
     with pytest.raises(StudioError, match="cannot write"):
         write_ply("/nonexistent-folder/x.ply", o3d.geometry.PointCloud())
+
+
+def test_rays_are_the_back_projection_at_depth_one_and_follow_the_principal_point():
+    from pipeline.pointcloud import backproject, pixel_rays, rays_at
+    h, w, f = 5, 7, 3.0
+    pts = backproject(np.ones((h, w), np.float32), f)
+    x, y = pixel_rays((h, w), f)
+    np.testing.assert_allclose(pts[..., 0], np.broadcast_to(x, (h, w)), rtol=1e-6)
+    np.testing.assert_allclose(pts[..., 1], np.broadcast_to(y[:, None], (h, w)), rtol=1e-6)
+    np.testing.assert_allclose(rays_at([(6, 4), (0, 0)], (h, w), f), pts[[4, 0], [6, 0]], rtol=1e-6)
+    shifted = backproject(np.ones((h, w), np.float32), f, principal=(0.5, 0.5))
+    np.testing.assert_allclose(shifted[0, 0], [0.0, 0.0, 1.0], atol=1e-7)      # the principal pixel looks straight ahead
+    with pytest.raises(ConfigError, match="principal point"):
+        pixel_rays((h, w), f, principal=(math.nan, 1.0))
