@@ -25,9 +25,14 @@ metric prediction, which is only rescaled (Z = k * prediction). Hence:
 - Flatness alone does not help: an affine change of disparity keeps every plane a plane (1/Z stays
   linear in x, y), so a painted floor is flat for every (s, t); its tilt, however, changes with t,
   which is what CameraHeight and RightAngle use.
+- Two references are not always enough: distances are nonlinear in the shift, so two distances (or a
+  distance and a depth) often have two exact solutions with different depths elsewhere (in the test
+  room, about 4 in 10 random pairs of distances). Such sets are refused, not guessed; a RightAngle or a
+  CameraHeight settled every pair tried, which makes "one distance + floor/wall right angle" or
+  "one distance + camera height" the recommended minimal sets.
 - Degenerate sets are refused too (e.g. two known depths at the same label value pin one number),
-  as are sets that two different calibrations fit equally well, and inconsistent ones (after the
-  best fit a reference is off by more than `tolerance`); each message says what to add or check.
+  as are inconsistent ones (after the best fit a reference is off by more than `tolerance`); each
+  message says what to add or check.
 
 The fit: residuals are log(fitted / given) for lengths (so a 10 m and a 1 m reference weigh the
 same relative error) and the angle error in radians; for a fixed r the best log s is their mean, so
@@ -296,7 +301,7 @@ def calibrate(label: np.ndarray, kind: str, references: Sequence[Reference], *,
         d = np.where(np.isfinite(a) & (a > 0), 1.0 / a, np.nan) if metric else np.where(np.isfinite(a), a, np.nan)
     scene = _Scene(d, focal, principal)
     cons = [_compile(ref, scene, i + 1) for i, ref in enumerate(references)]
-    _check_count(cons, metric or assume_zero_shift, metric)
+    _check_count(cons, metric or assume_zero_shift)
     r_lo = -min(c.d_min for c in cons)
     if metric or assume_zero_shift:
         if r_lo >= 0:
@@ -319,7 +324,7 @@ def calibrate(label: np.ndarray, kind: str, references: Sequence[Reference], *,
     return Calibration(depth, kind, scale, shift, assume_zero_shift and not metric, report, beyond, focal, source)
 
 
-def _check_count(cons: list[_Constraint], scale_only: bool, metric: bool) -> None:
+def _check_count(cons: list[_Constraint], scale_only: bool) -> None:
     lengths = sum(c.unit is not None for c in cons)
     if lengths == 0:
         raise CalibrationError("nothing here fixes the scale (right angles do not): add a known depth, a known "

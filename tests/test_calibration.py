@@ -71,6 +71,14 @@ def test_one_known_distance_with_zero_shift_is_exact_when_the_label_has_no_shift
     assert _rel_error(cal.depth, scene.depth).max() < 0.02
 
 
+@pytest.mark.parametrize("make_ref", [lambda sc: CameraHeight(sc.floor, sc.height),
+                                      lambda sc: KnownDepth(float(np.median(sc.depth[sc.wall])), region=sc.wall)])
+def test_any_single_length_fixes_the_scale_when_the_shift_is_zero(scene, make_ref):
+    cal = calibrate(_label(scene.depth, t0=0.0), "disparity", [make_ref(scene)], focal_px=scene.focal,
+                    assume_zero_shift=True)
+    assert _rel_error(cal.depth, scene.depth).max() < 1e-4
+
+
 def test_zero_shift_is_an_assumption_that_is_wrong_when_the_label_has_a_shift(scene):
     """Why it is an explicit option: the same single distance with a shifted label misplaces other depths."""
     cal = calibrate(_label(scene.depth), "disparity", [KnownDistance(BOX, FLOOR, _distance(scene, BOX, FLOOR))],
@@ -159,6 +167,16 @@ def test_two_depths_at_the_same_label_value_are_degenerate(scene):
     refs = [KnownDepth(4.0, point=(5, 5)), KnownDepth(4.0, point=(100, 10))]
     with pytest.raises(CalibrationError, match="do not fix the shift"):
         calibrate(label, "disparity", refs, focal_px=scene.focal)
+
+
+def test_two_distances_with_two_exact_solutions_are_refused_and_a_right_angle_settles_it(scene):
+    """Distances are nonlinear in the shift: these two are met exactly by the true shift and by a second one."""
+    other = (45, 40)
+    refs = [KnownDistance(BOX, FLOOR, _distance(scene, BOX, FLOOR)), KnownDistance(BOX, other, _distance(scene, BOX, other))]
+    with pytest.raises(CalibrationError, match="two different calibrations fit.*add one more reference"):
+        calibrate(_label(scene.depth), "disparity", refs, focal_px=scene.focal)
+    cal = calibrate(_label(scene.depth), "disparity", refs + [RightAngle(scene.floor, scene.wall)], focal_px=scene.focal)
+    assert _rel_error(cal.depth, scene.depth).max() < 1e-4
 
 
 def test_inconsistent_references_are_refused_naming_the_worst(scene):
