@@ -34,7 +34,7 @@ from trimesh.visual.material import PBRMaterial
 
 from .depth_png import UNITS
 from .errors import ConfigError, ImageError, StudioError
-from .normals import normals_from_depth, normals_picture
+from .normals import normals_from_depth, normals_note, normals_picture
 from .pointcloud import AXES, VIEWER_AXES, depth_for_point_cloud, pixel_rays, point_cloud_note, resolve_focal
 
 EXR_ATTRIBUTE = "depthAnythingStudio"
@@ -198,4 +198,4 @@ def write_normals(png_path: str | os.PathLike, npy_path: str | os.PathLike, arra
             np.save(f, normals)
     npy = _atomic(npy_path, save_npy)
     return {"png": str(png), "npy": str(npy), "axes": "opengl", "focal_px": focal, "focal_source": source,
-            "note": point_cloud_note(kind)}
+            "note": normals_note(kind)}

@@ -19,7 +19,10 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ConfigError
-from .pointcloud import AXES, backproject
+from .pointcloud import AXES, backproject, point_cloud_note
+
+RELATIVE_NORMALS_NOTE = (" Normals of this pseudo-depth show shape only: the unknown shift in disparity tilts "
+                         "surfaces, so angles between them are not true angles.")
 
 
 def _tangent(p: np.ndarray, axis: int) -> np.ndarray:
@@ -54,6 +57,11 @@ def normals_from_depth(depth: np.ndarray, focal_px: float, *, axes: str = "openc
         n = np.where(length > 0, n / length, np.nan)
     n[np.isnan(z)] = np.nan
     return (n * np.array(AXES[axes])).astype(np.float32)
+
+
+def normals_note(kind: str) -> str:
+    """The sentence a UI shows next to normals computed from a prediction of this kind."""
+    return point_cloud_note(kind) + ("" if kind == "metric_depth" else RELATIVE_NORMALS_NOTE)
 
 
 def normals_picture(normals_opengl: np.ndarray) -> np.ndarray:

@@ -167,6 +167,8 @@ def test_normals_files(tmp_path):
     assert tuple(png[3, 3]) == (128, 128, 255) and tuple(png[0, 0]) == (0, 0, 0)
     assert out["axes"] == "opengl" and out["note"].startswith("Metric depth")
     assert tuple(normals_picture(np.array([[[1.0, -1.0, 0.0]]]))[0, 0]) == (255, 0, 128)
+    relative = write_normals(tmp_path / "r.png", tmp_path / "r.npy", 1.0 / depth, "disparity", focal_px=7.0)
+    assert relative["note"].startswith("Relative model") and "not true angles" in relative["note"]
     with pytest.raises(ConfigError, match="at least 2x2"):
         normals_from_depth(np.ones((1, 5)), 1.0)
 
