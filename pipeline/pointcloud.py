@@ -138,7 +138,8 @@ def backproject(depth: np.ndarray, focal_px: float, axes: str = "opencv",
 def make_point_cloud(rgb: np.ndarray, array: np.ndarray, kind: str, *, focal_px: float | None = None,
                      voxel_size: float | None = None, remove_outliers: bool = False,
                      max_points: int | None = None, axes: str = "opencv",
-                     far_percentile: float = DEFAULT_FAR_PERCENTILE) -> o3d.geometry.PointCloud:
+                     far_percentile: float = DEFAULT_FAR_PERCENTILE,
+                     principal: tuple[float, float] | None = None) -> o3d.geometry.PointCloud:
     """Coloured open3d cloud of a (H, W) prediction and its (H, W, 3) uint8 image.
 
     focal_px None -> the 60 degree default (pass the EXIF focal via `resolve_focal` first).
@@ -152,7 +153,7 @@ def make_point_cloud(rgb: np.ndarray, array: np.ndarray, kind: str, *, focal_px:
                           f"prediction ({h}, {w})")
     focal, _ = resolve_focal(w, h, focal_px)
     depth = depth_for_point_cloud(array, kind, far_percentile)              # (H, W)
-    pts = backproject(depth, focal, axes).reshape(-1, 3)                     # (H*W, 3)
+    pts = backproject(depth, focal, axes, principal).reshape(-1, 3)          # (H*W, 3)
     colors = rgb.reshape(-1, 3)                                              # (H*W, 3)
     valid = np.isfinite(depth).reshape(-1)
     if not valid.all():

@@ -153,3 +153,6 @@ def test_rays_are_the_back_projection_at_depth_one_and_follow_the_principal_poin
     np.testing.assert_allclose(shifted[0, 0], [0.0, 0.0, 1.0], atol=1e-7)      # the principal pixel looks straight ahead
     with pytest.raises(ConfigError, match="principal point"):
         pixel_rays((h, w), f, principal=(math.nan, 1.0))
+    cloud = make_point_cloud(_rgb(h, w), np.full((h, w), 2.0, np.float32), "metric_depth", focal_px=f,
+                             principal=(0.5, 0.5))
+    np.testing.assert_allclose(np.asarray(cloud.points)[0], [0.0, 0.0, 2.0], atol=1e-6)
