@@ -8,7 +8,7 @@ zip frame after frame, uncompressed, so `np.load(path)["depth"]` reads it as one
     scale, shift float64 (T,): depth[t] = scale[t] * prediction[t] + shift[t] (temporal alignment)
     times        float64 (T,) seconds of each frame in the source; frame_index int64 (T,)
     model_id, vmin, vmax   the model, and the one colour range of the depth video
-With `png` frames, `<stem>_depth/000000.png ...` hold the depth (pipeline.depth_png: each frame
+With `png` frames, `<stem>_depth_frames/000000.png ...` hold the depth (pipeline.depth_png: each frame
 spread over 0..65535 with its own scale/offset recorded) and `<stem>.npz` the rest, without `depth`.
 Every array is a plain .npy member: `np.load` never needs pickle.
 """
@@ -42,7 +42,7 @@ class DepthFramesWriter:
         self.shape = (int(frames), int(height), int(width))
         self.fmt = fmt
         self.written = 0
-        self.png_dir = self.npz_path.with_name(f"{self.npz_path.stem}_depth") if fmt == "png" else None
+        self.png_dir = self.npz_path.with_name(f"{self.npz_path.stem}_depth_frames") if fmt == "png" else None
         self._zip = zipfile.ZipFile(self.npz_path, "w", zipfile.ZIP_STORED, allowZip64=True)
         self._member = None
         if fmt == "npz":

@@ -108,7 +108,7 @@ class VideoReader:
         try:
             self._container = av.open(str(self.path), "r")
         except (av.FFmpegError, OSError, ValueError) as e:
-            raise VideoError(f"{self.name}: not a readable video ({_why(e)})") from None
+            raise VideoError(f"{self.name}: not a readable video, or damaged or truncated ({_why(e)})") from None
         if not self._container.streams.video:
             self.close()
             raise VideoError(f"{self.name}: has no video stream (audio only, or not a video)")
@@ -212,8 +212,10 @@ class VideoReader:
 
 
 def _why(e: Exception) -> str:
+    """FFmpeg's reason without the errno prefix and the trailing path or function name."""
     text = str(e).strip() or type(e).__name__
-    return text.split(": '")[0] if ": '" in text else text      # FFmpeg errors end with the path: drop it
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)
+    return text.split(": '")[0] if ": '" in text else text
 
 
 class VideoWriter:
