@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 MIN_PAIRS = 32
+MAX_PAIRS = 40_000             # pixel pairs per fit (an even subsample beyond this)
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,8 @@ def _small(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _gray(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    g = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    g = _small(g, size)
+    small = np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.BOX), dtype=np.float32)
+    g = small @ np.array([0.299, 0.587, 0.114], np.float32)                          # (h, w)
     return (g - g.mean()) / (g.std() + 1e-6)          # gain changes do not move the correlation peak
 
 
@@ -156,7 +157,7 @@ class TemporalAligner:
         g = _gray(rgb, self._size)
         if self._prev_gray is not None:
             from skimage.registration import phase_cross_correlation
-            shift, _, _ = phase_cross_correlation(self._prev_gray, g, upsample_factor=4, normalization=None)
+            shift, _, _ = phase_cross_correlation(self._prev_gray, g, upsample_factor=2, normalization=None)
             if np.all(np.isfinite(shift)) and np.all(np.abs(shift) < 0.25 * np.array(self._size)):
                 self._position = self._position + np.asarray(shift, float)
         self._prev_gray = g
@@ -172,4 +173,6 @@ class TemporalAligner:
                 ys.append(y)
         if not xs:
             return np.zeros(0), np.zeros(0)
-        return np.concatenate(xs), np.concatenate(ys)
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        step = -(-x.size // MAX_PAIRS)
+        return x[::step], y[::step]
