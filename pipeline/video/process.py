@@ -144,6 +144,12 @@ class _Pass1:
 
     def run(self, frames: Iterator[Frame], raw) -> None:
         it = prefetch(frames, 2 * self.options.batch_size)
+        try:
+            self._batches(it, raw)
+        finally:
+            it.close()              # stop and join the decoding thread before the reader is closed
+
+    def _batches(self, it: Iterator[Frame], raw) -> None:
         while True:
             t0 = time.perf_counter()
             batch = list(itertools.islice(it, self.options.batch_size))

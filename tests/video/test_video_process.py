@@ -134,3 +134,15 @@ def test_a_bad_video_among_good_inputs_is_reported_and_skipped(clip48, vitt, tmp
     err = capsys.readouterr().err
     assert rc == 1 and "skipped broken.mov: not a readable video" in err
     assert (tmp_path / "o" / "walk_depth.mp4").exists() and not (tmp_path / "o" / "broken.npz").exists()
+
+
+def test_an_inference_error_stops_the_decoding_thread_first(clip48, predictor, tmp_path, monkeypatch):
+    import threading
+
+    def boom(*a, **k):
+        raise RuntimeError("out of memory")
+    monkeypatch.setattr(predictor, "predict_many", boom)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        predict_video(predictor, clip48, tmp_path)
+    assert not [t for t in threading.enumerate() if t.name == "video-decode"]
+    assert list(tmp_path.iterdir()) == []                         # the temporary float file is gone
