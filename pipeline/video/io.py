@@ -33,7 +33,7 @@ from ..errors import ImageError, VideoError
 from ..image_io import MAX_PIXELS, decode_image
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ogv", ".wmv",
-                              ".flv", ".3gp", ".ts", ".mts", ".m2ts"})
+                              ".flv", ".3gp", ".mts", ".m2ts"})     # not .ts: TypeScript sources share it
 DEFAULT_FOLDER_FPS = 30.0
 ENCODERS = ("libx264", "h264", "libopenh264", "mpeg4")       # first available wins
 
