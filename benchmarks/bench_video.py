@@ -19,7 +19,9 @@ min-max normalisation) and for the aligned output (pipeline/video/align.py):
   moved to k+1 (the known motion) and frame k+1, averaged both ways, on valid ground truth.
 Speed: frames/s of `predict_video` end to end (decode, batched inference, alignment, two passes,
 H.264 + npz writing) vs `Predictor.predict_many` alone on the same already-decoded frames with
-the same batch size, measured in the same run. The video path's overhead goal: <= 10%.
+the same batch size, measured in the same process just before. The video path's overhead goal:
+<= 10%. On a shared machine the two runs see different loads, so the in-run overhead is printed
+too: (end-to-end time - its own inference time) / its inference time.
 `--memory`: peak RSS of a separate process running `predict_video` on 640x360 clips of each
 length (it should not grow with the clip).
 Weights: `--checkpoint` (a real Depth Anything .pth gives meaningful depth); default the
@@ -87,11 +89,12 @@ def make_clips(folder: Path, n: int) -> dict:
 
 
 def normalised(seq: np.ndarray, per_frame: bool = False) -> np.ndarray:
-    if per_frame:                                         # the official scripts: min-max of each frame
+    """Clip-level (p2, p98) -> (0, 1); with per_frame, each frame min-max scaled first (the official scripts)."""
+    if per_frame:
         lo = seq.min(axis=(1, 2), keepdims=True)
         hi = seq.max(axis=(1, 2), keepdims=True)
-        return (seq - lo) / np.maximum(hi - lo, 1e-12)
-    lo, hi = np.percentile(seq[:, ::4, ::4], (2, 98))
+        seq = (seq - lo) / np.maximum(hi - lo, 1e-12)
+    lo, hi = np.percentile(seq[:, ::4, ::4], (2, 98))          # one unit for every variant
     return (seq - lo) / max(hi - lo, 1e-12)
 
 
@@ -150,17 +153,20 @@ def quality(args) -> None:
             z = np.load(res.files["npz"])
             aligned, scale, sh = z["depth"], z["scale"], z["shift"]
             raw = (aligned - sh[:, None, None]) / scale[:, None, None]
-            e2e = res.seconds["total"]
+            sec = res.seconds
+            in_run = (sec["total"] - sec["inference"]) / sec["inference"]       # same run: immune to load changes
             rows.append((name, n, flicker(raw, static, shift, per_frame=True), flicker(raw, static, shift),
                          flicker(aligned, static, shift), tae(raw, gt_of, static, shift),
-                         tae(aligned, gt_of, static, shift), n / t_inf, n / e2e, e2e / t_inf - 1,
-                         res.seconds))
-    print("\nclip   frames  flicker raw(minmax)  raw   aligned   TAE raw  aligned   fps infer  e2e  overhead")
+                         tae(aligned, gt_of, static, shift), n / t_inf, n / sec["total"], sec["total"] / t_inf - 1,
+                         in_run, sec))
+    print("\n(flicker in fractions of the clip's 2-98% disparity range; TAE as AbsRel)")
+    print("clip   frames  flicker raw(minmax)  raw   aligned   TAE raw  aligned   fps infer  e2e  overhead  "
+          "in-run overhead")
     for r in rows:
         print(f"{r[0]:6s} {r[1]:5d}   {r[2]:10.4f}  {r[3]:9.4f} {r[4]:8.4f}   {r[5]:7.4f}  {r[6]:7.4f}"
-              f"   {r[7]:6.2f}  {r[8]:6.2f}  {100 * r[9]:+6.1f}%")
+              f"   {r[7]:6.2f}  {r[8]:6.2f}  {100 * r[9]:+6.1f}%  {100 * r[10]:+6.1f}%")
     for r in rows:
-        print(f"{r[0]} seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in r[10].items()))
+        print(f"{r[0]} seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in r[11].items()))
 
 
 def memory_child(frames: int, input_size: int) -> None:
