@@ -54,9 +54,9 @@ def test_predict_video_returns_the_videos_npz_and_summary(vitt_service, clip):
                                                                              progress.calls)
 
 
-def test_the_studio_frame_cap_cuts_long_clips(vitt_service, clip):
-    service = vitt_service
-    object.__setattr__(service.settings, "max_video_frames", 4)      # frozen dataclass: a test-only override
+def test_the_studio_frame_cap_cuts_long_clips(settings, vitt_checkpoint, clip):
+    from pipeline.depth_service import DepthService
+    service = DepthService(settings.with_overrides(max_video_frames=4), sources=[], default=str(vitt_checkpoint))
     h = VideoHandlers(service, runner=VideoHandlers(service)._run)
     _, _, npz, summary, text = h.predict_video(str(clip), None, 70, None, 1, 100, False, progress=NoProgress())
     assert np.load(npz)["depth"].shape[0] == 4 and summary["cut_to_frames"] == 4 and "cut to its first 4" in text
