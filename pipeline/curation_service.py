@@ -30,6 +30,7 @@ from .errors import ConfigError, StudioError
 from .image_io import decode_image
 from .settings import StudioSettings
 from .store import ANY_HEAD, History, ImageRecord, Label, PointPair, Revision, Store
+from .video.ingest import check_rate
 
 THUMB_HEIGHT = 128
 IGNORE_TINT = np.array([128, 128, 128], np.float32)   # ignored pixels are shown greyed out
@@ -179,18 +180,21 @@ class CurationService:
         return self.store.path
 
     # ---- import ----------------------------------------------------------------------------
-    def import_uploads(self, files, *, author: str = "studio") -> ingest.ImportReport:
-        """Browser uploads: paths or (name, path | bytes); zips are opened."""
+    def import_uploads(self, files, *, author: str = "studio", video_rate: float | None = None) -> ingest.ImportReport:
+        """Browser uploads: paths or (name, path | bytes); zips are opened; videos give `video_rate` frames/s."""
         if not files:
-            raise CurationError("no files given: choose images or a zip to upload first")
-        return ingest.import_uploads(self.store, list(files), author=author, max_pixels=self.settings.max_pixels)
+            raise CurationError("no files given: choose images, videos or a zip to upload first")
+        return ingest.import_uploads(self.store, list(files), author=author, max_pixels=self.settings.max_pixels,
+                                     video_rate=check_rate(video_rate))
 
-    def import_folder(self, folder: str, *, author: str = "studio") -> ingest.ImportReport:
+    def import_folder(self, folder: str, *, author: str = "studio", video_rate: float | None = None
+                      ) -> ingest.ImportReport:
         """Every file under `folder` (relative to, or inside, `import_root`)."""
         if not str(folder or "").strip():
             raise CurationError(f"type a folder under {self.import_root} first")
         return ingest.import_server_folder(self.store, folder.strip(), allowed_root=self.import_root,
-                                           author=author, max_pixels=self.settings.max_pixels)
+                                           author=author, max_pixels=self.settings.max_pixels,
+                                           video_rate=check_rate(video_rate))
 
     # ---- pseudo-labelling jobs -------------------------------------------------------------
     def start_pseudo_label(self, checkpoint: str, *, model_id: str | None = None, input_size: int | None = None,
@@ -219,14 +223,18 @@ class CurationService:
 
     # ---- gallery ---------------------------------------------------------------------------
     def gallery(self, status: str | None = None, *, sort: str = "confidence", descending: bool = False,
-                offset: int = 0, limit: int = 24) -> GalleryPage:
-        """One page of thumbnails (image | label), least confident first by default."""
+                offset: int = 0, limit: int = 24, clip: str | None = None) -> GalleryPage:
+        """One page of thumbnails (image | label), least confident first by default; `clip`: one video's frames."""
         status = None if status in (None, "", "all") else status
         page = self.store.list_images(status=status, sort=sort, descending=descending,
-                                      offset=max(0, int(offset)), limit=int(limit))
+                                      offset=max(0, int(offset)), limit=int(limit), clip=clip or None)
         items = [(self.thumbnail(rec), _caption(rec)) for rec in page.items]
         return GalleryPage(items, [r.id for r in page.items], page.total, page.offset, page.limit,
                            self.store.count_by_status())
+
+    def clips(self) -> list[tuple[str, int]]:
+        """(clip, frames in the store) of every imported video, for the gallery's clip filter."""
+        return self.store.clips()
 
     def thumbnail(self, rec: ImageRecord) -> Path:
         head = self.store.head(rec.id) if rec.head_revision_id else None
@@ -393,7 +401,8 @@ class CurationService:
 # ---------------------------------------------------------------------------- helpers
 def _caption(rec: ImageRecord) -> str:
     conf = "–" if rec.confidence is None else f"{rec.confidence:.2f}"
-    return f"#{rec.id} {rec.name} · {rec.status} · conf {conf}"
+    where = f" · {rec.frame_time:.2f} s" if rec.clip else ""
+    return f"#{rec.id} {rec.name}{where} · {rec.status} · conf {conf}"
 
 
 def _region(region, shape: tuple[int, int]) -> np.ndarray:

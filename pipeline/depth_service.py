@@ -365,6 +365,10 @@ class DepthService:
                 "kind": prediction.kind, "unit": prediction.unit, "device": prediction.device,
                 "input_size": int(input_size or self.settings.input_size)}
 
+    def new_request_folder(self) -> Path:
+        """A fresh folder for one request's outputs (served to the page; removed after request_max_age_s)."""
+        return self._request_folder()
+
     def _request_folder(self) -> Path:
         self._cleanup_old_requests()
         folder = self.settings.temp_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"

@@ -19,3 +19,10 @@ class ImageError(StudioError):
 
 class CheckpointError(StudioError):
     """A checkpoint that cannot be found, read, or does not fit the requested model."""
+
+
+class VideoError(ImageError):
+    """A video that cannot be read or written (not a video, truncated, a frame that fails to decode).
+
+    A subclass of ImageError: wherever a bad input image is reported and skipped, so is a bad video.
+    """

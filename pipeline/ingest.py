@@ -2,6 +2,8 @@
 
 Every source becomes a list of `Entry` (a display name and a way to read its bytes); each
 entry is then checked and added on its own, so one bad file never stops an import:
+- a video (mp4, mov, webm, mkv, avi, ...) adds its frames at `video_rate` frames per second, as
+  images grouped by clip and frame time (pipeline/video/ingest.py);
 - duplicates by content (sha256 of the bytes, against the store and within the batch) are
   reported with the image they duplicate, not added again;
 - non-images and corrupt files are decoded once with `pipeline.image_io.decode_image` and
@@ -29,6 +31,7 @@ from .errors import ImageError, StudioError
 from .image_io import MAX_PIXELS, decode_image
 from .store import ImageRecord, Store
 from .store.blobs import sha256_bytes
+from .video.io import is_video_file
 
 MAX_FILE_BYTES = 100 * 1024 ** 2          # one image file (or zip member), bytes
 MAX_ZIP_MEMBERS = 20_000
@@ -63,6 +66,7 @@ class Entry:
     name: str                          # display name (relative path, zip member, upload name)
     source: str                        # provenance recorded with the image
     read: Callable[[], bytes]          # may raise IngestError/OSError (reported as rejected)
+    path: Path | None = None           # the file itself, when there is one (videos are decoded from it)
 
 
 # ------------------------------------------------------------------ adding one entry
@@ -89,8 +93,11 @@ def _read_file(path: Path, cap: int = MAX_FILE_BYTES) -> bytes:
 
 
 def import_entry(store: Store, entry: Entry, report: ImportReport, *, author: str = "system",
-                 max_pixels: int = MAX_PIXELS) -> None:
+                 max_pixels: int = MAX_PIXELS, video_rate: float | None = None) -> None:
     """Read, dedupe, decode-check and add one entry; the outcome goes into `report`."""
+    if is_video_file(entry.name):
+        _import_video_entry(store, entry, report, author=author, max_pixels=max_pixels, rate=video_rate)
+        return
     try:
         data = entry.read()
     except (IngestError, OSError, zipfile.BadZipFile, RuntimeError) as e:
@@ -116,6 +123,28 @@ def import_entry(store: Store, entry: Entry, report: ImportReport, *, author: st
         report.duplicates.append(Duplicate(entry.name, record.id, record.name))
 
 
+def _import_video_entry(store: Store, entry: Entry, report: ImportReport, *, author: str, max_pixels: int,
+                        rate: float | None) -> None:
+    """A video's frames; a zip member (no file of its own) is copied to a temporary file first."""
+    import tempfile
+
+    from .video.ingest import import_video
+    kwargs = dict(name=entry.name, rate=rate, source=entry.source, author=author, max_pixels=max_pixels)
+    if entry.path is not None:
+        import_video(store, entry.path, report, **kwargs)
+        return
+    try:
+        data = entry.read()
+    except (IngestError, OSError, zipfile.BadZipFile, RuntimeError) as e:
+        report.rejected.append((entry.name, f"cannot be read: {e}"))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / PurePosixPath(entry.name).name
+        path.write_bytes(data)
+        del data
+        import_video(store, path, report, **kwargs)
+
+
 def _reason(message: str, name: str) -> str:
     """ImageError messages start with the name; the report pairs them with it already."""
     prefix = f"{name}: "
@@ -124,11 +153,12 @@ def _reason(message: str, name: str) -> str:
 
 def import_entries(store: Store, entries: Iterable[Entry], report: ImportReport | None = None, *,
                    author: str = "system", max_pixels: int = MAX_PIXELS,
-                   progress: Callable[[Iterable], Iterable] | None = None) -> ImportReport:
-    """Import each entry (wrap the iteration with `progress`, e.g. tqdm)."""
+                   progress: Callable[[Iterable], Iterable] | None = None,
+                   video_rate: float | None = None) -> ImportReport:
+    """Import each entry (wrap the iteration with `progress`, e.g. tqdm); videos give a frame every 1/video_rate s."""
     report = report if report is not None else ImportReport()
     for entry in (progress(entries) if progress else entries):
-        import_entry(store, entry, report, author=author, max_pixels=max_pixels)
+        import_entry(store, entry, report, author=author, max_pixels=max_pixels, video_rate=video_rate)
     return report
 
 
@@ -187,7 +217,7 @@ def folder_entries(folder: Path, report: ImportReport, *, root: Path | None = No
             if path.is_symlink() and root is not None and not _inside(path.resolve(), root):
                 report.rejected.append((name, "symbolic link that leads outside the allowed folder; not read"))
                 continue
-            entries.append(Entry(name, f"folder:{folder}", lambda p=path: _read_file(p, max_file)))
+            entries.append(Entry(name, f"folder:{folder}", lambda p=path: _read_file(p, max_file), path))
     return entries
 
 
@@ -202,7 +232,7 @@ def _inside(path: Path, root: Path) -> bool:
 # ------------------------------------------------------------------ public entry points
 def import_uploads(store: Store, uploads: Sequence, *, author: str = "system",
                    max_pixels: int = MAX_PIXELS, max_file_bytes: int = MAX_FILE_BYTES,
-                   progress=None) -> ImportReport:
+                   progress=None, video_rate: float | None = None) -> ImportReport:
     """Browser uploads: each item a path (a Gradio temp file), or (name, path | bytes).
 
     A `.zip` upload is opened and its images imported (same caps and checks as import_zip).
@@ -217,9 +247,10 @@ def import_uploads(store: Store, uploads: Sequence, *, author: str = "system",
             elif isinstance(src, (bytes, bytearray)):
                 entries.append(Entry(str(name), "upload", lambda b=bytes(src): _check_size(b, max_file_bytes)))
             else:
-                entries.append(Entry(str(name), "upload", lambda p=Path(src): _read_file(p, max_file_bytes)))
+                entries.append(Entry(str(name), "upload", lambda p=Path(src): _read_file(p, max_file_bytes),
+                                     Path(src)))
         return import_entries(store, entries, report, author=author, max_pixels=max_pixels,
-                              progress=progress)
+                              progress=progress, video_rate=video_rate)
 
 
 def _open_zip(stack: contextlib.ExitStack, src, label: str, report: ImportReport,
@@ -260,14 +291,16 @@ def resolve_under_root(folder: str | os.PathLike, allowed_root: str | os.PathLik
 
 def import_server_folder(store: Store, folder: str | os.PathLike, *, allowed_root: str | os.PathLike,
                          author: str = "system", max_pixels: int = MAX_PIXELS,
-                         max_file_bytes: int = MAX_FILE_BYTES, progress=None) -> ImportReport:
+                         max_file_bytes: int = MAX_FILE_BYTES, progress=None,
+                         video_rate: float | None = None) -> ImportReport:
     """Every file under `folder` (recursively), which must lie under `allowed_root`."""
     resolved, root = resolve_under_root(folder, allowed_root)
     report = ImportReport()
     entries = folder_entries(resolved, report, root=root,
                              label=str(resolved.relative_to(root)) if resolved != root else root.name,
                              max_file=max_file_bytes)
-    return import_entries(store, entries, report, author=author, max_pixels=max_pixels, progress=progress)
+    return import_entries(store, entries, report, author=author, max_pixels=max_pixels, progress=progress,
+                          video_rate=video_rate)
 
 
 def plan_paths(paths: Sequence[str | os.PathLike], stack: contextlib.ExitStack,
@@ -283,15 +316,15 @@ def plan_paths(paths: Sequence[str | os.PathLike], stack: contextlib.ExitStack,
         elif path.suffix.lower() == ".zip":
             entries += _open_zip(stack, path, path.name, report)
         else:
-            entries.append(Entry(path.name, "cli", lambda p=path: _read_file(p)))
+            entries.append(Entry(path.name, "cli", lambda p=path: _read_file(p), path))
     return entries
 
 
 def import_paths(store: Store, paths: Sequence[str | os.PathLike], *, author: str = "system",
-                 max_pixels: int = MAX_PIXELS, progress=None) -> ImportReport:
-    """The CLI's import: files, folders (recursive) and zips, each image checked and deduped."""
+                 max_pixels: int = MAX_PIXELS, progress=None, video_rate: float | None = None) -> ImportReport:
+    """The CLI's import: files, folders (recursive), zips and videos, each image checked and deduped."""
     report = ImportReport()
     with contextlib.ExitStack() as stack:
         entries = plan_paths(paths, stack, report)
         return import_entries(store, entries, report, author=author, max_pixels=max_pixels,
-                              progress=progress)
+                              progress=progress, video_rate=video_rate)

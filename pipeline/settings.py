@@ -56,6 +56,7 @@ class StudioSettings:
     max_pixels: int = MAX_PIXELS             # larger images are refused (decompression bombs)
     min_side: int = 8                        # smaller images are refused
     max_cloud_points: int = 400_000          # larger images are strided for the point cloud
+    max_video_frames: int = 600              # frames predicted per clip in the studio (longer clips are cut)
     input_size: int = DEFAULT_INPUT_SIZE
     cmap: str = DEFAULT_CMAP
     gpu_concurrency: int = 1                 # inference events running at once (shared limit)
@@ -69,8 +70,8 @@ class StudioSettings:
                 object.__setattr__(self, name, Path(getattr(self, name)).expanduser())
         if self.cmap not in COLORMAPS:
             raise ConfigError(f"unknown colour map {self.cmap!r}; choose one of {', '.join(COLORMAPS)}")
-        if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.gpu_concurrency < 1:
-            raise ConfigError("upload cap, pixel cap and concurrency must be positive")
+        if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.gpu_concurrency < 1 or self.max_video_frames < 1:
+            raise ConfigError("upload cap, pixel cap, video frame cap and concurrency must be positive")
 
     @property
     def database(self) -> Path:

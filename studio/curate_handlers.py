@@ -22,6 +22,7 @@ STATUS_FILTERS = ("all", "pending", "accepted", "rejected", "corrected")
 SORT_CHOICES = {"confidence, worst first": ("confidence", False), "confidence, best first": ("confidence", True),
                 "name": ("name", False), "newest first": ("date", True)}
 PAGE_SIZE = 24
+ALL_CLIPS = ""                                    # the clip filter's value for "every image"
 HISTORY_HEADERS = ["#", "tool", "author", "time (UTC)", "head", "note"]
 PAIR_HEADERS = ["pair", "A (x, y)", "B (x, y)", "closer", "label agrees"]
 STALE_SUFFIX = " The page now shows the current label."
@@ -219,36 +220,49 @@ class CurateHandlers:
         return self._change(sel, lambda i, h: self.curation.delete_point_pair(i, int(pair_id), author=author_of(request)))
 
     # ---- gallery -------------------------------------------------------------------------
-    def gallery(self, status, sort, page):
-        """(gallery items, page ids, counts, page text, page number) for one gallery page."""
+    def gallery(self, status, sort, page, clip=None):
+        """(gallery items, page ids, counts, page text, page number) for one gallery page; `clip`: one video."""
         key, desc = SORT_CHOICES.get(sort, ("confidence", False))
         page = max(1, int(page or 1))
+        clip = None if clip in (None, "", ALL_CLIPS) else clip
         try:
             g = self.curation.gallery(status, sort=key, descending=desc, offset=(page - 1) * PAGE_SIZE,
-                                      limit=PAGE_SIZE)
+                                      limit=PAGE_SIZE, clip=clip)
             if not g.items and page > 1:                 # the filter shrank: back to the last page
                 page = max(1, -(-g.total // PAGE_SIZE))
                 g = self.curation.gallery(status, sort=key, descending=desc, offset=(page - 1) * PAGE_SIZE,
-                                          limit=PAGE_SIZE)
+                                          limit=PAGE_SIZE, clip=clip)
         except StudioError as e:
             raise gr.Error(str(e), print_exception=False) from None
         counts = " · ".join(f"{k}: **{v}**" for k, v in g.counts.items())
         pages = max(1, -(-g.total // PAGE_SIZE))
         return ([(str(p), c) for p, c in g.items], g.ids, counts, f"page {page} of {pages} ({g.total} images)", page)
 
-    def turn_page(self, status, sort, page, delta: int):
-        return self.gallery(status, sort, max(1, int(page or 1) + delta))
+    def first_page(self, status, sort, clip=None):
+        return self.gallery(status, sort, 1, clip)
+
+    def turn_page(self, status, sort, page, clip=None, *, delta: int):
+        return self.gallery(status, sort, max(1, int(page or 1) + delta), clip)
+
+    def clip_choices(self, clip=None):
+        """The clip filter's choices: every video imported (frames in the store), 'all images' first."""
+        clips = self.curation.clips()
+        choices = [("all images", ALL_CLIPS)] + [(f"{c} ({n} frames)", c) for c, n in clips]
+        keep = clip if clip in {c for c, _ in clips} else ALL_CLIPS
+        return gr.update(choices=choices, value=keep)
 
     # ---- import, jobs, export ------------------------------------------------------------
-    def import_files(self, files, request: gr.Request = None) -> str:
+    def import_files(self, files, video_rate=None, request: gr.Request = None) -> str:
         try:
-            return import_markdown(self.curation.import_uploads(files or [], author=author_of(request)))
+            return import_markdown(self.curation.import_uploads(files or [], author=author_of(request),
+                                                                video_rate=video_rate or None))
         except StudioError as e:
             raise gr.Error(str(e), title="Cannot import", print_exception=False) from None
 
-    def import_folder(self, folder, request: gr.Request = None) -> str:
+    def import_folder(self, folder, video_rate=None, request: gr.Request = None) -> str:
         try:
-            return import_markdown(self.curation.import_folder(folder or "", author=author_of(request)))
+            return import_markdown(self.curation.import_folder(folder or "", author=author_of(request),
+                                                               video_rate=video_rate or None))
         except StudioError as e:
             raise gr.Error(str(e), title="Cannot import", print_exception=False) from None
 
@@ -271,7 +285,7 @@ class CurateHandlers:
         running = info is not None and not info.finished
         return (info.id if info else None), job_html(info), gr.update(active=running)
 
-    def poll_and_refresh(self, job_id, seen, status, sort, page):
+    def poll_and_refresh(self, job_id, seen, status, sort, page, clip=None):
         """Timer tick for the page: progress, and the gallery only when the job wrote something new.
 
         `seen` is the (job id, step, status) of the previous tick; unchanged -> the gallery is
@@ -282,7 +296,7 @@ class CurateHandlers:
         now = [info.id, info.step, info.status] if info else None
         if now == seen:
             return (job_id, text, timer, seen) + tuple(gr.skip() for _ in range(5))
-        return (job_id, text, timer, now) + self.gallery(status, sort, page)
+        return (job_id, text, timer, now) + self.gallery(status, sort, page, clip)
 
     def cancel_job(self, job_id, request: gr.Request = None):
         if not job_id:

@@ -1,12 +1,13 @@
 """The curate tab: import images, pseudo-label them in the background, review and correct labels.
 
 Endpoints (gradio_client `api_name`; the selected image is kept in the session):
-    /curate_gallery (status, sort, page) -> page of thumbnails, ids, counts, page text, page
+    /curate_gallery (status, sort, page, clip) -> page of thumbnails, ids, counts, page text, page
     /curate_open    (image id) -> the image's views (header, image, label, slider, cloud, history, pairs)
     /curate_apply   (tool, painted editor value, sigma, source model) -> views after the new revision
     /curate_accept, /curate_reject, /curate_next, /curate_prev, /curate_undo, /curate_redo
     /curate_add_pair (closer 'A'|'B', after two clicks on the pair image)
-    /curate_import (files), /curate_import_folder (folder under the allowed root) -> report
+    /curate_import (files, video frames/s), /curate_import_folder (folder under the allowed root, video frames/s)
+                    -> report (videos add their frames, grouped by clip and frame time)
     /curate_pseudo_label (teacher) , /curate_job, /curate_cancel, /curate_resume -> job progress
     /curate_export (statuses) -> zip of the curated set
 Handlers live in curate_handlers.CurateHandlers (tested without a browser).
@@ -19,7 +20,15 @@ import gradio as gr
 
 from pipeline.curation_service import TOOLS
 
-from .curate_handlers import HISTORY_HEADERS, PAIR_HEADERS, SORT_CHOICES, STATUS_FILTERS, VIEW_FIELDS, CurateHandlers
+from .curate_handlers import (
+    ALL_CLIPS,
+    HISTORY_HEADERS,
+    PAIR_HEADERS,
+    SORT_CHOICES,
+    STATUS_FILTERS,
+    VIEW_FIELDS,
+    CurateHandlers,
+)
 from .curate_js import KEYBOARD_JS, PANEL_ID
 
 TITLE = "Curate"
@@ -28,17 +37,18 @@ JOB_POLL_S = 1.0
 
 
 def _import_panel(h: CurateHandlers, root) -> tuple:
-    with gr.Accordion("Import images", open=False):
+    with gr.Accordion("Import images or video frames", open=False):
+        rate = gr.Number(1.0, label="Video frames per second to import", minimum=0.01, elem_id="curate-video-rate")
         with gr.Row():
             with gr.Column():
-                files = gr.File(label="Images or zips", file_count="multiple", type="filepath",
-                                file_types=["image", ".zip"], elem_id="curate-upload")
+                files = gr.File(label="Images, videos or zips", file_count="multiple", type="filepath",
+                                file_types=["image", "video", ".zip"], elem_id="curate-upload")
                 up = gr.Button("Import uploads", elem_id="curate-import")
             with gr.Column():
                 folder = gr.Textbox(label=f"Folder on the server (inside {root})", elem_id="curate-folder")
                 go = gr.Button("Import folder", elem_id="curate-import-folder")
         report = gr.Markdown(elem_id="curate-import-report")
-    return files, up, folder, go, report
+    return files, up, folder, go, report, rate
 
 
 def _job_panel(h: CurateHandlers) -> tuple:
@@ -60,6 +70,8 @@ def _gallery_panel() -> tuple:
         status = gr.Radio(list(STATUS_FILTERS), value="all", label="Status", elem_id="curate-status", scale=3)
         sort = gr.Dropdown(list(SORT_CHOICES), value="confidence, worst first", label="Sort",
                            elem_id="curate-sort", scale=2)
+        clip = gr.Dropdown([("all images", ALL_CLIPS)], value=ALL_CLIPS, label="Video clip", elem_id="curate-clip",
+                           scale=2)
     counts = gr.Markdown(elem_id="curate-counts")
     gallery = gr.Gallery(label="Images | labels", columns=4, height=420, allow_preview=False,
                          object_fit="contain", elem_id="curate-gallery")
@@ -68,7 +80,7 @@ def _gallery_panel() -> tuple:
         page = gr.Number(1, label="Page", precision=0, minimum=1, elem_id="curate-page")
         next_page = gr.Button("page ▶", size="sm", elem_id="curate-page-next")
     page_info = gr.Markdown(elem_id="curate-page-info")
-    return status, sort, counts, gallery, prev_page, page, next_page, page_info
+    return status, sort, counts, gallery, prev_page, page, next_page, page_info, clip
 
 
 def _view_panel() -> dict:
@@ -146,11 +158,11 @@ def build(services, banner_box: gr.HTML) -> CurateHandlers:
     timer = gr.Timer(JOB_POLL_S, active=False)
     with gr.Column(elem_id=PANEL_ID):
         gr.HTML("", js_on_load=KEYBOARD_JS, elem_id="curate-keys", container=False, padding=False)
-        files, up, folder, go, report = _import_panel(h, services.curation.import_root)
+        files, up, folder, go, report, rate = _import_panel(h, services.curation.import_root)
         teacher, start, cancel, resume, job_box = _job_panel(h)
         with gr.Row():
             with gr.Column(scale=2):
-                status, sort, counts, gallery, prev_page, page, next_page, page_info = _gallery_panel()
+                status, sort, counts, gallery, prev_page, page, next_page, page_info, clip = _gallery_panel()
             with gr.Column(scale=3):
                 v = _view_panel()
         with gr.Tabs():
@@ -159,14 +171,15 @@ def build(services, banner_box: gr.HTML) -> CurateHandlers:
 
     parts = {**v, **t, "sel": sel, "pending": pending}
     view_out = [parts[name] for name in VIEW_FIELDS]
-    gal_in, gal_out = [status, sort, page], [gallery, page_ids, counts, page_info, page]
+    gal_in, gal_out = [status, sort, page, clip], [gallery, page_ids, counts, page_info, page]
+    clips_refresh = dict(fn=h.clip_choices, inputs=[clip], outputs=[clip], api_visibility="private")
     refresh = dict(fn=h.gallery, inputs=gal_in, outputs=gal_out, api_visibility="private")
 
     root = gr.context.Context.root_block
     if root is not None:
         root.load(h.gallery, gal_in, gal_out, api_visibility="private").then(
-            h.poll_job, [job_id], [job_id, job_box, timer], api_visibility="private")
-    gr.on([status.change, sort.change], partial(h.gallery, page=1), [status, sort], gal_out,
+            h.poll_job, [job_id], [job_id, job_box, timer], api_visibility="private").then(**clips_refresh)
+    gr.on([status.change, sort.change, clip.input], h.first_page, [status, sort, clip], gal_out,
           api_visibility="private")
     page.submit(h.gallery, gal_in, gal_out, api_name="curate_gallery")
     prev_page.click(partial(h.turn_page, delta=-1), gal_in, gal_out, api_visibility="private")
@@ -188,8 +201,9 @@ def build(services, banner_box: gr.HTML) -> CurateHandlers:
     t["add_pair"].click(h.add_pair, [sel, pending, t["closer"]], view_out, api_name="curate_add_pair")
     t["delete_pair"].click(h.delete_pair, [sel, t["pair_id"]], view_out, api_name="curate_delete_pair")
 
-    up.click(h.import_files, [files], [report], api_name="curate_import").then(**refresh)
-    go.click(h.import_folder, [folder], [report], api_name="curate_import_folder").then(**refresh)
+    up.click(h.import_files, [files, rate], [report], api_name="curate_import").then(**refresh).then(**clips_refresh)
+    go.click(h.import_folder, [folder, rate], [report], api_name="curate_import_folder").then(**refresh).then(
+        **clips_refresh)
     job_out = [job_id, job_box, timer]
     start.click(h.start_job, [teacher], job_out, api_name="curate_pseudo_label")
     cancel.click(h.cancel_job, [job_id], job_out, api_name="curate_cancel")

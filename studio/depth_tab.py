@@ -5,6 +5,7 @@ Endpoints (gradio_client `api_name`):
                  -> (slider pair [input, colour depth], 16-bit PNG, .npy, .ply, summary dict)
     /model_info  (model) -> Markdown with the model's licence and source
     /inspect     (image) -> (focal length from EXIF or 0, Markdown about the image)
+    /predict_video  a clip -> depth video, side-by-side video, .npz (studio/depth_video.py)
 Handlers live in `DepthHandlers` so tests can call them without a browser.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import gradio as gr
 from pipeline.errors import StudioError
 from pipeline.settings import COLORMAPS
 
-from . import banner
+from . import banner, depth_video
 from .components import passthrough_image
 from .gpu import CONCURRENCY_ID, gpu
 from .summary import format_summary
@@ -143,4 +144,5 @@ def build(services, banner_box: gr.HTML) -> DepthHandlers:
     model.focus(h.refresh_models, [model], [model], api_name="refresh_models", api_visibility="undocumented",
                 queue=False)
     image.change(h.inspect, [image], [focal, image_info], api_name="inspect", concurrency_limit=4)
+    h.video = depth_video.build(service, settings, model, input_size, cmap)
     return h

@@ -133,4 +133,4 @@ def test_empty_folder_is_reported(tiny_ckpt, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
     rc = _cli(["predict", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--checkpoint", str(tiny_ckpt)])
-    assert rc == 1 and "no image files in this folder" in capsys.readouterr().err
+    assert rc == 1 and "no image or video files in this folder" in capsys.readouterr().err

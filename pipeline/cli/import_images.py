@@ -1,6 +1,10 @@
-"""`python -m pipeline import PATH... --db DB`: add images (files, folders, zips) to the label store.
+"""`python -m pipeline import PATH... --db DB`: add images (files, folders, zips, videos) to the label store.
 
     python -m pipeline import photos/ more.zip one.jpg --db data/studio.db
+    python -m pipeline import walk.mp4 --frame-rate 2 --db data/studio.db     # 2 frames per second of video
+
+A video's frames are added as images (lossless PNG) grouped by their clip and frame time; the
+curate tab's gallery can show one clip's frames.
 
 Duplicates (same bytes as an image already there) are reported, not added again; files that
 are not images, or are corrupt, are listed as rejected with the reason. Exit status 0 when
@@ -18,8 +22,9 @@ from ..image_io import MAX_PIXELS
 from ..ingest import import_paths
 from ..settings import StudioSettings
 from ..store import Store
+from ..video.ingest import DEFAULT_RATE, check_rate
 
-HELP = "import images (files, folders, zips) into the label store, skipping duplicates"
+HELP = "import images (files, folders, zips) and video frames into the label store, skipping duplicates"
 
 
 def default_db() -> Path:
@@ -33,9 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--author", default=None, help="name recorded in the audit log (default: your user name)")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"refuse larger images (default {MAX_PIXELS:,})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar; print only the summary")
+    parser.add_argument("--frame-rate", type=float, default=DEFAULT_RATE, metavar="FPS",
+                        help=f"frames per second taken from each video (default {DEFAULT_RATE:g})")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_rate(args.frame_rate)
     db = args.db or default_db()
     if args.db is None:
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -45,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     def progress(entries):
         return tqdm(entries, desc="importing", unit="file", disable=args.quiet)
 
-    report = import_paths(store, args.paths, author=author, max_pixels=args.max_pixels, progress=progress)
+    report = import_paths(store, args.paths, author=author, max_pixels=args.max_pixels, progress=progress,
+                          video_rate=args.frame_rate)
     for d in report.duplicates:
         print(f"duplicate: {d.name} (same bytes as image {d.image_id}, {d.existing_name})")
     for name, reason in report.rejected:

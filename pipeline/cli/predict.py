@@ -1,13 +1,16 @@
-"""`python -m pipeline predict IMAGE_OR_DIR... --out DIR`: depth for images, written as files.
+"""`python -m pipeline predict IMAGE_OR_VIDEO_OR_DIR... --out DIR`: depth for images and videos, as files.
 
     python -m pipeline predict photo.jpg holiday/ --out depth/ --checkpoint depth_anything_v2_vits.pth --ply
+    python -m pipeline predict clip.mp4 --out depth/ --side-by-side
 
 For each input <stem> it writes into DIR:
     <stem>.npy          float32 (H, W) prediction at the image's own resolution
     <stem>_depth.png    16-bit PNG over the full 0..65535 range, offset/scale recorded (pipeline.depth_png)
     <stem>_color.png    colour map of the float prediction (low values -> start of the map)
     <stem>.ply          with --ply: coloured point cloud (focal: --focal-px > EXIF > 60 degree FOV)
-Folders are expanded to the image files directly inside them (not recursive). An input that
+For each video <stem> (mp4, mov, webm, mkv, avi, ...): <stem>_depth.mp4, <stem>.npz and options
+(pipeline/cli/predict_video.py). Folders are expanded to the image and video files directly inside
+them (not recursive); with --frames-folder each folder is one clip made of its frames. An input that
 cannot be read is reported on one line and skipped; the exit status is 1 if any input failed.
 Two inputs with the same stem (a.jpg, a.png) get the extension added (a_jpg, a_png).
 """
@@ -29,12 +32,16 @@ from ..dataset_layout import is_image_file
 from ..errors import ConfigError, StudioError
 from ..image_io import DecodedImage, decode_image
 from ..predictor import Prediction, Predictor
+from ..video.io import is_video_file
+from . import predict_video
 
-HELP = "predict depth for images or folders: writes <stem>.npy, <stem>_depth.png (16-bit), <stem>_color.png [, .ply]"
+HELP = ("predict depth for images, videos or folders: <stem>.npy, <stem>_depth.png (16-bit), <stem>_color.png "
+        "[, .ply]; videos: <stem>_depth.mp4 + <stem>.npz")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_VIDEO_OR_DIR",
+                        help="image and video files and/or folders of them")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--checkpoint", default=checkpoint_registry.DEFAULT_NAME, metavar="FILE|NAME",
                         help=f"checkpoint file or registry name (default {checkpoint_registry.DEFAULT_NAME}; "
@@ -52,10 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
     parser.add_argument("--fast", action="store_true", help="opt-in approximate inference path (faster, not exact)")
+    predict_video.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     render.check_colormap(args.colormap)                     # fail before loading a model
+    video_options = predict_video.options_from(args)          # validates the video options
     if args.focal_px is not None:
         pointcloud.resolve_focal(1, 1, args.focal_px)        # validates it
     out = Path(args.out)
@@ -64,12 +73,14 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise ConfigError(f"cannot create the output folder {out}: {e.strerror or e}") from None
     failures: list[str] = []
-    items = _named(collect_inputs(args.inputs, out, failures))
+    items = _named(collect_inputs(args.inputs, out, failures, frames_folders=args.frames_folder))
     for message in failures:
         print(f"skipped {message}", file=sys.stderr)
     if not items:
-        print("no images to predict", file=sys.stderr)
+        print("no images or videos to predict", file=sys.stderr)
         return 1
+    videos = [(p, stem) for p, stem in items if p.is_dir() or is_video_file(p)]
+    items = [item for item in items if item not in videos]
     predictor = Predictor.from_checkpoint(args.checkpoint, encoder=args.encoder, version=args.version,
                                           metric=args.metric, max_depth=args.max_depth, device=args.device,
                                           input_size=args.input_size, fast=args.fast)
@@ -77,25 +88,34 @@ def run(args: argparse.Namespace) -> int:
           f"on {predictor.device}, input size {predictor.input_size}{', fast path' if args.fast else ''}",
           file=sys.stderr)
     bar = tqdm(total=len(items), unit="image", file=sys.stderr, disable=len(items) < 2)
-    done = _predict_all(predictor, items, out, args, failures, bar)
+    done = _predict_all(predictor, items, out, args, failures, bar) if items else 0
     bar.close()
+    for path, stem in videos:
+        try:
+            predict_video.run_clip(predictor, path, stem, out, video_options)
+            done += 1
+        except StudioError as e:
+            _report(failures, str(e))
     total = done + len(failures)
     print(f"wrote {done} of {total} input(s) to {out}" + (f"; {len(failures)} failed" if failures else ""),
           file=sys.stderr)
     return 1 if failures else 0
 
 
-def collect_inputs(inputs: list[str], out: Path, failures: list[str]) -> list[Path]:
-    """Files as given, folders expanded (sorted, non-recursive, our output folder skipped)."""
+def collect_inputs(inputs: list[str], out: Path, failures: list[str], *, frames_folders: bool = False) -> list[Path]:
+    """Files as given, folders expanded (sorted, non-recursive, our output folder skipped); with
+    `frames_folders`, a folder stays one input (a clip of frames)."""
     paths: list[Path] = []
     out_resolved = out.resolve()
     for raw in inputs:
         path = Path(raw)
-        if path.is_dir():
+        if path.is_dir() and frames_folders:
+            paths.append(path)
+        elif path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                           and is_image_file(p) and p.parent.resolve() != out_resolved)
+                           and (is_image_file(p) or is_video_file(p)) and p.parent.resolve() != out_resolved)
             if not found:
-                failures.append(f"{path}: no image files in this folder")
+                failures.append(f"{path}: no image or video files in this folder")
             paths.extend(found)
         elif path.exists():
             paths.append(path)

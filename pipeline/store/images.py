@@ -11,7 +11,7 @@ from .records import ImageRecord, Location, Page
 from .schema import STATUSES
 
 # gallery sort key -> ORDER BY column (ties broken by id, so paging is stable)
-SORTS = {"confidence": "confidence", "name": "name", "date": "created_at", "id": "id"}
+SORTS = {"confidence": "confidence", "name": "name", "date": "created_at", "id": "id", "time": "frame_time"}
 MAX_PAGE = 1000
 
 
@@ -52,12 +52,14 @@ class ImagesMixin:
         return rows[0]
 
     def add_image(self, data: bytes, name: str, *, width: int, height: int,
-                  source: str | None = None, author: str = "system") -> tuple[ImageRecord, bool]:
+                  source: str | None = None, author: str = "system", clip: str | None = None,
+                  frame_time: float | None = None, frame_index: int | None = None) -> tuple[ImageRecord, bool]:
         """Store an image's bytes under their sha256. Returns (record, created).
 
         `width`/`height` are the decoded size after EXIF orientation (the caller decoded it:
         pipeline.ingest validates images before adding them). Same bytes again -> the
-        existing record and created=False (nothing written).
+        existing record and created=False (nothing written). A frame of a video names its
+        `clip` and its `frame_time` (seconds) / `frame_index` in it.
         """
         if width < 1 or height < 1:
             raise InvalidValueError(f"image {name!r}: width and height must be positive")
@@ -70,10 +72,14 @@ class ImagesMixin:
             now = utc_now()
             cur = db.conn.execute(
                 "INSERT INTO images (sha256, name, ext, nbytes, width, height, source, status, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                (sha, name, ext, len(data), int(width), int(height), source, now, now))
+                "created_at, updated_at, clip, frame_time, frame_index) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                (sha, name, ext, len(data), int(width), int(height), source, now, now, clip,
+                 None if frame_time is None else float(frame_time),
+                 None if frame_index is None else int(frame_index)))
             image_id = cur.lastrowid
-            audit.record(db, author, "image.add", "image", image_id, {"name": name, "sha256": sha})
+            detail = {"name": name, "sha256": sha, **({"clip": clip, "frame_time": frame_time} if clip else {})}
+            audit.record(db, author, "image.add", "image", image_id, detail)
         return self.get_image(image_id), True
 
     def get_image(self, image_id: int) -> ImageRecord:
@@ -96,45 +102,56 @@ class ImagesMixin:
             sql += f" WHERE status IN ({', '.join('?' * len(st))})"
         return [r["id"] for r in self.db.query(sql + " ORDER BY id", list(st))]
 
-    def _order(self, status, sort: str, descending: bool) -> tuple[str, str, tuple[str, ...]]:
-        """(WHERE clause, ORDER BY clause, params) shared by the gallery queries."""
+    def _order(self, status, sort: str, descending: bool, clip: str | None = None) -> tuple[str, str, tuple]:
+        """(WHERE clause, ORDER BY clause, params) shared by the gallery queries; `clip` keeps one video's frames."""
         if sort not in SORTS:
             raise InvalidValueError(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
         st = check_statuses(status)
-        where = f" WHERE status IN ({', '.join('?' * len(st))})" if st else ""
+        conditions = [f"status IN ({', '.join('?' * len(st))})"] if st else []
+        params = tuple(st)
+        if clip:
+            conditions.append("clip = ?")
+            params += (str(clip),)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         col, direction = SORTS[sort], "DESC" if descending else "ASC"
         nulls = " NULLS LAST" if col == "confidence" else ""
-        return where, f" ORDER BY {col} {direction}{nulls}, id {direction}", st
+        return where, f" ORDER BY {col} {direction}{nulls}, id {direction}", params
 
     def list_images(self, *, status: str | Iterable[str] | None = None, sort: str = "confidence",
-                    descending: bool = False, offset: int = 0, limit: int = 50) -> Page:
+                    descending: bool = False, offset: int = 0, limit: int = 50, clip: str | None = None) -> Page:
         """A gallery page. `status`: one, several ('accepted,corrected' or a list) or None = all.
 
         sort: 'confidence' (ascending = least confident first; unscored images last),
-        'name', 'date' (import time) or 'id'.
+        'name', 'date' (import time), 'id' or 'time' (frame time in a clip). `clip`: only that clip's frames.
         """
         if not 0 < int(limit) <= MAX_PAGE or int(offset) < 0:
             raise InvalidValueError(f"page limit must be 1..{MAX_PAGE} and offset >= 0; "
                                     f"got limit={limit}, offset={offset}")
-        where, order, st = self._order(status, sort, descending)
+        where, order, st = self._order(status, sort, descending, clip)
         sql = f"SELECT * FROM images{where}{order} LIMIT ? OFFSET ?"
         items = [self._image_record(r) for r in self.db.query(sql, [*st, int(limit), int(offset)])]
         total = self.db.execute(f"SELECT count(*) FROM images{where}", list(st)).fetchone()[0]
         return Page(items, int(total), int(offset), int(limit))
 
     def locate(self, image_id: int, *, status: str | Iterable[str] | None = None,
-               sort: str = "confidence", descending: bool = False) -> Location:
+               sort: str = "confidence", descending: bool = False, clip: str | None = None) -> Location:
         """Where an image sits in a gallery order, and its neighbours (keyboard next/previous).
 
         An image outside the filter gets index None and the filter's first image as `next_id`.
         """
-        where, order, st = self._order(status, sort, descending)
+        where, order, st = self._order(status, sort, descending, clip)
         ids = [r[0] for r in self.db.execute(f"SELECT id FROM images{where}{order}", list(st)).fetchall()]
         try:
             i = ids.index(int(image_id))
         except ValueError:
             return Location(None, len(ids), None, ids[0] if ids else None)
         return Location(i, len(ids), ids[i - 1] if i > 0 else None, ids[i + 1] if i + 1 < len(ids) else None)
+
+    def clips(self) -> list[tuple[str, int]]:
+        """(clip, number of its frames in the store) for every video imported, in import order."""
+        rows = self.db.execute("SELECT clip, count(*), min(id) AS first FROM images WHERE clip IS NOT NULL "
+                               "GROUP BY clip ORDER BY first").fetchall()
+        return [(r[0], int(r[1])) for r in rows]
 
     def count_by_status(self) -> dict[str, int]:
         """{'pending': n, 'accepted': n, 'rejected': n, 'corrected': n} (zeros included)."""

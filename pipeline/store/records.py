@@ -28,12 +28,16 @@ class ImageRecord:
     head_revision_id: int | None
     created_at: str
     updated_at: str
+    clip: str | None = None             # source video ('<file name>#<sha256[:12]>'); None for photos
+    frame_time: float | None = None     # seconds into the clip
+    frame_index: int | None = None      # 0-based frame of the clip
 
     @classmethod
     def from_row(cls, row: dict, path: Path) -> ImageRecord:
         return cls(row["id"], row["sha256"], row["name"], path, row["width"], row["height"],
                    row["nbytes"], row["source"], row["status"], row["confidence"],
-                   row["head_revision_id"], row["created_at"], row["updated_at"])
+                   row["head_revision_id"], row["created_at"], row["updated_at"],
+                   row.get("clip"), row.get("frame_time"), row.get("frame_index"))
 
 
 @dataclass(frozen=True)

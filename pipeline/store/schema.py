@@ -188,11 +188,22 @@ _V4 = (
     "CREATE INDEX idx_images_status ON images (status)",
 )
 
+# --------------------------------------------------------------------------- migration 5
+# Frames imported from a video: which clip (its file name and the start of its sha256, so two clips
+# with one name stay apart) and where in it. NULL for photos. The gallery filters by clip in time order.
+_V5_CLIPS = (
+    "ALTER TABLE images ADD COLUMN clip TEXT",             # '<file name>#<sha256 of the video, 12 hex>'
+    "ALTER TABLE images ADD COLUMN frame_time REAL",       # seconds from the start of the clip
+    "ALTER TABLE images ADD COLUMN frame_index INTEGER",   # the frame's position in the clip (0-based)
+    "CREATE INDEX idx_images_clip ON images (clip, frame_time, id)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "images, arrays, predictions, revisions, masks, point pairs, audit", _V1),
     Migration(2, "jobs, job metrics and logs, checkpoints", _V2),
     Migration(3, "gallery indexes", _V3),
     Migration(4, "status index for the gallery's id order", _V4),
+    Migration(5, "video frames: source clip, frame time and index", _V5_CLIPS),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -231,3 +231,19 @@ def test_the_page_wires_named_endpoints_and_shortcut_buttons(settings, curation)
             "curate_cancel", "curate_resume", "curate_export", "curate_gallery"} <= names
     elem_ids = {b.elem_id for b in demo.blocks.values()}
     assert set(SHORTCUTS.values()) <= elem_ids and "curate-panel" in elem_ids
+
+
+def test_video_import_and_the_gallerys_clip_filter(h, curation, tmp_path):
+    from pipeline.video import synthetic
+    frames = (np.random.default_rng(t).integers(0, 256, (H, W, 3), dtype=np.uint8) for t in range(6))
+    clip = synthetic.write_clip(tmp_path / "walk.mp4", frames, fps=2)                 # 3 seconds
+    text = h.import_files([str(clip)], 1.0)
+    assert "**Import:** 3 added" in text
+    update = h.clip_choices(None)
+    (label, name), = [c for c in update["choices"] if c[1]]
+    assert name.startswith("walk.mp4#") and label == f"{name} (3 frames)" and update["value"] == ch.ALL_CLIPS
+    items, ids, _, page_info, _ = h.gallery("all", "name", 1, name)
+    assert len(ids) == 3 and "(3 images)" in page_info and " · 1.00 s · " in items[1][1]
+    assert h.gallery("all", "name", 1, ch.ALL_CLIPS)[1] == h.gallery("all", "name", 1)[1]
+    assert len(h.gallery("all", "name", 1)[1]) == 6                                    # 3 photos + 3 frames
+    assert h.first_page("all", "name", name)[1] == ids and h.clip_choices(name)["value"] == name
