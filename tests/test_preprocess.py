@@ -80,3 +80,57 @@ def test_resize_input_refuses_outputs_no_input_size_allows():
     with pytest.raises(ImageError, match="at most"):
         resize_input(x, (518, 129_500))
     assert resize_input(x, (14, 2072)).shape[-2:] == (14, 2072)
+
+
+# ----------------------------------------------------------------------------- where images enter
+@pytest.fixture(scope="module")
+def vitt_file(tmp_path_factory):
+    from pipeline.checkpoints import save_checkpoint, untrained_model
+    from pipeline.config import ModelConfig
+    torch.manual_seed(0)
+    return save_checkpoint(untrained_model(ModelConfig(encoder="vitt")).model,
+                           tmp_path_factory.mktemp("vitt") / "vitt.safetensors", model_id="tiny-vitt")
+
+
+def test_the_predictor_runs_a_wide_image_at_the_bounded_size(vitt_file, monkeypatch):
+    from pipeline import preprocess
+    from pipeline.predictor import Predictor
+    seen = []
+    real = preprocess.resize_input
+    monkeypatch.setattr(preprocess, "resize_input", lambda x, size: seen.append(tuple(size)) or real(x, size))
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 400, 3), dtype=np.uint8)   # 20:1
+    pred = Predictor.from_checkpoint(vitt_file, device="cpu", input_size=140).predict(rgb)
+    assert pred.array.shape == (20, 400) and np.isfinite(pred.array).all()
+    assert seen == [(28, 560)]                       # not the short-side rule's 140 x 2800
+
+
+def _cli_peak_rss_kb(args: list[str]) -> tuple[int, str, int]:
+    """Run `python -m pipeline ARGS` in a fresh process: (exit status, stderr, its peak RSS in kB)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import resource, sys\nfrom pipeline import cli\nrc = cli.main(sys.argv[1:])\n"
+            "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+            "sys.exit(rc)\n")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=root, capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    lines = done.stderr.strip().splitlines()
+    peak = int(lines[-1].split()[-1])
+    return done.returncode, "\n".join(lines[:-1]), peak
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_20000x10_strip_in_one_line_with_bounded_memory(vitt_file, tmp_path):
+    from PIL import Image
+    Image.fromarray(np.full((10, 20000, 3), 120, np.uint8)).save(tmp_path / "strip.png")
+    Image.fromarray(np.full((60, 80, 3), 120, np.uint8)).save(tmp_path / "small.png")
+    common = ["--checkpoint", str(vitt_file), "--device", "cpu", "--out"]
+    rc_small, err_small, peak_small = _cli_peak_rss_kb(["predict", str(tmp_path / "small.png"), *common,
+                                                        str(tmp_path / "o1")])
+    rc, err, peak = _cli_peak_rss_kb(["predict", str(tmp_path / "strip.png"), *common, str(tmp_path / "o2")])
+    assert rc_small == 0, err_small
+    assert rc == 2 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "20000×10" in errors[0] and "148:1" in errors[0], err
+    assert peak < peak_small + 300_000, (peak, peak_small)      # the short-side rule asked for 6.4 GB more
