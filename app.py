@@ -57,7 +57,9 @@ def curation_services(settings: StudioSettings) -> dict:
     """The label store and the curate tab's service (pipeline/curation_service.py)."""
     from pipeline.curation_service import CurationService
     from pipeline.store import Store
+    from pipeline.store.gc import PeriodicCollector
     store = Store(settings.database)
+    PeriodicCollector(store).start()       # removes files nothing refers to (safe beside writers)
     return {"store": store, "curation": CurationService(store, settings)}
 
 

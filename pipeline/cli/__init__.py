@@ -21,6 +21,7 @@ COMMANDS = {
     "train": "train",
     "evaluate": "evaluate",
     "checkpoints": "checkpoints",
+    "gc": "gc",
 }
 
 
