@@ -19,3 +19,11 @@ class ImageError(StudioError):
 
 class CheckpointError(StudioError):
     """A checkpoint that cannot be found, read, or does not fit the requested model."""
+
+
+def one_line(message: object, limit: int = 600) -> str:
+    """A message as the one line the page, the API and the CLI show: newlines and other control
+    characters become spaces (a NUL or a newline in a name cannot break it), runs of spaces one."""
+    text = "".join(" " if (ord(c) < 32 or ord(c) == 127) else c for c in str(message))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -325,6 +325,10 @@ def import_zip(store: Store, zip_src: str | os.PathLike | bytes, *, name: str | 
 
 def resolve_under_root(folder: str | os.PathLike, allowed_root: str | os.PathLike) -> tuple[Path, Path]:
     """(folder, root) resolved; IngestError unless the folder is inside the root."""
+    text = str(folder)
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):      # a NUL makes the OS calls fail with ValueError
+        raise IngestError(f"the folder name {text!r} holds a control character (a NUL, a newline, ...); "
+                          "type the folder's name as it is shown")
     root = Path(allowed_root).expanduser().resolve()
     if not root.is_dir():
         raise IngestError(f"the allowed import folder {root} does not exist; create it or change it")
