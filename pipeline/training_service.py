@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from . import jobs
-from .errors import ConfigError, StudioError
 from .config import PATCH_SIZE
+from .errors import ConfigError, StudioError
 from .jobs import JobInfo
 from .preprocess import MAX_INPUT_SIZE
 from .ranges import MAX_ID, Range
