@@ -134,3 +134,25 @@ def test_cli_refuses_a_20000x10_strip_in_one_line_with_bounded_memory(vitt_file,
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "20000×10" in errors[0] and "148:1" in errors[0], err
     assert peak < peak_small + 300_000, (peak, peak_small)      # the short-side rule asked for 6.4 GB more
+
+
+def test_pseudo_labelling_skips_a_strip_with_the_reason_and_labels_the_rest(vitt_file, tmp_path):
+    """The bound reaches every way an image enters: a strip in the store is one skipped image."""
+    import io
+
+    from PIL import Image
+
+    from pipeline.predictor import Predictor
+    from pipeline.pseudo_label import run_pseudo_label
+    from pipeline.store import Store
+
+    def png(rgb):
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "PNG")
+        return buf.getvalue()
+    store = Store(tmp_path / "s.db")
+    strip, _ = store.add_image(png(np.full((8, 2000, 3), 50, np.uint8)), "strip.png", width=2000, height=8)
+    ok, _ = store.add_image(png(np.full((28, 36, 3), 90, np.uint8)), "ok.png", width=36, height=28)
+    summary = run_pseudo_label(store, Predictor.from_checkpoint(vitt_file, device="cpu", input_size=42))
+    assert summary.done == 1 and [i for i, _ in summary.failed] == [strip.id]
+    assert "2000×8" in summary.failed[0][1] and store.head(ok.id) is not None and store.head(strip.id) is None
