@@ -7,12 +7,13 @@ dropped). `collect_garbage(store)`:
 
 1. puts back files a killed collector left under a trash name (`BlobStore.restore_trash`);
 2. in one write transaction, deletes `arrays` rows older than the grace period that no column
-   refers to. The referring columns are read from the schema itself (every foreign key to
-   `arrays(sha256)`), so a table added later is counted without a change here;
-3. reads the referenced files (images' sha256+ext, the remaining `arrays` rows) and deletes
-   every other blob file last modified before the grace period (`BlobStore.remove_if_stale`:
-   moved to a trash name, looked at again, then deleted), and temporary files killed writers
-   left (`Store.sweep_temp_files`).
+   refers to. The referring columns are read from the schema itself: every foreign key to
+   `arrays(sha256)` and every column whose name ends in `sha256`, so a table added later is
+   counted without a change here (even one that forgot to declare its foreign key);
+3. deletes every blob file whose sha256 no such column holds (images' and arrays' own included),
+   last modified before the grace period (`BlobStore.remove_if_stale`: moved to a trash name,
+   looked at again, then deleted), and temporary files killed writers left
+   (`Store.sweep_temp_files`).
 
 Concurrent writers: a writer puts its file, then commits the row that refers to it. A file
 younger than the grace period is never removed, and `BlobStore.put_bytes` refreshes the time of
@@ -53,15 +54,25 @@ class GcReport:
                 f"{self.kept_young} unreferenced file(s) younger than the grace period")
 
 
-def array_references(conn) -> list[tuple[str, str]]:
-    """(table, column) of every foreign key to arrays(sha256), read from the schema."""
-    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+def sha_columns(conn) -> list[tuple[str, str]]:
+    """(table, column) of every column that may hold a blob's sha256, read from the schema: the
+    foreign keys to arrays(sha256) and every column named `...sha256` (arrays.sha256 included)."""
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                         "AND name NOT LIKE 'sqlite_%'")]
     refs = []
     for table in tables:
         for fk in conn.execute(f"PRAGMA foreign_key_list('{table}')"):   # id, seq, table, from, to, ...
             if fk[2] == "arrays":
                 refs.append((table, fk[3]))
-    return refs
+        for col in conn.execute(f"PRAGMA table_info('{table}')"):       # cid, name, type, ...
+            if col[1].lower().endswith("sha256"):
+                refs.append((table, col[1]))
+    return list(dict.fromkeys(refs))
+
+
+def array_references(conn) -> list[tuple[str, str]]:
+    """The columns that keep an `arrays` row alive (all sha columns but the row's own)."""
+    return [(t, c) for t, c in sha_columns(conn) if (t, c) != ("arrays", "sha256")]
 
 
 def _iso(posix: float) -> str:
@@ -76,11 +87,12 @@ def _delete_unreferenced_rows(store, cutoff: float) -> int:
         return db.conn.execute(sql, [_iso(cutoff)]).rowcount
 
 
-def _referenced_files(store) -> set[tuple[str, str]]:
-    db = store.db
-    files = {(r[0], r[1]) for r in db.execute("SELECT sha256, ext FROM images").fetchall()}
-    files |= {(r[0], ".npy") for r in db.execute("SELECT sha256 FROM arrays").fetchall()}
-    return files
+def _referenced_shas(store) -> set[str]:
+    conn = store.db.conn
+    shas: set[str] = set()
+    for table, column in sha_columns(conn):
+        shas.update(r[0] for r in conn.execute(f'SELECT "{column}" FROM "{table}" WHERE "{column}" IS NOT NULL'))
+    return shas
 
 
 @contextlib.contextmanager
@@ -109,9 +121,9 @@ def collect_garbage(store, *, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = 
         report.restored = store.blobs.restore_trash()
         if not dry_run:
             report.removed_rows = _delete_unreferenced_rows(store, cutoff)
-        referenced = _referenced_files(store)             # after the rows went: their files go too
-        for sha, ext, path in store.blobs.blob_files():
-            if (sha, ext) in referenced:
+        referenced = _referenced_shas(store)              # after the rows went: their files go too
+        for sha, _ext, path in store.blobs.blob_files():
+            if sha in referenced:
                 continue
             try:
                 young = path.stat().st_mtime >= cutoff

@@ -239,3 +239,14 @@ def test_the_studios_periodic_pass_collects_and_stops(store, labelled):
         collector.stop()
     assert collector.passes >= 2 and not path.exists() and store.verify() == []
     assert not collector._thread.is_alive()
+
+
+def test_a_later_table_that_keeps_a_sha256_without_a_foreign_key_keeps_its_file(store, labelled):
+    """Defence for tables added by later migrations: any column named ...sha256 counts."""
+    arr = store.blobs.put_array(np.full((6, 8), 4, np.float32))           # no arrays row at all
+    with store.write() as db:
+        db.conn.execute("CREATE TABLE sensor_depth (id INTEGER PRIMARY KEY, depth_sha256 TEXT)")
+        db.conn.execute("INSERT INTO sensor_depth (depth_sha256) VALUES (?)", [arr.sha256])
+    _age_all(store)
+    assert store.collect_garbage().removed_files == 0
+    assert store.blobs.read_array(arr.sha256)[0, 0] == 4
