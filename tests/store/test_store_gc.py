@@ -2,6 +2,7 @@
 safe against writers at the same moment and against kill -9 in the middle."""
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -13,13 +14,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import depth, png_bytes
+from PIL import Image
 
 from pipeline.store import ANY_HEAD, StaleRevisionError, Store
 from pipeline.store import blobs as blobs_module
 
 ROOT = Path(__file__).resolve().parents[2]
 HOUR = 3600.0
+
+
+def depth(value: float = 1.0, shape=(6, 8)) -> np.ndarray:
+    return (value + 0.01 * np.arange(shape[0] * shape[1], dtype=np.float32).reshape(shape)).astype(np.float32)
+
+
+def png_bytes(seed: int = 0) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (6, 8, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
 
 
 def _age(path: Path, seconds: float = 2 * HOUR) -> None:
