@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--db", help="label database file (default <data folder>/studio.db)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--auth", type=parse_auth, help="require a login, user:password")
+    p.add_argument("--login-attempts", type=int, default=5, metavar="N",
+                   help="with --auth: failed logins of a name allowed before it must wait (1 s, doubling up to "
+                        "5 min); 0 = no limit (default 5)")
     p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
     return p.parse_args(argv)
 
@@ -57,7 +60,9 @@ def curation_services(settings: StudioSettings) -> dict:
     """The label store and the curate tab's service (pipeline/curation_service.py)."""
     from pipeline.curation_service import CurationService
     from pipeline.store import Store
+    from pipeline.store.gc import PeriodicCollector
     store = Store(settings.database)
+    PeriodicCollector(store).start()       # removes files nothing refers to (safe beside writers)
     return {"store": store, "curation": CurationService(store, settings)}
 
 
@@ -67,6 +72,14 @@ def training_service(settings: StudioSettings, depth: DepthService, store):
     return TrainingService(store, settings, depth)
 
 
+def login_check(args: argparse.Namespace):
+    """What Gradio's `auth` gets: None, the (user, password) pair, or it behind a failed-login back-off."""
+    if args.auth is None or args.login_attempts <= 0:
+        return args.auth
+    from studio.login import LoginLimiter
+    return LoginLimiter(dict([args.auth]), free_failures=args.login_attempts)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = StudioSettings.from_env().with_overrides(
@@ -74,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         import_root=args.import_root)
     services = build_services(settings)
     demo = build_app(services)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=login_check(args),
                 **launch_kwargs(settings))
     return 0
 

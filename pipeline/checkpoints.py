@@ -86,12 +86,22 @@ def _read_safetensors(path: Path) -> RawCheckpoint:
     return RawCheckpoint(sd, "project-safetensors", project)
 
 
+PYTORCH_SIGNATURES = (b"PK\x03\x04",) + tuple(bytes([0x80, p]) for p in range(2, 6))   # zip format, pickle 2-5
+
+
 def _torch_load(path: Path):
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(PYTORCH_SIGNATURES):
+        raise CheckpointError(f"{path}: not a checkpoint: neither a PyTorch file (.pth/.bin: a zip or a pickle) "
+                              f"nor safetensors (it starts with bytes {head.hex(' ')}); pass the weights file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" not in str(e).lower():
-            raise CheckpointError(f"{path}: not a readable checkpoint (truncated or damaged: {e})") from e
+        if "weights only" not in str(e).lower() or not (head.startswith(b"PK") or _parses_as_pickle(path)):
+            why = str(e).splitlines()[0][:120] if str(e) and "weights only" not in str(e).lower() else ""
+            raise CheckpointError(f"{path}: not a readable checkpoint (truncated or damaged"
+                                  f"{': ' + why if why else ''}); download or copy it again") from e
         raise CheckpointError(
             f"{path}: refused to load: the file holds Python objects other than tensors, and "
             "unpickling them could run arbitrary code (only weights_only loading is allowed). "
@@ -100,6 +110,19 @@ def _torch_load(path: Path):
         detail = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}" if str(e) else type(e).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated, damaged or not a PyTorch "
                               f"file; {detail}). Download or copy it again.") from e
+
+
+def _parses_as_pickle(path: Path) -> bool:
+    """Whether the file is a well-formed pickle (parsed by pickletools: nothing is run or built).
+    Tells a pickle of objects that weights_only refused from bytes that merely begin like one."""
+    import pickletools
+    try:
+        with open(path, "rb") as f:
+            for _ in pickletools.genops(f):
+                pass
+        return True
+    except Exception:   # noqa: BLE001 - any parse failure means "not a pickle"
+        return False
 
 
 def _unwrap(obj, path: Path) -> dict:

@@ -28,6 +28,7 @@ from PIL import Image
 from . import corrections, dataset_export, ingest, jobs, pointcloud, render
 from .errors import ConfigError, StudioError
 from .image_io import decode_image
+from .ranges import MAX_ID, Range
 from .settings import StudioSettings
 from .store import ANY_HEAD, History, ImageRecord, Label, PointPair, Revision, Store
 from .video.ingest import check_rate
@@ -35,6 +36,20 @@ from .video.ingest import check_rate
 THUMB_HEIGHT = 128
 IGNORE_TINT = np.array([128, 128, 128], np.float32)   # ignored pixels are shown greyed out
 PSEUDO_LABEL = "pseudo_label"
+# Every number the curate endpoints take, checked here whatever the widget allowed (pipeline/ranges.py).
+RANGES = {
+    "image_id": Range("image id", 1, MAX_ID, integer=True),
+    "pair_id": Range("point pair number", 1, MAX_ID, integer=True),
+    "job_id": Range("job id", 1, MAX_ID, integer=True),
+    "page": Range("page", 1, 10 ** 9, integer=True),
+    "offset": Range("gallery offset", 0, MAX_ID, integer=True),
+    "limit": Range("page size", 1, 500, integer=True),
+    "sigma": Range("smoothing sigma (pixels)", 0.1, 100),         # a wider Gaussian only costs time and memory
+}
+
+
+def _id(name: str, value) -> int:
+    return RANGES[name].check(value)
 
 
 class CurationError(StudioError):
@@ -211,15 +226,15 @@ class CurationService:
     def job(self, job_id: int | None = None) -> jobs.JobInfo | None:
         """A job's status; with None the newest pseudo-label job (None when there is none)."""
         if job_id is not None:
-            return jobs.job_status(self.db_path, int(job_id))
+            return jobs.job_status(self.db_path, _id("job_id", job_id))
         latest = jobs.list_jobs(self.db_path, kind=PSEUDO_LABEL, limit=1)
         return latest[0] if latest else None
 
     def cancel_job(self, job_id: int, *, author: str = "studio") -> jobs.JobInfo:
-        return jobs.cancel_job(self.db_path, int(job_id), author=author)
+        return jobs.cancel_job(self.db_path, _id("job_id", job_id), author=author)
 
     def resume_job(self, job_id: int, *, author: str = "studio") -> int:
-        return jobs.resume_job(self.db_path, int(job_id), author=author)
+        return jobs.resume_job(self.db_path, _id("job_id", job_id), author=author)
 
     # ---- gallery ---------------------------------------------------------------------------
     def gallery(self, status: str | None = None, *, sort: str = "confidence", descending: bool = False,
@@ -227,7 +242,7 @@ class CurationService:
         """One page of thumbnails (image | label), least confident first by default; `clip`: one video's frames."""
         status = None if status in (None, "", "all") else status
         page = self.store.list_images(status=status, sort=sort, descending=descending,
-                                      offset=max(0, int(offset)), limit=int(limit), clip=clip or None)
+                                      offset=_id("offset", offset), limit=_id("limit", limit), clip=clip or None)
         items = [(self.thumbnail(rec), _caption(rec)) for rec in page.items]
         return GalleryPage(items, [r.id for r in page.items], page.total, page.offset, page.limit,
                            self.store.count_by_status())
@@ -250,7 +265,7 @@ class CurationService:
     # ---- one image -------------------------------------------------------------------------
     def open(self, image_id: int) -> LabelView:
         """Everything the page shows for one image, at its current head."""
-        rec = self.store.get_image(int(image_id))
+        rec = self.store.get_image(_id("image_id", image_id))
         history = self.store.history(rec.id)
         head = history.head
         image_file = self._image_file(rec)
@@ -267,7 +282,7 @@ class CurationService:
 
     def image_rgb(self, image_id: int) -> np.ndarray:
         """(H, W, 3) uint8 of a stored image (EXIF orientation applied)."""
-        return self._rgb(self.store.get_image(int(image_id)))
+        return self._rgb(self.store.get_image(_id("image_id", image_id)))
 
     def apply_tool(self, image_id: int, tool: str, region, *, expected_head, author: str = "studio",
                    **params) -> Revision:
@@ -278,7 +293,9 @@ class CurationService:
         """
         if tool not in TOOLS:
             raise CurationError(f"unknown tool {tool!r}; choose one of {', '.join(TOOLS)}")
-        image_id = int(image_id)
+        image_id = _id("image_id", image_id)
+        if params.get("sigma") is not None:
+            params["sigma"] = RANGES["sigma"].check(params["sigma"])
         head = self.store.head(image_id)
         if head is None:
             raise CurationError(f"image {image_id} has no label yet; pseudo-label it before correcting it")
@@ -296,16 +313,18 @@ class CurationService:
 
     def set_status(self, image_id: int, status: str, *, expected_head, author: str = "studio") -> ImageRecord:
         """Accept / reject the label as a whole (refused when the label moved since it was shown)."""
-        return self.store.set_status(int(image_id), status, author=author, expected_head=expected_head)
+        return self.store.set_status(_id("image_id", image_id), status, author=author, expected_head=expected_head)
 
     def undo(self, image_id: int, *, expected_head, author: str = "studio") -> Revision:
-        rev = self.store.undo(int(image_id), author=author, expected_head=expected_head)
-        self.check_pairs(int(image_id), author=author)
+        image_id = _id("image_id", image_id)
+        rev = self.store.undo(image_id, author=author, expected_head=expected_head)
+        self.check_pairs(image_id, author=author)
         return rev
 
     def redo(self, image_id: int, *, expected_head, author: str = "studio") -> Revision:
-        rev = self.store.redo(int(image_id), author=author, expected_head=expected_head)
-        self.check_pairs(int(image_id), author=author)
+        image_id = _id("image_id", image_id)
+        rev = self.store.redo(image_id, author=author, expected_head=expected_head)
+        self.check_pairs(image_id, author=author)
         return rev
 
     # ---- point pairs -----------------------------------------------------------------------
@@ -314,6 +333,7 @@ class CurationService:
         """A DA-2K style pair: a/b as (x, y) = (column, row); `closer` 'a' or 'b'. Flagged against the head."""
         if closer not in ("a", "b"):
             raise CurationError(f"say which point is closer: 'a' or 'b', not {closer!r}")
+        image_id = _id("image_id", image_id)
         pair = self.store.add_point_pair(int(image_id), (int(a[1]), int(a[0])), (int(b[1]), int(b[0])),
                                          1 if closer == "a" else 2, author=author)
         self.check_pairs(int(image_id), author=author)
@@ -321,7 +341,8 @@ class CurationService:
 
     def delete_point_pair(self, image_id: int, pair_id: int, *, author: str = "studio") -> None:
         """Remove (soft-delete) one of this image's pairs."""
-        if int(pair_id) not in {p.id for p in self.store.point_pairs(int(image_id))}:
+        image_id, pair_id = _id("image_id", image_id), _id("pair_id", pair_id)
+        if pair_id not in {p.id for p in self.store.point_pairs(image_id)}:
             raise CurationError(f"image {image_id} has no point pair {pair_id}; pick a number from its pair table")
         self.store.delete_point_pair(int(pair_id), author=author)
 

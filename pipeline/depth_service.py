@@ -28,13 +28,22 @@ from PIL import Image
 
 from . import checkpoint_registry, depth_png, pointcloud, render
 from .checkpoints import LoadedCheckpoint, load_model, untrained_model
-from .config import ModelConfig
+from .config import PATCH_SIZE, ModelConfig
 from .errors import CheckpointError, ConfigError, ImageError
 from .image_io import DecodedImage, decode_image
 from .predictor import Prediction, Predictor, pick_device
+from .preprocess import MAX_INPUT_SIZE, network_size
+from .ranges import Range
 from .settings import COLORMAPS, StudioSettings
 
 Progress = Callable[[float, str], None]
+# Every number /predict takes, checked here whatever the widget allowed (pipeline/ranges.py).
+RANGES = {
+    "input_size": Range("input size", PATCH_SIZE, MAX_INPUT_SIZE, integer=True, multiple_of=PATCH_SIZE,
+                        optional=True),
+    "focal_px": Range("focal length (pixels)", 1, 1e6, optional=True),              # 0: EXIF or 60°
+    "voxel_size": Range("voxel size", 1e-4, 1e4, optional=True),                     # 0: every point
+}
 
 
 @dataclass(frozen=True)
@@ -258,7 +267,8 @@ class DepthService:
     def decode(self, image) -> DecodedImage:
         if image is None:
             raise ImageError("no image given: upload, paste or take a picture first")
-        decoded = decode_image(image, max_pixels=self.settings.max_pixels)
+        name = Path(image).name if isinstance(image, (str, Path)) else None   # never the server's temp path
+        decoded = decode_image(image, max_pixels=self.settings.max_pixels, name=name)
         h, w = decoded.rgb.shape[:2]
         if min(h, w) < self.settings.min_side:
             raise ImageError(f"{decoded.name or 'the image'} is {w}x{h} pixels; depth needs at least "
@@ -270,12 +280,15 @@ class DepthService:
             *, infer: Callable[..., Prediction] | None = None, progress: Progress | None = None) -> DepthResult:
         """Decode, predict and write every output of one request. `infer` replaces `self.infer` (GPU wrap)."""
         progress = progress or (lambda f, msg: None)
+        input_size, focal_px, voxel_size = (RANGES[k].check(v) for k, v in (
+            ("input_size", input_size), ("focal_px", focal_px), ("voxel_size", voxel_size)))
         cmap = cmap or self.settings.cmap
         if cmap not in COLORMAPS:
             raise ConfigError(f"unknown colour map {cmap!r}; choose one of {', '.join(COLORMAPS)}")
         t = {}
         t0 = time.perf_counter()
         decoded = self.decode(image)
+        network_size(*decoded.rgb.shape[:2], input_size or self.settings.input_size, name=decoded.name)  # refused now, named
         progress(0.1, "loading model")
         loaded = self.model(model)                 # outside the GPU call: loads once, then cached
         t["decode"] = time.perf_counter() - t0

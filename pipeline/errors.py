@@ -26,3 +26,11 @@ class VideoError(ImageError):
 
     A subclass of ImageError: wherever a bad input image is reported and skipped, so is a bad video.
     """
+
+
+def one_line(message: object, limit: int = 600) -> str:
+    """A message as the one line the page, the API and the CLI show: newlines and other control
+    characters become spaces (a NUL or a newline in a name cannot break it), runs of spaces one."""
+    text = "".join(" " if (ord(c) < 32 or ord(c) == 127) else c for c in str(message))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"

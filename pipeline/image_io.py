@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,10 @@ def _decode_path(path: Path, name: str | None, max_pixels: int) -> DecodedImage:
         raise ImageError(f"{label}: file not found")
     if path.is_dir():
         raise ImageError(f"{label}: is a folder, not an image file")
-    size = path.stat().st_size
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):          # a FIFO would block the read forever
+        raise ImageError(f"{label}: not a regular file (a FIFO, socket or device); not read")
+    size = st.st_size
     try:
         with open(path, "rb") as f:
             return _open_and_decode(f, label, max_pixels, size)

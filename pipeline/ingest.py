@@ -14,14 +14,24 @@ Safety:
 - zips are never extracted to disk: members are read into memory under a per-member and a
   total size cap (counted on the decompressed bytes actually read, not the header's claim),
   and member names with absolute paths or `..` parts (zip-slip) are rejected unread;
+- a zip's total budget is charged with every byte decompressed, also for members rejected
+  as too large, and is at most MAX_ZIP_RATIO x the zip's own size; once it is used up the
+  remaining members are rejected unread, saying so;
 - a server folder must lie under `allowed_root` after resolving `..` and symbolic links;
   symlinks inside it are not followed out of the root (a file link that escapes is rejected,
-  folder links are not walked).
+  folder links are not walked). The check that counts is made on the file actually opened
+  (its descriptor's real path, /proc/self/fd), so a link swapped in between listing and
+  reading is caught too (time of check / time of use); without /proc every component below
+  the root is opened with O_NOFOLLOW instead;
+- only regular files are read: a file is opened with O_NONBLOCK (a FIFO would block the
+  import forever) and fstat'ed; FIFOs, sockets and devices are listed as rejected.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +46,8 @@ from .video.io import is_video_file
 MAX_FILE_BYTES = 100 * 1024 ** 2          # one image file (or zip member), bytes
 MAX_ZIP_MEMBERS = 20_000
 MAX_ZIP_TOTAL_BYTES = 4 * 1024 ** 3       # decompressed bytes read from one zip
+MAX_ZIP_RATIO = 100                       # ... and at most this many times the zip's own size
+PROC_FD = Path("/proc/self/fd")           # where Linux shows what a descriptor really opened
 SKIPPED_ZIP_PREFIXES = ("__MACOSX/",)     # macOS resource forks: not content, skipped silently
 
 
@@ -87,8 +99,53 @@ def _check_size(data: bytes, cap: int) -> bytes:
     return data
 
 
-def _read_file(path: Path, cap: int = MAX_FILE_BYTES) -> bytes:
-    with open(path, "rb") as f:
+def _kind(mode: int) -> str:
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a folder" if stat.S_ISDIR(mode) else
+            "not a plain file")
+
+
+def _open_under(path: Path, root: Path) -> int:
+    """A descriptor for `path`, which must really be a file under `root` once opened.
+
+    With /proc: open (following links inside the root), then check where the descriptor points.
+    Without: walk from the root with O_NOFOLLOW on every component (any link is refused)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if PROC_FD.is_dir():
+        fd = os.open(path, flags)
+        try:
+            real = Path(os.readlink(PROC_FD / str(fd)))
+        except OSError:
+            os.close(fd)
+            raise
+        if not _inside(real, root):
+            os.close(fd)
+            raise IngestError("symbolic link that leads outside the allowed folder; not read")
+        return fd
+    parts = path.relative_to(root).parts
+    fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        return os.open(parts[-1], flags | os.O_NOFOLLOW, dir_fd=fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise IngestError("symbolic link (not followed on this system); not read") from None
+        raise
+    finally:
+        os.close(fd)
+
+
+def _read_file(path: Path, cap: int = MAX_FILE_BYTES, root: Path | None = None) -> bytes:
+    """The file's bytes (at most `cap`); only regular files, and with `root` only files really under it."""
+    fd = _open_under(path, root) if root is not None else \
+        os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb", closefd=True) as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise IngestError(f"not a regular file ({_kind(mode)}); not read")
         return _read_capped(f, cap, f"larger than the {_mb(cap)} limit per file")
 
 
@@ -101,7 +158,7 @@ def import_entry(store: Store, entry: Entry, report: ImportReport, *, author: st
     try:
         data = entry.read()
     except (IngestError, OSError, zipfile.BadZipFile, RuntimeError) as e:
-        report.rejected.append((entry.name, f"cannot be read: {e}"))
+        report.rejected.append((entry.name, f"cannot be read: {_safe_reason(e)}"))
         return
     existing = store.find_image(sha256_bytes(data))
     if existing is not None:
@@ -125,7 +182,8 @@ def import_entry(store: Store, entry: Entry, report: ImportReport, *, author: st
 
 def _import_video_entry(store: Store, entry: Entry, report: ImportReport, *, author: str, max_pixels: int,
                         rate: float | None) -> None:
-    """A video's frames; a zip member (no file of its own) is copied to a temporary file first."""
+    """A video's frames. A zip member, or a file under the import root (read through the root check on the
+    opened file, never reopened by name), is copied to a temporary file first."""
     import tempfile
 
     from .video.ingest import import_video
@@ -136,13 +194,20 @@ def _import_video_entry(store: Store, entry: Entry, report: ImportReport, *, aut
     try:
         data = entry.read()
     except (IngestError, OSError, zipfile.BadZipFile, RuntimeError) as e:
-        report.rejected.append((entry.name, f"cannot be read: {e}"))
+        report.rejected.append((entry.name, f"cannot be read: {_safe_reason(e)}"))
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / PurePosixPath(entry.name).name
         path.write_bytes(data)
         del data
         import_video(store, path, report, **kwargs)
+
+
+def _safe_reason(e: Exception) -> str:
+    """An exception's message without a server path (an OSError's filename is left out)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[:1].lower() + e.strerror[1:]
+    return str(e)
 
 
 def _reason(message: str, name: str) -> str:
@@ -170,23 +235,30 @@ def _unsafe_member(name: str) -> bool:
 
 def zip_entries(zf: zipfile.ZipFile, label: str, report: ImportReport, *,
                 max_members: int = MAX_ZIP_MEMBERS, max_total: int = MAX_ZIP_TOTAL_BYTES,
-                max_file: int = MAX_FILE_BYTES) -> list[Entry]:
-    """Entries for a zip's files; unsafe or over-the-cap members go to `report.rejected`."""
+                max_file: int = MAX_FILE_BYTES, budget_note: str = "") -> list[Entry]:
+    """Entries for a zip's files; unsafe or over-the-cap members go to `report.rejected`.
+
+    `max_total` is charged with every byte decompressed (members rejected as too large too);
+    when it is used up, the remaining members are rejected unread."""
     infos = [i for i in zf.infolist() if not i.is_dir() and not i.filename.startswith(SKIPPED_ZIP_PREFIXES)]
     if len(infos) > max_members:
         report.rejected.append((label, f"the zip holds {len(infos):,} files; the limit is {max_members:,} "
                                        "- split it into smaller zips"))
         return []
     budget = {"left": max_total}
+    used_up = f"the zip's limit of {_mb(max_total)} decompressed in total is used up{budget_note}"
 
     def reader(info: zipfile.ZipInfo) -> Callable[[], bytes]:
         def read() -> bytes:
+            if budget["left"] <= 0:
+                raise IngestError(used_up)
             cap = min(max_file, budget["left"])
-            why = (f"larger than the {_mb(max_file)} limit per file" if cap == max_file else
-                   f"the zip's limit of {_mb(max_total)} decompressed in total is used up")
             with zf.open(info) as f:
-                data = _read_capped(f, cap, why)
-            budget["left"] -= len(data)
+                data = f.read(cap + 1)
+            budget["left"] -= len(data)                 # every byte decompressed counts, kept or not
+            if len(data) > cap:
+                raise IngestError(f"larger than the {_mb(max_file)} limit per file" if cap == max_file
+                                  else used_up)
             return data
         return read
 
@@ -217,7 +289,14 @@ def folder_entries(folder: Path, report: ImportReport, *, root: Path | None = No
             if path.is_symlink() and root is not None and not _inside(path.resolve(), root):
                 report.rejected.append((name, "symbolic link that leads outside the allowed folder; not read"))
                 continue
-            entries.append(Entry(name, f"folder:{folder}", lambda p=path: _read_file(p, max_file), path))
+            with contextlib.suppress(OSError):
+                mode = path.lstat().st_mode
+                if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+                    report.rejected.append((name, f"not a regular file ({_kind(mode)}); not read"))
+                    continue
+            # checked again on the file actually opened: the folder may change after this listing (no path
+            # is handed on, so a video is read through the same check and copied, never opened by name)
+            entries.append(Entry(name, f"folder:{folder}", lambda p=path: _read_file(p, max_file, root)))
     return entries
 
 
@@ -258,11 +337,14 @@ def _open_zip(stack: contextlib.ExitStack, src, label: str, report: ImportReport
     import io
     try:
         fp = io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray)) else src
+        size = len(src) if isinstance(src, (bytes, bytearray)) else os.stat(src).st_size
         zf = stack.enter_context(zipfile.ZipFile(fp))
     except (zipfile.BadZipFile, OSError) as e:
-        report.rejected.append((label, f"not a readable zip file ({e})"))
+        report.rejected.append((label, f"not a readable zip file ({_safe_reason(e)})"))
         return []
-    return zip_entries(zf, label, report, max_file=max_file)
+    max_total = min(MAX_ZIP_TOTAL_BYTES, MAX_ZIP_RATIO * size)
+    note = f" ({MAX_ZIP_RATIO}× the zip's own size)" if max_total < MAX_ZIP_TOTAL_BYTES else ""
+    return zip_entries(zf, label, report, max_file=max_file, max_total=max_total, budget_note=note)
 
 
 def import_zip(store: Store, zip_src: str | os.PathLike | bytes, *, name: str | None = None,
@@ -276,6 +358,10 @@ def import_zip(store: Store, zip_src: str | os.PathLike | bytes, *, name: str | 
 
 def resolve_under_root(folder: str | os.PathLike, allowed_root: str | os.PathLike) -> tuple[Path, Path]:
     """(folder, root) resolved; IngestError unless the folder is inside the root."""
+    text = str(folder)
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):      # a NUL makes the OS calls fail with ValueError
+        raise IngestError(f"the folder name {text!r} holds a control character (a NUL, a newline, ...); "
+                          "type the folder's name as it is shown")
     root = Path(allowed_root).expanduser().resolve()
     if not root.is_dir():
         raise IngestError(f"the allowed import folder {root} does not exist; create it or change it")

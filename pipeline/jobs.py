@@ -271,7 +271,7 @@ def _get(store: Store, job_id: int) -> Job:
     try:
         return store.get_job(int(job_id))
     except LookupError:
-        raise JobError(f"job {job_id} does not exist in {store.path}; list the jobs to see their ids") from None
+        raise JobError(f"job {job_id} does not exist; list the jobs to see their ids") from None
 
 
 def cancel_job(db_path, job_id: int, *, force: bool = False, author: str = "system") -> JobInfo:

@@ -28,8 +28,11 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from . import jobs
+from .config import PATCH_SIZE
 from .errors import ConfigError, StudioError
 from .jobs import JobInfo
+from .preprocess import MAX_INPUT_SIZE
+from .ranges import MAX_ID, Range
 from .settings import StudioSettings
 from .store import Store
 from .train import state as train_state
@@ -38,6 +41,21 @@ from .train.errors import ResumeError
 JOB_KIND = "train"
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CURVE_SKIP = ("lr", "images_per_s", "eta_s", "throughput")     # job metrics that are not losses
+# Every number the train endpoints take, checked here whatever the widget allowed (pipeline/ranges.py).
+RANGES = {
+    "steps": Range("steps", 1, 1_000_000, integer=True),
+    "batch_size": Range("batch size", 1, 256, integer=True),
+    "lr_encoder": Range("encoder learning rate", 1e-9, 1.0),
+    "decoder_lr_mult": Range("decoder learning-rate multiplier", 1e-3, 1e4),
+    "input_size": Range("crop size", PATCH_SIZE, MAX_INPUT_SIZE, integer=True, multiple_of=PATCH_SIZE),
+    "save_every": Range("checkpoint interval (steps)", 1, 1_000_000, integer=True),
+    "holdout": Range("held-out share", 0.0, 0.999999),                 # TrainConfig: [0, 1)
+    "fraction": Range("held-out share", 0.01, 1.0),
+    "max_images": Range("max images", 1, 50, integer=True),
+    "compare_size": Range("input size", PATCH_SIZE, MAX_INPUT_SIZE, integer=True, multiple_of=PATCH_SIZE,
+                          optional=True),
+    "job_id": Range("job id", 1, MAX_ID, integer=True),
+}
 
 
 class TrainingServiceError(StudioError):
@@ -197,13 +215,16 @@ class TrainingService:
         if not RUN_NAME.match(name):
             raise ConfigError(f"run name {name!r}: use letters, digits, '-', '_' or '.', at most 64 characters")
         if (self.runs_dir / name).exists():
-            raise ConfigError(f"a run named {name!r} already exists in {self.runs_dir}; choose another name "
+            raise ConfigError(f"a run named {name!r} already exists; choose another name "
                               f"(or resume that run from the list)")
         return name
 
     def train_config(self, run: RunSettings):
         """The validated TrainConfig of a form (ConfigError names the bad value)."""
         from .train.train_config import TrainConfig, parse_ratio
+        run = replace(run, **{k: RANGES[k].check(getattr(run, k)) for k in (
+            "steps", "batch_size", "lr_encoder", "decoder_lr_mult", "input_size", "save_every")},
+            holdout=RANGES["holdout"].check(run.holdout or 0.0))
         name = self._run_name(run.name)
         return TrainConfig(
             out_dir=str(self.runs_dir / name), db=str(self.db_path), data_dir=self._data_folder(run.folder),
@@ -256,7 +277,8 @@ class TrainingService:
         return jobs.list_jobs(self.db_path, kind=JOB_KIND, limit=limit)
 
     def status(self, job_id: int) -> JobInfo:
-        info = jobs.job_status(self.db_path, int(job_id))
+        job_id = RANGES["job_id"].check(job_id)
+        info = jobs.job_status(self.db_path, job_id)
         if info.kind != JOB_KIND:
             raise TrainingServiceError(f"job {job_id} is a {info.kind} job, not a training run")
         if info.finished:
@@ -265,8 +287,8 @@ class TrainingService:
 
     def cancel(self, job_id: int, *, author: str = "studio") -> JobInfo:
         """Queued: cancelled at once. Running: the run saves a checkpoint and stops (resumable)."""
-        self.status(job_id)
-        return jobs.cancel_job(self.db_path, int(job_id), author=author)
+        info = self.status(job_id)
+        return jobs.cancel_job(self.db_path, info.id, author=author)
 
     def resume(self, job_id: int, *, author: str = "studio") -> int:
         """A new job continuing a failed / cancelled run from its last checkpoint; returns its id."""
@@ -369,9 +391,10 @@ class TrainingService:
             raise TrainingServiceError("no models are loaded in this studio; start it with the depth service")
         if not teacher or not student:
             raise ConfigError("choose a teacher and a student model to compare")
-        max_images = int(max_images)
-        if not 1 <= max_images <= hc.MAX_IMAGES_LIMIT:
-            raise ConfigError(f"max images must be between 1 and {hc.MAX_IMAGES_LIMIT}, got {max_images}")
+        max_images = RANGES["max_images"].check(max_images)
+        input_size = RANGES["compare_size"].check(input_size)
+        if not sample:
+            fraction = RANGES["fraction"].check(fraction)
         if sample:
             items, held = hc.sample_items(), 1
         else:

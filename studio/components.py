@@ -22,3 +22,19 @@ def passthrough_image(**kwargs) -> gr.Image:
 
     image.preprocess = raw_preprocess
     return image
+
+
+def lenient(component):
+    """Let a value the component cannot parse reach the handler as sent (an API client may send "abc"
+    for a number): the service then refuses it in one line naming the range. Gradio's own preprocess
+    would fail with a bare TypeError ("the upstream app has raised an exception")."""
+    preprocess = component.preprocess
+
+    def tolerant(payload):
+        try:
+            return preprocess(payload)
+        except (TypeError, ValueError):
+            return payload
+
+    component.preprocess = tolerant
+    return component

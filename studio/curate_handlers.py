@@ -3,20 +3,22 @@
 `CurateHandlers(curation, depth=None)`: `curation` is a pipeline.curation_service.CurationService,
 `depth` the DepthService whose model choices are the teachers. Every handler that changes a
 label passes the revision the page showed (`sel["head_id"]`); when someone saved since, the
-store's "changed since you opened it" message is shown as a warning and the page reloads the
-current label instead of overwriting it.
+store refuses with its "changed since you opened it" message. Refusals (that one, an unknown
+id, a value out of range) are raised as gr.Error by `studio.errors.user_errors`, so the page
+shows a toast and an API client's call fails with the same message; the page then reloads the
+current label (curate_tab chains `reload` on failure). User-supplied names shown in Markdown go
+through `studio.text.md`.
 """
 from __future__ import annotations
-
-import html
 
 import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.curation_service import TOOLS
-from pipeline.errors import StudioError
-from pipeline.store import StaleRevisionError
+from pipeline.curation_service import RANGES, TOOLS
+
+from .errors import refuse, user_errors
+from .text import html_text, md
 
 STATUS_FILTERS = ("all", "pending", "accepted", "rejected", "corrected")
 SORT_CHOICES = {"confidence, worst first": ("confidence", False), "confidence, best first": ("confidence", True),
@@ -25,18 +27,8 @@ PAGE_SIZE = 24
 ALL_CLIPS = ""                                    # the clip filter's value for "every image"
 HISTORY_HEADERS = ["#", "tool", "author", "time (UTC)", "head", "note"]
 PAIR_HEADERS = ["pair", "A (x, y)", "B (x, y)", "closer", "label agrees"]
-STALE_SUFFIX = " The page now shows the current label."
 VIEW_FIELDS = ("sel", "header", "image", "label", "slider", "cloud", "cloud_note", "editor", "history",
                "pair_image", "pairs", "pending", "source", "pair_info")     # the outputs of every view handler
-
-
-def unchanged(title: str, message: str) -> tuple:
-    """A user error in a view handler: a warning, and every view output left as it is.
-
-    (A gr.Error would put an error badge on all fourteen outputs and blank the images.)
-    """
-    gr.Warning(message, title=title)
-    return tuple(gr.skip() for _ in VIEW_FIELDS)
 
 
 def author_of(request: gr.Request | None) -> str:
@@ -82,21 +74,22 @@ def job_html(info) -> str:
     bar = f"<progress value='{info.step}' max='{total}'></progress> " if total else ""
     rate = f" · {info.throughput:.2f} img/s" if info.throughput else ""
     eta = f" · about {info.eta_s:.0f} s left" if info.eta_s is not None and not info.finished else ""
-    text = (f"<p><b>Job {info.id}: {html.escape(info.status)}</b> {bar}{info.step}/{total or '?'}"
+    text = (f"<p><b>Job {info.id}: {html_text(info.status)}</b> {bar}{info.step}/{total or '?'}"
             f"{rate}{eta}</p>")
     if info.message:
-        text += f"<p>{html.escape(info.message)}</p>"
+        text += f"<p>{html_text(info.message)}</p>"
     if info.error:
-        text += f"<p><b>Error:</b> {html.escape(info.error)}</p>"
+        text += f"<p><b>Error:</b> {html_text(info.error)}</p>"
     if info.log_tail:
-        text += "<pre>" + html.escape("\n".join(info.log_tail[-6:])) + "</pre>"
+        text += "<pre>" + "\n".join(html_text(line) for line in info.log_tail[-6:]) + "</pre>"
     return text
 
 
 def import_markdown(report) -> str:
     lines = [f"**Import:** {report.summary()}"]
-    lines += [f"- duplicate: `{d.name}` is image #{d.image_id} (`{d.existing_name}`)" for d in report.duplicates[:20]]
-    lines += [f"- rejected: `{name}`: {why}" for name, why in report.rejected[:50]]
+    lines += [f"- duplicate: **{md(d.name)}** is image #{d.image_id} (**{md(d.existing_name)}**)"
+              for d in report.duplicates[:20]]
+    lines += [f"- rejected: **{md(name)}**: {md(why)}" for name, why in report.rejected[:50]]
     return "\n".join(lines)
 
 
@@ -112,18 +105,16 @@ class CurateHandlers:
                     "**p**/← previous).", None, None, None, None, "", None, empty_df, None, empty_df, [],
                 gr.update(choices=[], value=None), "")
 
+    @user_errors("Cannot open the image")
     def show(self, image_id) -> tuple:
         """Every view of one image at its head (the order of curate_tab.VIEW_OUTPUTS)."""
         if image_id in (None, ""):
             return self.blank()
-        try:
-            view = self.curation.open(int(image_id))
-        except StudioError as e:
-            return unchanged("Cannot open the image", str(e))
+        view = self.curation.open(image_id)
         rec, head = view.image, view.head
         conf = "–" if rec.confidence is None else f"{rec.confidence:.3f}"
-        rev = f"revision {head.number} ({head.tool} by {head.author})" if head else "no label yet"
-        header = f"### #{rec.id} {rec.name}\n**{rec.status}** · confidence {conf} · {rev} · {rec.width}×{rec.height}"
+        rev = f"revision {head.number} ({md(head.tool)} by {md(head.author)})" if head else "no label yet"
+        header = f"### #{rec.id} {md(rec.name)}\n**{rec.status}** · confidence {conf} · {rev} · {rec.width}×{rec.height}"
         image, label = str(view.image_file), (str(view.label_file) if view.label_file else None)
         rows = [[r.number, r.tool, r.author, r.created_at.replace("T", " ")[:19], "◀ head" if r.id == view.head_id else "",
                  r.note or ""] for r in view.history.revisions]
@@ -143,6 +134,10 @@ class CurateHandlers:
             return str(view.image_file)
         return draw_pairs(self.curation.image_rgb(view.image.id), view.pairs, pending)
 
+    def reload(self, sel):
+        """After a refused change: the selected image's current views (someone else may have saved)."""
+        return self.show((sel or {}).get("image_id"))
+
     def select(self, page_ids, evt: gr.SelectData):
         return self.show(page_ids[evt.index] if page_ids and evt.index is not None else None)
 
@@ -155,23 +150,18 @@ class CurateHandlers:
         return self.show(page_ids[min(max(i, 0), len(page_ids) - 1)])
 
     def _change(self, sel, action, *, then_show=None):
-        """Run a label change; on a stale head warn and reload; user errors become gr.Error."""
+        """Run a label change (refusals raise: a stale head, an empty region, ...), then show the result."""
         image_id = (sel or {}).get("image_id")
         if image_id is None:
-            return unchanged("No image selected", "select an image in the gallery first")
-        try:
-            action(image_id, sel.get("head_id"))
-        except StaleRevisionError as e:
-            gr.Warning(str(e) + STALE_SUFFIX, title="Changed since you opened it")
-            return self.show(image_id)
-        except StudioError as e:
-            return unchanged("Cannot apply", str(e))
+            refuse("select an image in the gallery first")
+        action(image_id, sel.get("head_id"))
         return self.show(then_show if then_show is not None else image_id)
 
+    @user_errors("Cannot apply")
     def apply_tool(self, sel, tool, editor, sigma, source_model, request: gr.Request = None):
         """Apply a correction tool to the painted region: one new revision, shown in 2D and 3D."""
         if tool not in TOOLS:
-            return unchanged("Cannot apply", f"unknown tool {tool!r}; choose one of {', '.join(TOOLS)}")
+            refuse(f"unknown tool {tool!r}; choose one of {', '.join(TOOLS)}")
 
         def act(image_id, head_id):
             rec = self.curation.store.get_image(image_id)
@@ -180,6 +170,7 @@ class CurateHandlers:
                                      sigma=sigma, source_model=source_model)
         return self._change(sel, act)
 
+    @user_errors("Cannot change the status")
     def set_status(self, sel, page_ids, status: str, request: gr.Request = None):
         """Accept / reject the whole label, then move to the next image of the page."""
         current = (sel or {}).get("image_id")
@@ -189,17 +180,20 @@ class CurateHandlers:
         return self._change(sel, lambda i, h: self.curation.set_status(
             i, status, expected_head=h, author=author_of(request)), then_show=nxt)
 
+    @user_errors("Cannot undo")
     def undo(self, sel, request: gr.Request = None):
         return self._change(sel, lambda i, h: self.curation.undo(i, expected_head=h, author=author_of(request)))
 
+    @user_errors("Cannot redo")
     def redo(self, sel, request: gr.Request = None):
         return self._change(sel, lambda i, h: self.curation.redo(i, expected_head=h, author=author_of(request)))
 
     # ---- point pairs ---------------------------------------------------------------------
+    @user_errors("Cannot add a point")
     def click_point(self, sel, pending, evt: gr.SelectData):
         """A click on the pair image: first point A, second B, a third starts over."""
         if not sel or sel.get("image_id") is None:
-            raise gr.Error("select an image in the gallery first", print_exception=False)
+            refuse("select an image in the gallery first")
         pts = list(pending or [])
         pts = ([] if len(pts) >= 2 else pts) + [[int(evt.index[0]), int(evt.index[1])]]
         view = self.curation.open(sel["image_id"])
@@ -207,33 +201,33 @@ class CurateHandlers:
                                          if len(pts) == 2 else ": now click point B")
         return self._pair_picture(view, pts), pts, info
 
+    @user_errors("Cannot add the pair")
     def add_pair(self, sel, pending, closer, request: gr.Request = None):
         if not pending or len(pending) != 2:
-            return unchanged("Two points needed", "click two points on the image first (A, then B)")
+            refuse("click two points on the image first (A, then B)")
         letter = "a" if str(closer).upper().startswith("A") else "b"
         return self._change(sel, lambda i, h: self.curation.add_point_pair(
             i, tuple(pending[0]), tuple(pending[1]), letter, author=author_of(request)))
 
+    @user_errors("Cannot delete the pair")
     def delete_pair(self, sel, pair_id, request: gr.Request = None):
-        if not pair_id:
-            return unchanged("No pair given", "type the number of the pair to delete (first column of the table)")
-        return self._change(sel, lambda i, h: self.curation.delete_point_pair(i, int(pair_id), author=author_of(request)))
+        if pair_id in (None, ""):
+            refuse("type the number of the pair to delete (first column of the table)")
+        return self._change(sel, lambda i, h: self.curation.delete_point_pair(i, pair_id, author=author_of(request)))
 
     # ---- gallery -------------------------------------------------------------------------
+    @user_errors("Cannot show the gallery")
     def gallery(self, status, sort, page, clip=None):
         """(gallery items, page ids, counts, page text, page number) for one gallery page; `clip`: one video."""
         key, desc = SORT_CHOICES.get(sort, ("confidence", False))
-        page = max(1, int(page or 1))
+        page = RANGES["page"].check(page or 1)
         clip = None if clip in (None, "", ALL_CLIPS) else clip
-        try:
+        g = self.curation.gallery(status, sort=key, descending=desc, offset=(page - 1) * PAGE_SIZE,
+                                  limit=PAGE_SIZE, clip=clip)
+        if not g.items and page > 1:                 # the filter shrank: back to the last page
+            page = max(1, -(-g.total // PAGE_SIZE))
             g = self.curation.gallery(status, sort=key, descending=desc, offset=(page - 1) * PAGE_SIZE,
                                       limit=PAGE_SIZE, clip=clip)
-            if not g.items and page > 1:                 # the filter shrank: back to the last page
-                page = max(1, -(-g.total // PAGE_SIZE))
-                g = self.curation.gallery(status, sort=key, descending=desc, offset=(page - 1) * PAGE_SIZE,
-                                          limit=PAGE_SIZE, clip=clip)
-        except StudioError as e:
-            raise gr.Error(str(e), print_exception=False) from None
         counts = " · ".join(f"{k}: **{v}**" for k, v in g.counts.items())
         pages = max(1, -(-g.total // PAGE_SIZE))
         return ([(str(p), c) for p, c in g.items], g.ids, counts, f"page {page} of {pages} ({g.total} images)", page)
@@ -241,8 +235,9 @@ class CurateHandlers:
     def first_page(self, status, sort, clip=None):
         return self.gallery(status, sort, 1, clip)
 
+    @user_errors("Cannot show the gallery")
     def turn_page(self, status, sort, page, clip=None, *, delta: int):
-        return self.gallery(status, sort, max(1, int(page or 1) + delta), clip)
+        return self.gallery(status, sort, max(1, RANGES["page"].check(page or 1) + delta), clip)
 
     def clip_choices(self, clip=None):
         """The clip filter's choices: every video imported (frames in the store), 'all images' first."""
@@ -252,36 +247,32 @@ class CurateHandlers:
         return gr.update(choices=choices, value=keep)
 
     # ---- import, jobs, export ------------------------------------------------------------
+    @user_errors("Cannot import")
     def import_files(self, files, video_rate=None, request: gr.Request = None) -> str:
-        try:
-            return import_markdown(self.curation.import_uploads(files or [], author=author_of(request),
-                                                                video_rate=video_rate or None))
-        except StudioError as e:
-            raise gr.Error(str(e), title="Cannot import", print_exception=False) from None
+        return import_markdown(self.curation.import_uploads(files or [], author=author_of(request),
+                                                            video_rate=video_rate or None))
 
+    @user_errors("Cannot import")
     def import_folder(self, folder, video_rate=None, request: gr.Request = None) -> str:
-        try:
-            return import_markdown(self.curation.import_folder(folder or "", author=author_of(request),
-                                                               video_rate=video_rate or None))
-        except StudioError as e:
-            raise gr.Error(str(e), title="Cannot import", print_exception=False) from None
+        return import_markdown(self.curation.import_folder(folder or "", author=author_of(request),
+                                                           video_rate=video_rate or None))
 
     def teacher_choices(self) -> list[tuple[str, str]]:
         return [(c.label, c.key) for c in self.depth.choices()] if self.depth is not None else []
 
+    @user_errors("Cannot start pseudo-labelling")
     def start_job(self, teacher, request: gr.Request = None):
         """Start pseudo-labelling in the background; returns (job id, progress HTML, timer on)."""
-        try:
-            source = self.depth.choice(teacher).source if self.depth is not None else teacher
-            job_id = self.curation.start_pseudo_label(source, author=author_of(request))
-            info = self.curation.job(job_id)
-        except StudioError as e:
-            raise gr.Error(str(e), title="Cannot start pseudo-labelling", print_exception=False) from None
+        source = self.depth.choice(teacher).source if self.depth is not None else teacher
+        job_id = self.curation.start_pseudo_label(source, author=author_of(request))
+        info = self.curation.job(job_id)
         return job_id, job_html(info), gr.update(active=True)
 
+    @user_errors("Cannot show the job")
     def poll_job(self, job_id):
-        """Timer tick: the job's progress; the timer stops when the job has finished."""
-        info = self.curation.job(int(job_id) if job_id else None)
+        """Timer tick / `/curate_job (job id)`: the job's progress (None: the newest); the timer stops
+        when the job has finished."""
+        info = self.curation.job(job_id if job_id not in (None, "") else None)
         running = info is not None and not info.finished
         return (info.id if info else None), job_html(info), gr.update(active=running)
 
@@ -298,27 +289,23 @@ class CurateHandlers:
             return (job_id, text, timer, seen) + tuple(gr.skip() for _ in range(5))
         return (job_id, text, timer, now) + self.gallery(status, sort, page, clip)
 
+    @user_errors("Cannot cancel")
     def cancel_job(self, job_id, request: gr.Request = None):
-        if not job_id:
-            raise gr.Error("no job to cancel", print_exception=False)
-        try:
-            info = self.curation.cancel_job(int(job_id), author=author_of(request))
-        except StudioError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+        """`/curate_cancel (job id)`."""
+        if job_id in (None, ""):
+            refuse("no job to cancel: start one, or give its id")
+        info = self.curation.cancel_job(job_id, author=author_of(request))
         return info.id, job_html(info), gr.update(active=True)
 
+    @user_errors("Cannot resume")
     def resume_job(self, job_id, request: gr.Request = None):
-        if not job_id:
-            raise gr.Error("no job to resume", print_exception=False)
-        try:
-            new_id = self.curation.resume_job(int(job_id), author=author_of(request))
-        except StudioError as e:
-            raise gr.Error(str(e), title="Cannot resume", print_exception=False) from None
+        """`/curate_resume (job id)` -> the new job."""
+        if job_id in (None, ""):
+            refuse("no job to resume: give the id of a failed or cancelled job")
+        new_id = self.curation.resume_job(job_id, author=author_of(request))
         return new_id, job_html(self.curation.job(new_id)), gr.update(active=True)
 
+    @user_errors("Cannot export")
     def export(self, statuses):
-        try:
-            result = self.curation.export(tuple(statuses or ("accepted", "corrected")))
-        except StudioError as e:
-            raise gr.Error(str(e), title="Cannot export", print_exception=False) from None
+        result = self.curation.export(tuple(statuses or ("accepted", "corrected")))
         return str(result.zip_path), f"**Exported** {result.report.summary()}"

@@ -8,9 +8,12 @@ Endpoints (gradio_client `api_name`; the selected image is kept in the session):
     /curate_add_pair (closer 'A'|'B', after two clicks on the pair image)
     /curate_import (files, video frames/s), /curate_import_folder (folder under the allowed root, video frames/s)
                     -> report (videos add their frames, grouped by clip and frame time)
-    /curate_pseudo_label (teacher) , /curate_job, /curate_cancel, /curate_resume -> job progress
+    /curate_pseudo_label (teacher) -> (job id, progress); /curate_job, /curate_cancel, /curate_resume (job id)
+                     -> (job id, progress, timer): the job id is an argument (the page keeps it in a hidden field)
     /curate_export (statuses) -> zip of the curated set
-Handlers live in curate_handlers.CurateHandlers (tested without a browser).
+Handlers live in curate_handlers.CurateHandlers (tested without a browser). A refused request (stale edit,
+unknown id, value out of range) fails with the message (gradio_client raises AppError); the page then
+reloads the selected image's current views.
 """
 from __future__ import annotations
 
@@ -18,8 +21,9 @@ from functools import partial
 
 import gradio as gr
 
-from pipeline.curation_service import TOOLS
+from pipeline.curation_service import RANGES, TOOLS
 
+from .components import lenient
 from .curate_handlers import (
     ALL_CLIPS,
     HISTORY_HEADERS,
@@ -77,7 +81,7 @@ def _gallery_panel() -> tuple:
                          object_fit="contain", elem_id="curate-gallery")
     with gr.Row():
         prev_page = gr.Button("◀ page", size="sm", elem_id="curate-page-prev")
-        page = gr.Number(1, label="Page", precision=0, minimum=1, elem_id="curate-page")
+        page = lenient(gr.Number(1, label="Page", precision=0, minimum=1, elem_id="curate-page"))
         next_page = gr.Button("page ▶", size="sm", elem_id="curate-page-next")
     page_info = gr.Markdown(elem_id="curate-page-info")
     return status, sort, counts, gallery, prev_page, page, next_page, page_info, clip
@@ -91,7 +95,8 @@ def _view_panel() -> dict:
         c["accept"] = gr.Button("Accept (a)", variant="primary", size="sm", elem_id="curate-accept")
         c["reject"] = gr.Button("Reject (r)", variant="stop", size="sm", elem_id="curate-reject")
         c["next"] = gr.Button("next (n) →", size="sm", elem_id="curate-next")
-        c["goto"] = gr.Number(None, label="Go to image #", precision=0, elem_id="curate-goto", min_width=100)
+        c["goto"] = lenient(gr.Number(None, label="Go to image #", precision=0, elem_id="curate-goto",
+                                      min_width=100))
     with gr.Tabs():
         with gr.Tab("Side by side"):
             with gr.Row():
@@ -118,7 +123,9 @@ def _tools_panel() -> dict:
             c["tool"] = gr.Radio([(desc, key) for key, (desc, _) in TOOLS.items()], value="ignore_mask",
                                  label="Tool", elem_id="curate-tool", scale=3)
             with gr.Column(scale=1):
-                c["sigma"] = gr.Number(2.0, label="Smoothing sigma (pixels)", minimum=0.1, elem_id="curate-sigma")
+                sigma = RANGES["sigma"]
+                c["sigma"] = lenient(gr.Number(2.0, label="Smoothing sigma (pixels)", minimum=sigma.low,
+                                               maximum=sigma.high, elem_id="curate-sigma"))
                 c["source"] = gr.Dropdown([], label="Copy from model", elem_id="curate-source")
         c["apply"] = gr.Button("Apply to the painted region", variant="primary", elem_id="curate-apply")
     with gr.Tab("Point pairs"):
@@ -132,7 +139,7 @@ def _tools_panel() -> dict:
         c["pair_info"] = gr.Markdown(elem_id="curate-pair-info")
         c["pairs"] = gr.Dataframe(headers=PAIR_HEADERS, interactive=False, elem_id="curate-pairs")
         with gr.Row():
-            c["pair_id"] = gr.Number(None, label="Pair to delete", precision=0, elem_id="curate-pair-id")
+            c["pair_id"] = lenient(gr.Number(None, label="Pair to delete", precision=0, elem_id="curate-pair-id"))
             c["delete_pair"] = gr.Button("Delete pair", elem_id="curate-delete-pair")
     with gr.Tab("History"):
         c["history"] = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False, elem_id="curate-history")
@@ -154,7 +161,8 @@ def _export_panel() -> tuple:
 
 def build(services, banner_box: gr.HTML) -> CurateHandlers:
     h = CurateHandlers(services.curation, services.get("depth"))
-    sel, page_ids, pending, job_id, job_seen = gr.State({}), gr.State([]), gr.State([]), gr.State(), gr.State()
+    sel, page_ids, pending, job_seen = gr.State({}), gr.State([]), gr.State([]), gr.State()
+    job_id = lenient(gr.Number(None, precision=0, visible=False, elem_id="curate-job-id"))   # an API argument
     timer = gr.Timer(JOB_POLL_S, active=False)
     with gr.Column(elem_id=PANEL_ID):
         gr.HTML("", js_on_load=KEYBOARD_JS, elem_id="curate-keys", container=False, padding=False)
@@ -185,21 +193,29 @@ def build(services, banner_box: gr.HTML) -> CurateHandlers:
     prev_page.click(partial(h.turn_page, delta=-1), gal_in, gal_out, api_visibility="private")
     next_page.click(partial(h.turn_page, delta=1), gal_in, gal_out, api_visibility="private")
 
+    reload = dict(fn=h.reload, inputs=[sel], outputs=view_out, api_visibility="private")   # after a refusal
     gallery.select(h.select, [page_ids], view_out, api_visibility="private")
-    v["goto"].submit(h.show, [v["goto"]], view_out, api_name="curate_open")
+    v["goto"].submit(h.show, [v["goto"]], view_out, api_name="curate_open").failure(**reload)
     v["next"].click(partial(h.step, delta=1), [sel, page_ids], view_out, api_name="curate_next")
     v["prev"].click(partial(h.step, delta=-1), [sel, page_ids], view_out, api_name="curate_prev")
     for key, st in (("accept", "accepted"), ("reject", "rejected")):
-        v[key].click(partial(h.set_status, status=st), [sel, page_ids], view_out,
-                     api_name=f"curate_{key}").then(**refresh)
-    t["apply"].click(h.apply_tool, [sel, t["tool"], t["editor"], t["sigma"], t["source"]], view_out,
-                     api_name="curate_apply").then(**refresh)
-    t["undo"].click(h.undo, [sel], view_out, api_name="curate_undo").then(**refresh)
-    t["redo"].click(h.redo, [sel], view_out, api_name="curate_redo").then(**refresh)
+        event = v[key].click(partial(h.set_status, status=st), [sel, page_ids], view_out, api_name=f"curate_{key}")
+        event.then(**refresh)
+        event.failure(**reload)
+    edits = [
+        t["apply"].click(h.apply_tool, [sel, t["tool"], t["editor"], t["sigma"], t["source"]], view_out,
+                         api_name="curate_apply"),
+        t["undo"].click(h.undo, [sel], view_out, api_name="curate_undo"),
+        t["redo"].click(h.redo, [sel], view_out, api_name="curate_redo"),
+    ]
+    for event in edits:
+        event.then(**refresh)
+        event.failure(**reload)
     t["pair_image"].select(h.click_point, [sel, pending], [t["pair_image"], pending, t["pair_info"]],
                            api_visibility="private")
-    t["add_pair"].click(h.add_pair, [sel, pending, t["closer"]], view_out, api_name="curate_add_pair")
-    t["delete_pair"].click(h.delete_pair, [sel, t["pair_id"]], view_out, api_name="curate_delete_pair")
+    t["add_pair"].click(h.add_pair, [sel, pending, t["closer"]], view_out, api_name="curate_add_pair").failure(**reload)
+    t["delete_pair"].click(h.delete_pair, [sel, t["pair_id"]], view_out,
+                           api_name="curate_delete_pair").failure(**reload)
 
     up.click(h.import_files, [files, rate], [report], api_name="curate_import").then(**refresh).then(**clips_refresh)
     go.click(h.import_folder, [folder, rate], [report], api_name="curate_import_folder").then(**refresh).then(

@@ -14,13 +14,16 @@ from pathlib import Path
 
 import gradio as gr
 
+from pipeline.depth_service import RANGES
 from pipeline.errors import StudioError
 from pipeline.settings import COLORMAPS
 
 from . import banner, depth_video
-from .components import passthrough_image
+from .components import lenient, passthrough_image
+from .errors import user_errors
 from .gpu import CONCURRENCY_ID, gpu
 from .summary import format_summary
+from .text import md
 
 TITLE = "Depth"
 REQUIRES = ("depth",)
@@ -38,17 +41,15 @@ class DepthHandlers:
         self.service = service
         self.infer = infer or gpu(service.infer)
 
+    @user_errors("Cannot compute depth")
     def predict(self, image, model, input_size, cmap, focal_px, voxel_size, remove_outliers,
                 progress=gr.Progress()):
-        """Depth for one image: slider pair, 16-bit PNG, .npy, .ply, summary (+ a private view state)."""
-        try:
-            result = self.service.run(
-                image, model or None, int(input_size or 0) or None, cmap or None,
-                float(focal_px) if focal_px else None, float(voxel_size) if voxel_size else None,
-                bool(remove_outliers), infer=self.infer,
-                progress=lambda fraction, desc: progress(fraction, desc=desc))
-        except StudioError as e:
-            raise gr.Error(str(e), title="Cannot compute depth", print_exception=False) from None
+        """Depth for one image: slider pair, 16-bit PNG, .npy, .ply, summary (+ a private view state).
+        The numbers go to the service as sent: it checks their ranges (pipeline.depth_service.RANGES)."""
+        result = self.service.run(
+            image, model or None, input_size, cmap or None, focal_px, voxel_size,
+            bool(remove_outliers), infer=self.infer,
+            progress=lambda fraction, desc: progress(fraction, desc=desc))
         f = {k: str(v) for k, v in result.files.items()}
         view = {"files": f, "summary": result.summary}
         return (f["input"], f["color"]), f["depth16"], f["npy"], f.get("ply"), result.summary, view
@@ -70,10 +71,10 @@ class DepthHandlers:
         try:
             choice = self.service.choice(model)
         except StudioError as e:
-            return f"**{e}**"
-        text = f"**{choice.title}** · licence: **{choice.licence}**"
+            return f"**{md(e)}**"
+        text = f"**{md(choice.title)}** · licence: **{md(choice.licence)}**"
         if choice.note:
-            text += f" · source: `{choice.note}`"
+            text += f" · source: {md(choice.note)}"
         notice = self.service.notice(choice.key)
         return text + ("\n\n**Weights missing: running untrained.**" if notice else "")
 
@@ -84,7 +85,7 @@ class DepthHandlers:
         try:
             decoded = self.service.decode(image)
         except StudioError as e:
-            return 0, f"**Cannot use this image:** {e}"
+            return 0, f"**Cannot use this image:** {md(e)}"
         h, w = decoded.rgb.shape[:2]
         focal = f"EXIF focal length {decoded.focal_px:.1f} px" if decoded.focal_px else \
             "no EXIF focal length (a 60° field of view is assumed; type one to override)"
@@ -109,14 +110,16 @@ def build(services, banner_box: gr.HTML) -> DepthHandlers:
                                 elem_id="depth-model")
             model_info = gr.Markdown(h.model_info(service.default_key), elem_id="depth-model-info")
             with gr.Row():
-                input_size = gr.Slider(140, 1036, value=settings.input_size, step=14, label="Input size",
-                                       info="network resolution (short side); 518 as trained", elem_id="depth-size")
+                size = RANGES["input_size"]
+                input_size = lenient(gr.Slider(140, size.high, value=settings.input_size, step=size.multiple_of,
+                                               label="Input size", info="network resolution (short side); 518 as "
+                                               "trained", elem_id="depth-size"))
                 cmap = gr.Dropdown(list(COLORMAPS), value=settings.cmap, label="Colour map", elem_id="depth-cmap")
             with gr.Accordion("Point cloud options", open=False):
-                focal = gr.Number(0, label="Focal length (pixels, 0 = EXIF or 60° field of view)", minimum=0,
-                                  elem_id="depth-focal")
-                voxel = gr.Number(0, label="Downsample: voxel size (0 = keep every point)", minimum=0,
-                                  elem_id="depth-voxel")
+                focal = lenient(gr.Number(0, label="Focal length (pixels, 0 = EXIF or 60° field of view)", minimum=0,
+                                          maximum=RANGES["focal_px"].high, elem_id="depth-focal"))
+                voxel = lenient(gr.Number(0, label="Downsample: voxel size (0 = keep every point)", minimum=0,
+                                          maximum=RANGES["voxel_size"].high, elem_id="depth-voxel"))
                 outliers = gr.Checkbox(False, label="Remove outliers", elem_id="depth-outliers")
             run = gr.Button("Compute depth", variant="primary", elem_id="depth-run")
         with gr.Column(scale=2):

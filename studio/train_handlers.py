@@ -9,10 +9,11 @@ import math
 import gradio as gr
 import pandas as pd
 
-from pipeline.errors import StudioError
-from pipeline.training_service import RunSettings, run_name_of
+from pipeline.training_service import RANGES, RunSettings, run_name_of
 
+from .errors import refuse, user_errors
 from .gpu import gpu
+from .text import md
 
 RUN_HEADERS = ["job", "run", "status", "step", "of", "started", "error"]
 CKPT_HEADERS = ["id", "model", "encoder", "step", "last loss", "held-out AbsRel", "held-out δ1", "job", "created",
@@ -22,10 +23,6 @@ CURVE_COLUMNS = ["step", "value", "series"]
 RESUMABLE = ("failed", "cancelled")
 ACTIVE = ("queued", "running", "cancelling")
 POLL_S, IDLE_POLL_S = 2.0, 10.0            # seconds between polls: a run in flight / none (a CLI run may start)
-
-
-def _error(e: StudioError, title: str) -> gr.Error:
-    return gr.Error(str(e), title=title, print_exception=False)
 
 
 def _num(x, digits: int = 4):
@@ -44,7 +41,7 @@ def status_markdown(info) -> str:
     """One run's state in a few lines: status, step/total, throughput, ETA, error."""
     if info is None:
         return "No training run yet: fill in the settings and press **Start training**."
-    head = f"**{run_name_of(info)}** (job {info.id}): **{info.status}**"
+    head = f"**{md(run_name_of(info))}** (job {info.id}): **{info.status}**"
     total = f"/{info.total}" if info.total else ""
     lines = [head, f"step {info.step}{total}"]
     m = info.metrics or {}
@@ -62,7 +59,7 @@ def status_markdown(info) -> str:
     if info.status == "done":
         text += "\n\nFinished: its checkpoint is registered (below) and listed in the Depth tab's model picker."
     if info.error:
-        text += f"\n\n**Error:** {info.error}"
+        text += f"\n\n**Error:** {md(info.error)}"
     if info.status in RESUMABLE:
         text += "\n\nPress **Resume** to continue from its last checkpoint."
     return text
@@ -97,32 +94,30 @@ class TrainHandlers:
         self.run_compare = compare or gpu(service.compare, duration=120)
 
     # ---- start ----------------------------------------------------------------------
+    @user_errors("Cannot start training")
     def start(self, name, init, encoder, steps, batch_size, lr_encoder, decoder_lr_mult, ratio, input_size,
               feature_alignment, folder, gt_kind, save_every, holdout=0.0):
         """Start (or queue) a run from the form; -> (selected job, status text). `holdout`: the comparison's
-        held-out share, left out of training."""
-        try:
-            run = RunSettings(name=name or "", init=init or "", encoder=encoder, steps=int(steps or 0),
-                              batch_size=int(batch_size or 0), lr_encoder=float(lr_encoder or 0),
-                              decoder_lr_mult=float(decoder_lr_mult or 0), ratio=str(ratio or ""),
-                              input_size=int(input_size or 0), feature_alignment=bool(feature_alignment),
-                              folder=folder or "", gt_kind=gt_kind or "depth", save_every=int(save_every or 0),
-                              holdout=float(holdout or 0.0))
-            job_id = self.service.start(run)
-            info = self.service.status(job_id)
-        except StudioError as e:
-            raise _error(e, "Cannot start training") from None
+        held-out share, left out of training. Numbers go to the service as sent: it checks their ranges."""
+        run = RunSettings(name=name or "", init=init or "", encoder=encoder, steps=steps, batch_size=batch_size,
+                          lr_encoder=lr_encoder, decoder_lr_mult=decoder_lr_mult, ratio=str(ratio or ""),
+                          input_size=input_size, feature_alignment=bool(feature_alignment), folder=folder or "",
+                          gt_kind=gt_kind or "depth", save_every=save_every, holdout=holdout or 0.0)
+        job_id = self.service.start(run)
+        info = self.service.status(job_id)
         runs = self.service.runs()
         return gr.update(choices=run_choices(runs), value=job_id), status_markdown(info)
 
     # ---- watch ----------------------------------------------------------------------
+    @user_errors("Cannot show the run")
     def poll(self, job_id):
         """Everything the page shows about runs: -> (job choices, status, curves, log tail, runs table,
         checkpoints table, cancel button, resume button, timer). No job chosen: the newest run.
         The timer polls every POLL_S while a run is queued or running, every IDLE_POLL_S otherwise."""
         runs = self.service.runs()
         ids = [r.id for r in runs]
-        job_id = int(job_id) if job_id not in (None, "") and int(job_id) in ids else (ids[0] if ids else None)
+        wanted = None if job_id in (None, "") else RANGES["job_id"].check(job_id)   # "abc" is refused in one line
+        job_id = wanted if wanted in ids else (ids[0] if ids else None)
         info = next((r for r in runs if r.id == job_id), None)
         if info is not None and info.finished:
             info = self.service.status(job_id)             # registers a finished run's checkpoint
@@ -135,24 +130,19 @@ class TrainHandlers:
                 gr.update(interactive=status in ACTIVE), gr.update(interactive=status in RESUMABLE),
                 gr.Timer(POLL_S if busy else IDLE_POLL_S))
 
+    @user_errors("Cannot cancel")
     def cancel(self, job_id):
         if job_id in (None, ""):
-            raise gr.Error("choose a run first", title="Cannot cancel", print_exception=False)
-        try:
-            info = self.service.cancel(int(job_id))
-        except StudioError as e:
-            raise _error(e, "Cannot cancel") from None
-        return status_markdown(info)
+            refuse("choose a run first")
+        return status_markdown(self.service.cancel(job_id))
 
+    @user_errors("Cannot resume")
     def resume(self, job_id):
         """-> (the new job selected, its status)."""
         if job_id in (None, ""):
-            raise gr.Error("choose a failed or cancelled run first", title="Cannot resume", print_exception=False)
-        try:
-            new_id = self.service.resume(int(job_id))
-            info = self.service.status(new_id)
-        except StudioError as e:
-            raise _error(e, "Cannot resume") from None
+            refuse("choose a failed or cancelled run first")
+        new_id = self.service.resume(job_id)
+        info = self.service.status(new_id)
         return gr.update(choices=run_choices(self.service.runs()), value=new_id), status_markdown(info)
 
     def checkpoints(self) -> pd.DataFrame:
@@ -169,21 +159,19 @@ class TrainHandlers:
         return [(c.label, c.key) for c in depth.choices()] if depth is not None else []
 
     # ---- teacher vs student ------------------------------------------------------------
+    @user_errors("Cannot compare")
     def compare(self, teacher, student, fraction, max_images, input_size, progress=gr.Progress()):
         """Both models on the held-out curated labels -> (table, gallery, summary + protocol text)."""
-        return self._compare(teacher, student, dict(fraction=float(fraction or 0), max_images=int(max_images or 0)),
-                             input_size, progress)
+        return self._compare(teacher, student, dict(fraction=fraction, max_images=max_images), input_size, progress)
 
+    @user_errors("Cannot compare")
     def compare_sample(self, teacher, student, input_size, progress=gr.Progress()):
         """Both models on the Middlebury motorcycle image with true depth."""
         return self._compare(teacher, student, dict(sample=True), input_size, progress)
 
     def _compare(self, teacher, student, kwargs, input_size, progress):
-        try:
-            res = self.run_compare(teacher, student, input_size=int(input_size or 0) or None,
-                                       progress=lambda f, msg: progress(f, desc=msg), **kwargs)
-        except StudioError as e:
-            raise _error(e, "Cannot compare") from None
+        res = self.run_compare(teacher, student, input_size=input_size,
+                               progress=lambda f, msg: progress(f, desc=msg), **kwargs)
         return compare_table(res), res.panels, compare_markdown(res)
 
 

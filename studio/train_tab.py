@@ -18,6 +18,7 @@ import gradio as gr
 
 from pipeline.config import ENCODERS
 
+from .components import lenient
 from .gpu import CONCURRENCY_ID
 from .train_handlers import CKPT_HEADERS, COMPARE_HEADERS, POLL_S, RUN_HEADERS, TrainHandlers
 
@@ -62,6 +63,8 @@ def _form(h: TrainHandlers, service) -> dict:
             f["gt_kind"] = gr.Radio(["depth", "disparity"], value="depth", label="The folder's ground truth holds",
                                     elem_id="train-gt-kind")
         f["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")
+    for key in ("steps", "batch_size", "lr_encoder", "decoder_lr_mult", "input_size", "save_every"):
+        lenient(f[key])                       # the service checks the ranges (training_service.RANGES)
     return f
 
 
@@ -109,6 +112,8 @@ def _compare_panel(h: TrainHandlers, default_key: str | None) -> dict:
         with gr.Row():
             c["run"] = gr.Button("Compare on held-out labels", variant="primary", elem_id="train-compare")
             c["sample"] = gr.Button("Quick check: Middlebury motorcycle (true depth)", elem_id="train-compare-sample")
+        for key in ("fraction", "max_images", "input_size"):
+            lenient(c[key])
         c["summary"] = gr.Markdown(elem_id="train-compare-summary")
         c["table"] = gr.Dataframe(headers=COMPARE_HEADERS, interactive=False, elem_id="train-compare-table")
         c["gallery"] = gr.Gallery(label="image | label | teacher | student", columns=1, height="auto",

@@ -203,7 +203,10 @@ def _write(tmp_path, name, data: bytes):
 @pytest.mark.parametrize("make, message", [
     (lambda d: d / "missing.pth", "checkpoint file not found"),
     (lambda d: _write(d, "empty.pth", b""), "empty file"),
-    (lambda d: _write(d, "notes.pth", b"these are not weights\n" * 10), "not a readable checkpoint"),
+    (lambda d: _write(d, "notes.pth", b"these are not weights\n" * 10), "not a checkpoint: neither a PyTorch"),
+    (lambda d: _write(d, "random.pth", __import__("random").Random(0).randbytes(4096)),
+     "not a checkpoint: neither a PyTorch"),                           # not "Python objects other than tensors"
+    (lambda d: _write(d, "garbage.pth", b"\x80\x04" + b"\x01garbage" * 50), "not a readable checkpoint"),
     (lambda d: d, "is a folder"),
 ])
 def test_unreadable_files(tmp_path, make, message):
@@ -311,3 +314,15 @@ def test_project_metadata_that_contradicts_the_weights_is_reported(tiny, tmp_pat
     save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, bad, metadata={**meta, "config": "{oops"})
     with pytest.raises(CheckpointError, match="unreadable metadata"):
         load_model(bad)
+
+
+def test_cli_errors_are_one_line_whatever_the_name(tmp_path, capsys):
+    from pipeline import cli
+    weird = tmp_path / "two\nlines.pth"
+    weird.write_bytes(b"\x00" * 64)
+    from PIL import Image
+    Image.new("RGB", (32, 24)).save(tmp_path / "x.png")
+    rc = cli.main(["predict", str(tmp_path / "x.png"), "--checkpoint", str(weird), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len([ln for ln in err if ln.startswith("error: ")]) == 1
+    assert "not a checkpoint" in err[-1] and "two lines.pth" in err[-1]

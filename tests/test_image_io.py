@@ -191,3 +191,11 @@ def test_decompression_bombs_are_refused_from_the_header():
         decode_image(_png_claiming(30000, 30000))                             # 900 MP: PIL's own guard first
     with pytest.raises(ImageError, match="corrupt or truncated"):
         decode_image(_png_claiming(100, 100))                                 # within the cap: data too short
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(ImageError, match="not a regular file"):
+        decode_image(tmp_path / "pipe.png")

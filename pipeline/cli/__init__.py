@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from ..errors import StudioError
+from ..errors import StudioError, one_line
 
 # command name -> module under pipeline.cli
 COMMANDS = {
@@ -21,6 +21,7 @@ COMMANDS = {
     "train": "train",
     "evaluate": "evaluate",
     "checkpoints": "checkpoints",
+    "gc": "gc",
 }
 
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except StudioError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -135,20 +135,26 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
+    from ..stop_signal import StopLatch
     from ..train.recipe import train
 
     args.resume = wants_resume(args)
     cfg = config_from_args(args)
     reporter = _reporter(args, cfg)
-    try:
-        result = train(cfg, resume=args.resume, reporter=reporter, job_id=args.job_id)
-    except BaseException as e:
+    # From here to the job's last record a SIGTERM is recorded, not fatal (the recipe latches it too
+    # while it trains): a cancel reaches a torchrun rank more than once, and a late copy arriving
+    # after training stopped must not kill the rank before the outcome is written.
+    with StopLatch(orphan_exits=True) as latch:
+        try:
+            result = train(cfg, resume=args.resume, reporter=reporter, job_id=args.job_id,
+                           should_stop=lambda step: latch.requested)
+        except BaseException as e:
+            if reporter is not None:
+                reporter.finish("failed", str(e) or type(e).__name__)
+            raise
         if reporter is not None:
-            reporter.finish("failed", str(e) or type(e).__name__)
-        raise
-    if reporter is not None:
-        reporter.finish("done" if result.status == "finished" else "cancelled", None,
-                        {"checkpoint": str(result.checkpoint), "step": result.step})
+            reporter.finish("done" if result.status == "finished" else "cancelled", None,
+                            {"checkpoint": str(result.checkpoint), "step": result.step})
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{result.status} at step {result.step}: {result.checkpoint}")
     return 0

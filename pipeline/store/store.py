@@ -100,6 +100,11 @@ class Store(ImagesMixin, PredictionsMixin, RevisionsMixin, PointPairsMixin, Jobs
                     n += 1
         return n
 
+    def collect_garbage(self, *, grace_s: float = 3600.0, dry_run: bool = False):
+        """Remove files and `arrays` rows nothing refers to, older than `grace_s` (pipeline/store/gc.py)."""
+        from .gc import collect_garbage
+        return collect_garbage(self, grace_s=grace_s, dry_run=dry_run)
+
     def verify(self) -> list[str]:
         """Check every stored file against its hash; return one line per problem ([] = healthy)."""
         problems = []

@@ -18,8 +18,6 @@ cleanup registers the final checkpoint in the store, leaves the process group.
 from __future__ import annotations
 
 import json
-import signal
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ import torch
 
 from ..model import DepthAnything
 from ..preprocess import normalize
+from ..stop_signal import StopLatch
 from . import state as st
 from .batches import Batch, MixedSampler, build_batch, local_entries
 from .data import TrainItem, data_snapshot, folder_items, pools, unlabelled_items, validate_items
@@ -71,7 +70,7 @@ class Recipe:
         self.reporter = reporter
         self._external_stop = should_stop
         self._log = log
-        self._signal_stop = threading.Event()
+        self._signal_stop = StopLatch()          # re-entrant: a rank gets SIGTERM more than once
         self.out = Path(cfg.out_dir)
         self.step = 0
         self.last_checkpoint: str | None = None
@@ -135,8 +134,7 @@ class Recipe:
         self.log(f"resumed at step {self.step} from {s['checkpoint']}")
 
     def _install_sigterm(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self._old_sigterm = signal.signal(signal.SIGTERM, lambda *_: self._signal_stop.set())
+        self._signal_stop.install()
 
     # ------------------------------------------------------------------ train
     def train(self) -> TrainResult:
@@ -210,7 +208,7 @@ class Recipe:
         return combine(terms, self.cfg, self.ctx)
 
     def _stop_requested(self) -> bool:
-        local = self._signal_stop.is_set()
+        local = self._signal_stop.requested
         if self.ctx.is_main:
             if self._external_stop is not None and self._external_stop(self.step):
                 local = True
@@ -271,8 +269,7 @@ class Recipe:
     def cleanup(self, result: TrainResult | None = None) -> None:
         if result is not None and result.status == "finished" and self.cfg.db and self.ctx.is_main:
             self._register(result)
-        if hasattr(self, "_old_sigterm"):
-            signal.signal(signal.SIGTERM, self._old_sigterm)
+        self._signal_stop.restore()
         if hasattr(self, "ctx"):
             cleanup(self.ctx)
 

@@ -167,3 +167,139 @@ def test_import_and_export_commands_end_to_end(tmp_path, make_png):
     run = subprocess.run([sys.executable, "-m", "pipeline", "export", "--db", str(db), "--out",
                           str(tmp_path / "o2"), "--status", "finished"], capture_output=True, text=True)
     assert run.returncode == 2 and "unknown status 'finished'" in run.stderr and "Traceback" not in run.stderr
+
+
+# ---------------------------------------------------------------------------- hardening (issue 12)
+def test_a_symlink_swapped_in_between_listing_and_open_is_not_followed(store, tmp_path, make_png, monkeypatch):
+    """Time of check / time of use: the folder is listed while a.png is a plain file; before it is read,
+    it is replaced by a link to a file outside the root. The opened file itself is checked."""
+    root = tmp_path / "allowed"
+    (root / "set").mkdir(parents=True)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "s.png").write_bytes(make_png(seed=9))
+    (root / "set" / "a.png").write_bytes(make_png(seed=1))
+    (root / "set" / "b.png").write_bytes(make_png(seed=2))
+    real_entries = ingest.folder_entries
+
+    def listed_then_swapped(*args, **kwargs):
+        entries = real_entries(*args, **kwargs)
+        (root / "set" / "a.png").unlink()
+        os.symlink(outside / "s.png", root / "set" / "a.png")
+        return entries
+    monkeypatch.setattr(ingest, "folder_entries", listed_then_swapped)
+    report = import_server_folder(store, "set", allowed_root=root)
+    assert [r.name for r in report.added] == ["b.png"]
+    reasons = dict(report.rejected)
+    assert "outside the allowed folder" in reasons["set/a.png"]
+    assert store.find_image(__import__("hashlib").sha256(make_png(seed=9)).hexdigest()) is None
+
+
+def test_a_folder_swapped_for_a_link_between_listing_and_open_is_not_followed(store, tmp_path, make_png,
+                                                                             monkeypatch):
+    root = tmp_path / "allowed"
+    (root / "set" / "inner").mkdir(parents=True)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "x.png").write_bytes(make_png(seed=9))
+    (root / "set" / "inner" / "x.png").write_bytes(make_png(seed=1))
+    real_entries = ingest.folder_entries
+
+    def listed_then_swapped(*args, **kwargs):
+        entries = real_entries(*args, **kwargs)
+        os.rename(root / "set" / "inner", tmp_path / "moved")
+        os.symlink(outside, root / "set" / "inner")
+        return entries
+    monkeypatch.setattr(ingest, "folder_entries", listed_then_swapped)
+    report = import_server_folder(store, "set", allowed_root=root)
+    assert report.added == [] and "outside the allowed folder" in dict(report.rejected)["set/inner/x.png"]
+
+
+@pytest.mark.timeout(20)
+def test_fifos_and_other_non_regular_files_are_rejected_without_hanging(store, tmp_path, make_png):
+    root = tmp_path / "allowed"
+    (root / "set").mkdir(parents=True)
+    (root / "set" / "a.png").write_bytes(make_png(seed=1))
+    os.mkfifo(root / "set" / "pipe.png")                            # opening it for reading would block
+    import socket
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "set" / "sock.png"))
+    try:
+        report = import_server_folder(store, "set", allowed_root=root)
+        cli_report = import_paths(store, [root / "set" / "pipe.png"])
+    finally:
+        sock.close()
+    assert [r.name for r in report.added] == ["a.png"]
+    reasons = dict(report.rejected)
+    assert "not a regular file" in reasons["set/pipe.png"] and "not read" in reasons["set/pipe.png"]
+    assert "set/sock.png" in reasons
+    assert "not a regular file" in dict(cli_report.rejected)["pipe.png"]
+
+
+def _bomb(path, n: int, member_bytes: int):
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for i in range(n):
+            zf.writestr(f"{i:02d}.png", b"\0" * member_bytes)
+    return path
+
+
+def test_the_zip_budget_charges_members_rejected_for_size_and_stops(store, tmp_path, monkeypatch):
+    """Members over the per-file cap used to be decompressed up to that cap without being charged, so
+    the total budget never triggered (a 20.8 MB zip made the server decompress 4.5 GB)."""
+    kb = 1024
+    z = _bomb(tmp_path / "bomb.zip", 10, 1024 * kb)                # 10 x 1 MB of zeros, ~10 kB on disk
+    decompressed = {"bytes": 0}
+    real_read = zipfile.ZipExtFile.read
+
+    def counting_read(self, n=-1):
+        data = real_read(self, n)
+        decompressed["bytes"] += len(data)
+        return data
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", counting_read)
+    report = ingest.ImportReport()
+    with zipfile.ZipFile(z) as zf:
+        entries = ingest.zip_entries(zf, "bomb.zip", report, max_file=100 * kb, max_total=350 * kb)
+        ingest.import_entries(store, entries, report)
+    reasons = [why for _, why in report.rejected]
+    assert len(reasons) == 10 and report.added == []
+    assert all("limit per file" in why for why in reasons[:3])
+    assert all("decompressed in total is used up" in why for why in reasons[3:])
+    assert decompressed["bytes"] <= 350 * kb + 1                   # the budget, whatever the members claim
+
+
+def test_a_zip_may_not_expand_beyond_its_ratio(store, tmp_path):
+    """Uploads: the total budget is also at most MAX_ZIP_RATIO x the zip's own size."""
+    z = _bomb(tmp_path / "bomb.zip", 3, 4 * 1024 ** 2)
+    size = z.stat().st_size
+    report = import_uploads(store, [("bomb.zip", z.read_bytes())], max_file_bytes=50 * 1024 ** 2)
+    reasons = [why for _, why in report.rejected]
+    assert any("decompressed in total is used up" in why for why in reasons), reasons
+    assert f"{ingest.MAX_ZIP_RATIO}×" in reasons[-1] and size * ingest.MAX_ZIP_RATIO < 12 * 1024 ** 2
+
+
+@pytest.mark.parametrize("swap", ["file", "folder"])
+def test_without_proc_every_component_is_opened_without_following_links(store, tmp_path, make_png, monkeypatch,
+                                                                       swap):
+    monkeypatch.setattr(ingest, "PROC_FD", tmp_path / "no-proc")
+    root = tmp_path / "allowed"
+    (root / "set" / "inner").mkdir(parents=True)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "x.png").write_bytes(make_png(seed=9))
+    (root / "set" / "inner" / "x.png").write_bytes(make_png(seed=1))
+    (root / "set" / "ok.png").write_bytes(make_png(seed=2))
+    real_entries = ingest.folder_entries
+
+    def listed_then_swapped(*args, **kwargs):
+        entries = real_entries(*args, **kwargs)
+        if swap == "file":
+            (root / "set" / "inner" / "x.png").unlink()
+            os.symlink(outside / "x.png", root / "set" / "inner" / "x.png")
+        else:
+            os.rename(root / "set" / "inner", tmp_path / "moved")
+            os.symlink(outside, root / "set" / "inner")
+        return entries
+    monkeypatch.setattr(ingest, "folder_entries", listed_then_swapped)
+    report = import_server_folder(store, "set", allowed_root=root)
+    assert [r.name for r in report.added] == ["ok.png"]
+    assert "symbolic link" in dict(report.rejected)["set/inner/x.png"]

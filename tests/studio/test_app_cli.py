@@ -25,3 +25,11 @@ def test_space_environment_sets_host_and_port(monkeypatch):
     monkeypatch.setenv("GRADIO_SERVER_PORT", "7861")
     args = app.parse_args([])
     assert (args.host, args.port) == ("0.0.0.0", 7861)
+
+
+def test_auth_is_wrapped_in_the_login_back_off_unless_turned_off():
+    from studio.login import LoginLimiter
+    check = app.login_check(app.parse_args(["--auth", "me:pw"]))
+    assert isinstance(check, LoginLimiter) and check.free_failures == 5 and check("me", "pw") and not check("me", "x")
+    assert app.login_check(app.parse_args(["--auth", "me:pw", "--login-attempts", "0"])) == ("me", "pw")
+    assert app.login_check(app.parse_args([])) is None

@@ -43,13 +43,6 @@ def h(curation):
     return ch.CurateHandlers(curation)
 
 
-@pytest.fixture
-def warnings_shown(monkeypatch):
-    shown = []
-    monkeypatch.setattr(ch.gr, "Warning", lambda message, **kw: shown.append(message))
-    return shown
-
-
 def painted(rows=slice(2, 6), cols=slice(3, 8), shape=(H, W)) -> dict:
     layer = np.zeros((*shape, 4), np.uint8)
     layer[rows, cols] = (255, 0, 255, 150)
@@ -76,6 +69,7 @@ def test_show_gives_every_view_of_the_head(h, curation):
     out = h.show(2)
     assert out[VIEW["sel"]] == {"image_id": 2, "head_id": curation.store.head(2).id}
     assert "#2 img1.png" in out[VIEW["header"]] and "pending" in out[VIEW["header"]]
+    assert "pseudo\\_label by model:teacher" in out[VIEW["header"]]              # Markdown-escaped
     assert out[VIEW["slider"]] == (out[VIEW["image"]], out[VIEW["label"]])
     assert out[VIEW["cloud"]].endswith(".ply")
     (row,) = out[VIEW["history"]]["value"]
@@ -85,11 +79,7 @@ def test_show_gives_every_view_of_the_head(h, curation):
     assert out[VIEW["pair_image"]] == out[VIEW["image"]]            # no pairs: the image file itself
 
 
-def skipped(out) -> bool:
-    return len(out) == len(ch.VIEW_FIELDS) and all(o == gr.skip() for o in out)
-
-
-def test_apply_makes_one_revision_shown_at_once(h, curation, warnings_shown):
+def test_apply_makes_one_revision_shown_at_once(h, curation):
     sel = h.show(1)[VIEW["sel"]]
     out = h.apply_tool(sel, "sky", painted(), 2.0, None)
     hist = curation.store.history(1)
@@ -99,24 +89,29 @@ def test_apply_makes_one_revision_shown_at_once(h, curation, warnings_shown):
     depth = curation.store.load_label(hist.head).depth
     assert np.all(depth[2:6, 3:8] == 0) and depth[0, 0] == disparity()[0, 0]
     assert out[VIEW["label"]] != h.show(2)[VIEW["label"]]          # a new label picture
-    assert skipped(h.apply_tool(out[VIEW["sel"]], "plane", {"layers": []}, 2.0, None))   # page left as it is
-    assert skipped(h.apply_tool({}, "sky", painted(), 2.0, None))
-    assert skipped(h.show(999))
-    assert "painted region is empty" in warnings_shown[0] and "select an image" in warnings_shown[1]
-    assert "999" in warnings_shown[2] and len(curation.store.history(1).revisions) == 2
+    with pytest.raises(gr.Error, match="painted region is empty"):
+        h.apply_tool(out[VIEW["sel"]], "plane", {"layers": []}, 2.0, None)
+    with pytest.raises(gr.Error, match="select an image"):
+        h.apply_tool({}, "sky", painted(), 2.0, None)
+    with pytest.raises(gr.Error, match="999"):
+        h.show(999)
+    assert len(curation.store.history(1).revisions) == 2
 
 
-def test_a_concurrent_edit_warns_and_reloads_without_saving(h, curation, warnings_shown):
+def test_a_concurrent_edit_is_refused_as_an_error_and_the_page_reloads(h, curation):
+    """A refusal is an error (an API caller sees it, issue 12); the page's failure chain reloads."""
     sel = h.show(1)[VIEW["sel"]]
     curation.apply_tool(1, "smooth", np.ones((H, W), bool), expected_head=sel["head_id"], author="bob")
-    out = h.apply_tool(sel, "sky", painted(), 2.0, None)
-    assert len(warnings_shown) == 1 and "changed since you opened it" in warnings_shown[0]
-    assert "by bob" in warnings_shown[0] and warnings_shown[0].endswith(ch.STALE_SUFFIX)
+    with pytest.raises(gr.Error) as e:
+        h.apply_tool(sel, "sky", painted(), 2.0, None)
+    assert "changed since you opened it" in e.value.message and "by bob" in e.value.message
+    assert e.value.title == "Cannot apply"
     hist = curation.store.history(1)
     assert [r.tool for r in hist.revisions] == ["pseudo_label", "smooth"]       # nothing overwritten
-    assert out[VIEW["sel"]]["head_id"] == hist.head_id                          # the page reloaded
-    h.set_status(sel, [1], "accepted")                                          # stale accept: refused too
-    assert curation.store.get_image(1).status == "corrected" and len(warnings_shown) == 2
+    assert h.reload(sel)[VIEW["sel"]]["head_id"] == hist.head_id                # what the page shows next
+    with pytest.raises(gr.Error, match="changed since you opened it"):
+        h.set_status(sel, [1], "accepted")                                      # stale accept: refused too
+    assert curation.store.get_image(1).status == "corrected"
 
 
 def test_accept_reject_move_to_the_next_image(h, curation):
@@ -139,7 +134,7 @@ def test_undo_redo_through_the_handlers(h, curation):
     assert h.redo(back)[VIEW["sel"]]["head_id"] == sel["head_id"]
 
 
-def test_point_pairs_by_two_clicks(h, curation, warnings_shown):
+def test_point_pairs_by_two_clicks(h, curation):
     sel = h.show(1)[VIEW["sel"]]
     _, pending, info = h.click_point(sel, [], gr.SelectData(None, {"index": [15, 11], "value": None}))
     assert pending == [[15, 11]] and "click point B" in info
@@ -149,8 +144,10 @@ def test_point_pairs_by_two_clicks(h, curation, warnings_shown):
     out = h.add_pair(sel, pending, "B")                                          # wrong: A is closer
     assert out[VIEW["pairs"]]["value"] == [[1, "(15, 11)", "(0, 0)", "B", "no (flagged)"]]
     assert "1 flagged" in out[VIEW["pair_info"]] and out[VIEW["pending"]] == []
-    assert skipped(h.add_pair(sel, [[1, 1]], "A")) and "click two points" in warnings_shown[-1]
-    assert skipped(h.delete_pair(sel, 7)) and "has no point pair 7" in warnings_shown[-1]
+    with pytest.raises(gr.Error, match="click two points"):
+        h.add_pair(sel, [[1, 1]], "A")
+    with pytest.raises(gr.Error, match="has no point pair 7"):
+        h.delete_pair(sel, 7)
     out = h.delete_pair(sel, 1)
     assert out[VIEW["pairs"]]["value"] == [] and curation.store.point_pairs(1) == []
 
@@ -161,7 +158,7 @@ def test_import_uploads_report(h, tmp_path):
     (tmp_path / "bad.jpg").write_text("no")
     text = h.import_files([str(tmp_path / n) for n in ("new.png", "dup.png", "bad.jpg")])
     assert text.startswith("**Import:** 1 added, 1 duplicate(s), 1 rejected")
-    assert "`dup.png` is image #1 (`img0.png`)" in text and "rejected: `bad.jpg`" in text
+    assert "**dup.png** is image #1 (**img0.png**)" in text and "rejected: **bad.jpg**" in text
     with pytest.raises(gr.Error, match="no files"):
         h.import_files(None)
     with pytest.raises(gr.Error, match="outside the allowed import folder"):

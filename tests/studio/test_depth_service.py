@@ -233,3 +233,36 @@ def test_students_registered_in_the_store_become_choices(settings, vitt_checkpoi
     assert "student-1" in choice.title
     result = service.run(small_rgb, model=choice.key, input_size=70)
     assert result.summary["model"] == choice.key and not result.summary["untrained"]
+
+
+# ---- hardening (issue 12) --------------------------------------------------------------------
+
+@pytest.mark.parametrize("field, value, words", [
+    ("input_size", 14 * 1000, "input size must be"), ("input_size", "abc", "input size must be"),
+    ("focal_px", 1e12, "focal length"), ("focal_px", "wide", "focal length"), ("voxel_size", 1e-12, "voxel size"),
+    ("voxel_size", float("nan"), "voxel size"),
+])
+def test_every_number_of_a_request_is_range_checked_by_the_service(vitt_service, small_rgb, field, value, words):
+    with pytest.raises(ConfigError, match=words) as e:
+        vitt_service.run(small_rgb, **{field: value})
+    assert "\n" not in str(e.value)
+
+
+def test_a_narrow_strip_is_refused_naming_the_file_not_a_server_path(vitt_service, tmp_path):
+    folder = tmp_path / "gradio" / "0123456789abcdef"
+    folder.mkdir(parents=True)
+    strip = folder / "strip.png"
+    Image.fromarray(np.full((8, 2000, 3), 90, np.uint8)).save(strip)
+    with pytest.raises(ImageError) as e:
+        vitt_service.run(str(strip))
+    message = str(e.value)
+    assert message.startswith("strip.png: ") and "2000×8" in message and str(folder) not in message
+
+
+def test_the_summary_names_the_upload_not_its_server_path(vitt_service, small_rgb, tmp_path):
+    folder = tmp_path / "gradio" / "fedcba9876543210"
+    folder.mkdir(parents=True)
+    Image.fromarray(small_rgb).save(folder / "holiday.png")
+    result = vitt_service.run(str(folder / "holiday.png"), input_size=70)
+    assert result.summary["image"] == "holiday.png"
+    assert str(tmp_path) not in repr(result.summary)
