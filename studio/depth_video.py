@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from pipeline.errors import StudioError
 from pipeline.video.service import run_video
 
+from .components import lenient
+from .errors import user_errors
 from .gpu import CONCURRENCY_ID, gpu
 
 
@@ -26,15 +27,13 @@ class VideoHandlers:
     def _run(self, *args, **kwargs):
         return run_video(self.service, *args, **kwargs)
 
+    @user_errors("Cannot compute depth for this video")
     def predict_video(self, video, model, input_size, cmap, stride, max_frames, align, progress=gr.Progress()):
-        """Depth for a clip: depth video, side-by-side video, .npz, summary, summary text."""
-        try:
-            result, summary = self.runner(
-                video, model or None, int(input_size or 0) or None, cmap or None, int(stride or 1),
-                int(max_frames or 0) or None, bool(align), True,
-                progress=lambda fraction, desc: progress(fraction, desc=desc))
-        except StudioError as e:
-            raise gr.Error(str(e), title="Cannot compute depth for this video", print_exception=False) from None
+        """Depth for a clip: depth video, side-by-side video, .npz, summary, summary text (numbers are
+        range-checked by the service, pipeline/video/service.py)."""
+        result, summary = self.runner(
+            video, model or None, input_size, cmap or None, stride, max_frames, bool(align), True,
+            progress=lambda fraction, desc: progress(fraction, desc=desc))
         f = {k: str(v) for k, v in result.files.items()}
         return f["depth_video"], f.get("side_by_side"), f["npz"], summary, format_video_summary(summary)
 
@@ -65,9 +64,9 @@ def build(service, settings, model, input_size, cmap) -> VideoHandlers:
             video = gr.Video(label="Clip (upload or record with the webcam)", sources=["upload", "webcam"],
                              include_audio=True, format=None, elem_id="depth-video-input")
             with gr.Row():
-                stride = gr.Number(1, label="Frame stride", precision=0, minimum=1, elem_id="depth-video-stride")
-                max_frames = gr.Number(settings.max_video_frames, label="Max frames", precision=0, minimum=1,
-                                       maximum=settings.max_video_frames, elem_id="depth-video-max-frames")
+                stride = lenient(gr.Number(1, label="Frame stride", precision=0, minimum=1, elem_id="depth-video-stride"))
+                max_frames = lenient(gr.Number(settings.max_video_frames, label="Max frames", precision=0, minimum=1,
+                                               maximum=settings.max_video_frames, elem_id="depth-video-max-frames"))
             align = gr.Checkbox(True, label="Align frames (one scale for the clip: removes flicker)",
                                 elem_id="depth-video-align")
             run = gr.Button("Compute depth video", variant="primary", elem_id="depth-video-run")

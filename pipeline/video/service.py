@@ -13,11 +13,19 @@ from pathlib import Path
 
 from ..errors import ConfigError, VideoError
 from ..predictor import Predictor
+from ..preprocess import MAX_INPUT_SIZE
+from ..ranges import Range
 from ..settings import COLORMAPS
 from .io import VideoReader
 from .process import VideoOptions, VideoResult, expected_frames, predict_video
 
 Progress = Callable[[float, str], None]
+
+RANGES = {                      # every number /predict_video takes, enforced here whatever the widget allows
+    "input_size": Range("input size", 14, MAX_INPUT_SIZE, integer=True, multiple_of=14, optional=True),
+    "stride": Range("frame stride", 1, 1000, integer=True, optional=True),            # 0 / none: every frame
+    "max_frames": Range("max frames", 1, 1_000_000, integer=True, optional=True),     # none: the studio's cap
+}
 
 
 def run_video(service, video, model: str | None = None, input_size: int | None = None, cmap: str | None = None,
@@ -31,16 +39,18 @@ def run_video(service, video, model: str | None = None, input_size: int | None =
     cmap = cmap or settings.cmap
     if cmap not in COLORMAPS:
         raise ConfigError(f"unknown colour map {cmap!r}; choose one of {', '.join(COLORMAPS)}")
+    input_size = RANGES["input_size"].check(input_size)
+    stride = RANGES["stride"].check(stride) or 1
     cap = settings.max_video_frames
-    frames = min(int(max_frames or cap), cap)
-    options = VideoOptions(stride=int(stride or 1), max_frames=frames, align=bool(align), cmap=cmap,
+    frames = min(RANGES["max_frames"].check(max_frames) or cap, cap)
+    options = VideoOptions(stride=stride, max_frames=frames, align=bool(align), cmap=cmap,
                            side_by_side=bool(side_by_side), max_pixels=settings.max_pixels)
     path = Path(video)
     with VideoReader(path, max_pixels=settings.max_pixels) as reader:          # fail early on a bad clip
         cut = expected_frames(reader.info, VideoOptions(stride=options.stride))
     progress(0.02, "loading model")
     loaded = service.model(model)
-    predictor = Predictor(loaded.checkpoint, device=loaded.device, input_size=int(input_size or settings.input_size))
+    predictor = Predictor(loaded.checkpoint, device=loaded.device, input_size=input_size or settings.input_size)
 
     def report(stage: str, done: int, total: int | None) -> None:
         share = (done / total) if total else 0.0

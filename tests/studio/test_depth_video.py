@@ -88,3 +88,18 @@ def test_summary_text_for_metric_and_untrained():
          "untrained": True}
     text = format_video_summary(s)
     assert text.startswith("**UNTRAINED") and "depth in metres, each frame as predicted" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    ((70, -1, 0), "frame stride must be a whole number from 1 to 1000"),
+    ((70, 1, "lots"), "max frames must be a whole number"),
+    ((71, 1, 0), "input size must be a whole number from 14 to 1036, a multiple of 14"),
+    ((70, 1e9, 0), "frame stride must be"),
+])
+def test_every_number_is_range_checked_by_the_service(vitt_service, clip, args, message):
+    """An API client can send any number: the service refuses what is out of range in one line."""
+    h = VideoHandlers(vitt_service, runner=VideoHandlers(vitt_service)._run)
+    input_size, stride, max_frames = args
+    with pytest.raises(gr.Error) as e:
+        h.predict_video(str(clip), None, input_size, None, stride, max_frames, True, progress=NoProgress())
+    assert message in e.value.message and "\n" not in e.value.message
