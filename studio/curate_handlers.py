@@ -22,7 +22,7 @@ STATUS_FILTERS = ("all", "pending", "accepted", "rejected", "corrected")
 SORT_CHOICES = {"confidence, worst first": ("confidence", False), "confidence, best first": ("confidence", True),
                 "name": ("name", False), "newest first": ("date", True)}
 PAGE_SIZE = 24
-HISTORY_HEADERS = ["#", "tool", "author", "time (UTC)", "head", "note"]
+HISTORY_HEADERS = ["#", "tool", "author", "values from", "time (UTC)", "head", "note"]
 PAIR_HEADERS = ["pair", "A (x, y)", "B (x, y)", "closer", "label agrees"]
 STALE_SUFFIX = " The page now shows the current label."
 VIEW_FIELDS = ("sel", "header", "image", "label", "slider", "cloud", "cloud_note", "editor", "history",
@@ -124,7 +124,7 @@ class CurateHandlers:
         rev = f"revision {head.number} ({head.tool} by {head.author})" if head else "no label yet"
         header = f"### #{rec.id} {rec.name}\n**{rec.status}** · confidence {conf} · {rev} · {rec.width}×{rec.height}"
         image, label = str(view.image_file), (str(view.label_file) if view.label_file else None)
-        rows = [[r.number, r.tool, r.author, r.created_at.replace("T", " ")[:19], "◀ head" if r.id == view.head_id else "",
+        rows = [[r.number, r.tool, r.author, r.source, r.created_at.replace("T", " ")[:19], "◀ head" if r.id == view.head_id else "",
                  r.note or ""] for r in view.history.revisions]
         pairs = [[p.id, f"{p.a}", f"{p.b}", p.closer.upper(), "no (flagged)" if p.flagged else "yes"] for p in view.pairs]
         others = [m for m in view.prediction_models if not head or m != head.model_id] or view.prediction_models

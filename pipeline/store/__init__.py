@@ -30,6 +30,7 @@ from .records import (
     Revision,
     TrainingItem,
 )
+from .provenance import Evidence, check_source
 from .revisions import History
 from .schema import DEPTH_KINDS, JOB_STATUSES, MASK_NAMES, SCHEMA_VERSION, STATUSES
 from .store import Store, files_dir_for
@@ -39,6 +40,6 @@ __all__ = [
     "StoreError", "NotFoundError", "StaleRevisionError", "CorruptRecordError", "HistoryError",
     "SchemaVersionError", "InvalidValueError", "JobStateError",
     "ImageRecord", "Page", "Location", "Prediction", "Revision", "Label", "History", "PointPair",
-    "TrainingItem", "Job", "Checkpoint", "AuditEntry",
+    "TrainingItem", "Job", "Checkpoint", "AuditEntry", "Evidence", "check_source",
     "STATUSES", "JOB_STATUSES", "MASK_NAMES", "DEPTH_KINDS", "SCHEMA_VERSION",
 ]

@@ -86,12 +86,30 @@ class Revision:
     author: str
     note: str | None
     created_at: str
+    # provenance (migration 5; see pipeline/store/provenance.py)
+    source: str = "human"       # 'model:<id>' | 'human' | 'ground_truth:<name>'
+    human_sha256: str | None = None   # bool (H, W): pixels a person set (None on older 'human' rows: derived)
+    valid_sha256: str | None = None   # bool (H, W): ground-truth pixels with a measurement
 
     @classmethod
     def from_row(cls, row: dict, masks: dict[str, str]) -> Revision:
         return cls(row["id"], row["image_id"], row["parent_id"], row["number"], row["tool"],
                    row["kind"], row["depth_sha256"], dict(masks), row["model_id"],
-                   row["prediction_id"], row["author"], row["note"], row["created_at"])
+                   row["prediction_id"], row["author"], row["note"], row["created_at"],
+                   row.get("source") or "human", row.get("human_sha256"), row.get("valid_sha256"))
+
+    @property
+    def is_ground_truth(self) -> bool:
+        return self.source.startswith("ground_truth:")
+
+    @property
+    def is_model(self) -> bool:
+        return self.source.startswith("model:")
+
+    @property
+    def source_name(self) -> str:
+        """What follows 'model:' / 'ground_truth:' ('' for 'human')."""
+        return self.source.split(":", 1)[1] if ":" in self.source else ""
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,8 @@ def test_show_gives_every_view_of_the_head(h, curation):
     assert out[VIEW["cloud"]].endswith(".ply")
     (row,) = out[VIEW["history"]]["value"]
     head = curation.store.head(2)
-    assert row == [1, "pseudo_label", head.author, head.created_at.replace("T", " ")[:19], "◀ head", ""]
+    assert row == [1, "pseudo_label", head.author, head.source, head.created_at.replace("T", " ")[:19], "◀ head", ""]
+    assert head.source.startswith("model:")
     assert out[VIEW["editor"]]["background"] == out[VIEW["image"]]
     assert out[VIEW["pair_image"]] == out[VIEW["image"]]            # no pairs: the image file itself
 
@@ -95,7 +96,8 @@ def test_apply_makes_one_revision_shown_at_once(h, curation, warnings_shown):
     hist = curation.store.history(1)
     assert len(hist.revisions) == 2 and out[VIEW["sel"]]["head_id"] == hist.head_id
     rows = out[VIEW["history"]]["value"]
-    assert [r[1] for r in rows] == ["pseudo_label", "sky"] and rows[1][4] == "◀ head" and rows[0][4] == ""
+    assert [r[1] for r in rows] == ["pseudo_label", "sky"] and rows[1][5] == "◀ head" and rows[0][5] == ""
+    assert rows[1][3] == "human"
     depth = curation.store.load_label(hist.head).depth
     assert np.all(depth[2:6, 3:8] == 0) and depth[0, 0] == disparity()[0, 0]
     assert out[VIEW["label"]] != h.show(2)[VIEW["label"]]          # a new label picture
