@@ -9,7 +9,9 @@
   run folder's last checkpoint);
 - the trained checkpoints of the label store (`checkpoints`); a finished run that the train
   command could not register is registered here (`sync_checkpoints`), so it reaches the model picker;
-- teacher vs student on a held-out split of the curated labels (pipeline/holdout_compare.py).
+- teacher vs student on the held-out images' independent evidence: ground truth, pixels a person set,
+  point pairs; never a model's pseudo-label (pipeline/holdout_compare.py); the figure stored on a
+  trained checkpoint names what it was measured against.
 
 Runs live in `<data folder>/runs/<name>/`; the run name is the trained model's id.
 Several GPUs (and no single device pinned): a run starts as one DDP process per GPU through the jobs
@@ -348,22 +350,28 @@ class TrainingService:
                                               job_id=info.id, note="registered by the studio after the run finished")
 
     def checkpoints(self) -> list[dict]:
-        """Trained checkpoints in the store, newest first, with their metrics (for a table)."""
+        """Trained checkpoints in the store, newest first, with their metrics (for a table). The
+        evaluation figure is the last teacher-vs-student comparison against independent labels
+        (`metrics["evaluation"]`, with what it was measured against); older figures scored against
+        the teacher's own labels ("holdout_abs_rel") are not shown."""
         rows = []
         for c in self.store.list_checkpoints():
             m = c.metrics or {}
+            e = m.get("evaluation") or {}
             rows.append({"id": c.id, "model": c.model_id, "key": f"trained:{c.id}", "encoder": c.config.get("encoder"),
                          "step": m.get("step", m.get("steps")), "loss": m.get("last_loss", m.get("loss")),
-                         "holdout_abs_rel": m.get("holdout_abs_rel"), "holdout_delta1": m.get("holdout_delta1"),
+                         "abs_rel": e.get("abs_rel"), "delta1": e.get("delta1"), "against": e.get("against"),
+                         "beats_baselines": e.get("beats_baselines"), "evaluation": e,
                          "job": c.job_id, "created": c.created_at, "path": c.path})
         return rows
 
     # ---- teacher vs student ------------------------------------------------------------
     def compare(self, teacher: str, student: str, *, fraction: float = 0.1, max_images: int = 8,
                 input_size: int | None = None, sample: bool = False, progress=None):
-        """Both models on the held-out curated labels (or the Middlebury sample) -> holdout_compare.Comparison.
-
-        Bounded: at most `max_images` (<= 50) held-out images, in image-id order, run inside the call."""
+        """Both models on the held-out images' independent evidence (or the Middlebury sample) ->
+        holdout_compare.Comparison. Bounded: at most `max_images` (<= 50) images with evidence, in
+        image-id order, run inside the call. Nothing independent: a Comparison without rows whose
+        `message` says so (no number is made up)."""
         from . import holdout_compare as hc
         if self.depth is None:
             raise TrainingServiceError("no models are loaded in this studio; start it with the depth service")
@@ -373,22 +381,24 @@ class TrainingService:
         if not 1 <= max_images <= hc.MAX_IMAGES_LIMIT:
             raise ConfigError(f"max images must be between 1 and {hc.MAX_IMAGES_LIMIT}, got {max_images}")
         if sample:
-            items, held = hc.sample_items(), 1
+            items, skipped, held = hc.sample_items(), [], 1
         else:
-            items = hc.store_items(self.store, fraction)
-            held = len(items)
-            if not items:
-                n = sum(self.store.count_by_status().get(s, 0) for s in ("accepted", "corrected"))
-                raise TrainingServiceError(f"no curated label falls in the held-out {fraction:.0%} ({n} accepted or "
-                                           f"corrected images in all); raise the held-out share or curate more images")
+            items, skipped_raw = hc.evidence_items(self.store, fraction)
+            held, skipped = len(items) + len(skipped_raw), hc.skipped_lines(skipped_raw)
+            if not held:
+                skipped.append(f"no image of the store falls in the held-out {fraction:.0%}; raise the held-out share")
+            if len(items) > max_images:
+                skipped.append(f"{len(items) - max_images} image(s) with evidence beyond max images ({max_images})")
         roles = {"teacher": teacher, "student": student}
-        out_dir = self._compare_folder()
+        titles = {r: self.depth.choice(k).title for r, k in roles.items()}
+        if not items:
+            return hc.Comparison(titles, [], {}, {}, held_out=held, skipped=skipped)
         result = hc.compare(items[:max_images], {r: self._predictor(k, input_size) for r, k in roles.items()},
-                            {r: self.depth.choice(k).title for r, k in roles.items()}, out_dir=out_dir,
-                            cmap=self.settings.cmap, held_out=held, seen={r: self._trained_on(k) for r, k in roles.items()},
+                            titles, out_dir=self._compare_folder(), cmap=self.settings.cmap, held_out=held,
+                            skipped=skipped, seen={r: self._trained_on(k) for r, k in roles.items()},
                             progress=progress)
         if not sample:
-            self._record_holdout(roles, result, fraction)
+            self._record_evaluation(roles, titles, result, fraction)
         return result
 
     def _predictor(self, key: str, input_size: int | None):
@@ -415,15 +425,26 @@ class TrainingService:
         except LookupError:                                  # deleted since the run: not shown anyway
             return False
 
-    def _record_holdout(self, roles: dict, result, fraction: float) -> None:
-        """Store the held-out scores on trained checkpoints (shown in the checkpoint table)."""
+    def _record_evaluation(self, roles: dict, titles: dict, result, fraction: float) -> None:
+        """Store each trained checkpoint's figure with what it was measured against (the
+        checkpoint table shows it). Earlier circular figures ("holdout_abs_rel") are cleared."""
+        against = ", ".join(f"{kind}: {n} image(s)" for kind, n in sorted(result.evidence.items()))
         for role, key in roles.items():
             s = result.summary.get(role) or {}
-            if not key.startswith("trained:") or s.get("abs_rel") is None:
+            if not key.startswith("trained:") or not s:
                 continue
+            other = titles["student" if role == "teacher" else "teacher"]
             self.store.update_checkpoint_metrics(int(key.split(":", 1)[1]), {
-                "holdout_abs_rel": s["abs_rel"], "holdout_delta1": s["delta1"],
-                "holdout_images": s["images_scored"], "holdout_share": fraction})
+                "holdout_abs_rel": None, "holdout_delta1": None,
+                "evaluation": {
+                    "abs_rel": s["abs_rel"], "delta1": s["delta1"], "images": s["images_scored"],
+                    "failed_alignments": s["images_failed"], "pair_accuracy": s["pair_accuracy"],
+                    "pairs": s["pairs_total"], "baselines": s["baselines"],
+                    "beats_baselines": s["verdict"]["beats_baselines"], "verdict": s["verdict"]["text"],
+                    "against": against + " (independent of both models)", "held_out_share": fraction,
+                    "protocol": "depth GT: disparity-space alignment, depth-space metrics (80 m cap); disparity "
+                                "GT and relative labels: disparity space; scale <= 0 = failed alignment",
+                    "compared_with": other, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}})
 
     def _compare_folder(self) -> Path:
         import uuid

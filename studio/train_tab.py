@@ -8,7 +8,9 @@ Endpoints (gradio_client `api_name`):
                     cancel button, resume button)
     /train_cancel  (job id) -> status;  /train_resume (job id) -> (new job id, status)
     /train_checkpoints () -> table of the trained checkpoints in the label store
-    /train_compare (teacher, student, held-out share, max images, input size) -> (table, gallery, summary)
+    /train_compare (teacher, student, held-out share, max images, input size) -> (table, gallery, summary):
+                   scored only against ground truth, pixels a person set and point pairs, with fitted scales,
+                   failed alignments, both baselines and a verdict; "nothing independent to score against" if none
     /train_compare_sample (teacher, student, input size) -> the same on the Middlebury motorcycle image
 Runs are background jobs (pipeline.jobs, one GPU job at a time); the page polls them with a timer.
 """
@@ -88,10 +90,13 @@ def _runs_panel() -> dict:
 def _compare_panel(h: TrainHandlers, default_key: str | None) -> dict:
     c = {}
     with gr.Accordion("Teacher vs student", open=True):
-        gr.Markdown("Both models predict each held-out image; each prediction is scored against the curated "
-                    "label with the evaluation protocol stated under the results. The held-out images are "
-                    "chosen by the hash of the image (the same every time). At most *max images* are scored "
-                    "per press (up to 50), inside the request.")
+        gr.Markdown("Both models predict each held-out image; each prediction is scored only against what "
+                    "neither model produced: imported ground truth, the pixels of a label a person set (a plane, "
+                    "sky) and point pairs, never an accepted pseudo-label. Images with nothing of that are "
+                    "skipped and counted. Each score comes with the fitted scale (≤ 0: a failed alignment), the "
+                    "constant and image-row baselines on the same pixels and a verdict; the protocol is stated "
+                    "under the results. The held-out images are chosen by the hash of the image (the same every "
+                    "time). At most *max images* are scored per press (up to 50), inside the request.")
         choices = h.compare_choices()
         with gr.Row():
             c["teacher"] = gr.Dropdown(choices, value=default_key, label="Teacher", allow_custom_value=True,
@@ -111,7 +116,7 @@ def _compare_panel(h: TrainHandlers, default_key: str | None) -> dict:
             c["sample"] = gr.Button("Quick check: Middlebury motorcycle (true depth)", elem_id="train-compare-sample")
         c["summary"] = gr.Markdown(elem_id="train-compare-summary")
         c["table"] = gr.Dataframe(headers=COMPARE_HEADERS, interactive=False, elem_id="train-compare-table")
-        c["gallery"] = gr.Gallery(label="image | label | teacher | student", columns=1, height="auto",
+        c["gallery"] = gr.Gallery(label="image | evidence | teacher | student", columns=1, height="auto",
                                   object_fit="contain", preview=False, elem_id="train-compare-gallery")
         gr.HTML(f"<style>{GALLERY_CSS}</style>", container=False, padding=False)
     return c

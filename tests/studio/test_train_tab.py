@@ -36,6 +36,7 @@ def _load_train_data():
 
 
 add_accepted = _load_train_data().add_accepted
+add_with_ground_truth = _load_train_data().add_with_ground_truth
 
 FORM = dict(name="", init="", encoder="vitt", steps=5, batch_size=2, lr_encoder=5e-6, decoder_lr_mult=10,
             ratio="1:2", input_size=28, feature_alignment=False, folder="", gt_kind="depth", save_every=2)
@@ -189,13 +190,21 @@ def test_status_text_for_a_running_run():
 
 
 def test_compare_handler_fills_table_gallery_and_protocol(h, service, vitt_service):
+    key = vitt_service.default_key
     for s in range(3):
         add_accepted(service.store, s)
-    key = vitt_service.default_key
+    table, gallery, summary = h.compare(key, key, 1.0, 2, 42)
+    assert len(table) == 0 and gallery == [] and summary.startswith("**Nothing independent to score against.**")
+    assert "3 image(s): only a model's label" in summary
+    for s in range(3, 6):
+        add_with_ground_truth(service.store, s)
     table, gallery, summary = h.compare(key, key, 1.0, 2, 42)
     assert list(table.columns) == COMPARE_HEADERS and len(table) == 2 == len(gallery)
     assert np.allclose(table["teacher AbsRel"], table["student AbsRel"])     # the same model twice
-    assert "Scored 2 of 3 held-out image(s)" in summary and "disparity space" in summary
+    assert set(table["evidence"]) == {"ground truth"} and table["row prior AbsRel"].notna().all()
+    assert "Scored 2 of 6 held-out image(s) against ground truth (2)" in summary and "disparity space" in summary
+    assert "1 image(s) with evidence beyond max images" in summary and "3 image(s): only a model's label" in summary
+    assert "constant AbsRel" in summary and "row prior AbsRel" in summary and "failed alignments" in summary
     assert all(os.path.isfile(path) for path, _caption in gallery)
     with pytest.raises(gr.Error, match="max images"):
         h.compare(key, key, 1.0, 500, 42)
