@@ -2,7 +2,8 @@
 
 `CurationService(store, settings)` composes the label store with the import, correction,
 rendering, point-cloud, job and export modules:
-- import: browser uploads (files, zips) and server folders under an allowed root;
+- import: browser uploads (files, zips) and server folders under an allowed root; ground truth
+  (measured depth / disparity) from a server folder, stored beside the labels;
 - pseudo-labelling as a background job (`pipeline.jobs`): start, status, cancel, resume;
 - the gallery: pages of images with image|label thumbnails, filtered and sorted, counts;
 - one image's view: image, colour label (ignore mask greyed), point cloud, history, pairs;
@@ -191,6 +192,19 @@ class CurationService:
             raise CurationError(f"type a folder under {self.import_root} first")
         return ingest.import_server_folder(self.store, folder.strip(), allowed_root=self.import_root,
                                            author=author, max_pixels=self.settings.max_pixels)
+
+    def import_ground_truth(self, folder: str, *, kind: str, source: str, scale: float = 1.0,
+                            author: str = "studio"):
+        """Images + measured depth / disparity from a folder under `import_root`, stored as ground truth
+        beside the labels (pipeline/ground_truth_import.py) -> GroundTruthReport."""
+        from .ground_truth_import import import_server_ground_truth
+        if not str(folder or "").strip():
+            raise CurationError(f"type a folder under {self.import_root} holding images with same-named ground truth")
+        if not str(source or "").strip():
+            raise CurationError("name the source of the measurements (e.g. lidar-2025, middlebury)")
+        return import_server_ground_truth(self.store, folder.strip(), allowed_root=self.import_root, kind=kind,
+                                          source=source.strip(), scale=float(scale or 1.0), author=author,
+                                          max_pixels=self.settings.max_pixels)
 
     # ---- pseudo-labelling jobs -------------------------------------------------------------
     def start_pseudo_label(self, checkpoint: str, *, model_id: str | None = None, input_size: int | None = None,

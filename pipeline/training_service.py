@@ -40,6 +40,7 @@ from .train.errors import ResumeError
 JOB_KIND = "train"
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CURVE_SKIP = ("lr", "images_per_s", "eta_s", "throughput")     # job metrics that are not losses
+RANDOM_INIT = "random"                                          # RunSettings.init: no pretrained weights
 
 
 class TrainingServiceError(StudioError):
@@ -51,7 +52,8 @@ class RunSettings:
     """The train tab's form. Defaults follow the published recipe (TrainConfig)."""
 
     name: str = ""                     # run folder and model id; "" = student-<date>-<time>
-    init: str = ""                     # depth-service model key to fine-tune; "" = random initialisation
+    init: str = ""                     # "" = DINOv2 encoder + new decoder (the paper's student), "random",
+                                       # or a depth-service model key to fine-tune
     encoder: str = "vits"
     steps: int = 1000
     batch_size: int = 4
@@ -60,6 +62,7 @@ class RunSettings:
     ratio: str = "1:2"                 # labelled : pseudo-labelled images per batch
     input_size: int = 518              # crop size (multiple of 14)
     feature_alignment: bool = True
+    feature_target: str = "dinov2"     # "dinov2" (the paper's) or "init" (the student's initial encoder)
     folder: str = ""                   # image / ground-truth pairs under the allowed root; "" = store only
     gt_kind: str = "depth"             # what the folder's ground truth holds
     save_every: int = 500
@@ -97,8 +100,13 @@ def config_argv(cfg) -> list[str]:
         value = getattr(cfg, field)
         if field == "db" or value is None:
             continue
+        if isinstance(value, bool):
+            argv.append(option if value else "--no-" + option[2:])
+            continue
         if field == "labelled_ratio":
             value = f"{value[0]}:{value[1]}"
+        elif field == "blur_sigma":
+            value = f"{value[0]},{value[1]}"
         argv += [option, str(value)]
     if not cfg.amp:
         argv.append("--no-amp")
@@ -132,11 +140,20 @@ class TrainingService:
 
     # ---- the form ----------------------------------------------------------------------
     def init_choices(self) -> list[tuple[str, str]]:
-        """(label, key) of the models a run can start from: random, then relative-depth models."""
-        out = [("random initialisation (no checkpoint)", "")]
+        """(label, key) of what a run can start from: DINOv2 (the paper's student), random, then
+        fine-tuning a relative-depth model."""
+        out = [(f"DINOv2 encoder, new decoder (the paper's student; DINOv2 weights from the Hugging Face cache)", ""),
+               ("random initialisation (experiments)", RANDOM_INIT)]
         if self.depth is not None:
-            out += [(c.label, c.key) for c in self.depth.choices() if not (c.config and c.config.metric)]
+            out += [(f"fine-tune {c.label}", c.key) for c in self.depth.choices() if not (c.config and c.config.metric)]
         return out
+
+    def default_init(self) -> str:
+        """The tab's default: fine-tune the studio's default model (what most users want) when it is a
+        relative model, else the paper's DINOv2 start."""
+        keys = [k for _, k in self.init_choices()]
+        default = self.depth.default_key if self.depth is not None else ""
+        return default if default in keys else ""
 
     def data_summary(self) -> dict:
         """How many curated labels the store would give a run, by status."""
@@ -169,7 +186,7 @@ class TrainingService:
         return "one GPU" if n == 1 else "CPU only (no GPU found): keep runs small"
 
     def _init_source(self, key: str, encoder: str) -> str | None:
-        if not key:
+        if not key or key == RANDOM_INIT:
             return None
         if self.depth is None:
             return key
@@ -210,9 +227,11 @@ class TrainingService:
         return TrainConfig(
             out_dir=str(self.runs_dir / name), db=str(self.db_path), data_dir=self._data_folder(run.folder),
             gt_kind=run.gt_kind, encoder=run.encoder, init=self._init_source(run.init, run.encoder),
+            student_init="random" if run.init == RANDOM_INIT else ("checkpoint" if run.init else "dinov2"),
+            feature_alignment=bool(run.feature_alignment), feature_target=run.feature_target,
             steps=int(run.steps), batch_size=int(run.batch_size), lr_encoder=float(run.lr_encoder),
             decoder_lr_mult=float(run.decoder_lr_mult), input_size=int(run.input_size),
-            labelled_ratio=parse_ratio(run.ratio), feature_weight=1.0 if run.feature_alignment else 0.0,
+            labelled_ratio=parse_ratio(run.ratio),
             save_every=int(run.save_every), device=self.device or None, holdout=float(run.holdout or 0.0))
 
     def command_line(self, cfg) -> str:
@@ -413,7 +432,8 @@ class TrainingService:
         from .train.train_config import in_holdout
         meta = self.depth.model(key).checkpoint.meta or {}
         items = (meta.get("data") or {}).get("items") or []
-        ids = {str(r.get("image_id")) for r in items if isinstance(r, dict) and r.get("source") == "store"}
+        ids = {str(r.get("image_id")) for r in items
+               if isinstance(r, dict) and r.get("source") in ("store", "store-ground-truth")}
         held = float(meta.get("holdout") or (meta.get("train_config") or {}).get("holdout") or 0.0)
         if held > 0:
             ids = {i for i in ids if not (i.isdigit() and self._image_in_holdout(int(i), held, in_holdout))}

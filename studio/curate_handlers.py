@@ -252,6 +252,18 @@ class CurateHandlers:
         except StudioError as e:
             raise gr.Error(str(e), title="Cannot import", print_exception=False) from None
 
+    def import_ground_truth(self, folder, kind, source, scale, request: gr.Request = None) -> str:
+        """Measured depth / disparity from a server folder -> a report (Markdown)."""
+        try:
+            report = self.curation.import_ground_truth(folder or "", kind=kind or "depth", source=source or "",
+                                                       scale=float(scale or 1.0), author=author_of(request))
+        except StudioError as e:
+            raise gr.Error(str(e), title="Cannot import ground truth", print_exception=False) from None
+        lines = [f"**Ground truth:** {report.summary()}. It is stored beside the labels (the training label does "
+                 "not change) and the Train tab's comparison scores against it."]
+        lines += [f"- rejected: `{name}`: {why}" for name, why in report.rejected[:50]]
+        return "\n".join(lines)
+
     def teacher_choices(self) -> list[tuple[str, str]]:
         return [(c.label, c.key) for c in self.depth.choices()] if self.depth is not None else []
 

@@ -106,16 +106,16 @@ class TrainHandlers:
 
     # ---- start ----------------------------------------------------------------------
     def start(self, name, init, encoder, steps, batch_size, lr_encoder, decoder_lr_mult, ratio, input_size,
-              feature_alignment, folder, gt_kind, save_every, holdout=0.0):
+              feature_alignment, folder, gt_kind, save_every, holdout=0.0, feature_target="dinov2"):
         """Start (or queue) a run from the form; -> (selected job, status text). `holdout`: the comparison's
-        held-out share, left out of training."""
+        held-out share, left out of training; `feature_target`: "dinov2" (the paper's) or "init"."""
         try:
             run = RunSettings(name=name or "", init=init or "", encoder=encoder, steps=int(steps or 0),
                               batch_size=int(batch_size or 0), lr_encoder=float(lr_encoder or 0),
                               decoder_lr_mult=float(decoder_lr_mult or 0), ratio=str(ratio or ""),
                               input_size=int(input_size or 0), feature_alignment=bool(feature_alignment),
                               folder=folder or "", gt_kind=gt_kind or "depth", save_every=int(save_every or 0),
-                              holdout=float(holdout or 0.0))
+                              holdout=float(holdout or 0.0), feature_target=feature_target or "dinov2")
             job_id = self.service.start(run)
             info = self.service.status(job_id)
         except StudioError as e:

@@ -234,6 +234,18 @@ class ProvenanceMixin:
         """(id, sha256) of every image, in id order (the held-out split is decided by the hash)."""
         return [(r[0], r[1]) for r in self.db.execute("SELECT id, sha256 FROM images ORDER BY id").fetchall()]
 
+    def ground_truth_training_items(self) -> list:
+        """TrainingItem of the newest ground truth of every image that is not rejected, in id order
+        (what `train --train-on-ground-truth` trains on instead of those images' labels)."""
+        rows = list(self.db.query(
+            "SELECT i.id AS image_id, i.sha256, i.ext, i.status, r.* FROM images i JOIN revisions r ON r.id = "
+            "(SELECT max(g.id) FROM revisions g WHERE g.image_id = i.id AND g.source LIKE 'ground_truth:%') "
+            "WHERE i.status != 'rejected' ORDER BY i.id"))
+        pairs: dict[int, list[PointPair]] = {}
+        for p in self.db.query("SELECT * FROM point_pairs WHERE deleted_at IS NULL ORDER BY id"):
+            pairs.setdefault(p["image_id"], []).append(PointPair.from_row(p))
+        return self._training_records(rows, {r["id"]: {} for r in rows}, pairs)
+
     def require_ground_truth(self, image_id: int) -> Revision:
         gt = self.ground_truth(image_id)
         if gt is None:

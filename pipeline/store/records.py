@@ -157,6 +157,8 @@ class TrainingItem:
     mask_sha256: dict[str, str]
     point_pairs: list[PointPair]
     blobs: Any = field(repr=False, compare=False, default=None)   # BlobStore
+    source: str = "human"                                         # the revision's provenance
+    valid_sha256: str | None = None                               # ground truth: pixels with a measurement
 
     def depth(self) -> np.ndarray:
         """(H, W) float32, hash-checked."""
@@ -165,6 +167,12 @@ class TrainingItem:
     def masks(self) -> dict[str, np.ndarray]:
         return {n: self.blobs.read_array(s, what=f"{n} mask of revision {self.revision_id}")
                 for n, s in self.mask_sha256.items()}
+
+    def valid(self) -> np.ndarray | None:
+        """Ground truth's validity mask (None: every finite value counts)."""
+        if not self.valid_sha256:
+            return None
+        return self.blobs.read_array(self.valid_sha256, what=f"validity mask of revision {self.revision_id}").astype(bool)
 
 
 @dataclass(frozen=True)

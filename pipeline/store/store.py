@@ -85,9 +85,13 @@ class Store(ImagesMixin, PredictionsMixin, RevisionsMixin, ProvenanceMixin, Poin
                 f"SELECT p.* FROM point_pairs p JOIN images i ON i.id = p.image_id WHERE p.deleted_at "
                 f"IS NULL AND i.status IN ({marks}) ORDER BY p.id", list(st)):
             pairs.setdefault(p["image_id"], []).append(PointPair.from_row(p))
+        return self._training_records(rows, masks, pairs)
+
+    def _training_records(self, rows, masks, pairs) -> list[TrainingItem]:
         return [TrainingItem(r["image_id"], self.blobs.path(r["sha256"], r["ext"]), r["status"], r["id"],
                              r["kind"], r["model_id"], r["depth_sha256"], masks[r["id"]],
-                             pairs.get(r["image_id"], []), self.blobs) for r in rows]
+                             pairs.get(r["image_id"], []), self.blobs, r.get("source") or "human",
+                             r.get("valid_sha256")) for r in rows]
 
     # ------------------------------------------------------------------ integrity
     def sweep_temp_files(self, older_than_s: float = 3600.0) -> int:

@@ -170,6 +170,22 @@ def test_import_uploads_report(h, tmp_path):
         h.import_folder("../..")
 
 
+def test_import_ground_truth_stores_it_beside_the_label(h, curation, tmp_path):
+    folder = tmp_path / "root" / "lidar"
+    folder.mkdir(parents=True)
+    (folder / "img1.png").write_bytes(png(1))                             # already in the store (image 2)
+    np.save(folder / "img1_depth.npy", np.full((H, W), 3.0))
+    head = curation.store.head(2)
+    text = h.import_ground_truth("lidar", "depth", "lidar-1", 1.0)
+    assert text.startswith("**Ground truth:** 1 ground truth(s) imported, 0 already there, 0 rejected; 0 new image(s)")
+    gt = curation.store.ground_truth(2)
+    assert (gt.source, gt.kind) == ("ground_truth:lidar-1", "metric_depth") and curation.store.head(2) == head
+    with pytest.raises(gr.Error, match="outside the allowed import folder"):
+        h.import_ground_truth("../..", "depth", "x", 1.0)
+    with pytest.raises(gr.Error, match="name the source"):
+        h.import_ground_truth("lidar", "depth", "", 1.0)
+
+
 def test_export_offers_a_zip(h, curation):
     curation.set_status(1, "accepted", expected_head=curation.store.head(1).id)
     path, note = h.export(["accepted"])
@@ -229,7 +245,8 @@ def test_the_page_wires_named_endpoints_and_shortcut_buttons(settings, curation)
     demo = build_app(Services(settings=settings, extra={"curation": curation}))
     names = {f.api_name for f in demo.fns.values()}
     assert {"curate_open", "curate_apply", "curate_accept", "curate_reject", "curate_undo", "curate_redo",
-            "curate_add_pair", "curate_import", "curate_import_folder", "curate_pseudo_label", "curate_job",
+            "curate_add_pair", "curate_import", "curate_import_folder", "curate_import_ground_truth",
+            "curate_pseudo_label", "curate_job",
             "curate_cancel", "curate_resume", "curate_export", "curate_gallery"} <= names
     elem_ids = {b.elem_id for b in demo.blocks.values()}
     assert set(SHORTCUTS.values()) <= elem_ids and "curate-panel" in elem_ids

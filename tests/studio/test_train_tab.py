@@ -38,7 +38,7 @@ def _load_train_data():
 add_accepted = _load_train_data().add_accepted
 add_with_ground_truth = _load_train_data().add_with_ground_truth
 
-FORM = dict(name="", init="", encoder="vitt", steps=5, batch_size=2, lr_encoder=5e-6, decoder_lr_mult=10,
+FORM = dict(name="", init="random", encoder="vitt", steps=5, batch_size=2, lr_encoder=5e-6, decoder_lr_mult=10,
             ratio="1:2", input_size=28, feature_alignment=False, folder="", gt_kind="depth", save_every=2)
 
 
@@ -91,7 +91,8 @@ def test_the_tab_builds_with_its_endpoints(settings, vitt_service, service):
     assert {"train-start", "train-status", "train-curves", "train-log", "train-cancel", "train-resume",
             "train-checkpoints", "train-compare-gallery"} <= ids
     start = next(fn for fn in demo.fns.values() if fn.api_name == "train_start")
-    assert [b.elem_id for b in start.inputs][-2:] == ["train-save-every", "train-holdout"]   # the comparison's share
+    assert [b.elem_id for b in start.inputs][-3:] == ["train-save-every", "train-holdout",   # the comparison's share
+                                                      "train-feat-target"]
 
 
 def test_poll_without_runs(h):
@@ -135,6 +136,12 @@ def test_the_held_out_share_reaches_the_train_command(h, service, spawned, curat
     second, _ = h.start(*form(name="none"))                               # API callers that omit it: none held out
     argv = service.status(second["value"]).argv
     assert argv[argv.index("--holdout") + 1] == "0.0"
+    assert argv[argv.index("--feature-target") + 1] == "dinov2"           # the paper's target unless asked
+    assert argv[argv.index("--student-init") + 1] == "random" and "--no-feature-alignment" in argv
+    third, _ = h.start(*form(name="own", init="", feature_alignment=True), 0.0, "init")
+    argv = service.status(third["value"]).argv
+    assert argv[argv.index("--feature-target") + 1] == "init" and "--feature-alignment" in argv
+    assert argv[argv.index("--student-init") + 1] == "dinov2"              # "" = the paper's DINOv2 start
 
 
 def test_errors_are_messages_not_tracebacks(h, service, spawned):

@@ -59,7 +59,8 @@ def test_form_becomes_the_same_config_through_the_train_command(service, pairs_f
     assert cfg.holdout == 0.3
     assert cfg.out_dir == str(service.runs_dir / "s1") and cfg.data_dir == str(pairs_folder.resolve())
     assert cfg.init == str(vitt_service.choice(vitt_service.default_key).source)
-    assert (cfg.lr_encoder, cfg.lr_decoder, cfg.labelled_ratio, cfg.feature_weight) == (2e-5, 1e-4, (2, 1), 0.0)
+    assert (cfg.lr_encoder, cfg.lr_decoder, cfg.labelled_ratio, cfg.feature_alignment) == (2e-5, 1e-4, (2, 1), False)
+    assert (cfg.student_init, cfg.feature_target) == ("checkpoint", "dinov2")      # a fine-tune, the paper's target
     argv = config_argv(cfg)
     assert argv[0] == "train" and "--db" not in argv                 # jobs add --db and --job-id
     assert parse_train(argv[1:] + ["--db", str(service.db_path)]) == cfg
@@ -311,7 +312,7 @@ def wait_until(pred, timeout=240.0, poll=0.3):
 
 @pytest.mark.slow
 def test_real_run_finishes_cancels_and_resumes(service, store, pairs_folder):
-    small = dict(encoder="vitt", batch_size=2, input_size=28, folder="pairs", feature_alignment=False)
+    small = dict(encoder="vitt", init="random", batch_size=2, input_size=28, folder="pairs", feature_alignment=False)
     done = service.start(RunSettings(name="tiny", steps=3, save_every=2, **small))
     long = service.start(RunSettings(name="long", steps=400, save_every=1000, **small))
     assert service.status(long).status == "queued"                    # one GPU job at a time
