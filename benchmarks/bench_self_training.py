@@ -261,8 +261,7 @@ def run(work: Path, p: dict, args, seeds: list[int]) -> dict:
     data = prepare(work, args.cache, p, args.require_aloe)
     log(f"data: {p['scenes']} synthetic scenes, {data['n_photos']} unlabelled photos")
     if args.teacher:
-        from pipeline.checkpoints import load_model
-        from pipeline.checkpoints import save_checkpoint
+        from pipeline.checkpoints import load_model, save_checkpoint
         teacher = save_checkpoint(load_model(args.teacher).model, work / "teacher.safetensors", model_id="teacher")
         log(f"teacher: {args.teacher}")
     else:

@@ -214,6 +214,24 @@ def compare(items: Iterable[CompareItem], predictors: dict[str, Predict], titles
                       ev.clean_json(protocol), panels, held_out or len(items), list(skipped or []), evidence)
 
 
+def checkpoint_figure(result: Comparison, role: str, compared_with: str, fraction: float) -> dict | None:
+    """What a trained checkpoint stores of a comparison: its scores and what they were measured
+    against (never a model's own labels). None when the role has no summary."""
+    import time
+    s = result.summary.get(role) or {}
+    if not s:
+        return None
+    against = ", ".join(f"{kind}: {n} image(s)" for kind, n in sorted(result.evidence.items()))
+    return {"abs_rel": s["abs_rel"], "delta1": s["delta1"], "images": s["images_scored"],
+            "failed_alignments": s["images_failed"], "pair_accuracy": s["pair_accuracy"], "pairs": s["pairs_total"],
+            "baselines": s["baselines"], "beats_baselines": s["verdict"]["beats_baselines"],
+            "verdict": s["verdict"]["text"], "against": against + " (independent of both models)",
+            "held_out_share": fraction, "compared_with": compared_with,
+            "protocol": "depth GT: disparity-space alignment, depth-space metrics (80 m cap); disparity GT and "
+                        "relative labels: disparity space; scale <= 0 = failed alignment",
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
 def _row(item, rgb, gt, mask, predictors, records, kinds, seen) -> tuple[dict, dict]:
     row: dict = {"image": item.name, "label": item.note, "evidence": item.evidence}
     preds = {}

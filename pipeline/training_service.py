@@ -142,7 +142,7 @@ class TrainingService:
     def init_choices(self) -> list[tuple[str, str]]:
         """(label, key) of what a run can start from: DINOv2 (the paper's student), random, then
         fine-tuning a relative-depth model."""
-        out = [(f"DINOv2 encoder, new decoder (the paper's student; DINOv2 weights from the Hugging Face cache)", ""),
+        out = [("DINOv2 encoder, new decoder (the paper's student; DINOv2 weights from the Hugging Face cache)", ""),
                ("random initialisation (experiments)", RANDOM_INIT)]
         if self.depth is not None:
             out += [(f"fine-tune {c.label}", c.key) for c in self.depth.choices() if not (c.config and c.config.metric)]
@@ -446,25 +446,14 @@ class TrainingService:
             return False
 
     def _record_evaluation(self, roles: dict, titles: dict, result, fraction: float) -> None:
-        """Store each trained checkpoint's figure with what it was measured against (the
-        checkpoint table shows it). Earlier circular figures ("holdout_abs_rel") are cleared."""
-        against = ", ".join(f"{kind}: {n} image(s)" for kind, n in sorted(result.evidence.items()))
+        """Store each trained checkpoint's figure with what it was measured against (the checkpoint
+        table shows it); earlier circular figures ("holdout_abs_rel") are cleared."""
+        from .holdout_compare import checkpoint_figure
         for role, key in roles.items():
-            s = result.summary.get(role) or {}
-            if not key.startswith("trained:") or not s:
-                continue
-            other = titles["student" if role == "teacher" else "teacher"]
-            self.store.update_checkpoint_metrics(int(key.split(":", 1)[1]), {
-                "holdout_abs_rel": None, "holdout_delta1": None,
-                "evaluation": {
-                    "abs_rel": s["abs_rel"], "delta1": s["delta1"], "images": s["images_scored"],
-                    "failed_alignments": s["images_failed"], "pair_accuracy": s["pair_accuracy"],
-                    "pairs": s["pairs_total"], "baselines": s["baselines"],
-                    "beats_baselines": s["verdict"]["beats_baselines"], "verdict": s["verdict"]["text"],
-                    "against": against + " (independent of both models)", "held_out_share": fraction,
-                    "protocol": "depth GT: disparity-space alignment, depth-space metrics (80 m cap); disparity "
-                                "GT and relative labels: disparity space; scale <= 0 = failed alignment",
-                    "compared_with": other, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}})
+            figure = checkpoint_figure(result, role, titles["student" if role == "teacher" else "teacher"], fraction)
+            if key.startswith("trained:") and figure is not None:
+                self.store.update_checkpoint_metrics(int(key.split(":", 1)[1]), {
+                    "holdout_abs_rel": None, "holdout_delta1": None, "evaluation": figure})
 
     def _compare_folder(self) -> Path:
         import uuid

@@ -261,6 +261,6 @@ def _protocol_text(protocol: dict) -> str:
             text += f". Depth cap: {p.get('depth_cap')} ({p.get('depth_cap_unit', '')}); {p.get('depth_cap_rule', '')}"
         parts.append(text)
     first = (protocol.get("labels") or [{}])[0]
-    return (f"\n**Protocol.** " + " | ".join(parts) + f". Failed alignment: {first.get('failed_alignment', '')}. "
+    return ("\n**Protocol.** " + " | ".join(parts) + f". Failed alignment: {first.get('failed_alignment', '')}. "
             f"Baselines: {first.get('baselines', '')}. Verdict: {first.get('verdict', '')}. "
             f"Split: {protocol.get('split', '')}. Ignore and sky masks are not scored.")

@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from pipeline import dataset_layout as layout
-from pipeline import evaluation as ev
 from pipeline import evaluation_data as ed
 from pipeline.depth_png import write_depth_png
 from pipeline.train import data as train_data

@@ -17,6 +17,7 @@ from .errors import (
     StoreError,
 )
 from .images import ANY_HEAD, SORTS
+from .provenance import Evidence, check_source
 from .records import (
     AuditEntry,
     Checkpoint,
@@ -30,7 +31,6 @@ from .records import (
     Revision,
     TrainingItem,
 )
-from .provenance import Evidence, check_source
 from .revisions import History
 from .schema import DEPTH_KINDS, JOB_STATUSES, MASK_NAMES, SCHEMA_VERSION, STATUSES
 from .store import Store, files_dir_for

@@ -22,8 +22,8 @@ from .blobs import StoredArray
 from .db import utc_now
 from .errors import HistoryError, InvalidValueError, NotFoundError
 from .images import ANY_HEAD, check_statuses
-from .records import Label, Revision
 from .provenance import check_source
+from .records import Label, Revision
 from .schema import DEPTH_KINDS, MASK_NAMES
 
 _INHERIT = object()
