@@ -144,7 +144,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         saved = out / "train_config.json"
         if not saved.is_file():
             raise ConfigError(f"--resume: {saved} not found; is {out} the folder of an earlier run (--out)?")
-        base = json.loads(saved.read_text())
+        base = TrainConfig.saved_settings(json.loads(saved.read_text()))
     return TrainConfig.from_dict({**base, **given})
 
 

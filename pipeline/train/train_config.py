@@ -167,23 +167,29 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        """A saved config. One written before these settings existed (no `feature_target`) is read as
-        what that code did: feature target = the student's initial encoder unless --dinov2 was given,
-        the student as initialised then, and the terms summed."""
+        """Settings by field name (unknown names refused); fields left out take the defaults."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown training settings {unknown}; known: {sorted(known)}")
+        d = dict(d)
+        for key in ("labelled_ratio", "blur_sigma"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+    @staticmethod
+    def saved_settings(d: dict) -> dict:
+        """A run's saved settings (train_config.json) as this code reads them. One written before
+        `feature_target` existed gets what that code did: feature target = the student's initial
+        encoder unless --dinov2 was given, the student as initialised then, and the terms summed."""
         d = dict(d)
         if "feature_target" not in d:
             d["feature_target"] = "dinov2" if d.get("dinov2") else "init"
             d.setdefault("student_init", "checkpoint" if d.get("init") else
                          "dinov2" if d.get("encoder_init") else "random")
             d.setdefault("loss_reduction", "sum")
-        for key in ("labelled_ratio", "blur_sigma"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
+        return d
 
 
 def holdout_position(sha256: str) -> float:

@@ -222,11 +222,16 @@ def test_cli_builds_the_config_and_resume_reuses_saved_settings(tmp_path, scenes
                           "--out", str(tmp_path / "run"), "--steps", "5")
     cfg = cli.config_from_args(args)
     assert cfg.labelled_ratio == (1, 3) and cfg.lr_encoder == 1e-5 and cfg.steps == 5
+    assert (cfg.student_init, cfg.feature_target, cfg.loss_reduction) == ("dinov2", "dinov2", "mean")  # the paper's
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "train_config.json").write_text(__import__("json").dumps(cfg.to_dict()))
     cli, args = _cli_args("--resume", "--out", str(tmp_path / "run"), "--steps", "9")
     resumed = cli.config_from_args(args)
     assert resumed.steps == 9 and resumed.labelled_ratio == (1, 3) and resumed.encoder == "vitt"
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("feature_target", "student_init", "loss_reduction")}
+    (tmp_path / "run" / "train_config.json").write_text(__import__("json").dumps(old))   # saved by older code
+    resumed = cli.config_from_args(_cli_args("--resume", "--out", str(tmp_path / "run"))[1])
+    assert (resumed.feature_target, resumed.student_init, resumed.loss_reduction) == ("init", "random", "sum")
     cli, args = _cli_args("--resume", "--out", str(tmp_path / "nothing"))
     with pytest.raises(StudioError, match="train_config.json not found"):
         cli.config_from_args(args)
@@ -236,7 +241,8 @@ def test_job_reporter_gets_progress_loss_curve_and_the_finish(tmp_path, scenes_d
     from pipeline.store import Store
     db = tmp_path / "studio.db"
     job = Store(db).create_job("train", ["train"], total=3)
-    cli, args = _cli_args("--data", str(scenes_dir), "--encoder", "vitt", "--steps", "3", "--batch-size", "2",
+    cli, args = _cli_args("--data", str(scenes_dir), "--encoder", "vitt", "--student-init", "random",
+                          "--feature-target", "init", "--steps", "3", "--batch-size", "2",
                           "--input-size", "28", "--lr", "1e-4", "--device", "cpu", "--db", str(db),
                           "--job-id", str(job.id), "--out", str(tmp_path / "run"))
     assert cli.run(args) == 0

@@ -94,8 +94,9 @@ def test_the_default_recipe_is_dinov2_for_student_and_target():
     # a config saved before these settings existed is read as what that code did
     old = {k: v for k, v in TrainConfig(data_dir="x").to_dict().items()
            if k not in ("feature_target", "student_init", "loss_reduction")}
-    legacy = TrainConfig.from_dict(old)
+    legacy = TrainConfig.from_dict(TrainConfig.saved_settings(old))
     assert (legacy.feature_target, legacy.student_init, legacy.loss_reduction) == ("init", "random", "sum")
+    assert TrainConfig.from_dict(old).feature_target == "dinov2"          # a new run gets the paper's defaults
     cfg = TrainConfig(data_dir="x", blur_sigma=(0.5, 1.5), pseudo_labels=False)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
