@@ -34,7 +34,8 @@ from pipeline.train.train_config import TrainConfig, parse_ratio  # noqa: E402
 def bench(device: str, args, data: Path, out: Path) -> dict:
     cfg = TrainConfig(out_dir=str(out / device), data_dir=str(data), encoder=args.encoder, steps=args.steps + 1,
                       batch_size=args.batch_size, input_size=args.input_size, labelled_ratio=args.ratio,
-                      save_every=10_000, device=device)
+                      save_every=10_000, device=device, student_init="random",   # speed only: no weights needed
+                      feature_target="init")
     # half the scenes as "accepted pseudo-labels": the pseudo pool gets strong perturbations + CutMix
     recipe = Recipe(cfg, log=lambda s: None)
     recipe.setup()
@@ -46,7 +47,7 @@ def bench(device: str, args, data: Path, out: Path) -> dict:
     recipe.sampler = MixedSampler(recipe.pools, cfg.labelled_ratio, cfg.seed)
     if recipe.dinov2 is None:
         from pipeline.train.student import build_frozen_dinov2
-        recipe.dinov2 = build_frozen_dinov2(cfg, recipe.student).to(recipe.ctx.device)
+        recipe.dinov2 = build_frozen_dinov2(cfg, recipe.student)[0].to(recipe.ctx.device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     try:
         recipe.train_step()                                   # warm-up (allocations, kernels)

@@ -2,7 +2,8 @@
 
 `CurationService(store, settings)` composes the label store with the import, correction,
 rendering, point-cloud, job and export modules:
-- import: browser uploads (files, zips) and server folders under an allowed root;
+- import: browser uploads (files, zips) and server folders under an allowed root; ground truth
+  (measured depth / disparity) from a server folder, stored beside the labels;
 - pseudo-labelling as a background job (`pipeline.jobs`): start, status, cancel, resume;
 - the gallery: pages of images with image|label thumbnails, filtered and sorted, counts;
 - one image's view: image, colour label (ignore mask greyed), point cloud, history, pairs;
@@ -45,6 +46,7 @@ RANGES = {
     "offset": Range("gallery offset", 0, MAX_ID, integer=True),
     "limit": Range("page size", 1, 500, integer=True),
     "sigma": Range("smoothing sigma (pixels)", 0.1, 100),         # a wider Gaussian only costs time and memory
+    "gt_scale": Range("ground-truth scale (file value x scale = metres or disparity)", 1e-9, 1e9, optional=True),
 }
 
 
@@ -210,6 +212,20 @@ class CurationService:
         return ingest.import_server_folder(self.store, folder.strip(), allowed_root=self.import_root,
                                            author=author, max_pixels=self.settings.max_pixels,
                                            video_rate=check_rate(video_rate))
+
+    def import_ground_truth(self, folder: str, *, kind: str, source: str, scale: float = 1.0,
+                            author: str = "studio"):
+        """Images + measured depth / disparity from a folder under `import_root`, stored as ground truth
+        beside the labels (pipeline/ground_truth_import.py) -> GroundTruthReport."""
+        from .ground_truth_import import import_server_ground_truth
+        if not str(folder or "").strip():
+            raise CurationError(f"type a folder under {self.import_root} holding images with same-named ground truth")
+        if not str(source or "").strip():
+            raise CurationError("name the source of the measurements (e.g. lidar-2025, middlebury)")
+        return import_server_ground_truth(self.store, folder.strip(), allowed_root=self.import_root, kind=kind,
+                                          source=source.strip(), scale=RANGES["gt_scale"].check(scale) or 1.0,
+                                          author=author,
+                                          max_pixels=self.settings.max_pixels)
 
     # ---- pseudo-labelling jobs -------------------------------------------------------------
     def start_pseudo_label(self, checkpoint: str, *, model_id: str | None = None, input_size: int | None = None,

@@ -5,11 +5,16 @@ Layout of an export (KEY = "<safe original stem>-<first 10 hex of the image sha2
     labels/KEY.npy            the head label, float32 (H, W), exact (what import reads)
     labels/KEY.png            the same as a 16-bit PNG with scale/offset (pipeline.depth_png)
     masks/KEY.<name>.png      each mask ('ignore', 'sky') as 8-bit PNG (bool -> 0/255), exact
+    provenance/KEY.human.png  the pixels of the label a person set (label source 'human'), 0/255
+    ground_truth/KEY.npy      the newest imported ground truth, float32, exact (+ KEY.valid.png)
     point_pairs.json          {KEY: [{"point1": [h, w], "point2": [h, w], "closer_point": "point1"|"point2", ...}]}
     manifest.jsonl            one JSON object per image: status, label files, provenance
     README.md                 a dataset card
 `import_dataset(folder, store)` reads it back: the same image bytes, depth arrays, masks,
-point pairs and statuses, bit for bit. It is idempotent (importing twice adds nothing).
+point pairs, statuses, label provenance (source, human pixels) and ground truth, bit for bit.
+It is idempotent (importing twice adds nothing). Exports written before provenance existed
+(format_version 1) are read conservatively: a label by `model:<id>` stays a model label, and a
+person's edit of a model label claims no human pixel (which ones a person set was not exported).
 """
 from __future__ import annotations
 
@@ -32,9 +37,10 @@ from .store.blobs import encode_array, sha256_bytes
 from .store.images import check_statuses
 
 FORMAT = "depth-anything-studio-export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2        # 2: label provenance (source, human pixels) and ground truth
 DEFAULT_STATUSES = ("accepted", "corrected")
-MIRRORED = ("images/*", "labels/*", "masks/*")   # remote files here that the export lacks are deleted
+SUBFOLDERS = ("images", "labels", "masks", "provenance", "ground_truth")
+MIRRORED = tuple(f"{d}/*" for d in SUBFOLDERS)   # remote files here that the export lacks are deleted
 
 
 class DatasetError(StudioError):
@@ -80,7 +86,7 @@ def export_dataset(store: Store, out_dir: str | os.PathLike, *,
     st = check_statuses(statuses)
     if out.exists() and any(out.iterdir()) and not (out / "manifest.jsonl").exists():
         raise DatasetError(f"{out} is not empty and is not an earlier export; pick an empty or new folder")
-    for sub in ("images", "labels", "masks"):
+    for sub in SUBFOLDERS:
         (out / sub).mkdir(parents=True, exist_ok=True)
         for old in (out / sub).iterdir():         # an earlier export: its files are replaced
             if old.is_file() and not old.is_symlink():
@@ -115,7 +121,7 @@ def _export_one(store: Store, image: ImageRecord, out: Path, report: ExportRepor
         report.labels += 1
         row.update(label=f"labels/{key}.npy", label_png=f"labels/{key}.png", kind=rev.kind,
                    depth_sha256=rev.depth_sha256, png_offset=png["offset"], png_scale=png["scale"],
-                   model_id=rev.model_id,
+                   model_id=rev.model_id, source=rev.source,
                    revision={"id": rev.id, "number": rev.number, "tool": rev.tool, "author": rev.author,
                              "created_at": rev.created_at, "note": rev.note})
         for name, mask in sorted(label.masks.items()):
@@ -123,12 +129,42 @@ def _export_one(store: Store, image: ImageRecord, out: Path, report: ExportRepor
             _write_mask_png(out / rel, mask)
             row["masks"][name] = {"file": rel, "dtype": mask.dtype.name}
             report.masks += 1
+        row.update(_export_provenance(store, rev, key, out))
+    gt = store.ground_truth(image.id)
+    if gt is not None:
+        row["ground_truth"] = _export_ground_truth(store, gt, key, out)
     pairs = [{"point1": list(p.point1), "point2": list(p.point2),
               "closer_point": f"point{p.closer}", "author": p.author, "flagged": p.flagged,
               "created_at": p.created_at} for p in store.point_pairs(image.id)]
     row["point_pairs"] = pairs
     report.point_pairs += len(pairs)
     return row, pairs
+
+
+def _export_provenance(store: Store, rev, key: str, out: Path) -> dict:
+    """The human-pixel and validity masks of an exported label (as the manifest refers to them)."""
+    row = {}
+    human = store.human_pixels(rev)
+    if human is not None:
+        row["human_mask"] = f"provenance/{key}.human.png"
+        _write_mask_png(out / row["human_mask"], human)
+    valid = store.valid_pixels(rev)
+    if valid is not None:
+        row["valid_mask"] = f"provenance/{key}.valid.png"
+        _write_mask_png(out / row["valid_mask"], valid)
+    return row
+
+
+def _export_ground_truth(store: Store, gt, key: str, out: Path) -> dict:
+    values = store.load_label(gt).depth
+    _write_bytes(out / f"ground_truth/{key}.npy", encode_array(values))
+    entry = {"file": f"ground_truth/{key}.npy", "kind": gt.kind, "source": gt.source, "depth_sha256": gt.depth_sha256,
+             "author": gt.author, "created_at": gt.created_at, "note": gt.note}
+    valid = store.valid_pixels(gt)
+    if valid is not None:
+        entry["valid"] = f"ground_truth/{key}.valid.png"
+        _write_mask_png(out / entry["valid"], valid)
+    return entry
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -161,8 +197,12 @@ def _dataset_card(report: ExportReport, statuses: tuple[str, ...]) -> str:
             "- `labels/KEY.npy`: float32 label (H, W), exact; `labels/KEY.png`: 16-bit PNG, value = "
             "offset + code * scale (offset/scale in the PNG text chunk and in the manifest)\n"
             "- `masks/KEY.ignore.png` (pixels training must skip), `masks/KEY.sky.png` (sky): 255 = in the mask\n"
+            "- `provenance/KEY.human.png`: the label's pixels a person set (the rest came from the model in "
+            "`source`)\n"
+            "- `ground_truth/KEY.npy` (+ `KEY.valid.png`): imported measured depth or disparity\n"
             "- `point_pairs.json`: DA-2K style pairs, points as [row, column]\n"
-            "- `manifest.jsonl`: one row per image: status, kind (disparity | metric_depth), provenance\n")
+            "- `manifest.jsonl`: one row per image: status, kind (disparity | metric_depth), provenance "
+            "(`source`: `model:<id>`, `human` or `ground_truth:<name>`)\n")
 
 
 # ------------------------------------------------------------------ Hub
@@ -215,6 +255,7 @@ def _import_row(store: Store, root: Path, row: dict, author: str, report: Datase
     if sha256_bytes(data) != row["sha256"]:
         raise DatasetError(f"{row['image']} does not match its sha256 in the manifest; the file changed")
     label = _read_label(root, row) if row.get("label") else None
+    gt = _read_ground_truth(root, row["ground_truth"]) if row.get("ground_truth") else None
     image = store.find_image(row["sha256"])
     if image is None:
         decoded = decode_image(data, name=row["name"])
@@ -225,6 +266,12 @@ def _import_row(store: Store, root: Path, row: dict, author: str, report: Datase
         report.images_existing += 1
     if label is not None:
         report.revisions_added += _import_label(store, root, row, image, author, *label)
+    if gt is not None:
+        values, valid, entry = gt
+        _, created = store.add_ground_truth(image.id, values, kind=entry["kind"], valid=valid,
+                                            source=str(entry["source"]).removeprefix("ground_truth:"),
+                                            author=entry.get("author") or author, note=entry.get("note"))
+        report.revisions_added += int(created)
     if store.get_image(image.id).status != row["status"]:
         store.set_status(image.id, row["status"], author=author)
     have = {(p.point1, p.point2, p.closer, p.author) for p in store.point_pairs(image.id)}
@@ -261,7 +308,9 @@ def _import_label(store: Store, root: Path, row: dict, image: ImageRecord, autho
     """Save the row's label as a new head unless the head already is it; returns 1 if saved."""
     head = store.head(image.id)
     wanted = {n: sha256_bytes(encode_array(m)) for n, m in masks.items()}
-    if head is not None and head.depth_sha256 == row["depth_sha256"] and head.masks == wanted:
+    source, human = _row_provenance(root, row, depth.shape)
+    if head is not None and head.depth_sha256 == row["depth_sha256"] and head.masks == wanted \
+            and head.source == source:
         return 0
     dropped = {n: None for n in (head.masks if head else {}) if n not in masks}
     rev = row.get("revision") or {}
@@ -269,5 +318,34 @@ def _import_label(store: Store, root: Path, row: dict, image: ImageRecord, autho
             f"{rev.get('author')} at {rev.get('created_at')}" + (f"; {rev['note']}" if rev.get("note") else ""))
     store.save_revision(image.id, depth, expected_head=head.id if head else None, tool="import",
                         author=author, masks={**dropped, **masks}, kind=row["kind"], note=note,
-                        status=row["status"], model_id=row.get("model_id"))
+                        status=row["status"], model_id=row.get("model_id"), source=source, human=human)
     return 1
+
+
+def _read_mask_png(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im) > 0
+
+
+def _row_provenance(root: Path, row: dict, shape) -> tuple[str, np.ndarray | None]:
+    """(source, human pixels) of an exported label. Rows without `source` (format 1) are read
+    conservatively: the original author 'model:<id>' makes a model label; a person's label claims
+    every pixel only when it did not start from a model, else none (not recorded)."""
+    source = row.get("source")
+    if source is None:
+        author = str((row.get("revision") or {}).get("author") or "")
+        if author.startswith("model:"):
+            return author, None
+        return "human", np.full(shape, row.get("model_id") is None)
+    if source != "human":
+        return source, None
+    rel = row.get("human_mask")
+    return source, _read_mask_png(root / rel) if rel else np.zeros(shape, bool)
+
+
+def _read_ground_truth(root: Path, entry: dict) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """(values, validity or None, the manifest entry) of an exported ground truth, checked against its hash."""
+    values = _read_npy(root / entry["file"])
+    if values.dtype != np.float32 or sha256_bytes(encode_array(values)) != entry.get("depth_sha256", ""):
+        raise DatasetError(f"{entry['file']} does not match the manifest (float32 with its depth_sha256)")
+    return values, _read_mask_png(root / entry["valid"]) if entry.get("valid") else None, entry

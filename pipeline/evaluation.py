@@ -1,32 +1,36 @@
-"""Depth evaluation with the published protocol: AbsRel, δ1, alignment, DA-2K pair accuracy.
+"""Depth evaluation that cannot be fooled: fitted scale checked, trivial baselines beside every score.
 
 Protocol (../shared/TRAINING-NOTES.md; Depth Anything's authors never released theirs):
-- Ground truth: depth (metres, or any unit) or disparity (its inverse, up to scale). Invalid
-  GT: NaN, inf, <= 0, depth < min_depth, and depth > depth_cap when a cap is given; masks
-  from the data (ignore regions) are respected.
-- Relative predictions (affine-invariant disparity) are aligned by least squares for scale s
-  and shift t minimising Σ (s·p + t − 1/gt)² over valid pixels (disparity space); the aligned
-  disparity is clamped from below at 1/depth_cap (MiDaS; no negative or infinite depth), then
-  inverted to depth. Metric predictions (depth in metres) are evaluated as they are.
-- AbsRel = mean |d − d*| / d*, δ1 = share of pixels with max(d/d*, d*/d) < 1.25, per image
-  over valid pixels, then averaged over the images that have valid pixels.
-- Point pairs (DA-2K): a pair is right when the point annotated closer has the larger
-  predicted disparity (smaller depth for metric predictions); ties count as wrong. Accuracy is
-  pooled over all pairs.
-Data: `find_items(dir)` reads a folder of images with same-named ground truth (the layout of
-`pipeline.dataset_layout`, which training reads too) or the store's export (manifest.jsonl).
+- Depth ground truth (metres or any depth unit): the published protocol. Relative predictions
+  (affine-invariant disparity) are aligned by least squares for scale s and shift t minimising
+  Σ (s·p + t − 1/gt)² over valid pixels (disparity space); the aligned disparity is clamped from
+  below at 1/depth_cap (MiDaS), inverted to depth, and AbsRel = mean |d − d*| / d* and δ1 = share
+  of pixels with max(d/d*, d*/d) < 1.25 are computed in depth space. Metric predictions are
+  scored as they are. Invalid GT: NaN, inf, <= 0, < min_depth, > depth_cap, masked by the data.
+- Disparity ground truth (stereo disparity, or a relative label, known only up to scale and
+  shift): it is never inverted into a depth. The prediction is aligned to it by least squares in
+  disparity space and AbsRel / δ1 are computed in disparity space (over GT disparity > 0).
+- The fitted scale is reported per image. A scale <= 0 means the prediction orders depth the
+  wrong way round (or not at all): that image is a *failed alignment*, listed as failed and left
+  out of the means (FAILURE_RULE); the summary gives the failed share beside the means.
+- Two baselines are scored on the same pixels of every image: a constant prediction and the
+  image-row prior (disparity growing towards the bottom of the image, what a camera looking at a
+  floor sees). They are aligned the same way, with the scale held >= 0 (a prior that would need
+  a negative scale degenerates to the constant). A model is "better than both baselines" only by
+  VERDICT_RULE; the summary says so either way.
+- Point pairs (DA-2K): a pair is right when the point annotated closer has the larger predicted
+  disparity (smaller depth for metric predictions); ties are wrong; pooled over all pairs, beside
+  the row prior's accuracy (chance is 0.5).
+Data folders and exports are read by pipeline/evaluation_data.py.
 """
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from . import dataset_layout as layout
 from .errors import ConfigError, StudioError
 
 DELTA1 = 1.25
@@ -34,6 +38,12 @@ DEFAULT_DEPTH_CAP = 80.0      # m: the outdoor convention (KITTI); 10 m is the i
 DEFAULT_MIN_DEPTH = 1e-3      # m: V2 metric fine-tuning's minimum depth
 GT_KINDS = ("depth", "disparity")
 PRED_KINDS = ("disparity", "depth")
+BASELINES = ("constant", "row_prior")
+FAILURE_RULE = ("an image whose fitted scale is <= 0 (the prediction orders depth the wrong way round, or not at "
+                "all) is a failed alignment: it is listed as failed and left out of the means")
+VERDICT_RULE = ("better than both baselines = no failed alignment and a lower mean AbsRel than both the constant "
+                "prediction and the image-row prior on the same images; with point pairs only: a higher pair "
+                "accuracy than the row prior and than chance (0.5)")
 
 
 class EvaluationDataError(StudioError):
@@ -58,42 +68,50 @@ class Protocol:
 
     def describe(self, pred_kinds: Iterable[str] = ("disparity",)) -> dict:
         kinds = sorted(set(pred_kinds)) or ["disparity"]
+        common = {"gt_kind": self.gt_kind, "pred_kind": kinds[0] if len(kinds) == 1 else kinds,
+                  "failed_alignment": FAILURE_RULE, "baselines": BASELINE_TEXT, "verdict": VERDICT_RULE,
+                  "pair_accuracy": "share of annotated point pairs whose closer point has the larger predicted "
+                                   "disparity (smaller depth for metric predictions); ties are wrong (DA-2K)"}
+        if self.gt_kind == "disparity":
+            return {**common, "space": "disparity",
+                    "metrics": "in disparity space: AbsRel = mean |d - d*| / d*, delta1 = share of pixels with "
+                               "max(d/d*, d*/d) < 1.25, d = s * prediction + t fitted by least squares to the GT "
+                               "disparity d*; per image over GT disparity > 0, then averaged over images. The GT "
+                               "is known only up to scale and shift, so it is never inverted into a depth",
+                    "alignment": {k: ALIGNMENT_TEXT["disparity_gt"] for k in kinds},
+                    "invalid_gt": "NaN, inf, <= 0, masked by the data's masks"}
         cap = self.depth_cap if self.depth_cap is not None else "per-image maximum valid GT depth"
-        unit = "m" if self.gt_kind == "depth" else "1/GT disparity units"
-        return {
-            "metrics": "AbsRel = mean |d - d*| / d*; delta1 = share of pixels with max(d/d*, d*/d) < 1.25; "
-                       "per image over valid GT pixels in depth space, then averaged over images",
-            "gt_kind": self.gt_kind,
-            "pred_kind": kinds[0] if len(kinds) == 1 else kinds,
-            "alignment": {k: ALIGNMENT_TEXT[k] for k in kinds},
-            "depth_cap": cap,
-            "depth_cap_unit": unit,
-            "depth_cap_rule": "aligned disparity clamped from below at 1/depth_cap before inverting to depth; "
-                              "GT deeper than the cap is masked",
-            "min_depth": self.min_depth,
-            "invalid_gt": "NaN, inf, <= 0, depth < min_depth, depth > depth_cap, masked by the data's masks",
-            "gt_depth_from_disparity": "depth* = 1 / GT disparity" if self.gt_kind == "disparity" else None,
-            "pair_accuracy": "share of annotated point pairs whose closer point has the larger predicted "
-                             "disparity (smaller depth for metric predictions); ties are wrong (DA-2K)",
-        }
+        return {**common, "space": "depth",
+                "metrics": "AbsRel = mean |d - d*| / d*; delta1 = share of pixels with max(d/d*, d*/d) < 1.25; "
+                           "per image over valid GT pixels in depth space, then averaged over images",
+                "alignment": {k: ALIGNMENT_TEXT[k] for k in kinds}, "depth_cap": cap, "depth_cap_unit": "m",
+                "depth_cap_rule": "aligned disparity clamped from below at 1/depth_cap before inverting to depth; "
+                                  "GT deeper than the cap is masked",
+                "min_depth": self.min_depth,
+                "invalid_gt": "NaN, inf, <= 0, depth < min_depth, depth > depth_cap, masked by the data's masks"}
 
 
 ALIGNMENT_TEXT = {
     "disparity": "least-squares scale and shift of the predicted disparity against 1/GT depth over valid "
                  "pixels (disparity space), then inverted to depth",
     "depth": "none: metric depth evaluated as predicted",
+    "disparity_gt": "least-squares scale and shift of the prediction against the GT disparity (disparity space)",
 }
+BASELINE_TEXT = ("constant = the same value everywhere; row_prior = disparity growing linearly towards the bottom "
+                 "of the image; both aligned like a relative prediction with the scale held >= 0, on the same "
+                 "pixels as the model")
 
 
 # ----------------------------------------------------------------------------- ground truth
 
 def gt_to_depth(gt: np.ndarray, gt_kind: str) -> np.ndarray:
-    """GT (H, W) -> float64 depth with NaN where invalid (NaN, inf, <= 0)."""
+    """Depth GT (H, W) -> float64 depth with NaN where invalid (NaN, inf, <= 0). Disparity GT is
+    not converted (it is scored in disparity space); this helper refuses it."""
+    if gt_kind != "depth":
+        raise ConfigError("disparity ground truth is scored in disparity space, never inverted into a depth")
     gt = np.asarray(gt, dtype=np.float64)
     ok = np.isfinite(gt) & (gt > 0)
-    out = np.full(gt.shape, np.nan)
-    out[ok] = gt[ok] if gt_kind == "depth" else 1.0 / gt[ok]
-    return out
+    return np.where(ok, gt, np.nan)
 
 
 def valid_gt(depth: np.ndarray, protocol: Protocol, mask: np.ndarray | None = None) -> np.ndarray:
@@ -108,7 +126,8 @@ def valid_gt(depth: np.ndarray, protocol: Protocol, mask: np.ndarray | None = No
 # ----------------------------------------------------------------------------- alignment, metrics
 
 def fit_scale_shift(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """Least squares (s, t) minimising Σ (s·pred + t − target)² over mask (closed form, float64)."""
+    """Least squares (s, t) minimising Σ (s·pred + t − target)² over mask (closed form, float64).
+    A prediction without variance gets s = 0 (the best constant)."""
     p = np.asarray(pred, dtype=np.float64)[mask]
     y = np.asarray(target, dtype=np.float64)[mask]
     if p.size == 0:
@@ -119,26 +138,49 @@ def fit_scale_shift(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> t
     return s, float(ym - s * pm)
 
 
-def align_disparity(pred: np.ndarray, gt_depth: np.ndarray, mask: np.ndarray,
-                    depth_cap: float) -> tuple[np.ndarray, float, float]:
+def fit_nonnegative(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """fit_scale_shift with s >= 0: a negative optimum becomes the best constant (s = 0, t = mean)."""
+    s, t = fit_scale_shift(pred, target, mask)
+    if s < 0:
+        return 0.0, float(np.asarray(target, dtype=np.float64)[mask].mean())
+    return s, t
+
+
+def align_disparity(pred: np.ndarray, gt_depth: np.ndarray, mask: np.ndarray, depth_cap: float,
+                    fit=fit_scale_shift) -> tuple[np.ndarray, float, float]:
     """Relative disparity -> depth: LSQ fit to 1/gt on mask, clamp at 1/depth_cap, invert. -> (depth, s, t)."""
     target = np.zeros_like(gt_depth, dtype=np.float64)
     target[mask] = 1.0 / gt_depth[mask]
-    s, t = fit_scale_shift(pred, target, mask)
+    s, t = fit(pred, target, mask)
     aligned = np.maximum(s * np.asarray(pred, dtype=np.float64) + t, 1.0 / depth_cap)
     return 1.0 / aligned, s, t
 
 
 def depth_metrics(pred_depth: np.ndarray, gt_depth: np.ndarray, mask: np.ndarray) -> dict:
     """AbsRel and δ1 over mask (depth space). Non-positive predicted depth counts as a δ1 miss."""
-    d = np.asarray(pred_depth, dtype=np.float64)[mask]
-    g = np.asarray(gt_depth, dtype=np.float64)[mask]
+    return ratio_metrics(pred_depth, gt_depth, mask)
+
+
+def ratio_metrics(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> dict:
+    """AbsRel = mean |p − g| / g and δ1 = share with max(p/g, g/p) < 1.25 over mask (g > 0; p <= 0 misses δ1)."""
+    d = np.asarray(pred, dtype=np.float64)[mask]
+    g = np.asarray(gt, dtype=np.float64)[mask]
     if g.size == 0:
         return {"abs_rel": None, "delta1": None, "n_valid": 0}
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(d > 0, np.maximum(d / g, g / d), np.inf)
     return {"abs_rel": float(np.mean(np.abs(d - g) / g)), "delta1": float(np.mean(ratio < DELTA1)),
             "n_valid": int(g.size)}
+
+
+def row_prior(shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) float64 disparity growing linearly towards the bottom row: (row + 0.5) / H."""
+    h, w = shape
+    return np.repeat(((np.arange(h) + 0.5) / h)[:, None], w, axis=1)
+
+
+def baseline_predictions(shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    return {"constant": np.ones(shape), "row_prior": row_prior(shape)}
 
 
 # ----------------------------------------------------------------------------- point pairs
@@ -175,7 +217,7 @@ def pair_accuracy(pred: np.ndarray, pairs: np.ndarray, pred_kind: str = "dispari
     return {"correct": correct, "total": total, "accuracy": correct / total if total else None}
 
 
-# ----------------------------------------------------------------------------- one image, a dataset
+# ----------------------------------------------------------------------------- one image
 
 def _fit_shape(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear (align_corners=False) resize of a prediction to the GT's shape when they differ."""
@@ -189,7 +231,8 @@ def _fit_shape(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def evaluate_image(pred: np.ndarray, pred_kind: str, protocol: Protocol, gt: np.ndarray | None = None,
                    mask: np.ndarray | None = None, pairs: np.ndarray | None = None) -> dict:
-    """Score one prediction (H, W) against dense GT and/or point pairs. -> a JSON-ready record."""
+    """Score one prediction (H, W) against dense GT and/or point pairs, with the baselines beside it.
+    -> a JSON-ready record (see the module docstring for every rule)."""
     if pred_kind not in PRED_KINDS:
         raise ConfigError(f"prediction kind must be disparity or depth, got {pred_kind!r}")
     if pred_kind == "depth" and protocol.gt_kind == "disparity":
@@ -204,41 +247,117 @@ def evaluate_image(pred: np.ndarray, pred_kind: str, protocol: Protocol, gt: np.
         record.update(_dense_record(pred, pred_kind, protocol, gt, mask))
     if pairs is not None and len(pairs):
         record["pairs"] = pair_accuracy(pred, pairs, pred_kind)     # pair coordinates: image pixels
+        record["row_prior_pairs"] = pair_accuracy(row_prior(pred.shape), pairs)
     return record
 
 
 def _dense_record(pred, pred_kind, protocol, gt, mask) -> dict:
-    depth = gt_to_depth(gt, protocol.gt_kind)
-    valid = valid_gt(depth, protocol, mask)
+    target = np.asarray(gt, dtype=np.float64)
+    if protocol.gt_kind == "disparity":
+        with np.errstate(invalid="ignore"):
+            valid = np.isfinite(target) & (target > 0)
+        valid = valid if mask is None else valid & np.asarray(mask, dtype=bool)
+    else:
+        target = gt_to_depth(target, "depth")
+        valid = valid_gt(target, protocol, mask)
     finite = np.isfinite(pred)
-    out: dict = {"n_nonfinite_pred": int((valid & ~finite).sum())}
+    out: dict = {"space": protocol.gt_kind, "n_nonfinite_pred": int((valid & ~finite).sum())}
     valid &= finite
-    if pred_kind == "depth":
-        out.update(depth_metrics(pred, depth, valid))
-        return out
-    cap = protocol.depth_cap
-    if cap is None:
-        cap = float(depth[valid].max()) if valid.any() else 1.0
-    aligned, s, t = align_disparity(pred, depth, valid, cap)
-    out.update(depth_metrics(aligned, depth, valid))
-    out.update({"scale": s, "shift": t, "depth_cap": cap})
+    if protocol.gt_kind == "disparity":
+        def score(p, kind, fit):
+            return _disparity_space(p, target, valid, fit)
+    else:
+        cap = protocol.depth_cap if protocol.depth_cap is not None else \
+            (float(target[valid].max()) if valid.any() else 1.0)
+        out["depth_cap"] = cap
+
+        def score(p, kind, fit):
+            return _depth_space(p, kind, target, valid, cap, fit)
+    out.update(score(pred, pred_kind, fit_scale_shift))
+    out["alignment_failed"] = bool(out["scale"] is not None and not out["scale"] > 0 and out["n_valid"] > 0)
+    out["baselines"] = {name: score(b, "disparity", fit_nonnegative)
+                        for name, b in baseline_predictions(pred.shape).items()}
+    for b in out["baselines"].values():
+        b.pop("n_valid", None)
     return out
 
 
+def _depth_space(pred, pred_kind, depth, valid, cap, fit) -> dict:
+    if pred_kind == "depth":
+        return {**ratio_metrics(pred, depth, valid), "scale": None, "shift": None}
+    aligned, s, t = align_disparity(pred, depth, valid, cap, fit)
+    return {**ratio_metrics(aligned, depth, valid), "scale": s, "shift": t}
+
+
+def _disparity_space(pred, disparity, valid, fit) -> dict:
+    s, t = fit(pred, np.where(valid, disparity, 0.0), valid)
+    return {**ratio_metrics(s * pred + t, disparity, valid), "scale": s, "shift": t}
+
+
+# ----------------------------------------------------------------------------- summaries
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
 def summarize(records: list[dict]) -> dict:
-    """Means of per-image AbsRel / δ1 over images with valid pixels; pair accuracy pooled over pairs."""
+    """Means over images whose alignment succeeded, the failed share, both baselines on the same
+    images, pooled pair accuracy (with the row prior's) and the verdict (VERDICT_RULE)."""
     dense = [r for r in records if r.get("abs_rel") is not None]
-    correct = sum(r["pairs"]["correct"] for r in records if "pairs" in r)
-    total = sum(r["pairs"]["total"] for r in records if "pairs" in r)
-    return {
-        "abs_rel": float(np.mean([r["abs_rel"] for r in dense])) if dense else None,
-        "delta1": float(np.mean([r["delta1"] for r in dense])) if dense else None,
-        "images_scored": len(dense),
-        "pixels_scored": int(sum(r["n_valid"] for r in dense)),
+    failed = [r for r in dense if r.get("alignment_failed")]
+    ok = [r for r in dense if not r.get("alignment_failed")]
+    pairs = [r for r in records if "pairs" in r]
+    correct = sum(r["pairs"]["correct"] for r in pairs)
+    total = sum(r["pairs"]["total"] for r in pairs)
+    prior_correct = sum(r["row_prior_pairs"]["correct"] for r in pairs if "row_prior_pairs" in r)
+    baselines = {name: {"abs_rel": _mean(r["baselines"][name]["abs_rel"] for r in ok),
+                        "delta1": _mean(r["baselines"][name]["delta1"] for r in ok)} for name in BASELINES}
+    baselines["row_prior"]["pair_accuracy"] = prior_correct / total if total else None
+    out = {
+        "abs_rel": _mean(r["abs_rel"] for r in ok),
+        "delta1": _mean(r["delta1"] for r in ok),
+        "images_scored": len(ok),
+        "images_failed": len(failed),
+        "failed_share": len(failed) / len(dense) if dense else None,
+        "failed_images": [r.get("name", f"#{i}") for i, r in enumerate(dense) if r.get("alignment_failed")],
+        "pixels_scored": int(sum(r["n_valid"] for r in ok)),
+        "scale_range": [min(r["scale"] for r in dense if r.get("scale") is not None),
+                        max(r["scale"] for r in dense if r.get("scale") is not None)]
+        if any(r.get("scale") is not None for r in dense) else None,
         "pair_accuracy": correct / total if total else None,
         "pairs_correct": correct,
         "pairs_total": total,
+        "baselines": baselines,
     }
+    out["verdict"] = verdict(out)
+    return out
+
+
+def verdict(s: dict) -> dict:
+    """{"beats_baselines": True | False | None (nothing scored), "text": one line} by VERDICT_RULE."""
+    dense = s["images_scored"] + s["images_failed"]
+    if dense:
+        b = s["baselines"]
+        if s["images_failed"]:
+            return {"beats_baselines": False,
+                    "text": f"not better than the baselines: alignment failed (scale <= 0) on {s['images_failed']} "
+                            f"of {dense} image(s)"}
+        worse = [name.replace("_", " ") for name in BASELINES
+                 if b[name]["abs_rel"] is not None and not s["abs_rel"] < b[name]["abs_rel"]]
+        if worse:
+            return {"beats_baselines": False, "text": f"not better than the {' and the '.join(worse)} baseline "
+                                                      f"(AbsRel {s['abs_rel']:.4f} vs " + ", ".join(
+                f"{n.replace('_', ' ')} {b[n]['abs_rel']:.4f}" for n in BASELINES) + ")"}
+        return {"beats_baselines": True, "text": f"better than both baselines on {dense} image(s) (AbsRel "
+                                                 f"{s['abs_rel']:.4f} vs constant {b['constant']['abs_rel']:.4f}, "
+                                                 f"row prior {b['row_prior']['abs_rel']:.4f})"}
+    if s["pairs_total"]:
+        acc, prior = s["pair_accuracy"], s["baselines"]["row_prior"]["pair_accuracy"]
+        ok = acc > 0.5 and acc > prior
+        return {"beats_baselines": ok, "text": f"pair accuracy {acc:.3f} vs row prior {prior:.3f} and chance 0.5: "
+                                               + ("better" if ok else "not better")}
+    return {"beats_baselines": None, "text": "nothing scored"}
 
 
 @dataclass
@@ -251,31 +370,45 @@ class EvalItem:
     load_mask: Callable[[], np.ndarray] | None = None    # -> bool (H, W), True = use
     pairs: np.ndarray | None = None                      # (P, 5)
     gt_kind: str | None = None                           # what the GT holds, when the data says so
+    note: str = ""                                       # where the GT came from (provenance)
 
 
 Predict = Callable[[EvalItem], tuple[np.ndarray, str]]   # item -> (array (H, W), "disparity" | "depth")
 
 
-def evaluate(items: Iterable[EvalItem], predict: Predict, protocol: Protocol,
+def evaluate(items: Iterable[EvalItem], predict: Predict, protocol: Protocol | Mapping[str, Protocol],
              progress: Callable[[int, str], None] | None = None) -> dict:
-    """Score every item; -> {"protocol", "summary", "images", "skipped"} (JSON-ready)."""
-    records, skipped, kinds = [], [], []
+    """Score every item; -> {"protocol", "summary", "images", "skipped"} (JSON-ready). `protocol`:
+    one Protocol, or one per GT kind for items that say what their GT holds (`item.gt_kind`).
+    With both kinds, `summary_by_space` has a summary per space beside the overall one."""
+    protocols = {protocol.gt_kind: protocol} if isinstance(protocol, Protocol) else dict(protocol)
+    default = next(iter(protocols.values()))
+    records, skipped, used = [], [], {}
     for i, item in enumerate(items):
         if item.load_gt is None and (item.pairs is None or not len(item.pairs)):
-            skipped.append({"name": item.name, "reason": "no ground truth and no point pairs"})
+            skipped.append({"name": item.name, "reason": item.note or "no ground truth and no point pairs"})
             continue
+        proto = default if not item.gt_kind else protocols.get(item.gt_kind) or \
+            Protocol(gt_kind=item.gt_kind, depth_cap=None, min_depth=0.0)
         pred, kind = predict(item)
         gt = item.load_gt() if item.load_gt else None
         mask = item.load_mask() if item.load_mask else None
-        rec = {"name": item.name, **evaluate_image(pred, kind, protocol, gt, mask, item.pairs)}
+        rec = {"name": item.name, **evaluate_image(pred, kind, proto, gt, mask, item.pairs)}
+        if item.note:
+            rec["label"] = item.note
         if gt is not None and rec.get("n_valid", 0) == 0:
             skipped.append({"name": item.name, "reason": "no valid ground-truth pixels"})
         records.append(rec)
-        kinds.append(kind)
+        used.setdefault(proto.gt_kind, (proto, set()))[1].add(kind)
         if progress:
             progress(i + 1, item.name)
-    return {"protocol": protocol.describe(kinds), "summary": summarize(records), "images": records,
-            "skipped": skipped}
+    described = {k: p.describe(kinds) for k, (p, kinds) in used.items()} or {default.gt_kind: default.describe()}
+    out = {"protocol": next(iter(described.values())) if len(described) == 1 else {"by_gt_kind": described},
+           "summary": summarize(records), "images": records, "skipped": skipped}
+    spaces = {r.get("space") for r in records if r.get("space")}
+    if len(spaces) > 1:
+        out["summary_by_space"] = {sp: summarize([r for r in records if r.get("space") == sp]) for sp in sorted(spaces)}
+    return out
 
 
 def clean_json(obj):
@@ -287,117 +420,3 @@ def clean_json(obj):
     if isinstance(obj, (list, tuple)):
         return [clean_json(v) for v in obj]
     return obj
-
-
-# ----------------------------------------------------------------------------- data layouts
-
-PAIR_FILES = ("pairs.json", "annotations.json", "point_pairs.json")   # {image name, relative path or key: [DA-2K pairs]}
-
-
-def read_array(path: Path, scale: float = 1.0) -> np.ndarray:
-    """GT / prediction file -> float64 (H, W), NaN where invalid, times `scale`; the formats are
-    pipeline.dataset_layout's (`.npy` without pickles, 16-bit PNG calibrated or raw with 0 invalid)."""
-    try:
-        return layout.read_ground_truth(path).values * scale
-    except layout.GroundTruthFileError as e:
-        raise EvaluationDataError(str(e)) from None
-
-
-def read_mask(path: Path) -> np.ndarray:
-    """A mask file (.npy or 8/16-bit PNG) -> bool (H, W), True where nonzero."""
-    try:
-        return layout.read_mask(path)
-    except layout.GroundTruthFileError as e:
-        raise EvaluationDataError(str(e)) from None
-
-
-def _pair_table(root: Path) -> dict[str, list]:
-    for name in PAIR_FILES:
-        if (root / name).is_file():
-            try:
-                return json.loads((root / name).read_text())
-            except (OSError, ValueError) as e:
-                raise EvaluationDataError(f"cannot read point pairs {root / name}: {e}") from e
-    return {}
-
-
-def _item_pairs(image: Path, root: Path, table: dict) -> np.ndarray | None:
-    rel = image.relative_to(root).as_posix()
-    found = next((table[k] for k in (rel, image.name, image.stem) if k in table), None)
-    side = image.with_name(f"{image.stem}_pairs.json")
-    if found is None and side.is_file():
-        found = json.loads(side.read_text())
-    return None if found is None else parse_pairs(found)
-
-
-def folder_items(root: Path, gt_scale: float = 1.0) -> list[EvalItem]:
-    """Images of a folder (root/ or root/images/) with their ground truth and masks as found by
-    pipeline.dataset_layout (the layout training reads), plus point pairs (a_pairs.json or a
-    pairs.json / DA-2K annotations.json table keyed by relative path, name or stem; nested
-    images it names are included)."""
-    from .image_io import decode_image
-    images = set(layout.image_files(root))
-    table = _pair_table(root)
-    images |= {root / k for k in table if (root / k).is_file()}
-    items = []
-    for img in sorted(images):
-        gt, mask = layout.find_ground_truth(img), layout.find_mask(img)
-        items.append(EvalItem(
-            name=img.relative_to(root).with_suffix("").as_posix(),
-            load_image=lambda p=img: decode_image(p).rgb,
-            load_gt=None if gt is None else (lambda p=gt: read_array(p, gt_scale)),
-            load_mask=None if mask is None else (lambda p=mask: read_mask(p)),
-            pairs=_item_pairs(img, root, table)))
-    return items
-
-
-def find_items(root: str | Path, gt_scale: float = 1.0) -> list[EvalItem]:
-    """The evaluation items of a data folder: the store's export (manifest.jsonl) or a plain folder."""
-    root = Path(root)
-    if not root.is_dir():
-        raise EvaluationDataError(f"data folder {root} does not exist; pass a folder of images with ground truth")
-    if (root / "manifest.jsonl").is_file():
-        items = export_items(root, gt_scale)
-    else:
-        items = folder_items(root, gt_scale)
-    if not items:
-        raise EvaluationDataError(f"no images found in {root} or {root / 'images'}: put .jpg / .png images "
-                                  "there with same-named ground truth (see pipeline.dataset_layout)")
-    return items
-
-
-EXPORT_GT_KINDS = {"disparity": "disparity", "metric_depth": "depth"}   # manifest "kind" -> GT kind
-
-
-def _export_mask(root: Path, masks: dict) -> Callable[[], np.ndarray] | None:
-    """Export masks ('ignore', 'sky': 255 = in the mask) -> a loader of the pixels to score (neither)."""
-    files = [root / m["file"] for m in masks.values() if isinstance(m, dict) and m.get("file")]
-    if not files:
-        return None
-    return lambda: ~np.logical_or.reduce([read_mask(f) for f in files])
-
-
-def export_items(root: Path, gt_scale: float = 1.0) -> list[EvalItem]:
-    """The store's export (pipeline.dataset_export): manifest.jsonl rows with the image, the exact
-    label (labels/KEY.npy), its kind, masks (ignore and sky pixels are not scored: sky has no
-    finite depth) and point pairs (inline, or point_pairs.json keyed by KEY). Items are named KEY."""
-    from .image_io import decode_image
-    items, table = [], _pair_table(root)
-    for n, line in enumerate((root / "manifest.jsonl").read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            image = root / row["image"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise EvaluationDataError(f"{root / 'manifest.jsonl'} line {n} is not an export row ({e}); "
-                                      "give the folder `python -m pipeline export` wrote") from None
-        key = str(row.get("key") or Path(row["image"]).stem)
-        label = row.get("label")
-        pairs = row.get("point_pairs") or table.get(key)
-        items.append(EvalItem(
-            name=key, load_image=lambda p=image: decode_image(p).rgb,
-            load_gt=None if not label else (lambda p=root / label: read_array(p, gt_scale)),
-            load_mask=_export_mask(root, row.get("masks") or {}),
-            pairs=parse_pairs(pairs) if pairs else None, gt_kind=EXPORT_GT_KINDS.get(row.get("kind"))))
-    return items

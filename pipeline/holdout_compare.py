@@ -1,18 +1,23 @@
-"""Teacher vs student on held-out curated labels (or the built-in Middlebury sample). No gradio here.
+"""Teacher vs student, scored only against what neither model produced. No gradio here.
 
-Held-out split: an image is held out when the first 64 bits of its content hash (sha256 of the
-image bytes), read as a fraction of 2**64, fall below `fraction`. The split depends on the image
-alone, so it is the same on every call, on every machine, and does not move when images are added.
-The rule lives in pipeline/train/train_config.py (`in_holdout`): `train --holdout F` leaves the same
-images out of training.
+What is scored (the store's `evidence`, pipeline/store/provenance.py): per held-out image, its
+imported ground truth (dense), else the pixels of its current label that a person set (a plane,
+sky; never an accepted pseudo-label, never a region copied from a model), and its point pairs
+(DA-2K pair accuracy). An image with nothing of that is not scored: the result counts it under
+`skipped` with the reason, and a comparison with nothing at all says "nothing independent to
+score against" instead of a number.
 
-Scoring is pipeline.evaluation's protocol, per image (`evaluate_image`) and averaged
-(`summarize`): relative (disparity) predictions are aligned to the label by least-squares scale
-and shift in disparity space, then AbsRel and δ1 are computed in depth space; metric predictions
-are scored as they are. Labels of kind "disparity" (unit-less) have no depth cap (per image, the
-largest valid label depth) and no minimum depth; metric labels use the 80 m cap; the Middlebury
-sample (true disparity -> metres with its calibration) uses the indoor 10 m cap. Ignore and sky
-masks are not scored.
+How (pipeline.evaluation): depth ground truth in metres with the published protocol (alignment in
+disparity space, metrics in depth space, 80 m cap; the Middlebury sample 10 m); disparity ground
+truth and relative labels in disparity space (never 1/label); fitted scale per image, a scale
+<= 0 is a failed alignment; the constant and image-row-prior baselines on the same pixels; the
+verdict says whether each model beats both.
+
+Held-out split: an image is held out when the first 64 bits of its content hash, read as a
+fraction of 2**64, fall below `fraction` (pipeline/train/train_config.py owns the rule; `train
+--holdout` leaves the same images out of training). A human-corrected region is a plane fitted to
+the values of the label it corrected: rows say which model made that label, since it leans
+towards that model.
 """
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ from .train.train_config import in_holdout  # the rule's owner: `train --holdout
 
 PANEL_HEIGHT = 160                      # px: each picture of a side-by-side row
 MAX_IMAGES_LIMIT = 50                   # a comparison runs inside the request: keep it bounded
-LABEL_PROTOCOLS = {                     # store label kind -> how it is scored
+NOTHING = "nothing independent to score against"
+LABEL_PROTOCOLS = {                     # store kind -> how it is scored
     "disparity": ev.Protocol(gt_kind="disparity", depth_cap=None, min_depth=0.0),
     "metric_depth": ev.Protocol(gt_kind="depth", depth_cap=ev.DEFAULT_DEPTH_CAP, min_depth=ev.DEFAULT_MIN_DEPTH),
 }
@@ -41,27 +47,39 @@ Predict = Callable[[np.ndarray], tuple[np.ndarray, str]]   # uint8 (H, W, 3) -> 
 
 @dataclass
 class CompareItem:
-    """One image with a label to score against."""
+    """One image with independent evidence to score against."""
 
     name: str
     image_id: int | None
     load_rgb: Callable[[], np.ndarray]          # -> uint8 (H, W, 3)
-    load_gt: Callable[[], np.ndarray]           # -> float (H, W)
-    label_kind: str                             # "disparity" | "metric_depth" (as the store says)
+    load_gt: Callable[[], np.ndarray] | None    # -> float (H, W); None: point pairs only
+    label_kind: str                             # "disparity" | "metric_depth"
     protocol: ev.Protocol
     load_mask: Callable[[], np.ndarray] | None = None   # -> bool (H, W), True = score
-    note: str = ""                              # where the label came from
+    note: str = ""                              # what the evidence is and where it came from
+    pairs: np.ndarray | None = None             # (P, 5) human point pairs
+    evidence: str = "ground truth"              # "ground truth" | "human pixels" | "point pairs"
+    made_by: str | None = None                  # the model whose label a human region corrected
 
 
 @dataclass
 class Comparison:
     models: dict[str, str]                      # role ("teacher", "student") -> model title
-    rows: list[dict]                            # one per image: name, metrics per role, note
+    rows: list[dict]                            # one per image: name, metrics per role, baselines, note
     summary: dict[str, dict]                    # role -> pipeline.evaluation.summarize(...)
     protocol: dict                              # what the scores mean (stated on the page)
     panels: list[tuple[str, str]] = field(default_factory=list)   # (PNG path, caption) per image
     held_out: int = 0                           # images in the held-out split
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)   # one line per reason, with counts
+    evidence: dict[str, int] = field(default_factory=dict)   # scored images by kind of evidence
+
+    @property
+    def scored(self) -> bool:
+        return bool(self.rows)
+
+    @property
+    def message(self) -> str:
+        return "" if self.scored else NOTHING
 
 
 def _check_fraction(fraction: float) -> float:
@@ -71,30 +89,70 @@ def _check_fraction(fraction: float) -> float:
     return fraction
 
 
-def store_items(store, fraction: float = 0.1, statuses=("accepted", "corrected")) -> list[CompareItem]:
-    """The held-out curated labels of the store (head revision of each image), ordered by image id."""
-    from .image_io import decode_image
+def evidence_items(store, fraction: float = 0.1) -> tuple[list[CompareItem], list[dict]]:
+    """(items, skipped) of the held-out images, in image-id order: items hold independent evidence;
+    skipped = [{"name", "reason"}] for held-out images with only model labels or none."""
     fraction = _check_fraction(fraction)
-    out = []
-    for t in store.training_items(statuses):
-        record = store.get_image(t.image_id)
-        if not in_holdout(record.sha256, fraction):
+    candidates = set(store.evidence_image_ids())
+    items, skipped = [], []
+    for image_id, sha in store.image_hashes():
+        if not in_holdout(sha, fraction):
             continue
-        protocol = LABEL_PROTOCOLS.get(t.kind)
-        if protocol is None:
-            continue
-        out.append(CompareItem(
-            name=f"{record.name} (#{record.id})", image_id=record.id,
-            load_rgb=lambda p=t.image_path: decode_image(p).rgb, load_gt=t.depth, label_kind=t.kind,
-            protocol=protocol, load_mask=lambda t=t: _score_mask(t.masks()),
-            note=f"{record.status}, revision {t.revision_id}" + (f", first labelled by {t.model_id}" if t.model_id else "")))
-    return out
+        item = _item(store, image_id) if image_id in candidates else None
+        if item is None:
+            skipped.append({"name": f"#{image_id}", "reason": _why_not(store, image_id)})
+        else:
+            items.append(item)
+    return items, skipped
 
 
-def _score_mask(masks: dict[str, np.ndarray]) -> np.ndarray | None:
-    """Pixels to score: outside the ignore and sky masks. None when there are no masks."""
-    parts = [np.asarray(m, dtype=bool) for m in masks.values() if m is not None]
-    return ~np.logical_or.reduce(parts) if parts else None
+def store_items(store, fraction: float = 0.1) -> list[CompareItem]:
+    """The held-out images that hold independent evidence (see `evidence_items`)."""
+    return evidence_items(store, fraction)[0]
+
+
+def _why_not(store, image_id: int) -> str:
+    head = store.head(image_id)
+    if head is None:
+        return "no label and no point pairs"
+    if head.is_model:
+        return f"only a model's label ({head.source}): a pseudo-label is not ground truth"
+    return "its label has no pixel a person set (masks only) and no ground truth or point pairs"
+
+
+def _item(store, image_id: int) -> CompareItem | None:
+    from .image_io import decode_image
+    evidence = store.evidence(image_id)
+    if evidence.empty:
+        return None
+    record = store.get_image(image_id)
+    pairs = np.asarray([[*p.point1, *p.point2, p.closer] for p in evidence.pairs], np.int64).reshape(-1, 5)
+    common = dict(name=f"{record.name} (#{record.id})", image_id=record.id,
+                  load_rgb=lambda p=record.path: decode_image(p).rgb, pairs=pairs if len(pairs) else None)
+    if evidence.ground_truth is not None:
+        gt = evidence.ground_truth
+        return CompareItem(**common, load_gt=lambda: store.load_label(gt).depth, label_kind=gt.kind,
+                           protocol=LABEL_PROTOCOLS[gt.kind], load_mask=lambda: store.valid_pixels(gt),
+                           note=f"ground truth: {gt.source_name} ({_kind_text(gt.kind)})", evidence="ground truth")
+    if evidence.human is not None:
+        head = evidence.human
+        made_by = head.model_id
+
+        def human_mask(head=head):
+            label = store.load_label(head)
+            masks = [np.asarray(m, bool) for m in label.masks.values()]            # ignore, sky: not scored
+            return store.human_pixels(head) & ~np.logical_or.reduce(masks) if masks else store.human_pixels(head)
+        started = f", on a label first made by {made_by}" if made_by else ""
+        return CompareItem(**common, load_gt=lambda: store.load_label(head).depth, label_kind=head.kind,
+                           protocol=LABEL_PROTOCOLS[head.kind], load_mask=human_mask,
+                           note=f"pixels a person set in revision {head.number}{started}", evidence="human pixels",
+                           made_by=made_by)
+    return CompareItem(**common, load_gt=None, label_kind="disparity", protocol=LABEL_PROTOCOLS["disparity"],
+                       note=f"{len(pairs)} point pair(s) by people", evidence="point pairs")
+
+
+def _kind_text(kind: str) -> str:
+    return "depth in metres" if kind == "metric_depth" else "disparity"
 
 
 def sample_items() -> list[CompareItem]:
@@ -104,64 +162,102 @@ def sample_items() -> list[CompareItem]:
     return [CompareItem(name="Middlebury 2014 motorcycle", image_id=None, load_rgb=lambda: rgb,
                         load_gt=lambda: depth, label_kind="metric_depth",
                         protocol=ev.Protocol(gt_kind="depth", depth_cap=MOTORCYCLE_DEPTH_CAP),
-                        note=f"true stereo disparity -> metres ({calib['source']})")]
+                        note=f"ground truth: true stereo disparity -> metres ({calib['source']})")]
 
 
-def score(pred: np.ndarray, pred_kind: str, item: CompareItem, gt: np.ndarray, mask) -> dict:
-    """pipeline.evaluation on one prediction (Prediction.kind) against one item's label."""
+def skipped_lines(skipped: list[dict], limit: int = 5) -> list[str]:
+    """Skipped images grouped by reason: 'N image(s): reason (e.g. #3, #7)'."""
+    by: dict[str, list[str]] = {}
+    for s in skipped:
+        by.setdefault(s["reason"], []).append(s["name"])
+    return [f"{len(names)} image(s): {reason} (e.g. {', '.join(names[:limit])})" for reason, names in by.items()]
+
+
+def score(pred: np.ndarray, pred_kind: str, item: CompareItem, gt, mask) -> dict:
+    """pipeline.evaluation on one prediction (Prediction.kind) against one item's evidence."""
     kind = PRED_KINDS.get(pred_kind, pred_kind)
-    return ev.evaluate_image(pred, kind, item.protocol, gt, mask)
+    return ev.evaluate_image(pred, kind, item.protocol, gt, mask, item.pairs)
 
 
 def compare(items: Iterable[CompareItem], predictors: dict[str, Predict], titles: dict[str, str], *,
             out_dir: Path | None = None, cmap: str = render.DEFAULT_CMAP, held_out: int = 0,
-            seen: dict[str, set] | None = None, progress: Callable[[float, str], None] | None = None) -> Comparison:
+            skipped: list[str] | None = None, seen: dict[str, set] | None = None,
+            progress: Callable[[float, str], None] | None = None) -> Comparison:
     """Run every model on every item and score it; optionally write a side-by-side PNG per image.
 
     `seen`: role -> image ids that model was trained on (noted in the rows: not a fair test)."""
     items = list(items)
     records: dict[str, list[dict]] = {role: [] for role in predictors}
-    rows, panels, skipped, kinds = [], [], [], set()
+    rows, panels, kinds, evidence = [], [], set(), {}
     for i, item in enumerate(items):
         if progress:
             progress(i / max(1, len(items)), f"{item.name}")
-        rgb, gt = item.load_rgb(), np.asarray(item.load_gt(), dtype=np.float64)
+        rgb = item.load_rgb()
+        gt = np.asarray(item.load_gt(), dtype=np.float64) if item.load_gt else None
         mask = item.load_mask() if item.load_mask else None
-        row: dict = {"image": item.name, "label": item.note}
-        preds = {}
-        for role, predict in predictors.items():
-            array, kind = predict(rgb)
-            rec = score(array, kind, item, gt, mask)
-            kinds.add(PRED_KINDS.get(kind, kind))
-            preds[role] = (array, kind)
-            if rec.get("abs_rel") is not None:
-                records[role].append(rec)
-            row[f"{role}_abs_rel"], row[f"{role}_delta1"] = rec.get("abs_rel"), rec.get("delta1")
-            row["valid_pixels"] = rec.get("n_valid", 0)
-            if seen and item.image_id is not None and str(item.image_id) in seen.get(role, set()):
-                row["label"] += f"; in the {role}'s training data"
-        if not row["valid_pixels"]:
-            skipped.append(f"{item.name}: no valid label pixels")
+        row, preds = _row(item, rgb, gt, mask, predictors, records, kinds, seen)
         rows.append(row)
+        evidence[item.evidence] = evidence.get(item.evidence, 0) + 1
         if out_dir is not None:
             path = Path(out_dir) / f"compare_{i:03d}.png"
-            side_by_side(rgb, gt, item.label_kind, [preds[r] for r in predictors], cmap).save(path)
+            shown = gt if gt is not None else np.full(rgb.shape[:2], np.nan)
+            side_by_side(rgb, shown, item.label_kind, [preds[r] for r in predictors], cmap).save(path)
             panels.append((str(path), _caption(item, row, list(predictors))))
     if progress:
         progress(1.0, "done")
     protocols = {item.protocol for item in items}
     protocol = {"labels": [p.describe(sorted(kinds) or ["disparity"]) for p in protocols],
+                "evidence": "ground truth, the pixels of a label a person set, point pairs by people; never a "
+                            "model's pseudo-label",
                 "split": "held-out images: first 64 bits of the image's sha256 / 2^64 < the held-out share"}
     return Comparison(dict(titles), rows, {role: ev.summarize(r) for role, r in records.items()},
-                      ev.clean_json(protocol), panels, held_out or len(items), skipped)
+                      ev.clean_json(protocol), panels, held_out or len(items), list(skipped or []), evidence)
+
+
+def checkpoint_figure(result: Comparison, role: str, compared_with: str, fraction: float) -> dict | None:
+    """What a trained checkpoint stores of a comparison: its scores and what they were measured
+    against (never a model's own labels). None when the role has no summary."""
+    import time
+    s = result.summary.get(role) or {}
+    if not s:
+        return None
+    against = ", ".join(f"{kind}: {n} image(s)" for kind, n in sorted(result.evidence.items()))
+    return {"abs_rel": s["abs_rel"], "delta1": s["delta1"], "images": s["images_scored"],
+            "failed_alignments": s["images_failed"], "pair_accuracy": s["pair_accuracy"], "pairs": s["pairs_total"],
+            "baselines": s["baselines"], "beats_baselines": s["verdict"]["beats_baselines"],
+            "verdict": s["verdict"]["text"], "against": against + " (independent of both models)",
+            "held_out_share": fraction, "compared_with": compared_with,
+            "protocol": "depth GT: disparity-space alignment, depth-space metrics (80 m cap); disparity GT and "
+                        "relative labels: disparity space; scale <= 0 = failed alignment",
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _row(item, rgb, gt, mask, predictors, records, kinds, seen) -> tuple[dict, dict]:
+    row: dict = {"image": item.name, "label": item.note, "evidence": item.evidence}
+    preds = {}
+    for role, predict in predictors.items():
+        array, kind = predict(rgb)
+        rec = {"name": item.name, **score(array, kind, item, gt, mask)}
+        kinds.add(PRED_KINDS.get(kind, kind))
+        preds[role] = (array, kind)
+        records[role].append(rec)
+        row[f"{role}_abs_rel"], row[f"{role}_delta1"] = rec.get("abs_rel"), rec.get("delta1")
+        row[f"{role}_scale"], row[f"{role}_failed"] = rec.get("scale"), rec.get("alignment_failed", False)
+        row[f"{role}_pairs"] = (rec.get("pairs") or {}).get("accuracy")
+        row["valid_pixels"] = rec.get("n_valid", 0)
+        for name, b in (rec.get("baselines") or {}).items():
+            row[f"{name}_abs_rel"] = b["abs_rel"]
+        if seen and item.image_id is not None and str(item.image_id) in seen.get(role, set()):
+            row["label"] += f"; in the {role}'s training data"
+    return row, preds
 
 
 def _caption(item: CompareItem, row: dict, roles: list[str]) -> str:
-    parts = [f"{item.name}: image | label | " + " | ".join(roles)]
+    parts = [f"{item.name}: image | {item.evidence} | " + " | ".join(roles)]
     for role in roles:
         a, d = row.get(f"{role}_abs_rel"), row.get(f"{role}_delta1")
         if a is not None:
-            parts.append(f"{role} AbsRel {a:.3f} δ1 {d:.3f}")
+            parts.append(f"{role} AbsRel {a:.3f} δ1 {d:.3f}" + (" (alignment failed)" if row.get(f"{role}_failed") else ""))
     return "; ".join(parts)
 
 
@@ -169,6 +265,8 @@ def _colour(array: np.ndarray, kind: str, cmap: str) -> np.ndarray:
     """(H, W) -> (H, W, 3) uint8, near = warm for disparity and metric depth alike."""
     a = np.asarray(array, dtype=np.float32)
     a = np.where(np.isfinite(a) & (a > 0 if kind == "metric_depth" else np.isfinite(a)), a, np.nan)
+    if not np.isfinite(a).any():
+        return np.full(a.shape + (3,), 255, np.uint8)
     return render.colorize(a, cmap, invert=kind == "metric_depth")
 
 

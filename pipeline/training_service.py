@@ -9,7 +9,9 @@
   run folder's last checkpoint);
 - the trained checkpoints of the label store (`checkpoints`); a finished run that the train
   command could not register is registered here (`sync_checkpoints`), so it reaches the model picker;
-- teacher vs student on a held-out split of the curated labels (pipeline/holdout_compare.py).
+- teacher vs student on the held-out images' independent evidence: ground truth, pixels a person set,
+  point pairs; never a model's pseudo-label (pipeline/holdout_compare.py); the figure stored on a
+  trained checkpoint names what it was measured against.
 
 Runs live in `<data folder>/runs/<name>/`; the run name is the trained model's id.
 Several GPUs (and no single device pinned): a run starts as one DDP process per GPU through the jobs
@@ -57,6 +59,8 @@ RANGES = {
     "job_id": Range("job id", 1, MAX_ID, integer=True),
 }
 
+RANDOM_INIT = "random"                                          # RunSettings.init: no pretrained weights
+
 
 class TrainingServiceError(StudioError):
     """A training request that cannot be carried out (unknown run, folder outside the allowed root, ...)."""
@@ -67,7 +71,8 @@ class RunSettings:
     """The train tab's form. Defaults follow the published recipe (TrainConfig)."""
 
     name: str = ""                     # run folder and model id; "" = student-<date>-<time>
-    init: str = ""                     # depth-service model key to fine-tune; "" = random initialisation
+    init: str = ""                     # "" = DINOv2 encoder + new decoder (the paper's student), "random",
+                                       # or a depth-service model key to fine-tune
     encoder: str = "vits"
     steps: int = 1000
     batch_size: int = 4
@@ -76,6 +81,7 @@ class RunSettings:
     ratio: str = "1:2"                 # labelled : pseudo-labelled images per batch
     input_size: int = 518              # crop size (multiple of 14)
     feature_alignment: bool = True
+    feature_target: str = "dinov2"     # "dinov2" (the paper's) or "init" (the student's initial encoder)
     folder: str = ""                   # image / ground-truth pairs under the allowed root; "" = store only
     gt_kind: str = "depth"             # what the folder's ground truth holds
     save_every: int = 500
@@ -113,8 +119,13 @@ def config_argv(cfg) -> list[str]:
         value = getattr(cfg, field)
         if field == "db" or value is None:
             continue
+        if isinstance(value, bool):
+            argv.append(option if value else "--no-" + option[2:])
+            continue
         if field == "labelled_ratio":
             value = f"{value[0]}:{value[1]}"
+        elif field == "blur_sigma":
+            value = f"{value[0]},{value[1]}"
         argv += [option, str(value)]
     if not cfg.amp:
         argv.append("--no-amp")
@@ -148,11 +159,20 @@ class TrainingService:
 
     # ---- the form ----------------------------------------------------------------------
     def init_choices(self) -> list[tuple[str, str]]:
-        """(label, key) of the models a run can start from: random, then relative-depth models."""
-        out = [("random initialisation (no checkpoint)", "")]
+        """(label, key) of what a run can start from: DINOv2 (the paper's student), random, then
+        fine-tuning a relative-depth model."""
+        out = [("DINOv2 encoder, new decoder (the paper's student; DINOv2 weights from the Hugging Face cache)", ""),
+               ("random initialisation (experiments)", RANDOM_INIT)]
         if self.depth is not None:
-            out += [(c.label, c.key) for c in self.depth.choices() if not (c.config and c.config.metric)]
+            out += [(f"fine-tune {c.label}", c.key) for c in self.depth.choices() if not (c.config and c.config.metric)]
         return out
+
+    def default_init(self) -> str:
+        """The tab's default: fine-tune the studio's default model (what most users want) when it is a
+        relative model, else the paper's DINOv2 start."""
+        keys = [k for _, k in self.init_choices()]
+        default = self.depth.default_key if self.depth is not None else ""
+        return default if default in keys else ""
 
     def data_summary(self) -> dict:
         """How many curated labels the store would give a run, by status."""
@@ -185,7 +205,7 @@ class TrainingService:
         return "one GPU" if n == 1 else "CPU only (no GPU found): keep runs small"
 
     def _init_source(self, key: str, encoder: str) -> str | None:
-        if not key:
+        if not key or key == RANDOM_INIT:
             return None
         if self.depth is None:
             return key
@@ -229,9 +249,11 @@ class TrainingService:
         return TrainConfig(
             out_dir=str(self.runs_dir / name), db=str(self.db_path), data_dir=self._data_folder(run.folder),
             gt_kind=run.gt_kind, encoder=run.encoder, init=self._init_source(run.init, run.encoder),
+            student_init="random" if run.init == RANDOM_INIT else ("checkpoint" if run.init else "dinov2"),
+            feature_alignment=bool(run.feature_alignment), feature_target=run.feature_target,
             steps=int(run.steps), batch_size=int(run.batch_size), lr_encoder=float(run.lr_encoder),
             decoder_lr_mult=float(run.decoder_lr_mult), input_size=int(run.input_size),
-            labelled_ratio=parse_ratio(run.ratio), feature_weight=1.0 if run.feature_alignment else 0.0,
+            labelled_ratio=parse_ratio(run.ratio),
             save_every=int(run.save_every), device=self.device or None, holdout=float(run.holdout or 0.0))
 
     def command_line(self, cfg) -> str:
@@ -370,22 +392,28 @@ class TrainingService:
                                               job_id=info.id, note="registered by the studio after the run finished")
 
     def checkpoints(self) -> list[dict]:
-        """Trained checkpoints in the store, newest first, with their metrics (for a table)."""
+        """Trained checkpoints in the store, newest first, with their metrics (for a table). The
+        evaluation figure is the last teacher-vs-student comparison against independent labels
+        (`metrics["evaluation"]`, with what it was measured against); older figures scored against
+        the teacher's own labels ("holdout_abs_rel") are not shown."""
         rows = []
         for c in self.store.list_checkpoints():
             m = c.metrics or {}
+            e = m.get("evaluation") or {}
             rows.append({"id": c.id, "model": c.model_id, "key": f"trained:{c.id}", "encoder": c.config.get("encoder"),
                          "step": m.get("step", m.get("steps")), "loss": m.get("last_loss", m.get("loss")),
-                         "holdout_abs_rel": m.get("holdout_abs_rel"), "holdout_delta1": m.get("holdout_delta1"),
+                         "abs_rel": e.get("abs_rel"), "delta1": e.get("delta1"), "against": e.get("against"),
+                         "beats_baselines": e.get("beats_baselines"), "evaluation": e,
                          "job": c.job_id, "created": c.created_at, "path": c.path})
         return rows
 
     # ---- teacher vs student ------------------------------------------------------------
     def compare(self, teacher: str, student: str, *, fraction: float = 0.1, max_images: int = 8,
                 input_size: int | None = None, sample: bool = False, progress=None):
-        """Both models on the held-out curated labels (or the Middlebury sample) -> holdout_compare.Comparison.
-
-        Bounded: at most `max_images` (<= 50) held-out images, in image-id order, run inside the call."""
+        """Both models on the held-out images' independent evidence (or the Middlebury sample) ->
+        holdout_compare.Comparison. Bounded: at most `max_images` (<= 50) images with evidence, in
+        image-id order, run inside the call. Nothing independent: a Comparison without rows whose
+        `message` says so (no number is made up)."""
         from . import holdout_compare as hc
         if self.depth is None:
             raise TrainingServiceError("no models are loaded in this studio; start it with the depth service")
@@ -396,22 +424,24 @@ class TrainingService:
         if not sample:
             fraction = RANGES["fraction"].check(fraction)
         if sample:
-            items, held = hc.sample_items(), 1
+            items, skipped, held = hc.sample_items(), [], 1
         else:
-            items = hc.store_items(self.store, fraction)
-            held = len(items)
-            if not items:
-                n = sum(self.store.count_by_status().get(s, 0) for s in ("accepted", "corrected"))
-                raise TrainingServiceError(f"no curated label falls in the held-out {fraction:.0%} ({n} accepted or "
-                                           f"corrected images in all); raise the held-out share or curate more images")
+            items, skipped_raw = hc.evidence_items(self.store, fraction)
+            held, skipped = len(items) + len(skipped_raw), hc.skipped_lines(skipped_raw)
+            if not held:
+                skipped.append(f"no image of the store falls in the held-out {fraction:.0%}; raise the held-out share")
+            if len(items) > max_images:
+                skipped.append(f"{len(items) - max_images} image(s) with evidence beyond max images ({max_images})")
         roles = {"teacher": teacher, "student": student}
-        out_dir = self._compare_folder()
+        titles = {r: self.depth.choice(k).title for r, k in roles.items()}
+        if not items:
+            return hc.Comparison(titles, [], {}, {}, held_out=held, skipped=skipped)
         result = hc.compare(items[:max_images], {r: self._predictor(k, input_size) for r, k in roles.items()},
-                            {r: self.depth.choice(k).title for r, k in roles.items()}, out_dir=out_dir,
-                            cmap=self.settings.cmap, held_out=held, seen={r: self._trained_on(k) for r, k in roles.items()},
+                            titles, out_dir=self._compare_folder(), cmap=self.settings.cmap, held_out=held,
+                            skipped=skipped, seen={r: self._trained_on(k) for r, k in roles.items()},
                             progress=progress)
         if not sample:
-            self._record_holdout(roles, result, fraction)
+            self._record_evaluation(roles, titles, result, fraction)
         return result
 
     def _predictor(self, key: str, input_size: int | None):
@@ -426,7 +456,8 @@ class TrainingService:
         from .train.train_config import in_holdout
         meta = self.depth.model(key).checkpoint.meta or {}
         items = (meta.get("data") or {}).get("items") or []
-        ids = {str(r.get("image_id")) for r in items if isinstance(r, dict) and r.get("source") == "store"}
+        ids = {str(r.get("image_id")) for r in items
+               if isinstance(r, dict) and r.get("source") in ("store", "store-ground-truth")}
         held = float(meta.get("holdout") or (meta.get("train_config") or {}).get("holdout") or 0.0)
         if held > 0:
             ids = {i for i in ids if not (i.isdigit() and self._image_in_holdout(int(i), held, in_holdout))}
@@ -438,15 +469,15 @@ class TrainingService:
         except LookupError:                                  # deleted since the run: not shown anyway
             return False
 
-    def _record_holdout(self, roles: dict, result, fraction: float) -> None:
-        """Store the held-out scores on trained checkpoints (shown in the checkpoint table)."""
+    def _record_evaluation(self, roles: dict, titles: dict, result, fraction: float) -> None:
+        """Store each trained checkpoint's figure with what it was measured against (the checkpoint
+        table shows it); earlier circular figures ("holdout_abs_rel") are cleared."""
+        from .holdout_compare import checkpoint_figure
         for role, key in roles.items():
-            s = result.summary.get(role) or {}
-            if not key.startswith("trained:") or s.get("abs_rel") is None:
-                continue
-            self.store.update_checkpoint_metrics(int(key.split(":", 1)[1]), {
-                "holdout_abs_rel": s["abs_rel"], "holdout_delta1": s["delta1"],
-                "holdout_images": s["images_scored"], "holdout_share": fraction})
+            figure = checkpoint_figure(result, role, titles["student" if role == "teacher" else "teacher"], fraction)
+            if key.startswith("trained:") and figure is not None:
+                self.store.update_checkpoint_metrics(int(key.split(":", 1)[1]), {
+                    "holdout_abs_rel": None, "holdout_delta1": None, "evaluation": figure})
 
     def _compare_folder(self) -> Path:
         import uuid

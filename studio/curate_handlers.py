@@ -25,7 +25,7 @@ SORT_CHOICES = {"confidence, worst first": ("confidence", False), "confidence, b
                 "name": ("name", False), "newest first": ("date", True)}
 PAGE_SIZE = 24
 ALL_CLIPS = ""                                    # the clip filter's value for "every image"
-HISTORY_HEADERS = ["#", "tool", "author", "time (UTC)", "head", "note"]
+HISTORY_HEADERS = ["#", "tool", "author", "values from", "time (UTC)", "head", "note"]
 PAIR_HEADERS = ["pair", "A (x, y)", "B (x, y)", "closer", "label agrees"]
 VIEW_FIELDS = ("sel", "header", "image", "label", "slider", "cloud", "cloud_note", "editor", "history",
                "pair_image", "pairs", "pending", "source", "pair_info")     # the outputs of every view handler
@@ -116,7 +116,7 @@ class CurateHandlers:
         rev = f"revision {head.number} ({md(head.tool)} by {md(head.author)})" if head else "no label yet"
         header = f"### #{rec.id} {md(rec.name)}\n**{rec.status}** · confidence {conf} · {rev} · {rec.width}×{rec.height}"
         image, label = str(view.image_file), (str(view.label_file) if view.label_file else None)
-        rows = [[r.number, r.tool, r.author, r.created_at.replace("T", " ")[:19], "◀ head" if r.id == view.head_id else "",
+        rows = [[r.number, r.tool, r.author, r.source, r.created_at.replace("T", " ")[:19], "◀ head" if r.id == view.head_id else "",
                  r.note or ""] for r in view.history.revisions]
         pairs = [[p.id, f"{p.a}", f"{p.b}", p.closer.upper(), "no (flagged)" if p.flagged else "yes"] for p in view.pairs]
         others = [m for m in view.prediction_models if not head or m != head.model_id] or view.prediction_models
@@ -256,6 +256,17 @@ class CurateHandlers:
     def import_folder(self, folder, video_rate=None, request: gr.Request = None) -> str:
         return import_markdown(self.curation.import_folder(folder or "", author=author_of(request),
                                                            video_rate=video_rate or None))
+
+    @user_errors("Cannot import ground truth")
+    def import_ground_truth(self, folder, kind, source, scale, request: gr.Request = None) -> str:
+        """Measured depth / disparity from a server folder -> a report (Markdown). `scale` goes to the
+        service as sent: it checks the range."""
+        report = self.curation.import_ground_truth(folder or "", kind=kind or "depth", source=source or "",
+                                                   scale=scale, author=author_of(request))
+        lines = [f"**Ground truth:** {md(report.summary())}. It is stored beside the labels (the training label "
+                 "does not change) and the Train tab's comparison scores against it."]
+        lines += [f"- rejected: **{md(name)}**: {md(why)}" for name, why in report.rejected[:50]]
+        return "\n".join(lines)
 
     def teacher_choices(self) -> list[tuple[str, str]]:
         return [(c.label, c.key) for c in self.depth.choices()] if self.depth is not None else []

@@ -8,6 +8,7 @@ Endpoints (gradio_client `api_name`; the selected image is kept in the session):
     /curate_add_pair (closer 'A'|'B', after two clicks on the pair image)
     /curate_import (files, video frames/s), /curate_import_folder (folder under the allowed root, video frames/s)
                     -> report (videos add their frames, grouped by clip and frame time)
+    /curate_import_ground_truth (folder under the allowed root, "depth"|"disparity", source, scale) -> report
     /curate_pseudo_label (teacher) -> (job id, progress); /curate_job, /curate_cancel, /curate_resume (job id)
                      -> (job id, progress, timer): the job id is an argument (the page keeps it in a hidden field)
     /curate_export (statuses) -> zip of the curated set
@@ -53,6 +54,25 @@ def _import_panel(h: CurateHandlers, root) -> tuple:
                 go = gr.Button("Import folder", elem_id="curate-import-folder")
         report = gr.Markdown(elem_id="curate-import-report")
     return files, up, folder, go, report, rate
+
+
+def _ground_truth_panel(root) -> dict:
+    g = {}
+    with gr.Accordion("Import ground truth (measured depth or disparity)", open=False):
+        gr.Markdown("A folder of images with same-named ground-truth files (`a.jpg` + `a.npy` / `a_depth.png`, or "
+                    "`images/` + `depth/`; an optional `a_mask.png` marks measured pixels). New images are added; "
+                    "the ground truth is stored beside their labels, never replacing the label training reads, "
+                    "and the Train tab compares teacher and student against it.")
+        with gr.Row():
+            g["folder"] = gr.Textbox(label=f"Folder on the server (inside {root})", elem_id="curate-gt-folder", scale=3)
+            g["kind"] = gr.Radio([("depth in metres", "depth"), ("disparity (stereo / inverse depth)", "disparity")],
+                                 value="depth", label="The files hold", elem_id="curate-gt-kind", scale=2)
+        with gr.Row():
+            g["source"] = gr.Textbox(label="Source of the measurements (e.g. lidar-2025)", elem_id="curate-gt-source")
+            g["scale"] = lenient(gr.Number(1.0, label="Scale (0.001 for millimetres)", elem_id="curate-gt-scale"))
+            g["go"] = gr.Button("Import ground truth", elem_id="curate-gt-import")
+        g["report"] = gr.Markdown(elem_id="curate-gt-report")
+    return g
 
 
 def _job_panel(h: CurateHandlers) -> tuple:
@@ -167,6 +187,7 @@ def build(services, banner_box: gr.HTML) -> CurateHandlers:
     with gr.Column(elem_id=PANEL_ID):
         gr.HTML("", js_on_load=KEYBOARD_JS, elem_id="curate-keys", container=False, padding=False)
         files, up, folder, go, report, rate = _import_panel(h, services.curation.import_root)
+        gt = _ground_truth_panel(services.curation.import_root)
         teacher, start, cancel, resume, job_box = _job_panel(h)
         with gr.Row():
             with gr.Column(scale=2):
@@ -220,6 +241,8 @@ def build(services, banner_box: gr.HTML) -> CurateHandlers:
     up.click(h.import_files, [files, rate], [report], api_name="curate_import").then(**refresh).then(**clips_refresh)
     go.click(h.import_folder, [folder, rate], [report], api_name="curate_import_folder").then(**refresh).then(
         **clips_refresh)
+    gt["go"].click(h.import_ground_truth, [gt["folder"], gt["kind"], gt["source"], gt["scale"]], [gt["report"]],
+                   api_name="curate_import_ground_truth").then(**refresh)
     job_out = [job_id, job_box, timer]
     start.click(h.start_job, [teacher], job_out, api_name="curate_pseudo_label")
     cancel.click(h.cancel_job, [job_id], job_out, api_name="curate_cancel")

@@ -16,9 +16,11 @@ from .gpu import gpu
 from .text import md
 
 RUN_HEADERS = ["job", "run", "status", "step", "of", "started", "error"]
-CKPT_HEADERS = ["id", "model", "encoder", "step", "last loss", "held-out AbsRel", "held-out δ1", "job", "created",
-                "path"]
-COMPARE_HEADERS = ["image", "teacher AbsRel", "student AbsRel", "teacher δ1", "student δ1", "valid px", "label"]
+CKPT_HEADERS = ["id", "model", "encoder", "step", "last loss", "AbsRel", "δ1", "measured against", "beats baselines",
+                "job", "created", "path"]
+COMPARE_HEADERS = ["image", "evidence", "teacher AbsRel", "student AbsRel", "teacher δ1", "student δ1",
+                   "teacher scale", "student scale", "constant AbsRel", "row prior AbsRel", "teacher pairs",
+                   "student pairs", "valid px", "label"]
 CURVE_COLUMNS = ["step", "value", "series"]
 RESUMABLE = ("failed", "cancelled")
 ACTIVE = ("queued", "running", "cancelling")
@@ -71,9 +73,15 @@ def runs_table(runs) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RUN_HEADERS)
 
 
+def _yes_no(flag) -> str:
+    return "" if flag is None else ("yes" if flag else "no")
+
+
 def checkpoints_table(rows: list[dict]) -> pd.DataFrame:
-    out = [[r["id"], r["model"], r["encoder"], r["step"], _num(r["loss"]), _num(r["holdout_abs_rel"]),
-            _num(r["holdout_delta1"]), r["job"], (r["created"] or "")[:19], r["path"]] for r in rows]
+    """The figure comes from the last comparison against independent labels (never the teacher's own)."""
+    out = [[r["id"], r["model"], r["encoder"], r["step"], _num(r["loss"]), _num(r["abs_rel"]), _num(r["delta1"]),
+            r["against"] or "not measured", _yes_no(r["beats_baselines"]), r["job"], (r["created"] or "")[:19],
+            r["path"]] for r in rows]
     return pd.DataFrame(out, columns=CKPT_HEADERS)
 
 
@@ -96,13 +104,15 @@ class TrainHandlers:
     # ---- start ----------------------------------------------------------------------
     @user_errors("Cannot start training")
     def start(self, name, init, encoder, steps, batch_size, lr_encoder, decoder_lr_mult, ratio, input_size,
-              feature_alignment, folder, gt_kind, save_every, holdout=0.0):
+              feature_alignment, folder, gt_kind, save_every, holdout=0.0, feature_target="dinov2"):
         """Start (or queue) a run from the form; -> (selected job, status text). `holdout`: the comparison's
-        held-out share, left out of training. Numbers go to the service as sent: it checks their ranges."""
+        held-out share, left out of training; `feature_target`: "dinov2" (the paper's) or "init". Numbers go
+        to the service as sent: it checks their ranges."""
         run = RunSettings(name=name or "", init=init or "", encoder=encoder, steps=steps, batch_size=batch_size,
                           lr_encoder=lr_encoder, decoder_lr_mult=decoder_lr_mult, ratio=str(ratio or ""),
                           input_size=input_size, feature_alignment=bool(feature_alignment), folder=folder or "",
-                          gt_kind=gt_kind or "depth", save_every=save_every, holdout=holdout or 0.0)
+                          gt_kind=gt_kind or "depth", save_every=save_every, holdout=holdout or 0.0,
+                          feature_target=feature_target or "dinov2")
         job_id = self.service.start(run)
         info = self.service.status(job_id)
         runs = self.service.runs()
@@ -176,31 +186,71 @@ class TrainHandlers:
 
 
 def compare_table(res) -> pd.DataFrame:
-    rows = [[r["image"], _num(r.get("teacher_abs_rel")), _num(r.get("student_abs_rel")), _num(r.get("teacher_delta1")),
-             _num(r.get("student_delta1")), r.get("valid_pixels"), r.get("label", "")] for r in res.rows]
+    def scale(r, role):
+        x = _num(r.get(f"{role}_scale"))
+        return None if x is None else (f"{x:.4g} FAILED" if r.get(f"{role}_failed") else f"{x:.4g}")
+    rows = [[r["image"], r.get("evidence", ""), _num(r.get("teacher_abs_rel")), _num(r.get("student_abs_rel")),
+             _num(r.get("teacher_delta1")), _num(r.get("student_delta1")), scale(r, "teacher"), scale(r, "student"),
+             _num(r.get("constant_abs_rel")), _num(r.get("row_prior_abs_rel")), _num(r.get("teacher_pairs")),
+             _num(r.get("student_pairs")), r.get("valid_pixels"), r.get("label", "")] for r in res.rows]
     return pd.DataFrame(rows, columns=COMPARE_HEADERS)
 
 
+def _fmt(x, digits: int = 4) -> str:
+    v = _num(x, digits)
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
 def compare_markdown(res) -> str:
-    lines = ["| model | | AbsRel ↓ | δ1 ↑ | images |", "|---|---|---|---|---|"]
+    """The honest summary: per model the means, failed alignments, both baselines and the verdict;
+    what was scored against; what was skipped and why. No rows: 'nothing independent to score against'."""
+    if not res.scored:
+        lines = [f"**{res.message[0].upper() + res.message[1:]}.** No score is shown: the held-out images "
+                 f"({res.held_out}) have only labels a model produced, and a model's pseudo-label cannot tell "
+                 "which model is better. Import ground truth (Curate tab, *Import ground truth*), correct a "
+                 "region of a label (plane, sky) or add point pairs, then compare again."]
+        lines += [f"- skipped {line}" for line in res.skipped]
+        return "\n".join(lines)
+    lines = ["| model | | AbsRel ↓ | δ1 ↑ | images | failed alignments | constant AbsRel | row prior AbsRel | "
+             "pair accuracy | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
     for role, title in res.models.items():
         s = res.summary.get(role) or {}
-        a, d = _num(s.get("abs_rel")), _num(s.get("delta1"))
-        lines.append(f"| {role} | {title} | {a if a is not None else 'n/a'} | {d if d is not None else 'n/a'} | "
-                     f"{s.get('images_scored', 0)} |")
-    shown = len(res.rows)
-    lines.append("")
-    lines.append(f"Scored {shown} of {res.held_out} held-out image(s)"
-                 + (" (raise *max images* for more)." if shown < res.held_out else "."))
-    proto = res.protocol.get("labels") or [{}]
-    p = proto[0]
-    lines.append(f"\n**Protocol.** {p.get('metrics', '')}. Alignment: "
-                 + "; ".join(f"{k}: {v}" for k, v in (p.get("alignment") or {}).items())
-                 + f". Depth cap: {p.get('depth_cap')} ({p.get('depth_cap_unit', '')}); {p.get('depth_cap_rule', '')}."
-                 + f" Invalid label pixels: {p.get('invalid_gt', '')}; ignore and sky masks are not scored."
-                 + f" Split: {res.protocol.get('split', '')}.")
-    lines.append("\nLabels accepted unchanged from a teacher's pseudo-label favour that teacher; corrected labels "
-                 "are the fair test. Rows say when an image was in a model's training data.")
-    if res.skipped:
-        lines.append("\nSkipped: " + "; ".join(res.skipped))
+        b = s.get("baselines") or {}
+        pairs = f"{_fmt(s.get('pair_accuracy'), 3)} (row prior {_fmt((b.get('row_prior') or {}).get('pair_accuracy'), 3)})" \
+            if s.get("pairs_total") else "–"
+        lines.append(f"| {role} | {title} | {_fmt(s.get('abs_rel'))} | {_fmt(s.get('delta1'))} | {s.get('images_scored', 0)} "
+                     f"| {s.get('images_failed', 0)} | {_fmt((b.get('constant') or {}).get('abs_rel'))} | "
+                     f"{_fmt((b.get('row_prior') or {}).get('abs_rel'))} | {pairs} | {(s.get('verdict') or {}).get('text', '')} |")
+    lines += ["", _versus(res), "", f"Scored {len(res.rows)} of {res.held_out} held-out image(s) against "
+              + ", ".join(f"{k} ({n})" for k, n in sorted(res.evidence.items()))
+              + ": labels neither model produced (never an accepted pseudo-label)."]
+    lines += [f"- skipped {line}" for line in res.skipped]
+    lines.append(_protocol_text(res.protocol))
+    lines.append("\nA corrected region is a plane fitted to the label it corrected, so it leans towards the model "
+                 "that made that label (the row says which). Rows say when an image was in a model's training data.")
     return "\n".join(lines)
+
+
+def _versus(res) -> str:
+    t, s = res.summary.get("teacher") or {}, res.summary.get("student") or {}
+    if not (t.get("abs_rel") is not None and s.get("abs_rel") is not None):
+        return "**Teacher vs student:** no dense score for both models; no claim."
+    beats = [r for r, x in (("teacher", t), ("student", s)) if (x.get("verdict") or {}).get("beats_baselines")]
+    better = "student" if s["abs_rel"] < t["abs_rel"] else "teacher"
+    note = "" if "student" in beats else " The student does not beat both baselines, so its score says little."
+    return (f"**Teacher vs student:** the {better} has the lower AbsRel ({_fmt(s['abs_rel'])} student vs "
+            f"{_fmt(t['abs_rel'])} teacher, images whose alignment succeeded).{note}")
+
+
+def _protocol_text(protocol: dict) -> str:
+    parts = []
+    for p in protocol.get("labels") or []:
+        text = f"{p.get('space', '')} space: {p.get('metrics', '')}. Alignment: " + \
+            "; ".join(f"{k}: {v}" for k, v in (p.get("alignment") or {}).items())
+        if p.get("depth_cap") is not None:
+            text += f". Depth cap: {p.get('depth_cap')} ({p.get('depth_cap_unit', '')}); {p.get('depth_cap_rule', '')}"
+        parts.append(text)
+    first = (protocol.get("labels") or [{}])[0]
+    return ("\n**Protocol.** " + " | ".join(parts) + f". Failed alignment: {first.get('failed_alignment', '')}. "
+            f"Baselines: {first.get('baselines', '')}. Verdict: {first.get('verdict', '')}. "
+            f"Split: {protocol.get('split', '')}. Ignore and sky masks are not scored.")

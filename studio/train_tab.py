@@ -2,13 +2,17 @@
 
 Endpoints (gradio_client `api_name`):
     /train_start   (name, init, encoder, steps, batch_size, lr_encoder, decoder_lr_mult, ratio, input_size,
-                    feature_alignment, folder, gt_kind, save_every, held-out share) -> (job id, status Markdown)
-                   the held-out share is the comparison's: those images are left out of training
+                    feature_alignment, folder, gt_kind, save_every, held-out share, feature target)
+                   -> (job id, status Markdown); the held-out share is the comparison's: those images are
+                   left out of training; init "" = DINOv2 encoder (the paper's), "random", or a model to
+                   fine-tune; feature target "dinov2" (the paper's) or "init"
     /train_status  (job id or None = newest) -> (job id, status, loss curves, log tail, runs, checkpoints,
                     cancel button, resume button)
     /train_cancel  (job id) -> status;  /train_resume (job id) -> (new job id, status)
     /train_checkpoints () -> table of the trained checkpoints in the label store
-    /train_compare (teacher, student, held-out share, max images, input size) -> (table, gallery, summary)
+    /train_compare (teacher, student, held-out share, max images, input size) -> (table, gallery, summary):
+                   scored only against ground truth, pixels a person set and point pairs, with fitted scales,
+                   failed alignments, both baselines and a verdict; "nothing independent to score against" if none
     /train_compare_sample (teacher, student, input size) -> the same on the Middlebury motorcycle image
 Runs are background jobs (pipeline.jobs, one GPU job at a time); the page polls them with a timer.
 """
@@ -42,7 +46,9 @@ def _form(h: TrainHandlers, service) -> dict:
         with gr.Row():
             f["name"] = gr.Textbox(label="Run name (= model id; empty: student-<date>)", elem_id="train-name")
             choices = service.init_choices()
-            f["init"] = gr.Dropdown(choices, value=choices[0][1], label="Start from (fine-tune)", elem_id="train-init")
+            f["init"] = gr.Dropdown(choices, value=service.default_init(),
+                                    label="Start from (default: fine-tune the studio's model; the paper's student "
+                                          "starts from DINOv2)", elem_id="train-init")
             f["encoder"] = gr.Dropdown(list(ENCODERS), value="vits", label="Student encoder", elem_id="train-encoder")
         with gr.Row():
             f["steps"] = gr.Number(1000, precision=0, minimum=1, label="Steps", elem_id="train-steps")
@@ -53,8 +59,10 @@ def _form(h: TrainHandlers, service) -> dict:
             f["ratio"] = gr.Textbox("1:2", label="Labelled : pseudo-labelled per batch", elem_id="train-ratio")
             f["input_size"] = gr.Number(518, precision=0, minimum=14, step=14, label="Crop size (multiple of 14)",
                                         elem_id="train-size")
-            f["feature_alignment"] = gr.Checkbox(True, label="Feature alignment (frozen DINOv2, α = 0.85)",
-                                                 elem_id="train-feat")
+            f["feature_alignment"] = gr.Checkbox(True, label="Feature alignment (α = 0.85)", elem_id="train-feat")
+            f["feature_target"] = gr.Radio([("frozen DINOv2 (the paper's; needs its weights)", "dinov2"),
+                                            ("the student's initial encoder", "init")], value="dinov2",
+                                           label="Feature-alignment target", elem_id="train-feat-target")
             f["save_every"] = gr.Number(500, precision=0, minimum=1, label="Checkpoint every N steps",
                                         elem_id="train-save-every")
         with gr.Row():
@@ -91,10 +99,13 @@ def _runs_panel() -> dict:
 def _compare_panel(h: TrainHandlers, default_key: str | None) -> dict:
     c = {}
     with gr.Accordion("Teacher vs student", open=True):
-        gr.Markdown("Both models predict each held-out image; each prediction is scored against the curated "
-                    "label with the evaluation protocol stated under the results. The held-out images are "
-                    "chosen by the hash of the image (the same every time). At most *max images* are scored "
-                    "per press (up to 50), inside the request.")
+        gr.Markdown("Both models predict each held-out image; each prediction is scored only against what "
+                    "neither model produced: imported ground truth, the pixels of a label a person set (a plane, "
+                    "sky) and point pairs, never an accepted pseudo-label. Images with nothing of that are "
+                    "skipped and counted. Each score comes with the fitted scale (≤ 0: a failed alignment), the "
+                    "constant and image-row baselines on the same pixels and a verdict; the protocol is stated "
+                    "under the results. The held-out images are chosen by the hash of the image (the same every "
+                    "time). At most *max images* are scored per press (up to 50), inside the request.")
         choices = h.compare_choices()
         with gr.Row():
             c["teacher"] = gr.Dropdown(choices, value=default_key, label="Teacher", allow_custom_value=True,
@@ -116,7 +127,7 @@ def _compare_panel(h: TrainHandlers, default_key: str | None) -> dict:
             lenient(c[key])
         c["summary"] = gr.Markdown(elem_id="train-compare-summary")
         c["table"] = gr.Dataframe(headers=COMPARE_HEADERS, interactive=False, elem_id="train-compare-table")
-        c["gallery"] = gr.Gallery(label="image | label | teacher | student", columns=1, height="auto",
+        c["gallery"] = gr.Gallery(label="image | evidence | teacher | student", columns=1, height="auto",
                                   object_fit="contain", preview=False, elem_id="train-compare-gallery")
         gr.HTML(f"<style>{GALLERY_CSS}</style>", container=False, padding=False)
     return c
@@ -136,7 +147,8 @@ def build(services, banner_box: gr.HTML) -> TrainHandlers:
     poll_out = [r["job"], r["status"], r["curves"], r["log"], r["runs"], r["checkpoints"], r["cancel"], r["resume"],
                 timer]
     poll = dict(fn=h.poll, inputs=[r["job"]], outputs=poll_out, api_visibility="private", queue=False)
-    f["start"].click(h.start, form + [c["fraction"]], [r["job"], r["status"]], api_name="train_start", concurrency_limit=1).success(**poll)
+    f["start"].click(h.start, form + [c["fraction"], f["feature_target"]], [r["job"], r["status"]], api_name="train_start",
+                     concurrency_limit=1).success(**poll)
     r["cancel"].click(h.cancel, [r["job"]], [r["status"]], api_name="train_cancel").success(**poll)
     r["resume"].click(h.resume, [r["job"]], [r["job"], r["status"]], api_name="train_resume",
                       concurrency_limit=1).success(**poll)

@@ -54,8 +54,12 @@ def test_saved_predictions_end_to_end(folder, tmp_path):
     per = {r["name"]: r for r in rep["images"]}
     assert per["a"]["abs_rel"] == pytest.approx(0.0, abs=1e-9) and per["a"]["delta1"] == 1.0
     assert per["a"]["n_valid"] == H * W - 1
-    assert per["b"]["abs_rel"] > 0.1
-    assert rep["summary"]["abs_rel"] == pytest.approx((per["a"]["abs_rel"] + per["b"]["abs_rel"]) / 2)
+    # depth is anti-correlated with disparity: the fitted scale is negative, a failed alignment
+    assert per["b"]["scale"] < 0 and per["b"]["alignment_failed"] and per["a"]["scale"] == pytest.approx(0.5)
+    s = rep["summary"]
+    assert s["abs_rel"] == pytest.approx(per["a"]["abs_rel"]) and (s["images_scored"], s["images_failed"]) == (1, 1)
+    assert s["failed_share"] == 0.5 and s["failed_images"] == ["b"] and s["verdict"]["beats_baselines"] is False
+    assert s["baselines"]["constant"]["abs_rel"] == pytest.approx(per["a"]["baselines"]["constant"]["abs_rel"])
     assert per["a"]["pairs"] == {"correct": 1, "total": 2, "accuracy": 0.5}   # the second pair is annotated wrongly
     assert rep["protocol"]["depth_cap"] == 80.0 and rep["protocol"]["pred_kind"] == "disparity"
     assert rep["source"] == {"pred": str(pred), "pred_kind": "disparity"}
@@ -159,9 +163,65 @@ def test_store_export_gt_kind_comes_from_the_manifest(tmp_path):
     out = tmp_path / "m.json"
     _evaluate(["--pred", str(tmp_path / "pred"), "--data", str(tmp_path / "export"), "--out", str(out)])
     rep = json.loads(out.read_text())
-    assert rep["protocol"]["gt_kind"] == "disparity"
-    assert rep["protocol"]["depth_cap"] == "per-image maximum valid GT depth" and rep["protocol"]["min_depth"] == 0.0
+    assert rep["protocol"]["gt_kind"] == "disparity" and rep["protocol"]["space"] == "disparity"
+    assert "depth_cap" not in rep["protocol"] and "never inverted into a depth" in rep["protocol"]["metrics"]
     assert rep["images"][0]["name"] == key and rep["summary"]["abs_rel"] == pytest.approx(0.0, abs=1e-5)
     # metric predictions cannot be scored against relative disparity labels
     with pytest.raises(StudioError, match="--gt-kind depth"):
         _evaluate(["--pred", str(tmp_path / "pred"), "--pred-kind", "depth", "--data", str(tmp_path / "export")])
+
+
+def test_a_negated_prediction_scores_as_a_failure_and_the_output_says_so(folder, tmp_path, capsys):
+    """Least squares would align -p as well as p (AbsRel identical): the fitted scale's sign is the check."""
+    root, depths = folder
+    for sign, name in ((1.0, "pos"), (-1.0, "neg")):
+        pred = tmp_path / name
+        pred.mkdir()
+        for k, d in depths.items():
+            np.save(pred / f"{k}.npy", np.nan_to_num(sign * (1.0 / d + 0.1 * np.sin(d)), nan=0.0))
+        _evaluate(["--pred", str(pred), "--data", str(root), "--out", str(tmp_path / f"{name}.json")])
+    pos, neg = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("pos", "neg"))
+    for rp, rn in zip(pos["images"], neg["images"], strict=True):
+        assert rn["abs_rel"] == pytest.approx(rp["abs_rel"], rel=1e-9)          # the mirror fits just as well
+        assert rp["scale"] > 0 and not rp["alignment_failed"]
+        assert rn["scale"] == pytest.approx(-rp["scale"]) and rn["alignment_failed"]
+    assert neg["summary"]["images_failed"] == 2 and neg["summary"]["abs_rel"] is None
+    assert neg["summary"]["verdict"]["beats_baselines"] is False and pos["summary"]["images_failed"] == 0
+    out = capsys.readouterr().out
+    assert out.count("FAILED (scale <= 0") == 2 and "failed alignments 2 of 2" in out
+    assert "scale -" in out and "constant" in out and "row prior" in out and "verdict: not better" in out
+
+
+def test_the_store_scores_only_what_no_model_produced(tmp_path, capsys):
+    """--db: an accepted pseudo-label is skipped with the reason; imported ground truth is scored."""
+    import io
+
+    from pipeline.store import Store
+    store = Store(tmp_path / "s.db")
+    rng = np.random.default_rng(2)
+    depth = rng.uniform(1.0, 5.0, (H, W)).astype(np.float32)
+    ids = []
+    for i in range(2):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(buf, format="PNG")
+        rec, _ = store.add_image(buf.getvalue(), f"i{i}.png", width=W, height=H)
+        store.add_prediction(rec.id, "teacher", "disparity", (1 / depth).astype(np.float32))
+        store.set_status(rec.id, "accepted", author="ann")
+        ids.append(rec.id)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for i in range(2):
+        np.save(pred / f"i{i}.png (#{ids[i]}).npy", (1 / depth).astype(np.float32))
+    out = tmp_path / "m.json"
+    _evaluate(["--pred", str(pred), "--db", str(tmp_path / "s.db"), "--out", str(out)])
+    rep = json.loads(out.read_text())
+    assert rep["images"] == [] and rep["summary"]["abs_rel"] is None
+    assert [s["reason"] for s in rep["skipped"]] == ["only a model's label (model:teacher): a pseudo-label is not "
+                                                     "ground truth"] * 2
+    assert "nothing independent to score against" in capsys.readouterr().err
+    store.add_ground_truth(ids[1], depth, kind="metric_depth", source="lidar", author="ann")
+    _evaluate(["--pred", str(pred), "--db", str(tmp_path / "s.db"), "--out", str(out)])
+    rep = json.loads(out.read_text())
+    (only,) = rep["images"]
+    assert only["label"] == "ground truth: lidar (depth in metres)" and only["space"] == "depth"
+    assert only["abs_rel"] == pytest.approx(0.0, abs=1e-6) and len(rep["skipped"]) == 1

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from pipeline import dataset_layout as layout
-from pipeline import evaluation as ev
+from pipeline import evaluation_data as ed
 from pipeline.depth_png import write_depth_png
 from pipeline.train import data as train_data
 
@@ -51,9 +51,9 @@ EXPECTED = {"a": 1, "b": 2, "c": 30, "d": 4, "e": 5, "f": 6, "g": 7}
 
 def test_training_and_evaluation_find_the_same_pairs(mixed):
     train = {it.image_id: it for it in train_data.folder_items(mixed, gt_kind="depth")}
-    evals = {it.name.split("/")[-1]: it for it in ev.find_items(mixed) if it.load_gt is not None}
+    evals = {it.name.split("/")[-1]: it for it in ed.find_items(mixed) if it.load_gt is not None}
     assert sorted(train) == sorted(evals) == sorted(EXPECTED)
-    assert sorted(ev.find_items(mixed), key=lambda i: i.name)[-1].name == "images/h"   # h: evaluated, no GT
+    assert sorted(ed.find_items(mixed), key=lambda i: i.name)[-1].name == "images/h"   # h: evaluated, no GT
     for stem, k in EXPECTED.items():
         gt = evals[stem].load_gt()
         np.testing.assert_allclose(gt, _depth(k), rtol=1e-3, err_msg=stem)
@@ -111,5 +111,5 @@ def test_training_uses_the_mask_file_like_evaluation(tmp_path):
     sample = item.load()
     assert np.isfinite(sample.label.numpy()).tolist() == (keep > 0).tolist()
     assert sample.mask.numpy().tolist() == (keep > 0).tolist()
-    (ev_item,) = ev.find_items(tmp_path)
+    (ev_item,) = ed.find_items(tmp_path)
     assert ev_item.load_mask().tolist() == (keep > 0).tolist()

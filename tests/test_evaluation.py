@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from pipeline import evaluation as ev
+from pipeline import evaluation_data as ed
 from pipeline.errors import ConfigError, StudioError
 from pipeline.sample_data import MOTORCYCLE_CALIBRATION, disparity_to_depth, motorcycle_depth, motorcycle_sample
 
@@ -105,13 +106,45 @@ def test_aligned_disparity_is_clamped_at_the_depth_cap():
     assert r["abs_rel"] == pytest.approx(expected["abs_rel"]) and r["depth_cap"] == 10.0
 
 
-def test_per_image_gt_max_cap_and_disparity_gt():
-    gt_disp = np.array([[1.0, 0.5, 0.25, 0.0]])         # 0 = invalid
+def test_per_image_gt_max_cap():
+    gt = np.array([[1.0, 2.0, 4.0, np.nan]])
+    proto = ev.Protocol(gt_kind="depth", depth_cap=None)
+    r = ev.evaluate_image(3 / gt + 2, "disparity", proto, gt)
+    assert r["n_valid"] == 3 and r["abs_rel"] == pytest.approx(0.0, abs=1e-12)
+    assert r["depth_cap"] == pytest.approx(4.0)           # the largest valid GT depth
+    assert proto.describe()["depth_cap"] == "per-image maximum valid GT depth"
+
+
+def test_disparity_gt_is_scored_in_disparity_space_never_inverted():
+    gt_disp = np.array([[1.0, 0.5, 0.25, 0.0, 0.8]])      # 0 = invalid (unknown / infinitely far)
     proto = ev.Protocol(gt_kind="disparity", depth_cap=None)
     r = ev.evaluate_image(3 * gt_disp + 2, "disparity", proto, gt_disp)
-    assert r["n_valid"] == 3 and r["abs_rel"] == pytest.approx(0.0, abs=1e-12)
-    assert r["depth_cap"] == pytest.approx(4.0)           # 1 / smallest valid disparity
-    assert proto.describe()["depth_cap"] == "per-image maximum valid GT depth"
+    assert r["space"] == "disparity" and r["n_valid"] == 4 and r["abs_rel"] == pytest.approx(0.0, abs=1e-12)
+    assert r["scale"] == pytest.approx(1 / 3) and "depth_cap" not in r
+    # a 10 % error on one pixel in disparity space: AbsRel over disparity, not over 1/disparity
+    pred = gt_disp.copy()
+    pred[0, 0] = 1.1
+    r = ev.evaluate_image(pred, "disparity", proto, gt_disp)
+    s, t = ev.fit_scale_shift(pred, gt_disp, gt_disp > 0)
+    want = np.mean(np.abs((s * pred + t) - gt_disp)[gt_disp > 0] / gt_disp[gt_disp > 0])
+    assert r["abs_rel"] == pytest.approx(want)
+    assert "disparity space" in proto.describe()["metrics"] and "depth_cap" not in proto.describe()
+
+
+def test_baselines_are_scored_on_the_same_pixels():
+    h, w = 10, 6
+    rows = ev.row_prior((h, w))
+    assert rows[0, 0] == pytest.approx(0.05) and rows[-1, -1] == pytest.approx(0.95) and np.all(np.diff(rows, axis=0) > 0)
+    gt_depth = 1.0 / (0.5 * rows + 0.1)                   # a floor: disparity grows towards the bottom
+    r = ev.evaluate_image(np.ones((h, w)), "disparity", DEPTH, gt_depth)
+    assert r["alignment_failed"] and r["scale"] == 0.0     # a constant prediction has no order at all
+    assert r["abs_rel"] == pytest.approx(r["baselines"]["constant"]["abs_rel"])
+    assert r["baselines"]["row_prior"]["abs_rel"] == pytest.approx(0.0, abs=1e-12)
+    # a ceiling (disparity shrinking towards the bottom): the prior would need a negative scale, so it
+    # degenerates to the constant instead of being flipped
+    r = ev.evaluate_image(1.0 / gt_depth[::-1], "disparity", DEPTH, gt_depth[::-1])
+    assert r["baselines"]["row_prior"]["abs_rel"] == pytest.approx(r["baselines"]["constant"]["abs_rel"])
+    assert r["baselines"]["row_prior"]["scale"] == 0.0 and not r["alignment_failed"] and r["abs_rel"] < 1e-9
 
 
 def test_metric_prediction_against_disparity_gt_is_refused():
@@ -151,14 +184,41 @@ def test_pair_parsing_refuses_unknown_closer():
         ev.parse_pairs([{"point1": [0, 0], "point2": [1, 1], "closer_point": "both"}])
 
 
-def test_summary_averages_images_and_pools_pairs():
-    recs = [{"abs_rel": 0.1, "delta1": 1.0, "n_valid": 10, "pairs": {"correct": 1, "total": 1}},
-            {"abs_rel": 0.3, "delta1": 0.5, "n_valid": 30},
-            {"abs_rel": None, "delta1": None, "n_valid": 0, "pairs": {"correct": 1, "total": 3}}]
+def _rec(abs_rel, delta1, n, failed=False, const=0.5, prior=0.4, pairs=None, name=""):
+    r = {"name": name, "abs_rel": abs_rel, "delta1": delta1, "n_valid": n, "scale": -1.0 if failed else 1.0,
+         "alignment_failed": failed, "baselines": {"constant": {"abs_rel": const, "delta1": 0.1},
+                                                    "row_prior": {"abs_rel": prior, "delta1": 0.2}}}
+    if pairs:
+        r["pairs"] = {"correct": pairs[0], "total": pairs[1]}
+        r["row_prior_pairs"] = {"correct": pairs[2], "total": pairs[1]}
+    return r
+
+
+def test_summary_averages_successful_alignments_beside_baselines_and_pools_pairs():
+    recs = [_rec(0.1, 1.0, 10, pairs=(1, 1, 0)), _rec(0.3, 0.5, 30, const=0.7, prior=0.2),
+            {"abs_rel": None, "delta1": None, "n_valid": 0, "pairs": {"correct": 1, "total": 3},
+             "row_prior_pairs": {"correct": 2, "total": 3}},
+            _rec(0.05, 1.0, 99, failed=True, name="upside-down")]
     s = ev.summarize(recs)
     assert s["abs_rel"] == pytest.approx(0.2) and s["delta1"] == pytest.approx(0.75)
-    assert s["images_scored"] == 2 and s["pixels_scored"] == 40
+    assert s["images_scored"] == 2 and s["pixels_scored"] == 40 and s["scale_range"] == [-1.0, 1.0]
+    assert (s["images_failed"], s["failed_share"], s["failed_images"]) == (1, pytest.approx(1 / 3), ["upside-down"])
+    assert s["baselines"]["constant"]["abs_rel"] == pytest.approx(0.6)      # the same two images
+    assert s["baselines"]["row_prior"]["abs_rel"] == pytest.approx(0.3)
     assert s["pair_accuracy"] == pytest.approx(0.5) and s["pairs_total"] == 4
+    assert s["baselines"]["row_prior"]["pair_accuracy"] == pytest.approx(0.5)
+    assert s["verdict"]["beats_baselines"] is False and "failed (scale <= 0) on 1 of 3" in s["verdict"]["text"]
+
+
+@pytest.mark.parametrize("recs, beats, words", [
+    ([_rec(0.1, 0.9, 5), _rec(0.2, 0.8, 5)], True, "better than both baselines on 2"),
+    ([_rec(0.35, 0.9, 5), _rec(0.45, 0.8, 5)], False, "not better than the row prior baseline"),
+    ([_rec(0.55, 0.9, 5), _rec(0.65, 0.8, 5)], False, "constant and the row prior"),
+])
+def test_the_verdict_needs_both_baselines_beaten(recs, beats, words):
+    v = ev.summarize(recs)["verdict"]
+    assert v["beats_baselines"] is beats and words in v["text"]
+    assert ev.summarize([])["verdict"] == {"beats_baselines": None, "text": "nothing scored"}
 
 
 # ----------------------------------------------------------------------------- data layouts
@@ -177,7 +237,7 @@ def test_folder_layout_discovery(tmp_path, gt):
     Image.fromarray((np.arange(12 * 16).reshape(12, 16) % 2 * 255).astype(np.uint8)).save(tmp_path / "images" / "b_mask.png")
     _rgb(tmp_path / "images" / "c.png")                  # no GT: pairs only
     (tmp_path / "pairs.json").write_text(json.dumps({"c.png": [{"point1": [0, 0], "point2": [1, 1], "closer_point": "point2"}]}))
-    items = {it.name: it for it in ev.find_items(tmp_path)}
+    items = {it.name: it for it in ed.find_items(tmp_path)}
     assert sorted(items) == ["images/a", "images/b", "images/c"]
     np.testing.assert_array_equal(items["images/a"].load_gt(), gt)
     np.testing.assert_array_equal(items["images/b"].load_gt(), 2 * gt)
@@ -189,21 +249,21 @@ def test_folder_layout_discovery(tmp_path, gt):
 def test_raw_16bit_png_gt_with_zero_invalid_and_scale(tmp_path):
     raw = np.array([[0, 1000], [2500, 65535]], dtype=np.uint16)
     Image.fromarray(raw).save(tmp_path / "x.png")
-    arr = ev.read_array(tmp_path / "x.png", scale=0.001)
+    arr = ed.read_array(tmp_path / "x.png", scale=0.001)
     assert np.isnan(arr[0, 0]) and arr[0, 1] == pytest.approx(1.0) and arr[1, 1] == pytest.approx(65.535)
 
 
 def test_pickled_npy_is_refused(tmp_path):
     np.save(tmp_path / "evil.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ev.EvaluationDataError, match="evil.npy"):
-        ev.read_array(tmp_path / "evil.npy")
+        ed.read_array(tmp_path / "evil.npy")
 
 
 def test_missing_or_empty_data_folder(tmp_path):
     with pytest.raises(ev.EvaluationDataError, match="does not exist"):
-        ev.find_items(tmp_path / "nope")
+        ed.find_items(tmp_path / "nope")
     with pytest.raises(ev.EvaluationDataError, match="no images"):
-        ev.find_items(tmp_path)
+        ed.find_items(tmp_path)
 
 
 def test_store_export_is_read_with_kind_masks_and_pairs(tmp_path, gt):
@@ -224,7 +284,7 @@ def test_store_export_is_read_with_kind_masks_and_pairs(tmp_path, gt):
     store.add_point_pair(rec.id, [0, 5], [11, 15], 1, author="t")
     export_dataset(store, tmp_path / "export")
 
-    (item,) = ev.find_items(tmp_path / "export")
+    (item,) = ed.find_items(tmp_path / "export")
     assert item.name.startswith("street-") and item.gt_kind == "disparity"
     np.testing.assert_array_equal(item.load_gt(), (1.0 / gt).astype(np.float32))
     np.testing.assert_array_equal(item.load_mask(), ~ignore)
@@ -261,3 +321,33 @@ def test_motorcycle_sample_and_calibration():
     assert depth[i, j] == pytest.approx(0.193001 * 994.978 / (disp[i, j] + 31.086), rel=1e-6)
     assert 2.0 < np.nanmin(depth) and np.nanmax(depth) < 5.1
     assert np.isnan(disparity_to_depth(np.array([np.nan, -40.0]), MOTORCYCLE_CALIBRATION)).all()
+
+
+def test_store_export_scores_ground_truth_and_human_pixels_never_pseudo_labels(tmp_path, gt):
+    import io
+
+    from pipeline.dataset_export import export_dataset
+    from pipeline.store import Store
+
+    store = Store(tmp_path / "s.db")
+    ids = []
+    for i in range(3):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((12, 16, 3), 40 * i, np.uint8)).save(buf, format="PNG")
+        rec, _ = store.add_image(buf.getvalue(), f"im{i}.png", width=16, height=12)
+        store.add_prediction(rec.id, "teacher", "disparity", (1.0 / gt).astype(np.float32))
+        store.set_status(rec.id, "accepted", author="t")
+        ids.append(rec.id)
+    planed = (1.0 / gt).astype(np.float32)
+    planed[2:6, 3:9] = 0.5                                              # a person's plane on one region
+    store.save_revision(ids[1], planed, expected_head=store.head(ids[1]).id, tool="plane", author="ann")
+    store.add_ground_truth(ids[2], gt.astype(np.float32), kind="metric_depth", source="lidar", author="ann")
+    export_dataset(store, tmp_path / "export")
+    items = sorted(ed.find_items(tmp_path / "export"), key=lambda it: it.name)
+    pseudo, human, truth = items
+    assert pseudo.load_gt is None and "model:teacher" in pseudo.note and pseudo.gt_kind is None
+    region = np.zeros((12, 16), bool)
+    region[2:6, 3:9] = True
+    assert human.gt_kind == "disparity" and np.array_equal(human.load_mask(), region)
+    assert truth.gt_kind == "depth" and truth.note == "ground truth (ground_truth:lidar)"
+    np.testing.assert_array_equal(truth.load_gt(), gt.astype(np.float32))

@@ -312,7 +312,8 @@ def ddp_scenes(tmp_path_factory) -> Path:
 
 
 def ddp_argv(data: Path, out: Path, steps: int) -> list[str]:
-    return ["train", "--data", str(data), "--encoder", "vitt", "--steps", str(steps), "--batch-size", "1",
+    return ["train", "--data", str(data), "--encoder", "vitt", "--student-init", "random", "--steps", str(steps),
+            "--batch-size", "1",
             "--input-size", "28", "--lr", "1e-4", "--save-every", "100", "--feature-weight", "0",
             "--device", "cpu", "--seed", "0", "--out", str(out), "--threads", "1"]
 

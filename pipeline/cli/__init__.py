@@ -16,6 +16,7 @@ from ..errors import StudioError, one_line
 COMMANDS = {
     "predict": "predict",
     "import": "import_images",
+    "import-ground-truth": "import_ground_truth",
     "pseudo-label": "pseudo_label",
     "export": "export",
     "train": "train",

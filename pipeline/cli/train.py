@@ -30,8 +30,22 @@ FIELDS = {
     "gradient_weight": "gradient_weight", "trim": "trim", "feature_weight": "feature_weight",
     "feature_alpha": "feature_alpha", "ranking_weight": "ranking_weight", "seed": "seed",
     "save_every": "save_every", "log_every": "log_every", "device": "device", "out": "out_dir",
-    "holdout": "holdout",
+    "holdout": "holdout", "train_on_ground_truth": "train_on_ground_truth", "student_init": "student_init",
+    "feature_target": "feature_target", "loss_reduction": "loss_reduction", "pseudo_labels": "pseudo_labels",
+    "perturbations": "perturbations", "cutmix": "cutmix", "feature_alignment": "feature_alignment",
+    "jitter_p": "jitter_p", "brightness": "brightness", "contrast": "contrast", "saturation": "saturation",
+    "hue": "hue", "grayscale_p": "grayscale_p", "blur_p": "blur_p", "blur_sigma": "blur_sigma",
 }
+SWITCH = argparse.BooleanOptionalAction        # --x / --no-x; unset = the config's (or the resumed run's) value
+
+
+def parse_pair(text: str) -> tuple[float, float]:
+    """'0.1,2.0' -> (0.1, 2.0). Raises ConfigError quoting the text."""
+    try:
+        lo, hi = (float(x) for x in str(text).split(","))
+    except ValueError:
+        raise ConfigError(f"expected two numbers like 0.1,2.0, got {text!r}") from None
+    return lo, hi
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,13 +58,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--holdout", type=float,
                    help="share of the store's images held out of training, chosen by image hash (the train "
                         "tab's teacher-vs-student split); 0.1 = 10 %% (default 0: none)")
+    g.add_argument("--train-on-ground-truth", action=SWITCH,
+                   help="store images outside the held-out split train on their imported ground truth instead of "
+                        "their label (default off: ground truth stays evidence for the comparison)")
     g = p.add_argument_group("model")
     g.add_argument("--encoder", help=f"student encoder size (default {d['encoder'].default})")
     g.add_argument("--version", choices=("v1", "v2"), help="model version when not fine-tuning (default v2)")
+    g.add_argument("--student-init", choices=("dinov2", "checkpoint", "random"),
+                   help="dinov2 (default, the paper's: DINOv2 encoder, new decoder), checkpoint (fine-tune --init; "
+                        "the default when --init is given) or random")
     g.add_argument("--init", help="checkpoint to fine-tune (file or registry name)")
-    g.add_argument("--encoder-init", help="DINOv2 encoder weights to start from (decoder random)")
+    g.add_argument("--encoder-init", help="DINOv2 encoder weights file for --student-init dinov2 (default: timm's "
+                                          "vit_*_patch14_dinov2.lvd142m from the Hugging Face cache)")
     g.add_argument("--teacher", help="frozen teacher checkpoint for images without a label")
-    g.add_argument("--dinov2", help="frozen DINOv2 weights for feature alignment (default: the student's initial encoder)")
+    g.add_argument("--feature-target", choices=("dinov2", "init"),
+                   help="frozen target of feature alignment: dinov2 (default, the paper's) or init (a copy of the "
+                        "student's initial encoder; recorded in the run)")
+    g.add_argument("--dinov2", help="frozen DINOv2 weights file for --feature-target dinov2 (default: timm's, "
+                                    "from the Hugging Face cache; offline and not cached is an error)")
     g = p.add_argument_group("schedule")
     g.add_argument("--steps", type=int, help=f"optimiser steps (default {d['steps'].default})")
     g.add_argument("--batch-size", type=int, help=f"images per process per micro-step (default {d['batch_size'].default})")
@@ -63,7 +88,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("recipe")
     g.add_argument("--input-size", type=int, help="crop size, a multiple of 14 (default 518)")
     g.add_argument("--ratio", type=parse_ratio, help="labelled:pseudo-labelled images per batch (default 1:2)")
+    g.add_argument("--pseudo-labels", action=SWITCH, help="train on pseudo-labelled images (default on)")
+    g.add_argument("--perturbations", action=SWITCH, help="colour jitter / grayscale / blur of pseudo-labelled "
+                                                           "images (default on)")
+    g.add_argument("--cutmix", action=SWITCH, help="CutMix pseudo-labelled images (default on)")
+    g.add_argument("--feature-alignment", action=SWITCH, help="feature-alignment term (default on)")
     g.add_argument("--cutmix-p", type=float, help="CutMix probability on pseudo-labelled images (default 0.5)")
+    g.add_argument("--jitter-p", type=float, help=f"colour-jitter probability (default {d['jitter_p'].default})")
+    g.add_argument("--brightness", type=float, help=f"colour-jitter brightness strength (default {d['brightness'].default})")
+    g.add_argument("--contrast", type=float, help=f"colour-jitter contrast strength (default {d['contrast'].default})")
+    g.add_argument("--saturation", type=float, help=f"colour-jitter saturation strength (default {d['saturation'].default})")
+    g.add_argument("--hue", type=float, help=f"colour-jitter hue strength (default {d['hue'].default})")
+    g.add_argument("--grayscale-p", type=float, help=f"grayscale probability (default {d['grayscale_p'].default})")
+    g.add_argument("--blur-p", type=float, help=f"Gaussian-blur probability (default {d['blur_p'].default})")
+    g.add_argument("--blur-sigma", type=parse_pair,
+                   help=f"Gaussian-blur sigma range in px (default {','.join(map(str, d['blur_sigma'].default))})")
+    g.add_argument("--loss-reduction", choices=("mean", "sum"),
+                   help="mean (default, V1: the average of the terms present) or sum of the loss terms")
     g.add_argument("--gradient-weight", type=float, help="gradient-matching weight (default 2)")
     g.add_argument("--trim", type=float, help="share of largest-loss pixels ignored on pseudo-labels (default 0.1)")
     g.add_argument("--feature-weight", type=float, help="feature-alignment weight, 0 = off (default 1)")
@@ -103,7 +144,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         saved = out / "train_config.json"
         if not saved.is_file():
             raise ConfigError(f"--resume: {saved} not found; is {out} the folder of an earlier run (--out)?")
-        base = json.loads(saved.read_text())
+        base = TrainConfig.saved_settings(json.loads(saved.read_text()))
     return TrainConfig.from_dict({**base, **given})
 
 

@@ -17,6 +17,7 @@ from .errors import (
     StoreError,
 )
 from .images import ANY_HEAD, SORTS
+from .provenance import Evidence, check_source
 from .records import (
     AuditEntry,
     Checkpoint,
@@ -39,6 +40,6 @@ __all__ = [
     "StoreError", "NotFoundError", "StaleRevisionError", "CorruptRecordError", "HistoryError",
     "SchemaVersionError", "InvalidValueError", "JobStateError",
     "ImageRecord", "Page", "Location", "Prediction", "Revision", "Label", "History", "PointPair",
-    "TrainingItem", "Job", "Checkpoint", "AuditEntry",
+    "TrainingItem", "Job", "Checkpoint", "AuditEntry", "Evidence", "check_source",
     "STATUSES", "JOB_STATUSES", "MASK_NAMES", "DEPTH_KINDS", "SCHEMA_VERSION",
 ]

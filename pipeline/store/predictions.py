@@ -79,7 +79,7 @@ class PredictionsMixin:
             if make_label and row["head_revision_id"] is None:
                 rev_id = self._insert_revision(db, row, stored, {}, tool="pseudo_label", author=author,
                                                kind=kind, note=None, model_id=model_id,
-                                               prediction_id=pred_id)
+                                               prediction_id=pred_id, source=f"model:{model_id}")
                 self._move_head(db, row, rev_id, row["status"])
                 self._refresh_flags(db, int(image_id), array)
                 db.conn.execute("UPDATE images SET confidence = ? WHERE id = ?", (confidence, int(image_id)))

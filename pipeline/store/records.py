@@ -90,12 +90,30 @@ class Revision:
     author: str
     note: str | None
     created_at: str
+    # provenance (migration 5; see pipeline/store/provenance.py)
+    source: str = "human"       # 'model:<id>' | 'human' | 'ground_truth:<name>'
+    human_sha256: str | None = None   # bool (H, W): pixels a person set (None on older 'human' rows: derived)
+    valid_sha256: str | None = None   # bool (H, W): ground-truth pixels with a measurement
 
     @classmethod
     def from_row(cls, row: dict, masks: dict[str, str]) -> Revision:
         return cls(row["id"], row["image_id"], row["parent_id"], row["number"], row["tool"],
                    row["kind"], row["depth_sha256"], dict(masks), row["model_id"],
-                   row["prediction_id"], row["author"], row["note"], row["created_at"])
+                   row["prediction_id"], row["author"], row["note"], row["created_at"],
+                   row.get("source") or "human", row.get("human_sha256"), row.get("valid_sha256"))
+
+    @property
+    def is_ground_truth(self) -> bool:
+        return self.source.startswith("ground_truth:")
+
+    @property
+    def is_model(self) -> bool:
+        return self.source.startswith("model:")
+
+    @property
+    def source_name(self) -> str:
+        """What follows 'model:' / 'ground_truth:' ('' for 'human')."""
+        return self.source.split(":", 1)[1] if ":" in self.source else ""
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,8 @@ class TrainingItem:
     mask_sha256: dict[str, str]
     point_pairs: list[PointPair]
     blobs: Any = field(repr=False, compare=False, default=None)   # BlobStore
+    source: str = "human"                                         # the revision's provenance
+    valid_sha256: str | None = None                               # ground truth: pixels with a measurement
 
     def depth(self) -> np.ndarray:
         """(H, W) float32, hash-checked."""
@@ -151,6 +171,12 @@ class TrainingItem:
     def masks(self) -> dict[str, np.ndarray]:
         return {n: self.blobs.read_array(s, what=f"{n} mask of revision {self.revision_id}")
                 for n, s in self.mask_sha256.items()}
+
+    def valid(self) -> np.ndarray | None:
+        """Ground truth's validity mask (None: every finite value counts)."""
+        if not self.valid_sha256:
+            return None
+        return self.blobs.read_array(self.valid_sha256, what=f"validity mask of revision {self.revision_id}").astype(bool)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from .blobs import StoredArray
 from .db import utc_now
 from .errors import HistoryError, InvalidValueError, NotFoundError
 from .images import ANY_HEAD, check_statuses
+from .provenance import check_source
 from .records import Label, Revision
 from .schema import DEPTH_KINDS, MASK_NAMES
 
@@ -56,8 +57,9 @@ def check_depth(depth, shape: tuple[int, int], what: str) -> np.ndarray:
     return arr
 
 
-def check_mask(mask, name: str, shape: tuple[int, int]) -> np.ndarray:
-    if name not in MASK_NAMES:
+def check_mask(mask, name: str, shape: tuple[int, int], names: tuple[str, ...] = MASK_NAMES) -> np.ndarray:
+    """A label mask (`names`: 'ignore', 'sky') or a provenance mask ('human', 'valid'): bool/uint8 (H, W)."""
+    if name not in names:
         raise InvalidValueError(f"unknown mask {name!r}; use one of {', '.join(MASK_NAMES)}")
     arr = np.asarray(mask)
     if arr.dtype not in (np.bool_, np.uint8) or arr.shape != shape:
@@ -112,6 +114,10 @@ class RevisionsMixin:
                                                    json.dumps(list(stored.shape)), stored.nbytes, utc_now()))
         return stored.sha256
 
+    def _shape(self, image_id: int) -> tuple[int, int]:
+        row = self._image_row(image_id)
+        return row["height"], row["width"]
+
     def _store_arrays(self, image_id: int, depth, masks) -> tuple[StoredArray | None, dict]:
         """Validate and write the files before the transaction (keeps the write lock short)."""
         row = self._image_row(image_id)
@@ -127,7 +133,8 @@ class RevisionsMixin:
                       tool: str, author: str, masks: Mapping[str, np.ndarray | None] | None = None,
                       kind: str | None = None, note: str | None = None,
                       status: str | None = "corrected", model_id=_INHERIT,
-                      prediction_id: int | None = None) -> Revision:
+                      prediction_id: int | None = None, source: str = "human",
+                      human: np.ndarray | None = None) -> Revision:
         """Append a revision as a child of the head and make it the head. Returns it.
 
         depth: (H, W) float32, or None to keep the parent's. masks: {'ignore'|'sky': bool/uint8
@@ -135,22 +142,31 @@ class RevisionsMixin:
         default to the parent's. status: the image's new status ('corrected' by default;
         None keeps it). expected_head: the revision id the caller opened (None = no label yet),
         or ANY_HEAD. Raises StaleRevisionError when the head moved (nothing is saved).
+        source: where the values came from: 'human' (default: a person's change), 'model:<id>'
+        or 'ground_truth:<name>' (pipeline/store/provenance.py). human: for 'human', the bool
+        (H, W) pixels a person set; None derives it from the tool and the pixels that changed.
         """
         if status is not None:
             check_statuses([status])
+        check_source(source)
         stored_depth, stored_masks = self._store_arrays(image_id, depth, masks)
+        stored_human = None if human is None else self.blobs.put_array(
+            check_mask(human, "human", self._shape(image_id), ("human",)))
         with self.write() as db:
             row = self._image_row(image_id)
             self._check_head(row, expected_head)
+            if source == "human" and stored_human is None:
+                stored_human = self._derived_human(row, depth, tool)
             rev_id = self._insert_revision(db, row, stored_depth, stored_masks, tool=tool,
                                            author=author, kind=kind, note=note, model_id=model_id,
-                                           prediction_id=prediction_id)
+                                           prediction_id=prediction_id, source=source,
+                                           human=stored_human if source == "human" else None)
             self._move_head(db, row, rev_id, row["status"] if status is None else status)
             self._refresh_flags(db, row["id"], depth)
         return self.get_revision(rev_id)
 
     def _insert_revision(self, db, row: dict, stored_depth, stored_masks, *, tool, author, kind,
-                         note, model_id, prediction_id) -> int:
+                         note, model_id, prediction_id, source: str, human=None, valid=None) -> int:
         """Insert a child of the image's head (inside a write transaction); returns its id."""
         image_id = row["id"]
         parent = self.get_revision(row["head_revision_id"]) if row["head_revision_id"] else None
@@ -170,16 +186,19 @@ class RevisionsMixin:
             model_id = parent.model_id if parent else None
         number = db.execute("SELECT coalesce(max(number), 0) + 1 FROM revisions WHERE image_id = ?",
                             [image_id]).fetchone()[0]
+        human_sha = self._array_row(db, human) if human is not None else None
+        valid_sha = self._array_row(db, valid) if valid is not None else None
         cur = db.conn.execute(
             "INSERT INTO revisions (image_id, parent_id, number, tool, kind, depth_sha256, model_id, "
-            "prediction_id, author, note, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "prediction_id, author, note, created_at, source, human_sha256, valid_sha256) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (image_id, parent.id if parent else None, number, tool, kind, depth_sha,
-             model_id, prediction_id, author, note, utc_now()))
+             model_id, prediction_id, author, note, utc_now(), source, human_sha, valid_sha))
         rev_id = cur.lastrowid
         db.conn.executemany("INSERT INTO masks (revision_id, name, array_sha256) VALUES (?, ?, ?)",
                             [(rev_id, n, s) for n, s in sorted(mask_shas.items())])
         audit.record(db, author, "revision.save", "image", image_id,
-                     {"revision_id": rev_id, "number": number, "tool": tool,
+                     {"revision_id": rev_id, "number": number, "tool": tool, "source": source,
                       "parent_id": parent.id if parent else None})
         return rev_id
 
@@ -190,15 +209,22 @@ class RevisionsMixin:
         old = self.get_revision(revision_id)
         if old.image_id != int(image_id):
             raise InvalidValueError(f"revision {revision_id} belongs to image {old.image_id}, not {image_id}")
-        stored = {sha: self._stored(sha) for sha in [old.depth_sha256, *old.masks.values()]}
+        human = self.human_pixels(old) if old.source == "human" else None     # the values keep their origin
+        stored_human = None if human is None else self.blobs.put_array(human)
+        stored = {sha: self._stored(sha) for sha in [old.depth_sha256, *old.masks.values(),
+                                                     *([old.valid_sha256] if old.valid_sha256 else [])]}
         with self.write() as db:
             row = self._image_row(image_id)
             self._check_head(row, expected_head)
+            if row["head_revision_id"] is None:
+                raise HistoryError(f"image {image_id} ({row['name']}) has no label to replace; pseudo-label it first")
             head = self.get_revision(row["head_revision_id"])
             masks = {**{n: None for n in head.masks}, **{n: stored[s] for n, s in old.masks.items()}}
             rev_id = self._insert_revision(db, row, stored[old.depth_sha256], masks, tool="restore",
                                            author=author, kind=old.kind, model_id=old.model_id,
-                                           note=f"restored revision {old.number}", prediction_id=None)
+                                           note=f"restored revision {old.number}", prediction_id=None,
+                                           source=old.source, human=stored_human,
+                                           valid=stored[old.valid_sha256] if old.valid_sha256 else None)
             self._move_head(db, row, rev_id, row["status"] if status is None else status)
             self._refresh_flags(db, row["id"])
         return self.get_revision(rev_id)

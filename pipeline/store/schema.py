@@ -21,6 +21,7 @@ STATUSES = ("pending", "accepted", "rejected", "corrected")
 JOB_STATUSES = ("queued", "running", "cancelling", "cancelled", "failed", "done")
 MASK_NAMES = ("ignore", "sky")
 DEPTH_KINDS = ("disparity", "metric_depth")
+GROUND_TRUTH_TOOL = "ground_truth"   # the tool of an imported ground-truth revision (a separate root)
 
 
 def _in(values: tuple[str, ...]) -> str:
@@ -198,12 +199,35 @@ _V5_CLIPS = (
     "CREATE INDEX idx_images_clip ON images (clip, frame_time, id)",
 )
 
+# --------------------------------------------------------------------------- migration 6
+# Label provenance (issue 9): where each revision's values came from, so that nothing is ever
+# scored against the model that made it.
+#   source        'model:<id>'  a model's prediction (pseudo-label)
+#                 'human'       a person's correction; human_sha256 says which pixels they set
+#                 'ground_truth:<name>'  imported sensor / stereo / LiDAR values (kind says depth in
+#                 metres or disparity); valid_sha256 is the validity mask
+#   human_sha256  bool (H, W): the pixels whose value a person set (cumulative along the chain).
+#                 NULL on a 'human' revision written before this migration: derived on read by
+#                 comparing it with its parent (pipeline/store/provenance.py, same rules).
+#   valid_sha256  bool (H, W): ground-truth pixels that hold a measurement.
+# Existing revisions: 'model:<id>' when their author is 'model:<id>' (what add_prediction wrote),
+# else 'human'. Ground-truth revisions are separate roots (parent NULL) that never become the head.
+_V6_PROVENANCE = (
+    "ALTER TABLE revisions ADD COLUMN source TEXT CHECK (source = 'human' OR source LIKE 'model:_%' "
+    "OR source LIKE 'ground_truth:_%')",
+    "ALTER TABLE revisions ADD COLUMN human_sha256 TEXT REFERENCES arrays(sha256)",
+    "ALTER TABLE revisions ADD COLUMN valid_sha256 TEXT REFERENCES arrays(sha256)",
+    "UPDATE revisions SET source = CASE WHEN author LIKE 'model:_%' THEN author ELSE 'human' END",
+    "CREATE INDEX idx_revisions_source ON revisions (image_id, source)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "images, arrays, predictions, revisions, masks, point pairs, audit", _V1),
     Migration(2, "jobs, job metrics and logs, checkpoints", _V2),
     Migration(3, "gallery indexes", _V3),
     Migration(4, "status index for the gallery's id order", _V4),
     Migration(5, "video frames: source clip, frame time and index", _V5_CLIPS),
+    Migration(6, "label provenance: source, human pixels, ground-truth validity", _V6_PROVENANCE),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -1,7 +1,7 @@
 """`Store(path)`: the label store's one entry point, cheap to make and safe to share by threads.
 
-It combines the per-table mixins (images, predictions, revisions, point pairs, jobs,
-checkpoints, audit) over one SQLite file and its content-addressed files folder:
+It combines the per-table mixins (images, predictions, revisions and their provenance, point
+pairs, jobs, checkpoints, audit) over one SQLite file and its content-addressed files folder:
     studio.db              the database (WAL: studio.db-wal / -shm beside it)
     studio-files/ab/cd...  image bytes and .npy arrays, named by sha256
 Each thread gets its own connection on first use; writes are serialised by SQLite.
@@ -24,6 +24,7 @@ from .images import ImagesMixin, check_statuses
 from .jobs import JobsMixin
 from .points import PointPairsMixin
 from .predictions import PredictionsMixin
+from .provenance import ProvenanceMixin
 from .records import PointPair, TrainingItem
 from .revisions import RevisionsMixin
 from .schema import user_version
@@ -33,7 +34,7 @@ def files_dir_for(db_path: Path) -> Path:
     return db_path.parent / f"{db_path.stem}-files"
 
 
-class Store(ImagesMixin, PredictionsMixin, RevisionsMixin, PointPairsMixin, JobsMixin,
+class Store(ImagesMixin, PredictionsMixin, RevisionsMixin, ProvenanceMixin, PointPairsMixin, JobsMixin,
             CheckpointsMixin, AuditMixin):
     """The label store at `path` (created and migrated on first open)."""
 
@@ -84,9 +85,13 @@ class Store(ImagesMixin, PredictionsMixin, RevisionsMixin, PointPairsMixin, Jobs
                 f"SELECT p.* FROM point_pairs p JOIN images i ON i.id = p.image_id WHERE p.deleted_at "
                 f"IS NULL AND i.status IN ({marks}) ORDER BY p.id", list(st)):
             pairs.setdefault(p["image_id"], []).append(PointPair.from_row(p))
+        return self._training_records(rows, masks, pairs)
+
+    def _training_records(self, rows, masks, pairs) -> list[TrainingItem]:
         return [TrainingItem(r["image_id"], self.blobs.path(r["sha256"], r["ext"]), r["status"], r["id"],
                              r["kind"], r["model_id"], r["depth_sha256"], masks[r["id"]],
-                             pairs.get(r["image_id"], []), self.blobs) for r in rows]
+                             pairs.get(r["image_id"], []), self.blobs, r.get("source") or "human",
+                             r.get("valid_sha256")) for r in rows]
 
     # ------------------------------------------------------------------ integrity
     def sweep_temp_files(self, older_than_s: float = 3600.0) -> int:

@@ -75,6 +75,16 @@ class MixedSampler:
         self.consumed = {p: int(state["consumed"][p]) for p in POOLS}
 
 
+def strong_perturbation(cfg) -> StrongPerturbation:
+    """The run's strong perturbations from its TrainConfig (the owner of these settings): off
+    switches set the probabilities to 0 (the draws still happen, so the randomness stays aligned)."""
+    on = cfg.perturbations
+    return StrongPerturbation(jitter_p=cfg.jitter_p if on else 0.0, brightness=cfg.brightness, contrast=cfg.contrast,
+                              saturation=cfg.saturation, hue=cfg.hue, grayscale_p=cfg.grayscale_p if on else 0.0,
+                              blur_p=cfg.blur_p if on else 0.0, blur_sigma=tuple(cfg.blur_sigma),
+                              cutmix_p=cfg.cutmix_p if cfg.cutmix else 0.0)
+
+
 def local_entries(batch: list[Entry], rank: int, world: int) -> list[tuple[Entry, Entry | None]]:
     """This rank's entries, each with its CutMix partner (pseudo entries only)."""
     pseudo = [e for e in batch if e.pool == "pseudo"]

@@ -71,23 +71,34 @@ def normalize_disparity(d: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(vflat, out, torch.zeros_like(out)).reshape(d.shape)
 
 
-def _trimmed_mean(err: torch.Tensor, valid: torch.Tensor, trim: float) -> torch.Tensor:
-    """Per-sample mean of err over valid pixels, dropping the `trim` share of largest errors.
+def _kept(err: torch.Tensor, valid: torch.Tensor, trim: float) -> torch.Tensor:
+    """bool (B, N): the valid pixels left after dropping each sample's `trim` share of largest errors.
 
-    err, valid: (B, N) -> (B,). Keeps floor((1 - trim) * n_valid) pixels (at least one).
+    err, valid: (B, N). Keeps floor((1 - trim) * n_valid) pixels (at least one when any is valid).
     """
-    n = valid.sum(dim=1)                                                # (B,)
     if trim <= 0:
-        return (err * valid).sum(dim=1) / n.clamp(min=1)
+        return valid
     if not 0 <= trim < 1:
         raise ValueError(f"trim must be in [0, 1), got {trim}")
+    n = valid.sum(dim=1)                                                # (B,)
     keep = torch.floor(n.to(err.dtype) * (1.0 - trim)).long().clamp(min=1)
-    filled = torch.where(valid, err, torch.full_like(err, float("inf")))
-    ordered, _ = filled.sort(dim=1)                                     # smallest errors first
-    rank = torch.arange(err.shape[1], device=err.device)[None, :]
-    kept = (rank < keep[:, None]) & (rank < n[:, None])
-    ordered = torch.where(kept, ordered, torch.zeros_like(ordered))
-    return ordered.sum(dim=1) / keep.clamp(max=n.clamp(min=1)).to(err.dtype)
+    filled = torch.where(valid, err.detach(), torch.full_like(err, float("inf")))
+    order = filled.argsort(dim=1, stable=True)                          # smallest errors first
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(err.shape[1], device=err.device).expand_as(order))
+    return valid & (rank < keep[:, None])
+
+
+def _trimmed_mean(err: torch.Tensor, valid: torch.Tensor, trim: float) -> torch.Tensor:
+    """Per-sample mean of err over valid pixels, dropping the `trim` share of largest errors. -> (B,)"""
+    kept = _kept(err, valid, trim)
+    return (err * kept).sum(dim=1) / kept.sum(dim=1).clamp(min=1).to(err.dtype)
+
+
+def _normalised_difference(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """d̂ - d̂* with both maps median/MAD-normalised over the valid pixels; 0 elsewhere. (B, H, W)"""
+    target = torch.where(valid, target, torch.zeros_like(target))
+    return normalize_disparity(pred, valid) - normalize_disparity(target, valid)
 
 
 # ----------------------------------------------------------------------------- relative losses
@@ -101,11 +112,8 @@ def affine_invariant_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.
     """
     pred, target = pred.float(), target.float()                        # fp32 even under bf16 autocast
     valid = valid_mask(target, mask)                                   # (B, H, W)
-    target = torch.where(valid, target, torch.zeros_like(target))
-    p_hat = normalize_disparity(pred, valid)
-    t_hat = normalize_disparity(target, valid)
     b = pred.shape[0]
-    err = (p_hat - t_hat).abs().reshape(b, -1)                           # (B, N)
+    err = _normalised_difference(pred, target, valid).abs().reshape(b, -1)   # (B, N)
     per_sample = _trimmed_mean(err, valid.reshape(b, -1), trim)
     return _reduce(per_sample, valid.reshape(b, -1).any(dim=1), reduction)
 
@@ -119,23 +127,28 @@ def _gradient_term(diff: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tenso
     return gx.sum(dim=(1, 2)) + gy.sum(dim=(1, 2)), valid.sum(dim=(1, 2))
 
 
+def _multiscale_gradient(diff: torch.Tensor, use: torch.Tensor, scales: int) -> torch.Tensor:
+    total = diff.new_zeros(diff.shape[0])
+    for k in range(scales):
+        step = 2 ** k
+        g, n = _gradient_term(diff[:, ::step, ::step], use[:, ::step, ::step])
+        total = total + g / n.clamp(min=1).to(g.dtype)
+    return total
+
+
 def gradient_matching_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
-                           *, scales: int = 4, reduction: str = "mean") -> torch.Tensor:
+                           *, scales: int = 4, reduction: str = "mean", keep: torch.Tensor | None = None) -> torch.Tensor:
     """MiDaS multi-scale gradient matching on the normalised maps.
 
     At scale k (k = 0..scales-1) both maps are subsampled with step 2**k (as MiDaS does); the
-    loss is Σ_k Σ (|∂x R| + |∂y R|) / n_valid(k), R = d̂ - d̂*, gradients only between two
-    valid pixels. The normalisation (median / MAD) is computed once at full resolution.
+    loss is Σ_k Σ (|∂x R| + |∂y R|) / n_used(k), R = d̂ - d̂*, gradients only between two used
+    pixels (valid, and in `keep` when given: the pixels trimming left). The normalisation
+    (median / MAD) is computed once at full resolution over every valid pixel.
     """
     pred, target = pred.float(), target.float()
     valid = valid_mask(target, mask)
-    target = torch.where(valid, target, torch.zeros_like(target))
-    diff = normalize_disparity(pred, valid) - normalize_disparity(target, valid)   # (B, H, W), 0 off-mask
-    total = pred.new_zeros(pred.shape[0])
-    for k in range(scales):
-        step = 2 ** k
-        g, n = _gradient_term(diff[:, ::step, ::step], valid[:, ::step, ::step])
-        total = total + g / n.clamp(min=1).to(g.dtype)
+    use = valid if keep is None else valid & keep.bool()
+    total = _multiscale_gradient(_normalised_difference(pred, target, valid), use, scales)
     return _reduce(total, valid.flatten(1).any(dim=1), reduction)
 
 
@@ -144,13 +157,20 @@ def depth_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
                affine_weight: float = AFFINE_WEIGHT, scales: int = 4, reduction: str = "mean") -> torch.Tensor:
     """V2's combined loss: affine_weight · affine-invariant + gradient_weight · gradient matching.
 
-    Set `gradient_weight=0` for noisy labels (V2 notes it helps only with precise ones).
+    `trim` (pseudo-labels, V2: 10 %) removes each sample's largest-error pixels of the affine term
+    from BOTH terms: V2 ignores those pixels for the whole loss, so the gradient term only pairs
+    pixels that were kept. Set `gradient_weight=0` for noisy labels (V2: it helps only with precise ones).
     """
-    loss = affine_weight * affine_invariant_loss(pred, target, mask, trim=trim, reduction=reduction)
+    pred, target = pred.float(), target.float()
+    valid = valid_mask(target, mask)                                            # (B, H, W)
+    b = pred.shape[0]
+    diff = _normalised_difference(pred, target, valid)                         # (B, H, W)
+    err = diff.abs().reshape(b, -1)
+    kept = _kept(err, valid.reshape(b, -1), trim)                              # (B, N)
+    per_sample = affine_weight * (err * kept).sum(dim=1) / kept.sum(dim=1).clamp(min=1).to(err.dtype)
     if gradient_weight:
-        loss = loss + gradient_weight * gradient_matching_loss(pred, target, mask, scales=scales,
-                                                               reduction=reduction)
-    return loss
+        per_sample = per_sample + gradient_weight * _multiscale_gradient(diff, kept.reshape(valid.shape), scales)
+    return _reduce(per_sample, valid.reshape(b, -1).any(dim=1), reduction)
 
 
 # ----------------------------------------------------------------------------- CutMix

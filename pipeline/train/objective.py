@@ -1,8 +1,11 @@
 """The training objective of one micro-batch, from the losses in `pipeline.train.losses`.
 
-    L = L_labelled + L_pseudo + feature_weight * L_feat + ranking_weight * L_rank
+    L = mean of the terms present in the step (loss_reduction "mean", V1: the average of the labelled,
+        unlabelled and feature losses; "sum" adds them) of
+        L_labelled, L_pseudo, feature_weight * L_feat, ranking_weight * L_rank
     L_labelled = affine-invariant + gradient_weight x gradient matching        (V2)
-    L_pseudo   = the same with `trim` (10 %) on the affine term, CutMix-weighted by area (V1)
+    L_pseudo   = the same with `trim` (10 %) of each sample's largest-error pixels removed from both
+                 terms (V2), CutMix-weighted by area (V1)
     L_feat     = 1 - cos(student, frozen DINOv2) over positions below alpha, pseudo images only (V1),
                  and only over tokens whose patch is mostly (> 50 %) valid in the store's mask
     L_rank     = ranking loss on the store's point pairs (own-image pixels only)
@@ -49,7 +52,7 @@ def per_sample_terms(pred: torch.Tensor, feats: torch.Tensor | None, frozen: tor
     has_b = losses.valid_mask(b.labels_b, b.masks_b & ~b.box).flatten(1).any(1)
     has_own = losses.valid_mask(b.labels, b.masks).flatten(1).any(1)
     out = {"labelled": (labelled, lab & has_own), "pseudo": (pseudo, ps & (has_a | has_b))}
-    if feats is not None and frozen is not None and cfg.feature_weight > 0:
+    if feats is not None and frozen is not None and cfg.uses_feature_alignment:
         seen = torch.where(b.box, b.masks, b.masks_b)        # (B, S, S) valid pixels of the (mixed) input
         tokens = token_mask(seen, feats.shape[1])                                     # (B, N)
         vals = torch.stack([losses.feature_alignment_loss(feats[i:i + 1].float(), frozen[i:i + 1].float(),
@@ -79,8 +82,9 @@ def combine(terms: dict[str, tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfi
     g_counts = raw_counts.clamp(min=1)
     g_sums = all_reduce_sum(sums.detach(), ctx)
     weights = torch.tensor([WEIGHT[t](cfg) for t in TERMS], device=device)
-    loss = (weights * sums / g_counts).sum() * ctx.world_size
+    present = float((raw_counts > 0).sum().clamp(min=1)) if cfg.loss_reduction == "mean" else 1.0
+    loss = (weights * sums / g_counts).sum() * ctx.world_size / present
     means = (g_sums / g_counts).tolist()
     logged = {t: float(v) for t, v, c in zip(TERMS, means, raw_counts.tolist(), strict=True) if c > 0}
-    logged["loss"] = float((weights * g_sums / g_counts).sum())
+    logged["loss"] = float((weights * g_sums / g_counts).sum()) / present
     return loss, logged

@@ -29,7 +29,7 @@ from ..model import DepthAnything
 from ..preprocess import normalize
 from ..stop_signal import StopLatch
 from . import state as st
-from .batches import Batch, MixedSampler, build_batch, local_entries
+from .batches import Batch, MixedSampler, build_batch, local_entries, strong_perturbation
 from .data import TrainItem, data_snapshot, folder_items, pools, unlabelled_items, validate_items
 from .distributed import DistContext, any_rank, barrier, cleanup, init_distributed, max_divergence, wrap_ddp
 from .errors import ResumeError, TrainDataError
@@ -51,11 +51,13 @@ def gather_items(cfg: TrainConfig) -> list[TrainItem]:
     items: list[TrainItem] = []
     if cfg.db:
         from .store_source import store_items
-        items += store_items(cfg.db, cfg.holdout)
+        items += store_items(cfg.db, cfg.holdout, cfg.train_on_ground_truth)
     if cfg.data_dir:
         items += folder_items(cfg.data_dir, cfg.gt_kind)
     if cfg.unlabelled_dir:
         items += unlabelled_items(cfg.unlabelled_dir)
+    if not cfg.pseudo_labels:                       # V1 Table 9 row 1: labelled images only
+        items = [it for it in items if it.pool == "labelled"]
     if not items:
         held = f" outside the held-out {cfg.holdout:.0%} (--holdout)" if cfg.holdout else ""
         raise TrainDataError(f"the training set is empty: the store has no accepted labels{held} and no folder was "
@@ -91,8 +93,14 @@ class Recipe:
         self.student: DepthAnything = student.to(self.ctx.device)
         self.teacher = build_teacher(cfg)
         self.teacher = self.teacher.to(self.ctx.device) if self.teacher is not None else None
-        use_feat = cfg.feature_weight > 0 and bool(self.pools["pseudo"])
-        self.dinov2 = build_frozen_dinov2(cfg, self.student).to(self.ctx.device) if use_feat else None
+        self.dinov2, self.feature_note = None, "off"
+        if cfg.uses_feature_alignment and self.pools["pseudo"]:
+            dinov2, self.feature_note = build_frozen_dinov2(cfg, self.student)
+            self.dinov2 = dinov2.to(self.ctx.device)
+            if cfg.feature_target == "init" and cfg.student_init == "checkpoint":
+                self.log("note: the feature target is the fine-tuned student's own initial encoder; its tokens start "
+                         "above the alignment margin, so the feature term stays near 0 (use a DINOv2 target)")
+        self.strong = strong_perturbation(cfg)
         forward = StudentForward(self.student)
         freeze_unused(forward)
         self.model = wrap_ddp(forward, self.ctx)
@@ -109,6 +117,7 @@ class Recipe:
             (self.out / st.METRICS_FILE).unlink(missing_ok=True)
             (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         self._install_sigterm()
+        self.log(f"feature alignment target: {self.feature_note}")
         self.log(f"training {cfg.encoder} ({self.init_note}) on {len(self.pools['labelled'])} labelled + "
                  f"{len(self.pools['pseudo'])} pseudo-labelled images, {cfg.steps} steps, global batch "
                  f"{cfg.batch_size * self.ctx.world_size * cfg.grad_accum}, device {self.ctx.device}, "
@@ -179,7 +188,8 @@ class Recipe:
         cfg = self.cfg
         entries = self.sampler.next_batch(cfg.batch_size * self.ctx.world_size)
         mine = local_entries(entries, self.ctx.rank, self.ctx.world_size)
-        batch = build_batch(self.pools, mine, seed=cfg.seed, size=cfg.input_size, cutmix_p=cfg.cutmix_p)
+        batch = build_batch(self.pools, mine, seed=cfg.seed, size=cfg.input_size, cutmix_p=self.strong.cutmix_p,
+                            strong=self.strong)
         batch = batch.to(self.ctx.device)
         self._teacher_labels(batch)
         return batch
@@ -238,6 +248,7 @@ class Recipe:
 
     def meta(self) -> dict:
         return {"kind": "student", "step": self.step, "train_config": self.cfg.to_dict(), "init": self.init_note,
+                "student_init": self.cfg.student_init, "feature_target": self.feature_note,
                 "holdout": self.cfg.holdout,                  # store images with in_holdout(sha, this) were left out
                 "data": self.snapshot, "last_loss": self.losses[-1] if self.losses else None,
                 "world_size": self.ctx.world_size, "rank_weight_max_diff": getattr(self, "rank_divergence", None)}

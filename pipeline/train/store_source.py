@@ -4,7 +4,7 @@ The store (pipeline/store, docs/STORE.md) owns the schema; this module only turn
 `Store.training_items()` returns into `TrainItem`s. Pool: an image whose label a person
 corrected (status "corrected") goes to "labelled" (flip only, no trimming); a teacher's
 pseudo-label accepted unchanged (status "accepted") goes to "pseudo" (strong perturbations,
-CutMix, trimming). Ignore masks make pixels invalid; sky is disparity 0 (V1). With a held-out
+CutMix, trimming). Imported ground truth is used only with `train_on_ground_truth` (labelled). Ignore masks make pixels invalid; sky is disparity 0 (V1). With a held-out
 share, the images of the held-out split (train_config.in_holdout) are left out.
 """
 from __future__ import annotations
@@ -41,26 +41,33 @@ def label_and_mask(depth: np.ndarray, kind: str, masks: dict[str, np.ndarray]) -
     return label, usable
 
 
-def item_from_record(rec) -> TrainItem:
-    """A store TrainingItem -> TrainItem. Corrected labels are 'labelled'; accepted pseudo-labels 'pseudo'."""
-    pool = "labelled" if rec.status == "corrected" else "pseudo"
+def item_from_record(rec, ground_truth: bool = False) -> TrainItem:
+    """A store TrainingItem -> TrainItem. Corrected labels and ground truth are 'labelled'; accepted
+    pseudo-labels 'pseudo'. Ground truth's validity mask hides the pixels without a measurement."""
+    pool = "labelled" if ground_truth or rec.status == "corrected" else "pseudo"
     digest = hashlib.sha256(repr((Path(rec.image_path).name, rec.depth_sha256,
                                   sorted(rec.mask_sha256.items()),
                                   [(p.point1, p.point2, p.closer) for p in rec.point_pairs])).encode()).hexdigest()
 
+    def labels():
+        label, usable = label_and_mask(rec.depth(), rec.kind, rec.masks())
+        valid = rec.valid()
+        return label, usable if valid is None else usable & valid
+
     def load():
         rgb = decode_image(rec.image_path).rgb
-        label, usable = label_and_mask(rec.depth(), rec.kind, rec.masks())
+        label, usable = labels()
         if label.shape != rgb.shape[:2]:
             raise TrainDataError(f"store image {rec.image_id}: label {label.shape} and image {rgb.shape[:2]} "
                                  f"differ in size; re-run pseudo-labelling for it")
         return from_numpy(rgb, label, usable, _pairs_array(rec.point_pairs))
 
     def has_label_pixels() -> bool:
-        return bool(label_and_mask(rec.depth(), rec.kind, rec.masks())[1].any())
+        return bool(labels()[1].any())
 
     return TrainItem(str(rec.image_id), pool, load, revision_id=int(rec.revision_id), sha256=digest,
-                     source="store", extra={"status": rec.status, "model_id": rec.model_id},
+                     source="store-ground-truth" if ground_truth else "store",
+                     extra={"status": rec.status, "model_id": rec.model_id, "label_source": rec.source},
                      has_label_pixels=has_label_pixels)
 
 
@@ -72,14 +79,22 @@ def open_store(db_path: str | Path):
     return Store(db_path)
 
 
-def store_items(db_path: str | Path, holdout: float = 0.0) -> list[TrainItem]:
+def store_items(db_path: str | Path, holdout: float = 0.0, ground_truth: bool = False) -> list[TrainItem]:
     """Newest accepted / corrected revision of each image in the store at `db_path`, leaving out the
-    images in the held-out split (`in_holdout(image sha256, holdout)`) when `holdout` > 0."""
+    images in the held-out split (`in_holdout(image sha256, holdout)`) when `holdout` > 0.
+
+    ground_truth: images with imported ground truth (and not rejected) train on it instead of their
+    label (labelled pool). Off by default: ground truth is the comparison's evidence, and an image a
+    model trained on its ground truth would flatter that model (the comparison's rows say so)."""
     store = open_store(db_path)
-    records = store.training_items(("accepted", "corrected"))
+    records = [(r, False) for r in store.training_items(("accepted", "corrected"))]
+    if ground_truth:
+        truth = {r.image_id: r for r in store.ground_truth_training_items()}
+        records = [(r, False) for r, _ in records if r.image_id not in truth] + [(r, True) for r in truth.values()]
+        records.sort(key=lambda x: x[0].image_id)
     if holdout > 0:
-        records = [r for r in records if not in_holdout(store.get_image(r.image_id).sha256, holdout)]
-    return [item_from_record(r) for r in records]
+        records = [(r, g) for r, g in records if not in_holdout(store.get_image(r.image_id).sha256, holdout)]
+    return [item_from_record(r, g) for r, g in records]
 
 
 def register_checkpoint(db_path: str | Path, path: Path, *, model_id: str, config: dict, metrics: dict,

@@ -1,12 +1,17 @@
 """The networks of a training run: the student, the frozen teacher and the frozen DINOv2 encoder.
 
-- Student: fine-tuned from a checkpoint (`--init`, any format `pipeline.checkpoints` reads; a
-  checkpoint of another encoder size is refused), or initialised from DINOv2 encoder weights
-  (`--encoder-init`, decoder random, as in the paper), or random (tests / experiments).
+- Student (`student_init`): "dinov2" (the paper's: DINOv2 encoder weights of the student's size,
+  `--encoder-init FILE` or timm's `vit_*_patch14_dinov2.lvd142m` through the Hugging Face cache,
+  new decoder), "checkpoint" (fine-tune `--init`, any format `pipeline.checkpoints` reads; another
+  encoder size is refused) or "random" (tests and experiments). A new decoder's output ReLU starts
+  alive: its last bias is made positive (with PyTorch's default init about half of all draws end in
+  a negative bias, every output is 0 and no gradient ever flows; the run would learn nothing).
 - Teacher: any Depth Anything checkpoint, eval mode, no gradients; it labels the clean view of
   images that have no stored label.
-- Frozen DINOv2 for feature alignment: same size as the student's encoder; separate weights
-  (`--dinov2`) or, without them, a frozen copy of the student's initial encoder.
+- Frozen target for feature alignment (`feature_target`): "dinov2" (`--dinov2 FILE` or timm's
+  weights as above; offline and not cached: a clear error naming both ways out) or "init", a copy
+  of the student's own initial encoder, only when asked for (after a fine-tune its tokens start
+  above the 0.85 margin, so the term is ~0). Both choices are recorded in the run's metadata.
 """
 from __future__ import annotations
 
@@ -82,19 +87,66 @@ def load_encoder_weights(encoder: DinoV2Encoder, path: str | Path) -> None:
     encoder.pretrained.load_state_dict({k: sd[k] for k in target})
 
 
+HUB_TAG = "lvd142m"                 # timm's DINOv2 weights (the DINOv2 paper's LVD-142M pre-training)
+LAST_BIAS = "depth_head.scratch.output_conv2.2.bias"   # the conv feeding the output ReLU (official key)
+
+
+def dinov2_weights(encoder: str) -> Path:
+    """The DINOv2 weights file of an encoder size from timm's Hub repo (cache first, then download).
+    CheckpointError (what to pass instead) when offline and not cached, or for test-only sizes."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    from ..config import ENCODERS
+    spec = ENCODERS[encoder]
+    if not spec.public:
+        raise CheckpointError(f"{encoder} is a test-only size with no released DINOv2 weights; pass a weights file "
+                              "(--encoder-init / --dinov2 FILE) or go without (--student-init random, "
+                              "--feature-target init)")
+    repo = f"timm/{spec.timm_name}.{HUB_TAG}"
+    hit = try_to_load_from_cache(repo, "model.safetensors")
+    if isinstance(hit, str):
+        return Path(hit)
+    try:
+        return Path(hf_hub_download(repo, "model.safetensors"))
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # offline, DNS, HTTP errors: all mean "no file"
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(
+            f"DINOv2 weights for {encoder} ({repo}/model.safetensors) are not cached and could not be downloaded "
+            f"({type(e).__name__}: {reason}). Download them where there is internet and pass the file "
+            "(--encoder-init FILE for the student, --dinov2 FILE for feature alignment), or choose explicitly to "
+            "go without: --student-init random / --feature-target init (the run records the choice)") from e
+
+
+def revive_output(model: DepthAnything) -> bool:
+    """Make a new decoder's last bias positive so its output ReLU starts alive; True if it changed."""
+    params = dict(model.named_parameters())
+    bias = params.get(LAST_BIAS)
+    if bias is None or model.config.metric:
+        return False
+    with torch.no_grad():
+        negative = bool((bias < 0).any())
+        bias.abs_()
+    return negative
+
+
 def build_student(cfg: TrainConfig) -> tuple[DepthAnything, str]:
     """(student in train mode on CPU, a description of where its weights came from)."""
-    if cfg.init:
+    if cfg.student_init == "checkpoint":
         loaded = load_model(cfg.init, encoder=cfg.encoder)
         if loaded.config.metric:
             raise CheckpointError(f"{cfg.init} is a metric-depth model; training supports relative "
                                   f"(disparity) models only; start from a relative checkpoint")
         return loaded.model.train(), f"fine-tuned from {loaded.model_id}"
     model = DepthAnything(ModelConfig(encoder=cfg.encoder, version=cfg.version))
-    if cfg.encoder_init:
-        load_encoder_weights(model.encoder, cfg.encoder_init)
-        return model.train(), f"encoder from {Path(cfg.encoder_init).name}, decoder random"
-    return model.train(), "random initialisation"
+    flipped = revive_output(model)
+    decoder = "decoder new" + (" (output bias made positive)" if flipped else "")
+    if cfg.student_init == "dinov2":
+        path = Path(cfg.encoder_init) if cfg.encoder_init else dinov2_weights(cfg.encoder)
+        load_encoder_weights(model.encoder, path)
+        return model.train(), f"DINOv2 encoder from {path.name}, {decoder}"
+    return model.train(), f"random initialisation, {decoder}"
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -104,14 +156,15 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
-def build_frozen_dinov2(cfg: TrainConfig, student: DepthAnything) -> DinoV2Encoder:
-    """The frozen encoder for feature alignment (a copy of the student's initial encoder by default)."""
-    if cfg.dinov2:
-        enc = DinoV2Encoder(student.config.spec)
-        load_encoder_weights(enc, cfg.dinov2)
-    else:
-        enc = copy.deepcopy(student.encoder)
-    return freeze(enc)
+def build_frozen_dinov2(cfg: TrainConfig, student: DepthAnything) -> tuple[DinoV2Encoder, str]:
+    """(the frozen feature-alignment target, where its weights came from): DINOv2 of the student's
+    size (feature_target 'dinov2') or, only when asked, a copy of the student's initial encoder."""
+    if cfg.feature_target == "init":
+        return freeze(copy.deepcopy(student.encoder)), "init: a frozen copy of the student's initial encoder"
+    path = Path(cfg.dinov2) if cfg.dinov2 else dinov2_weights(cfg.encoder)
+    enc = DinoV2Encoder(student.config.spec)
+    load_encoder_weights(enc, path)
+    return freeze(enc), f"dinov2: {path}"
 
 
 def build_teacher(cfg: TrainConfig) -> DepthAnything | None:

@@ -31,6 +31,8 @@ def curated(store, make_png, make_depth):
     store.add_point_pair(a.id, [0, 1], [5, 7], 2, author="ann", flagged=True)
     store.add_point_pair(a.id, [2, 2], [3, 3], 1, author="bob")
     store.set_status(b.id, "accepted", author="ann")
+    gt = (rng.random((6, 8)) * 5 + 1).astype(np.float32)
+    store.add_ground_truth(b.id, gt, kind="metric_depth", source="lidar", author="ann", valid=gt > 2)
     return a, b, c
 
 
@@ -44,8 +46,17 @@ def snapshot(store: Store) -> dict:
             "bytes": store.image_bytes(img.id), "name": img.name, "status": img.status,
             "kind": item.kind, "model_id": item.model_id, "depth": label.depth.tobytes(),
             "masks": {n: (m.dtype.name, m.tobytes()) for n, m in label.masks.items()},
-            "pairs": [(p.point1, p.point2, p.closer, p.author, p.flagged) for p in item.point_pairs]}
+            "pairs": [(p.point1, p.point2, p.closer, p.author, p.flagged) for p in item.point_pairs],
+            "source": label.revision.source, "human": _bytes(store.human_pixels(label.revision))}
+        gt = store.ground_truth(img.id)
+        if gt is not None:
+            out[img.sha256]["gt"] = (gt.source, gt.kind, store.load_label(gt).depth.tobytes(),
+                                     _bytes(store.valid_pixels(gt)))
     return out
+
+
+def _bytes(a):
+    return None if a is None else a.tobytes()
 
 
 def test_round_trip_is_bit_for_bit(store, curated, tmp_path):
@@ -72,8 +83,10 @@ def test_round_trip_is_bit_for_bit(store, curated, tmp_path):
 
     fresh = Store(tmp_path / "other.db")
     rep = import_dataset(out, fresh, author="importer")
-    assert (rep.images_added, rep.revisions_added, rep.point_pairs_added, rep.problems) == (2, 2, 2, [])
+    assert (rep.images_added, rep.revisions_added, rep.point_pairs_added, rep.problems) == (2, 3, 2, [])
     assert snapshot(fresh) == snapshot(store)
+    assert snapshot(fresh)[b.sha256]["source"] == "model:metric-t"           # a pseudo-label stays a model's
+    assert snapshot(fresh)[a.sha256]["source"] == "human" and "gt" in snapshot(fresh)[b.sha256]
     rev = fresh.head(fresh.find_image(a.sha256).id)
     assert (rev.tool, rev.author) == ("import", "importer")
     assert rev.note.startswith("imported from export: revision 2 (plane) by ann at ")
@@ -101,7 +114,7 @@ def test_a_tampered_label_is_reported_not_imported(store, curated, tmp_path):
     fresh = Store(tmp_path / "f.db")
     rep = import_dataset(out, fresh)
     assert rep.problems == [(first["key"], f"{first['label']} does not match the manifest (float32 with its depth_sha256)")]
-    assert (rep.images_added, rep.revisions_added) == (1, 1)      # the bad row left nothing behind
+    assert (rep.images_added, rep.revisions_added) == (1, 2)      # the bad row left nothing behind (+ 1 GT)
     assert fresh.find_image(first["sha256"]) is None
 
 
@@ -145,7 +158,7 @@ def test_push_to_hub_uploads_the_folder_as_a_dataset(monkeypatch, tmp_path):
                                                     {"repo_type": "dataset", "private": True, "exist_ok": True})]
     upload = FakeApi.calls[2][1]
     assert (upload["repo_id"], upload["folder_path"], upload["repo_type"]) == ("me/labels", str(tmp_path), "dataset")
-    assert upload["delete_patterns"] == ["images/*", "labels/*", "masks/*"]
+    assert upload["delete_patterns"] == ["images/*", "labels/*", "masks/*", "provenance/*", "ground_truth/*"]
 
 
 def test_push_failure_is_a_clear_error(monkeypatch, tmp_path):
@@ -171,3 +184,21 @@ def test_cli_export_with_status_and_push(store, curated, tmp_path, monkeypatch, 
     args = parser.parse_args(["--db", str(tmp_path / "new.db"), "--import-from", str(tmp_path / "o"), "--quiet"])
     assert export_cli.run(args) == 0
     assert Store(tmp_path / "new.db").count_by_status() == {"pending": 0, "accepted": 1, "rejected": 0, "corrected": 0}
+
+
+def test_an_export_from_before_provenance_is_read_conservatively(store, curated, tmp_path):
+    """format_version 1 rows have no `source`: a model's label stays a model's, and a person's edit
+    of a model label claims no human pixel (which ones were set was never exported)."""
+    a, b, _ = curated
+    out = tmp_path / "old"
+    export_dataset(store, out)
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    old = [{k: v for k, v in r.items() if k not in ("source", "human_mask", "valid_mask", "ground_truth")}
+           | {"format_version": 1} for r in rows]
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    fresh = Store(tmp_path / "f.db")
+    assert import_dataset(out, fresh).problems == []
+    ra, rb = (fresh.head(fresh.find_image(x.sha256).id) for x in (a, b))
+    assert rb.source == "model:metric-t" and fresh.human_pixels(rb) is None
+    assert ra.source == "human" and not fresh.human_pixels(ra).any()
+    assert all(fresh.evidence(fresh.find_image(x.sha256).id).ground_truth is None for x in (a, b))

@@ -127,7 +127,10 @@ def test_array_rows_nothing_refers_to_are_removed_with_their_files(store, labell
     report = store.collect_garbage()
     assert report.removed_rows == 2                                       # the label and its mask
     assert store.verify() == [] and store.load_label(store.head(other.id)).depth[0, 0] == pytest.approx(9.0)
-    assert len(list(store.blobs.blob_files())) == 2                       # dog.png and its label
+    head = store.head(other.id)
+    kept = {head.depth_sha256, head.human_sha256}                          # its label, the pixels alice set
+    assert {sha for sha, ext, _ in store.blobs.blob_files() if ext == ".npy"} == kept
+    assert len(list(store.blobs.blob_files())) == 3                       # dog.png too
 
 
 def test_a_table_added_later_that_refers_to_arrays_is_counted(store, labelled):

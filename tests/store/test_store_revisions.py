@@ -25,7 +25,8 @@ def test_pseudo_label_then_corrections_form_a_chain(store, image, make_depth):
     r1 = store.head(image.id)
     assert r1 == Revision(id=r1.id, image_id=image.id, parent_id=None, number=1, tool="pseudo_label",
                           kind="disparity", depth_sha256=sha(d1), masks={}, model_id="teacher-l",
-                          prediction_id=pred.id, author="model:teacher-l", note=None, created_at=r1.created_at)
+                          prediction_id=pred.id, author="model:teacher-l", note=None, created_at=r1.created_at,
+                          source="model:teacher-l")
     assert TS.match(r1.created_at)
     img = store.get_image(image.id)
     assert (img.status, img.confidence, img.head_revision_id) == ("pending", 0.25, r1.id)
@@ -37,7 +38,8 @@ def test_pseudo_label_then_corrections_form_a_chain(store, image, make_depth):
     assert r2 == Revision(id=r2.id, image_id=image.id, parent_id=r1.id, number=2, tool="plane",
                           kind="disparity", depth_sha256=sha(d2), masks={"ignore": sha(ignore)},
                           model_id="teacher-l", prediction_id=None, author="bob", note="table",
-                          created_at=r2.created_at)
+                          created_at=r2.created_at, source="human",
+                          human_sha256=sha(np.ones((6, 8), bool)))     # every value changed: all set by bob
     assert store.get_image(image.id).status == "corrected"
     label = store.load_label(r2.id)
     assert label.depth.dtype == np.float32 and np.array_equal(label.depth, d2)
@@ -185,10 +187,12 @@ def test_restore_appends_a_copy_of_an_older_revision(store, image, make_depth):
     r2 = store.save_revision(image.id, make_depth(2), expected_head=r1.id, tool="sky", author="a", masks={"sky": sky})
     r3 = store.restore_revision(image.id, r1.id, expected_head=r2.id, author="b")
     assert r3 == Revision(r3.id, image.id, r2.id, 3, "restore", "disparity", r1.depth_sha256, {}, "m", None, "b",
-                          "restored revision 1", r3.created_at)
+                          "restored revision 1", r3.created_at, source="model:m")   # the values are m's again
     assert np.array_equal(store.load_label(r3).depth, make_depth(1))
+    assert store.human_pixels(r3) is None
     r4 = store.restore_revision(image.id, r2.id, expected_head=r3.id, author="b")
-    assert (r4.depth_sha256, r4.masks) == (r2.depth_sha256, r2.masks)
+    assert (r4.depth_sha256, r4.masks, r4.source, r4.human_sha256) == (r2.depth_sha256, r2.masks, "human",
+                                                                      r2.human_sha256)
     with pytest.raises(StaleRevisionError):
         store.restore_revision(image.id, r1.id, expected_head=r3.id, author="c")
     other, _ = store.add_image(b"other", "o.png", width=8, height=6)

@@ -74,7 +74,8 @@ def test_show_gives_every_view_of_the_head(h, curation):
     assert out[VIEW["cloud"]].endswith(".ply")
     (row,) = out[VIEW["history"]]["value"]
     head = curation.store.head(2)
-    assert row == [1, "pseudo_label", head.author, head.created_at.replace("T", " ")[:19], "◀ head", ""]
+    assert row == [1, "pseudo_label", head.author, head.source, head.created_at.replace("T", " ")[:19], "◀ head", ""]
+    assert head.source.startswith("model:")
     assert out[VIEW["editor"]]["background"] == out[VIEW["image"]]
     assert out[VIEW["pair_image"]] == out[VIEW["image"]]            # no pairs: the image file itself
 
@@ -85,7 +86,8 @@ def test_apply_makes_one_revision_shown_at_once(h, curation):
     hist = curation.store.history(1)
     assert len(hist.revisions) == 2 and out[VIEW["sel"]]["head_id"] == hist.head_id
     rows = out[VIEW["history"]]["value"]
-    assert [r[1] for r in rows] == ["pseudo_label", "sky"] and rows[1][4] == "◀ head" and rows[0][4] == ""
+    assert [r[1] for r in rows] == ["pseudo_label", "sky"] and rows[1][5] == "◀ head" and rows[0][5] == ""
+    assert rows[1][3] == "human"
     depth = curation.store.load_label(hist.head).depth
     assert np.all(depth[2:6, 3:8] == 0) and depth[0, 0] == disparity()[0, 0]
     assert out[VIEW["label"]] != h.show(2)[VIEW["label"]]          # a new label picture
@@ -165,6 +167,22 @@ def test_import_uploads_report(h, tmp_path):
         h.import_folder("../..")
 
 
+def test_import_ground_truth_stores_it_beside_the_label(h, curation, tmp_path):
+    folder = tmp_path / "root" / "lidar"
+    folder.mkdir(parents=True)
+    (folder / "img1.png").write_bytes(png(1))                             # already in the store (image 2)
+    np.save(folder / "img1_depth.npy", np.full((H, W), 3.0))
+    head = curation.store.head(2)
+    text = h.import_ground_truth("lidar", "depth", "lidar-1", 1.0)
+    assert text.startswith("**Ground truth:** 1 ground truth(s) imported, 0 already there, 0 rejected; 0 new image(s)")
+    gt = curation.store.ground_truth(2)
+    assert (gt.source, gt.kind) == ("ground_truth:lidar-1", "metric_depth") and curation.store.head(2) == head
+    with pytest.raises(gr.Error, match="outside the allowed import folder"):
+        h.import_ground_truth("../..", "depth", "x", 1.0)
+    with pytest.raises(gr.Error, match="name the source"):
+        h.import_ground_truth("lidar", "depth", "", 1.0)
+
+
 def test_export_offers_a_zip(h, curation):
     curation.set_status(1, "accepted", expected_head=curation.store.head(1).id)
     path, note = h.export(["accepted"])
@@ -224,7 +242,8 @@ def test_the_page_wires_named_endpoints_and_shortcut_buttons(settings, curation)
     demo = build_app(Services(settings=settings, extra={"curation": curation}))
     names = {f.api_name for f in demo.fns.values()}
     assert {"curate_open", "curate_apply", "curate_accept", "curate_reject", "curate_undo", "curate_redo",
-            "curate_add_pair", "curate_import", "curate_import_folder", "curate_pseudo_label", "curate_job",
+            "curate_add_pair", "curate_import", "curate_import_folder", "curate_import_ground_truth",
+            "curate_pseudo_label", "curate_job",
             "curate_cancel", "curate_resume", "curate_export", "curate_gallery"} <= names
     elem_ids = {b.elem_id for b in demo.blocks.values()}
     assert set(SHORTCUTS.values()) <= elem_ids and "curate-panel" in elem_ids

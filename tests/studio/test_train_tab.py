@@ -36,8 +36,9 @@ def _load_train_data():
 
 
 add_accepted = _load_train_data().add_accepted
+add_with_ground_truth = _load_train_data().add_with_ground_truth
 
-FORM = dict(name="", init="", encoder="vitt", steps=5, batch_size=2, lr_encoder=5e-6, decoder_lr_mult=10,
+FORM = dict(name="", init="random", encoder="vitt", steps=5, batch_size=2, lr_encoder=5e-6, decoder_lr_mult=10,
             ratio="1:2", input_size=28, feature_alignment=False, folder="", gt_kind="depth", save_every=2)
 
 
@@ -90,7 +91,8 @@ def test_the_tab_builds_with_its_endpoints(settings, vitt_service, service):
     assert {"train-start", "train-status", "train-curves", "train-log", "train-cancel", "train-resume",
             "train-checkpoints", "train-compare-gallery"} <= ids
     start = next(fn for fn in demo.fns.values() if fn.api_name == "train_start")
-    assert [b.elem_id for b in start.inputs][-2:] == ["train-save-every", "train-holdout"]   # the comparison's share
+    assert [b.elem_id for b in start.inputs][-3:] == ["train-save-every", "train-holdout",   # the comparison's share
+                                                      "train-feat-target"]
 
 
 def test_poll_without_runs(h):
@@ -134,6 +136,12 @@ def test_the_held_out_share_reaches_the_train_command(h, service, spawned, curat
     second, _ = h.start(*form(name="none"))                               # API callers that omit it: none held out
     argv = service.status(second["value"]).argv
     assert argv[argv.index("--holdout") + 1] == "0.0"
+    assert argv[argv.index("--feature-target") + 1] == "dinov2"           # the paper's target unless asked
+    assert argv[argv.index("--student-init") + 1] == "random" and "--no-feature-alignment" in argv
+    third, _ = h.start(*form(name="own", init="", feature_alignment=True), 0.0, "init")
+    argv = service.status(third["value"]).argv
+    assert argv[argv.index("--feature-target") + 1] == "init" and "--feature-alignment" in argv
+    assert argv[argv.index("--student-init") + 1] == "dinov2"              # "" = the paper's DINOv2 start
 
 
 def test_errors_are_messages_not_tracebacks(h, service, spawned):
@@ -189,13 +197,21 @@ def test_status_text_for_a_running_run():
 
 
 def test_compare_handler_fills_table_gallery_and_protocol(h, service, vitt_service):
+    key = vitt_service.default_key
     for s in range(3):
         add_accepted(service.store, s)
-    key = vitt_service.default_key
+    table, gallery, summary = h.compare(key, key, 1.0, 2, 42)
+    assert len(table) == 0 and gallery == [] and summary.startswith("**Nothing independent to score against.**")
+    assert "3 image(s): only a model's label" in summary
+    for s in range(3, 6):
+        add_with_ground_truth(service.store, s)
     table, gallery, summary = h.compare(key, key, 1.0, 2, 42)
     assert list(table.columns) == COMPARE_HEADERS and len(table) == 2 == len(gallery)
     assert np.allclose(table["teacher AbsRel"], table["student AbsRel"])     # the same model twice
-    assert "Scored 2 of 3 held-out image(s)" in summary and "disparity space" in summary
+    assert set(table["evidence"]) == {"ground truth"} and table["row prior AbsRel"].notna().all()
+    assert "Scored 2 of 6 held-out image(s) against ground truth (2)" in summary and "disparity space" in summary
+    assert "1 image(s) with evidence beyond max images" in summary and "3 image(s): only a model's label" in summary
+    assert "constant AbsRel" in summary and "row prior AbsRel" in summary and "failed alignments" in summary
     assert all(os.path.isfile(path) for path, _caption in gallery)
     with pytest.raises(gr.Error, match="max images"):
         h.compare(key, key, 1.0, 500, 42)

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from train_data import H, W, add_accepted, label, png  # this folder is on sys.path (pytest)
+from train_data import H, W, add_accepted, add_with_ground_truth, ground_truth, label, png  # on sys.path (pytest)
 
 from pipeline import evaluation as ev
 from pipeline import holdout_compare as hc
@@ -59,7 +59,8 @@ def test_form_becomes_the_same_config_through_the_train_command(service, pairs_f
     assert cfg.holdout == 0.3
     assert cfg.out_dir == str(service.runs_dir / "s1") and cfg.data_dir == str(pairs_folder.resolve())
     assert cfg.init == str(vitt_service.choice(vitt_service.default_key).source)
-    assert (cfg.lr_encoder, cfg.lr_decoder, cfg.labelled_ratio, cfg.feature_weight) == (2e-5, 1e-4, (2, 1), 0.0)
+    assert (cfg.lr_encoder, cfg.lr_decoder, cfg.labelled_ratio, cfg.feature_alignment) == (2e-5, 1e-4, (2, 1), False)
+    assert (cfg.student_init, cfg.feature_target) == ("checkpoint", "dinov2")      # a fine-tune, the paper's target
     argv = config_argv(cfg)
     assert argv[0] == "train" and "--db" not in argv                 # jobs add --db and --job-id
     assert parse_train(argv[1:] + ["--db", str(service.db_path)]) == cfg
@@ -140,14 +141,16 @@ def test_run_names_are_unique(service):
 
 # ---------------------------------------------------------------------------- held-out split
 def test_holdout_split_is_by_image_hash(store):
-    ids = [add_accepted(store, s) for s in range(12)]
+    ids = [add_with_ground_truth(store, s) if s % 2 else add_accepted(store, s) for s in range(12)]
     shas = {i: store.get_image(i).sha256 for i in ids}
     for fraction in (0.25, 0.5, 1.0):
         expected = [i for i in ids if int(shas[i][:16], 16) / 2**64 < fraction]
-        assert [it.image_id for it in hc.store_items(store, fraction)] == expected
+        items, skipped = hc.evidence_items(store, fraction)
+        assert sorted([it.image_id for it in items] + [int(s["name"][1:]) for s in skipped]) == expected
+        assert [it.image_id for it in items] == [i for i in expected if i % 2 == 0]   # ids 2, 4, .. have GT
     small = {it.image_id for it in hc.store_items(store, 0.25)}
     assert small <= {it.image_id for it in hc.store_items(store, 0.5)}         # nested: growing the share adds
-    assert len(hc.store_items(store, 1.0)) == 12
+    assert len(hc.store_items(store, 1.0)) == 6
     with pytest.raises(ConfigError, match="held-out share"):
         hc.store_items(store, 0)
 
@@ -161,20 +164,24 @@ def test_compare_scores_equal_pipeline_evaluation(service, store, vitt_service, 
     torch.manual_seed(1)
     other = save_checkpoint(untrained_model(ModelConfig(encoder="vitt")).model, tmp_path / "other.safetensors")
     student = vitt_service.add_checkpoint(str(other))
-    ids = [add_accepted(store, s) for s in range(3)]
+    ids = [add_with_ground_truth(store, s) for s in range(3)]
     res = service.compare(vitt_service.default_key, student, fraction=1.0, max_images=2, input_size=42)
-    assert res.held_out == 3 and len(res.rows) == 2 == len(res.panels)
-    for row, image_id in zip(res.rows, ids[:2], strict=True):
+    assert res.held_out == 3 and len(res.rows) == 2 == len(res.panels) and res.evidence == {"ground truth": 2}
+    for row, (seed, image_id) in zip(res.rows, enumerate(ids[:2]), strict=True):
         rgb = np.asarray(Image.open(store.get_image(image_id).path).convert("RGB"))
-        gt = store.load_label(store.head(image_id).id).depth
+        gt = ground_truth(seed)                                 # the imported GT, not the teacher's label
         protocol = ev.Protocol(gt_kind="disparity", depth_cap=None, min_depth=0.0)
         for role, source in (("teacher", vitt_service.choice(vitt_service.default_key).source), ("student", other)):
             pred = Predictor.from_checkpoint(source, device="cpu", input_size=42).predict(rgb).array
             want = ev.evaluate_image(pred, "disparity", protocol, gt)
             assert row[f"{role}_abs_rel"] == pytest.approx(want["abs_rel"], rel=1e-6)
             assert row[f"{role}_delta1"] == pytest.approx(want["delta1"], rel=1e-6)
+            assert row[f"{role}_scale"] == pytest.approx(want["scale"]) and row[f"{role}_failed"] == want["alignment_failed"]
+            assert row["row_prior_abs_rel"] == pytest.approx(want["baselines"]["row_prior"]["abs_rel"])
     for role in ("teacher", "student"):
-        assert res.summary[role]["abs_rel"] == pytest.approx(np.mean([r[f"{role}_abs_rel"] for r in res.rows]))
+        ok = [r[f"{role}_abs_rel"] for r in res.rows if not r[f"{role}_failed"]]
+        assert res.summary[role]["abs_rel"] == (pytest.approx(np.mean(ok)) if ok else None)
+        assert res.summary[role]["images_failed"] == sum(r[f"{role}_failed"] for r in res.rows)
     assert res.rows[0]["teacher_abs_rel"] != res.rows[0]["student_abs_rel"]      # two different networks
     panel = Image.open(res.panels[0][0])
     assert panel.height == hc.PANEL_HEIGHT and panel.width == 4 * round(W * hc.PANEL_HEIGHT / H) + 3 * 4
@@ -187,13 +194,13 @@ def test_compare_does_not_flag_images_the_student_run_held_out(service, store, v
     from pipeline.train.recipe import train
     from pipeline.train.train_config import TrainConfig
     torch.set_num_threads(1)
-    ids = [add_accepted(store, s) for s in range(8)]
+    ids = [add_with_ground_truth(store, s) for s in range(8)]
     held = [i for i in ids if hc.in_holdout(store.get_image(i).sha256, 0.5)]
     assert held and len(held) < len(ids)
     keys = {}
     for name, share in (("held", 0.5), ("all", 0.0)):
         cfg = TrainConfig(db=str(store.path), out_dir=str(tmp_path / name), encoder="vitt", steps=1, batch_size=2,
-                          input_size=28, device="cpu", feature_weight=0.0, holdout=share)
+                          input_size=28, device="cpu", feature_alignment=False, student_init="random", holdout=share)
         final = train(cfg, log=lambda *_: None).checkpoint                  # the file name is the picker key
         keys[name] = vitt_service.add_checkpoint(str(final.rename(final.with_name(f"{name}.safetensors"))))
     rows = service.compare(vitt_service.default_key, keys["held"], fraction=0.5, max_images=8, input_size=28).rows
@@ -202,9 +209,46 @@ def test_compare_does_not_flag_images_the_student_run_held_out(service, store, v
     assert len(rows) == len(held) and all("in the student's training data" in r["label"] for r in rows)
 
 
-def test_compare_without_heldout_labels_says_what_to_do(service, vitt_service):
-    with pytest.raises(TrainingServiceError, match="held-out"):
-        service.compare(vitt_service.default_key, vitt_service.default_key, fraction=0.5)
+def test_a_store_of_teacher_labels_has_nothing_independent_to_score(service, store, vitt_service, tmp_path):
+    """The teacher's accepted pseudo-labels are not evidence: no number, a message, the reason per image."""
+    key = vitt_service.default_key
+    empty = service.compare(key, key, fraction=0.5)
+    assert not empty.scored and empty.message == hc.NOTHING and "raise the held-out share" in empty.skipped[0]
+    ids = [add_accepted(store, s) for s in range(4)]
+    res = service.compare(key, key, fraction=1.0)
+    assert (res.rows, res.summary, res.held_out, res.message) == ([], {}, 4, "nothing independent to score against")
+    assert res.skipped == [f"4 image(s): only a model's label (model:teacher): a pseudo-label is not ground truth "
+                           f"(e.g. {', '.join(f'#{i}' for i in ids)})"]
+    store.add_ground_truth(ids[2], ground_truth(2), kind="disparity", source="stereo", author="ann")
+    res = service.compare(key, key, fraction=1.0, input_size=28)
+    assert [r["image"] for r in res.rows] == [f"img2.png (#{ids[2]})"] and res.evidence == {"ground truth": 1}
+    assert res.rows[0]["label"] == "ground truth: stereo (disparity)"
+    assert res.skipped[0].startswith("3 image(s): only a model's label")
+
+
+def test_the_checkpoint_figure_names_what_it_was_measured_against(store, settings, vitt_checkpoint, tmp_path):
+    import shutil
+
+    from pipeline.depth_service import DepthService, store_choices
+    depth = DepthService(settings, sources=[store_choices(store.path)], default=str(vitt_checkpoint))
+    service = TrainingService(store, settings, depth, data_root=tmp_path / "root", device="cpu", threads=1, gpus=0)
+    run = service.runs_dir / "stud"
+    run.mkdir(parents=True)
+    shutil.copy(vitt_checkpoint, run / "final.safetensors")
+    ckpt = store.register_checkpoint(str(run / "final.safetensors"), "stud", {"encoder": "vitt"},
+                                     metrics={"holdout_abs_rel": 4.7e-15})             # an old circular figure
+    assert service.checkpoints()[0]["abs_rel"] is None                                 # not shown
+    for s in range(3):
+        add_with_ground_truth(store, s)
+    res = service.compare(depth.default_key, f"trained:{ckpt.id}", fraction=1.0, input_size=28)
+    e = store.get_checkpoint(ckpt.id).metrics["evaluation"]
+    s = res.summary["student"]
+    assert (e["abs_rel"], e["images"], e["failed_alignments"]) == (s["abs_rel"], s["images_scored"], s["images_failed"])
+    assert e["against"] == "ground truth: 3 image(s) (independent of both models)"
+    assert e["beats_baselines"] == s["verdict"]["beats_baselines"] and "disparity space" in e["protocol"]
+    assert store.get_checkpoint(ckpt.id).metrics["holdout_abs_rel"] is None
+    row = service.checkpoints()[0]
+    assert row["against"] == e["against"] and row["abs_rel"] == e["abs_rel"]
 
 
 def test_motorcycle_sample_uses_true_depth(service, vitt_service):
@@ -268,7 +312,7 @@ def wait_until(pred, timeout=240.0, poll=0.3):
 
 @pytest.mark.slow
 def test_real_run_finishes_cancels_and_resumes(service, store, pairs_folder):
-    small = dict(encoder="vitt", batch_size=2, input_size=28, folder="pairs", feature_alignment=False)
+    small = dict(encoder="vitt", init="random", batch_size=2, input_size=28, folder="pairs", feature_alignment=False)
     done = service.start(RunSettings(name="tiny", steps=3, save_every=2, **small))
     long = service.start(RunSettings(name="long", steps=400, save_every=1000, **small))
     assert service.status(long).status == "queued"                    # one GPU job at a time

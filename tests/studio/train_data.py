@@ -27,3 +27,15 @@ def add_accepted(store, seed: int) -> int:
     store.add_prediction(rec.id, "teacher", "disparity", label(seed))
     store.set_status(rec.id, "accepted", author="ann")
     return rec.id
+
+
+def add_with_ground_truth(store, seed: int) -> int:
+    """An accepted pseudo-label plus imported ground-truth disparity (an affine map of the label, as
+    stereo disparity is of inverse depth): independent evidence to compare against. Returns its id."""
+    image_id = add_accepted(store, seed)
+    store.add_ground_truth(image_id, ground_truth(seed), kind="disparity", source="stereo", author="ann")
+    return image_id
+
+
+def ground_truth(seed: int) -> np.ndarray:
+    return (2.0 * label(seed) + 0.3).astype(np.float32)

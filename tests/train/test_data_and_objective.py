@@ -119,9 +119,10 @@ def test_encoder_init_loads_the_dinov2_weights_into_the_student(tmp_path, scenes
     got = model.encoder.pretrained.state_dict()
     assert sorted(got) == sorted(expected)
     assert all(torch.equal(got[k], expected[k]) for k in expected)
-    assert origin == "encoder from dinov2_vitt.pth, decoder random" and model.training
-    frozen = student_mod.build_frozen_dinov2(cfg, model).pretrained.state_dict()   # --dinov2: same reader
-    assert all(torch.equal(frozen[k], expected[k]) for k in expected)
+    assert origin.startswith("DINOv2 encoder from dinov2_vitt.pth, decoder new") and model.training
+    frozen, note = student_mod.build_frozen_dinov2(cfg, model)                   # --dinov2: same reader
+    assert all(torch.equal(frozen.pretrained.state_dict()[k], expected[k]) for k in expected)
+    assert note == f"dinov2: {path}" and not any(p.requires_grad for p in frozen.parameters())
 
 
 def test_encoder_weights_are_read_through_pipeline_checkpoints(tmp_path, monkeypatch):

@@ -51,7 +51,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 
     out = tmp_path / "ddp"
     args = ["--data", str(labelled), "--unlabelled", str(unlabelled), "--teacher", str(teacher),
-            "--encoder", "vitt", "--steps", "3", "--batch-size", "2", "--input-size", "28", "--lr", "1e-4",
+            "--encoder", "vitt", "--student-init", "random", "--feature-target", "init",   # as tiny_config
+            "--steps", "3", "--batch-size", "2", "--input-size", "28", "--lr", "1e-4",
             "--save-every", "100", "--device", "cpu", "--seed", "0", "--out", str(out), "--threads", "1"]
     target = ["-m", "pipeline", "train"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

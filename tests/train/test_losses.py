@@ -89,6 +89,23 @@ def test_trim_ignores_planted_outlier_region(target):
     assert affine_invariant_loss(pred, target, full, trim=0.1).item() < 1e-6
 
 
+def test_trim_removes_the_pixels_from_the_gradient_term_too(target):
+    """V2 ignores a pseudo-label's largest-loss pixels for the whole loss: the gradient-matching term
+    pairs only kept pixels, so a planted outlier region costs nothing in either term."""
+    full = torch.ones_like(target, dtype=torch.bool)
+    pred = target.clone()
+    region = torch.zeros(H, W, dtype=torch.bool)
+    region[:4, :6] = True
+    pred[:, region] = pred[:, region].flip(-1)
+    assert gradient_matching_loss(pred, target, full).item() > 0.01            # the region's edges, untrimmed
+    assert depth_loss(pred, target, full, trim=0.1).item() < 1e-5                 # float noise only
+    assert depth_loss(pred, target, full).item() > 0.01
+    # the same as scoring the gradient term on the kept pixels by hand
+    keep = ~region.expand(B, H, W)
+    by_hand = gradient_matching_loss(pred, target, full, keep=keep) + affine_invariant_loss(pred, target, full, trim=0.1)
+    assert depth_loss(pred, target, full, trim=0.1, gradient_weight=1.0).item() == pytest.approx(by_hand.item(), abs=1e-6)
+
+
 def test_trim_per_sample_drops_largest_errors_exactly():
     target = torch.arange(10.0).view(1, 1, 10)
     pred = target.clone()

@@ -146,7 +146,8 @@ def _limit_file_size(limit: int):
 
 
 def _cli_args(out, data, steps, save_every):
-    return ["--data", str(data), "--encoder", "vitt", "--steps", str(steps), "--batch-size", "2",
+    return ["--data", str(data), "--encoder", "vitt", "--student-init", "random", "--feature-target", "init",
+            "--steps", str(steps), "--batch-size", "2",
             "--input-size", "28", "--save-every", str(save_every), "--lr", "1e-4", "--device", "cpu",
             "--out", str(out), "--threads", "1"]
 

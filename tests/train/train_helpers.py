@@ -34,8 +34,13 @@ def one_thread():
 
 def tiny_config(out_dir, data_dir, **kw) -> TrainConfig:
     base = dict(out_dir=str(out_dir), data_dir=str(data_dir), encoder="vitt", steps=6, batch_size=2,
-                input_size=28, save_every=3, lr_encoder=1e-4, device="cpu", seed=0)
+                input_size=28, save_every=3, lr_encoder=1e-4, device="cpu", seed=0,
+                student_init="random", feature_target="init")          # vitt has no released DINOv2
     base.update(kw)
+    if "student_init" not in kw and (kw.get("init") or kw.get("encoder_init")):   # what the weights given imply
+        base["student_init"] = "checkpoint" if kw.get("init") else "dinov2"
+    if "feature_target" not in kw and kw.get("dinov2"):
+        base["feature_target"] = "dinov2"
     return TrainConfig(**base)
 
 
