@@ -263,7 +263,7 @@ class CurateHandlers:
         service as sent: it checks the range."""
         report = self.curation.import_ground_truth(folder or "", kind=kind or "depth", source=source or "",
                                                    scale=scale, author=author_of(request))
-        lines = [f"**Ground truth:** {md(report.summary())}. It is stored beside the labels (the training label "
+        lines = [f"**Ground truth:** {report.summary()}. It is stored beside the labels (the training label "
                  "does not change) and the Train tab's comparison scores against it."]
         lines += [f"- rejected: **{md(name)}**: {md(why)}" for name, why in report.rejected[:50]]
         return "\n".join(lines)
