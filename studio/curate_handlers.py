@@ -220,7 +220,9 @@ class CurateHandlers:
 
     # ---- gallery -------------------------------------------------------------------------
     def gallery(self, status, sort, page):
-        """(gallery items, page ids, counts, page text, page number) for one gallery page."""
+        """(gallery items, page ids, counts, page text, page number, cursors) for one gallery page.
+
+        A page number is a jump (by position); `turn_page` moves by the cursors kept in `cursors`."""
         key, desc = SORT_CHOICES.get(sort, ("confidence", False))
         page = max(1, int(page or 1))
         try:
@@ -232,12 +234,32 @@ class CurateHandlers:
                                           limit=PAGE_SIZE)
         except StudioError as e:
             raise gr.Error(str(e), print_exception=False) from None
+        return self._gallery_out(g, status, sort, page)
+
+    def _gallery_out(self, g, status, sort, page: int) -> tuple:
         counts = " · ".join(f"{k}: **{v}**" for k, v in g.counts.items())
         pages = max(1, -(-g.total // PAGE_SIZE))
-        return ([(str(p), c) for p, c in g.items], g.ids, counts, f"page {page} of {pages} ({g.total} images)", page)
+        cursors = {"view": [status, sort], "page": page, "next": g.next_cursor, "prev": g.prev_cursor}
+        return ([(str(p), c) for p, c in g.items], g.ids, counts, f"page {page} of {pages} ({g.total} images)",
+                page, cursors)
 
-    def turn_page(self, status, sort, page, delta: int):
-        return self.gallery(status, sort, max(1, int(page or 1) + delta))
+    def turn_page(self, status, sort, page, cursors, delta: int):
+        """Next (+1) / previous (-1) page from the shown page's cursors (keyset); a jump otherwise."""
+        page = max(1, int(page or 1))
+        cur = cursors or {}
+        if cur.get("view") != [status, sort] or cur.get("page") != page:
+            return self.gallery(status, sort, page + delta)        # no cursors for this page: a jump
+        token = cur.get("next" if delta > 0 else "prev")
+        if token is None:
+            return self.gallery(status, sort, page)                # already on the last / first page
+        key, desc = SORT_CHOICES.get(sort, ("confidence", False))
+        try:
+            g = self.curation.gallery(status, sort=key, descending=desc, limit=PAGE_SIZE,
+                                      **({"after": token} if delta > 0 else {"before": token}))
+        except StudioError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        page = page + 1 if delta > 0 else (page - 1 if g.prev_cursor is not None else 1)
+        return self._gallery_out(g, status, sort, max(1, page))
 
     # ---- import, jobs, export ------------------------------------------------------------
     def import_files(self, files, request: gr.Request = None) -> str:
@@ -281,7 +303,7 @@ class CurateHandlers:
         info = self.curation.job(job_id) if job_id else None
         now = [info.id, info.step, info.status] if info else None
         if now == seen:
-            return (job_id, text, timer, seen) + tuple(gr.skip() for _ in range(5))
+            return (job_id, text, timer, seen) + tuple(gr.skip() for _ in range(6))
         return (job_id, text, timer, now) + self.gallery(status, sort, page)
 
     def cancel_job(self, job_id, request: gr.Request = None):

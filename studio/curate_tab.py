@@ -143,6 +143,7 @@ def _export_panel() -> tuple:
 def build(services, banner_box: gr.HTML) -> CurateHandlers:
     h = CurateHandlers(services.curation, services.get("depth"))
     sel, page_ids, pending, job_id, job_seen = gr.State({}), gr.State([]), gr.State([]), gr.State(), gr.State()
+    cursors = gr.State({})                     # the shown page's keyset cursors (next / previous page)
     timer = gr.Timer(JOB_POLL_S, active=False)
     with gr.Column(elem_id=PANEL_ID):
         gr.HTML("", js_on_load=KEYBOARD_JS, elem_id="curate-keys", container=False, padding=False)
@@ -159,7 +160,7 @@ def build(services, banner_box: gr.HTML) -> CurateHandlers:
 
     parts = {**v, **t, "sel": sel, "pending": pending}
     view_out = [parts[name] for name in VIEW_FIELDS]
-    gal_in, gal_out = [status, sort, page], [gallery, page_ids, counts, page_info, page]
+    gal_in, gal_out = [status, sort, page], [gallery, page_ids, counts, page_info, page, cursors]
     refresh = dict(fn=h.gallery, inputs=gal_in, outputs=gal_out, api_visibility="private")
 
     root = gr.context.Context.root_block
@@ -169,8 +170,8 @@ def build(services, banner_box: gr.HTML) -> CurateHandlers:
     gr.on([status.change, sort.change], partial(h.gallery, page=1), [status, sort], gal_out,
           api_visibility="private")
     page.submit(h.gallery, gal_in, gal_out, api_name="curate_gallery")
-    prev_page.click(partial(h.turn_page, delta=-1), gal_in, gal_out, api_visibility="private")
-    next_page.click(partial(h.turn_page, delta=1), gal_in, gal_out, api_visibility="private")
+    prev_page.click(partial(h.turn_page, delta=-1), [*gal_in, cursors], gal_out, api_visibility="private")
+    next_page.click(partial(h.turn_page, delta=1), [*gal_in, cursors], gal_out, api_visibility="private")
 
     gallery.select(h.select, [page_ids], view_out, api_visibility="private")
     v["goto"].submit(h.show, [v["goto"]], view_out, api_name="curate_open")
