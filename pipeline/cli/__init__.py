@@ -17,6 +17,7 @@ COMMANDS = {
     "predict": "predict",
     "import": "import_images",
     "pseudo-label": "pseudo_label",
+    "import-shards": "import_shards",
     "export": "export",
     "train": "train",
     "evaluate": "evaluate",

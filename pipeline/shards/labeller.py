@@ -1,0 +1,272 @@
+"""Sharded pseudo-labelling: each process (torchrun rank) labels its own shards of the manifest.
+
+The plan is a pure function of (entries, shard size, world size): shard k holds manifest entries
+k*S .. (k+1)*S - 1 and belongs to rank k mod W, so every entry has exactly one shard, a shard's
+content does not depend on how many processes ran, and a rerun with any world size finds the
+same shards. A rank skips its complete shards (manifest present, tar of the recorded size) and
+redoes the others from scratch (a killed run's temporary tar is deleted first).
+
+Per rank: DataLoader workers read and decode the images (sha256 of the file bytes, EXIF
+orientation) while the main thread runs the model; batches never cross a shard. Each batch
+goes through `pseudo_label.flip_pairs` (image and its flip through the `Predictor`, the same
+call the store job makes) and one writer thread scores (`pseudo_label.confidence_of`), encodes
+and appends it to the shard while the next batch is predicted. Measured per rank: time waiting
+for decoded data, predicting, and waiting for the writer.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import StudioError
+from ..image_io import decode_image
+from ..pseudo_label import confidence_of, flip_pairs
+from .format import (
+    DTYPES,
+    FORMAT,
+    RUN_FILE,
+    ShardError,
+    ShardWriter,
+    encode_label,
+    read_json,
+    shard_is_complete,
+    shard_manifests,
+    write_json_atomic,
+)
+from .sources import manifest_digest, read_source
+
+BARRIER_TIMEOUT_S = 7 * 24 * 3600.0   # ranks wait at the end for the slowest one; labelling may take days
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    shard_size: int = 1000          # manifest entries per shard
+    dtype: str = "uint16"           # label storage: uint16 (16-bit, depth_png rule), float16, float32
+    batch_size: int = 8             # images per forward (each with its flip: 2x this many inputs)
+    workers: int = 2                # DataLoader processes reading and decoding
+    delay: float = 0.0              # tests: seconds slept after each batch (a rank killed mid-shard)
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.shard_size < 1 or self.batch_size < 1 or self.workers < 0:
+            raise ShardError(f"shard size and batch size must be at least 1 and workers 0 or more; got "
+                             f"{self.shard_size}, {self.batch_size}, {self.workers}")
+        if self.dtype not in DTYPES:
+            raise ShardError(f"unknown label dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
+
+
+@dataclass
+class RankStats:
+    rank: int
+    world: int
+    device: str
+    shards_done: int = 0            # written by this run
+    shards_skipped: int = 0         # found complete
+    images: int = 0                 # labelled by this run
+    failed: int = 0
+    seconds: float = 0.0            # wall time of this rank's labelling
+    data_wait_s: float = 0.0        # the model waiting for decoded images
+    predict_s: float = 0.0
+    write_wait_s: float = 0.0       # the model waiting for the writer thread
+
+    def as_dict(self) -> dict:
+        d = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        d["images_per_s"] = round(self.images / self.seconds, 4) if self.seconds > 0 else 0.0
+        d["data_wait_share"] = round(self.data_wait_s / self.seconds, 4) if self.seconds > 0 else 0.0
+        return d
+
+
+def plan(entries: int, shard_size: int, rank: int = 0, world: int = 1) -> list[tuple[int, int, int]]:
+    """(shard, first entry, entries) of the shards rank `rank` of `world` owns."""
+    shards = math.ceil(entries / shard_size)
+    return [(k, k * shard_size, min(shard_size, entries - k * shard_size)) for k in range(rank, shards, world)]
+
+
+def run_spec(entries: list[str], opts: LabelOptions, model_id: str, kind: str, input_size: int) -> dict:
+    return {"format": FORMAT, "manifest_sha256": manifest_digest(entries), "entries": len(entries),
+            "shard_size": opts.shard_size, "model_id": model_id, "kind": kind, "dtype": opts.dtype,
+            "input_size": input_size}
+
+
+def ensure_run(out: Path, spec: dict) -> None:
+    """Record what the folder holds; refuse a folder made by another manifest, model or setting."""
+    path = out / RUN_FILE
+    if path.exists():
+        have = read_json(path, "run file")
+        for key, value in spec.items():
+            if have.get(key) != value:
+                raise ShardError(f"{out} holds shards of another run ({key} {have.get(key)!r} there, {value!r} "
+                                 "now); rerun with the same settings to resume, or choose a new --out folder")
+        return
+    write_json_atomic(path, spec)
+
+
+# ----------------------------------------------------------------------------- reading (workers)
+@dataclass
+class _Loaded:
+    index: int
+    source: str
+    sha256: str = ""
+    nbytes: int = 0
+    rgb: np.ndarray | None = None   # (H, W, 3) uint8 after EXIF orientation
+    error: str | None = None
+
+
+def load_entry(index: int, source: str) -> _Loaded:
+    """Read and decode one entry; an unreadable one comes back with `error` set (never raises for it)."""
+    try:
+        data = read_source(source)
+    except ShardError:
+        raise                                       # fsspec missing: the whole run needs fixing
+    except Exception as e:                          # missing file, network, permissions: skip it
+        return _Loaded(index, source, error=f"cannot read: {type(e).__name__}: {e}")
+    loaded = _Loaded(index, source, hashlib.sha256(data).hexdigest(), len(data))
+    try:
+        loaded.rgb = decode_image(data, name=source).rgb
+    except StudioError as e:
+        loaded.error = str(e)
+    return loaded
+
+
+class _Entries(Dataset):
+    def __init__(self, items: list[tuple[int, str]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> _Loaded:
+        return load_entry(*self.items[i])
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def _batches(todo: list[tuple[int, int, int]], batch_size: int) -> list[list[int]]:
+    """Dataset positions in batches that never cross a shard."""
+    out, pos = [], 0
+    for _, _, count in todo:
+        out += [list(range(pos + a, pos + min(count, a + batch_size))) for a in range(0, count, batch_size)]
+        pos += count
+    return out
+
+
+# ----------------------------------------------------------------------------- labelling (main)
+def _write_batch(writer: ShardWriter, batch: list[_Loaded], pairs: dict[int, tuple], model_id: str,
+                 kind: str, dtype: str) -> None:
+    """Score, encode and append a predicted batch (runs on the writer thread)."""
+    for item in batch:
+        if item.error is not None:
+            writer.fail(item.index, item.source, item.error)
+            continue
+        pair = pairs[item.index]
+        suffix, data, label_meta = encode_label(pair[0], dtype)
+        h, w = item.rgb.shape[:2]
+        meta = {"index": item.index, "source": item.source, "sha256": item.sha256, "nbytes": item.nbytes,
+                "width": w, "height": h, "model_id": model_id, "kind": kind,
+                "confidence": confidence_of(pair), "dtype": dtype, **label_meta}
+        writer.add(meta, suffix, data)
+
+
+def label_rank(predictor, entries: list[str], out: Path, spec: dict, opts: LabelOptions, *,
+               rank: int = 0, world: int = 1) -> RankStats:
+    """Label this rank's incomplete shards of `entries` into `out`; returns what it did."""
+    mine = plan(len(entries), opts.shard_size, rank, world)
+    todo = [s for s in mine if not shard_is_complete(out, s[0])]
+    stats = RankStats(rank, world, str(predictor.device), shards_skipped=len(mine) - len(todo))
+    items = [(i, entries[i]) for _, first, count in todo for i in range(first, first + count)]
+    if not items:
+        return stats
+    loader = DataLoader(_Entries(items), batch_sampler=_batches(todo, opts.batch_size), num_workers=opts.workers,
+                        collate_fn=_as_list, prefetch_factor=2 if opts.workers else None,
+                        pin_memory=False)
+    bar = None
+    if opts.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(items), unit="img", desc=f"rank {rank}/{world} pseudo-label", position=0)
+    header = {"run": spec["manifest_sha256"], **{k: spec[k] for k in ("model_id", "kind", "dtype", "input_size")}}
+    t_start = time.perf_counter()
+    batches = iter(loader)
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as pool:
+            for shard, first, count in todo:
+                _label_shard(predictor, batches, pool, ShardWriter(out, shard, first, count, header), count,
+                             stats, opts, spec, bar)
+                stats.shards_done += 1
+    finally:
+        stats.seconds = time.perf_counter() - t_start
+        if bar is not None:
+            bar.close()
+    return stats
+
+
+def _label_shard(predictor, batches, pool, writer: ShardWriter, count: int, stats: RankStats,
+                 opts: LabelOptions, spec: dict, bar) -> None:
+    t0, pending, left = time.perf_counter(), None, count
+    try:
+        while left > 0:
+            t = time.perf_counter()
+            batch = next(batches)
+            t_data = time.perf_counter()
+            ok = [b for b in batch if b.error is None]
+            with torch.inference_mode():
+                pairs = dict(zip([b.index for b in ok], flip_pairs(predictor, [b.rgb for b in ok]), strict=True))
+            t_pred = time.perf_counter()
+            if pending is not None:
+                pending.result()
+            stats.data_wait_s += t_data - t
+            stats.predict_s += t_pred - t_data
+            stats.write_wait_s += time.perf_counter() - t_pred
+            pending = pool.submit(_write_batch, writer, batch, pairs, spec["model_id"], spec["kind"], opts.dtype)
+            stats.images += len(ok)
+            stats.failed += len(batch) - len(ok)
+            left -= len(batch)
+            if bar is not None:
+                bar.update(len(batch))
+            if opts.delay > 0:
+                time.sleep(opts.delay)
+        t = time.perf_counter()
+        if pending is not None:
+            pending.result()
+        stats.write_wait_s += time.perf_counter() - t
+        writer.close(rank=stats.rank, seconds=round(time.perf_counter() - t0, 3))
+    except BaseException:
+        writer.abort()
+        raise
+
+
+# ----------------------------------------------------------------------------- the run's report
+def write_rank_stats(out: Path, stats: RankStats) -> None:
+    folder = out / "ranks"
+    folder.mkdir(exist_ok=True)
+    write_json_atomic(folder / f"rank-{stats.rank}-of-{stats.world}.json", stats.as_dict())
+
+
+def write_summary(out: Path, spec: dict, world: int) -> dict:
+    """summary.json + failures.jsonl from every complete shard and this run's rank files."""
+    manifests = shard_manifests(out)
+    shards = math.ceil(spec["entries"] / spec["shard_size"])
+    missing = sorted(set(range(shards)) - {m["shard"] for m in manifests})
+    failures = [{**f, "shard": m["shard"]} for m in manifests for f in m["failed"]]
+    tmp = out / ".failures.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
+    tmp.replace(out / "failures.jsonl")
+    ranks = [read_json(p, "rank report") for r in range(world)
+             if (p := out / "ranks" / f"rank-{r}-of-{world}.json").exists()]
+    summary = {"model_id": spec["model_id"], "entries": spec["entries"], "shards": shards,
+               "complete_shards": shards - len(missing), "missing_shards": missing,
+               "done": sum(len(m["items"]) for m in manifests), "failed": len(failures),
+               "failures_file": "failures.jsonl", "ranks": ranks,
+               "images_per_s": round(sum(r["images_per_s"] for r in ranks), 4)}
+    write_json_atomic(out / "summary.json", summary)
+    return summary
