@@ -117,20 +117,20 @@ def _run_sharded(args) -> int:
 
     if args.out is None:
         raise ConfigError("--manifest needs --out DIR, the folder the shards are written to")
-    opts = labeller.LabelOptions(shard_size=args.shard_size, dtype=args.dtype, batch_size=args.batch_size,
-                                 workers=args.workers, delay=args.delay)
-    entries = read_manifest(args.manifest)
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     ctx = init_distributed(args.device, timeout_s=labeller.BARRIER_TIMEOUT_S)
     try:
+        opts = labeller.LabelOptions(shard_size=args.shard_size, dtype=args.dtype, batch_size=args.batch_size,
+                                     workers=args.workers, delay=args.delay, progress=ctx.is_main)
+        manifest = read_manifest(args.manifest, keep=lambda i: labeller.owner(i, opts.shard_size,
+                                                                             ctx.world_size) == ctx.rank)
         predictor = Predictor.from_checkpoint(args.checkpoint, device=ctx.device, input_size=args.input_size,
                                               model_id=args.model_id, encoder=args.encoder, version=args.version,
                                               metric=args.metric, max_depth=args.max_depth)
-        spec = labeller.run_spec(entries, opts, predictor.model_id, predictor.kind, predictor.input_size)
+        spec = labeller.run_spec(manifest, opts, predictor.model_id, predictor.kind, predictor.input_size)
         labeller.ensure_run(out, spec)
-        opts = labeller.LabelOptions(**{**opts.__dict__, "progress": ctx.is_main})
-        stats = labeller.label_rank(predictor, entries, out, spec, opts, rank=ctx.rank, world=ctx.world_size)
+        stats = labeller.label_rank(predictor, manifest, out, spec, opts, rank=ctx.rank, world=ctx.world_size)
         labeller.write_rank_stats(out, stats)
         barrier(ctx)                                   # every rank's shards are written
         if not ctx.is_main:

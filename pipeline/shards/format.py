@@ -2,7 +2,7 @@
 
     SHARDS/run.json                    what made the folder (manifest hash, shard size, model, dtype)
     SHARDS/shard-000000.tar            items 0 .. S-1 of the manifest (those that could be read)
-    SHARDS/shard-000000.json           written last, atomically: the shard is complete iff it exists
+    SHARDS/shard-000000.jsonl          written last, atomically: the shard is complete iff it exists
     SHARDS/summary.json, failures.jsonl, ranks/rank-R-of-W.json      the last run's report
 
 Inside a tar, per item (key = the manifest line number, 9 digits; webdataset groups members by
@@ -11,9 +11,11 @@ model_id, kind, confidence, dtype, and for uint16 the scale/offset/nodata of
 `pipeline.depth_png.encode`) and `KEY.depth.png` (16-bit codes) or `KEY.depth.npy` (float16 /
 float32, no pickle). Headers carry no time or owner, so the same labels give the same bytes.
 
-The shard manifest lists every item (key, source, content hash, confidence, the label's sha256
-and its tar member offsets, so readers seek straight to one label and check it), the items
-that failed (with the reason), and the whole tar's sha256 and size.
+The shard manifest is JSON Lines: line 1 describes the shard (entries it covers, counts, the
+items that failed with the reason, model, dtype, the tar's sha256 and size), so a summary of
+thousands of shards reads one line of each; then one line per item (key, source, content hash,
+confidence, the label's sha256 and its tar member offsets, so readers seek straight to one label
+and check it).
 """
 from __future__ import annotations
 
@@ -50,12 +52,16 @@ def item_key(index: int) -> str:
     return f"{index:09d}"
 
 
-def write_json_atomic(path: Path, data) -> None:
-    """Write JSON to a temporary name, flush it to disk, then rename it into place."""
+def write_json_atomic(path: Path, data, *, lines: list | None = None) -> None:
+    """Write JSON (with `lines`: JSON Lines, `data` first) to a temporary name, flush it to
+    disk, then rename it into place."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
+            if lines is None:
+                json.dump(data, f, indent=1, sort_keys=True)
+            else:
+                f.writelines(json.dumps(x, sort_keys=True) + "\n" for x in [data, *lines])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -142,11 +148,11 @@ class ShardWriter:
 
     def __init__(self, folder: Path, shard: int, first: int, count: int, header: dict):
         self.folder, self.shard, self.stem = Path(folder), shard, shard_stem(shard)
-        self.manifest = {**header, "format": FORMAT, "shard": shard, "first": first, "count": count,
-                         "items": [], "failed": []}
+        self.header = {**header, "format": FORMAT, "shard": shard, "first": first, "count": count, "failed": []}
+        self.items: list[dict] = []
         for stale in self.folder.glob(f".{self.stem}.*"):                 # a killed run's partial shard
             stale.unlink(missing_ok=True)
-        (self.folder / f"{self.stem}.json").unlink(missing_ok=True)
+        (self.folder / f"{self.stem}.jsonl").unlink(missing_ok=True)
         self.tmp = self.folder / f".{self.stem}.tar.{os.getpid()}.tmp"
         self._file = open(self.tmp, "wb")
         self._hashing = _HashingFile(self._file)
@@ -163,12 +169,12 @@ class ShardWriter:
         key = item_key(meta["index"])
         text = json.dumps(meta, sort_keys=True).encode()
         members = {"json": self._member(f"{key}.json", text), "depth": self._member(f"{key}.{label_suffix}", label)}
-        self.manifest["items"].append({"key": key, "index": meta["index"], "source": meta["source"],
+        self.items.append({"key": key, "index": meta["index"], "source": meta["source"],
                                        "sha256": meta["sha256"], "confidence": meta["confidence"],
                                        "label_sha256": hashlib.sha256(label).hexdigest(), "members": members})
 
     def fail(self, index: int, source: str, reason: str) -> None:
-        self.manifest["failed"].append({"index": index, "source": source, "reason": reason})
+        self.header["failed"].append({"index": index, "source": source, "reason": reason})
 
     def close(self, **extra) -> Path:
         """Finish the tar, put it in place, then write the manifest. Returns the manifest path."""
@@ -178,10 +184,10 @@ class ShardWriter:
         self._file.close()
         tar = self.folder / f"{self.stem}.tar"
         os.replace(self.tmp, tar)
-        self.manifest.update(extra, tar={"file": tar.name, "sha256": self._hashing.sha.hexdigest(),
-                                         "bytes": self._hashing.n})
-        path = self.folder / f"{self.stem}.json"
-        write_json_atomic(path, self.manifest)
+        self.header.update(extra, done=len(self.items), tar={"file": tar.name, "bytes": self._hashing.n,
+                                                              "sha256": self._hashing.sha.hexdigest()})
+        path = self.folder / f"{self.stem}.jsonl"
+        write_json_atomic(path, self.header, lines=self.items)
         return path
 
     def abort(self) -> None:
@@ -199,29 +205,37 @@ def read_json(path: Path, what: str) -> dict:
         raise ShardError(f"{what} {path} cannot be read ({e}); delete it and rerun the labelling") from None
 
 
-def shard_manifests(folder: str | os.PathLike) -> list[dict]:
-    """The manifests of the complete shards in `folder`, in shard order."""
+def read_shard_manifest(path: Path, *, items: bool = True) -> dict:
+    """A shard's manifest: its first line, plus "items" (the other lines) unless items=False."""
+    try:
+        with open(path) as f:
+            header = json.loads(f.readline())
+            if header.get("format", 0) > FORMAT:
+                raise ShardError(f"{path} was written by a newer version (format {header['format']}); update "
+                                 "the studio")
+            if items:
+                header["items"] = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError) as e:
+        raise ShardError(f"shard manifest {path} cannot be read ({e}); delete it and its .tar and rerun "
+                         "the labelling") from None
+    return header
+
+
+def shard_manifests(folder: str | os.PathLike, *, items: bool = True) -> list[dict]:
+    """The manifests of the complete shards in `folder`, in shard order (items=False: first lines only)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ShardError(f"shard folder {folder} does not exist; pass the --out folder of a labelling run")
-    out = []
-    for path in sorted(folder.glob("shard-*.json")):
-        m = read_json(path, "shard manifest")
-        if m.get("format", 0) > FORMAT:
-            raise ShardError(f"{path} was written by a newer version (format {m['format']}); update the studio")
-        out.append(m)
-    return out
+    return [read_shard_manifest(p, items=items) for p in sorted(folder.glob("shard-*.jsonl"))]
 
 
 def shard_is_complete(folder: Path, shard: int) -> bool:
     """True when the shard's manifest exists and its tar has the recorded size (cheap check)."""
-    path = Path(folder) / f"{shard_stem(shard)}.json"
-    if not path.exists():
-        return False
+    path = Path(folder) / f"{shard_stem(shard)}.jsonl"
     try:
-        m = json.loads(path.read_text())
+        m = read_shard_manifest(path, items=False)
         return (Path(folder) / m["tar"]["file"]).stat().st_size == m["tar"]["bytes"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ShardError, OSError, KeyError, TypeError):
         return False
 
 
@@ -236,7 +250,7 @@ def verify_shard(folder: Path, manifest: dict) -> Path:
     except OSError as e:
         raise ShardError(f"{tar.name}: cannot be read ({e.strerror or e}); rerun the labelling to redo it") from None
     if sha.hexdigest() != manifest["tar"]["sha256"]:
-        raise ShardError(f"{tar.name} does not match the checksum in {shard_stem(manifest['shard'])}.json "
+        raise ShardError(f"{tar.name} does not match the checksum in {shard_stem(manifest['shard'])}.jsonl "
                          "(damaged or replaced); delete both files and rerun the labelling to redo the shard")
     return tar
 
@@ -248,7 +262,7 @@ def read_member(tar: Path, members: dict, name: str) -> bytes:
         f.seek(offset)
         data = f.read(size)
     if len(data) != size:
-        raise ShardError(f"{tar.name} is truncated; delete it and its .json and rerun the labelling")
+        raise ShardError(f"{tar.name} is truncated; delete it and its .jsonl and rerun the labelling")
     return data
 
 
@@ -259,7 +273,7 @@ def read_item(tar: Path, entry: dict) -> ShardItem:
     label = read_member(tar, entry["members"], "depth")
     if hashlib.sha256(label).hexdigest() != entry["label_sha256"]:
         raise ShardError(f"{what}: the label does not match its checksum (damaged); delete the shard's "
-                         ".tar and .json and rerun the labelling to redo it")
+                         ".tar and .jsonl and rerun the labelling to redo it")
     return ShardItem.from_meta(meta, decode_label(label, meta, what))
 
 

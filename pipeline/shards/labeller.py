@@ -9,8 +9,8 @@ redoes the others from scratch (a killed run's temporary tar is deleted first).
 Per rank: DataLoader workers read and decode the images (sha256 of the file bytes, EXIF
 orientation) while the main thread runs the model; batches never cross a shard. Each batch
 goes through `pseudo_label.flip_pairs` (image and its flip through the `Predictor`, the same
-call the store job makes) and one writer thread scores (`pseudo_label.confidence_of`), encodes
-and appends it to the shard while the next batch is predicted. Measured per rank: time waiting
+call the store job makes); while the next batch is predicted, a writer thread has it scored
+(`pseudo_label.confidence_of`) and encoded on a few threads and appends it to the shard. Measured per rank: time waiting
 for decoded data, predicting, and waiting for the writer.
 """
 from __future__ import annotations
@@ -19,12 +19,11 @@ import hashlib
 import json
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import StudioError
@@ -42,9 +41,10 @@ from .format import (
     shard_manifests,
     write_json_atomic,
 )
-from .sources import manifest_digest, read_source
+from .sources import Manifest, read_source
 
 BARRIER_TIMEOUT_S = 7 * 24 * 3600.0   # ranks wait at the end for the slowest one; labelling may take days
+ENCODE_THREADS = 4                   # threads scoring and encoding a batch's labels while the model runs
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,13 @@ def plan(entries: int, shard_size: int, rank: int = 0, world: int = 1) -> list[t
     return [(k, k * shard_size, min(shard_size, entries - k * shard_size)) for k in range(rank, shards, world)]
 
 
-def run_spec(entries: list[str], opts: LabelOptions, model_id: str, kind: str, input_size: int) -> dict:
-    return {"format": FORMAT, "manifest_sha256": manifest_digest(entries), "entries": len(entries),
+def owner(index: int, shard_size: int, world: int) -> int:
+    """The rank whose shard holds manifest entry `index`."""
+    return (index // shard_size) % world
+
+
+def run_spec(manifest: Manifest, opts: LabelOptions, model_id: str, kind: str, input_size: int) -> dict:
+    return {"format": FORMAT, "manifest_sha256": manifest.digest, "entries": manifest.count,
             "shard_size": opts.shard_size, "model_id": model_id, "kind": kind, "dtype": opts.dtype,
             "input_size": input_size}
 
@@ -162,29 +167,38 @@ def _batches(todo: list[tuple[int, int, int]], batch_size: int) -> list[list[int
 
 
 # ----------------------------------------------------------------------------- labelling (main)
-def _write_batch(writer: ShardWriter, batch: list[_Loaded], pairs: dict[int, tuple], model_id: str,
-                 kind: str, dtype: str) -> None:
-    """Score, encode and append a predicted batch (runs on the writer thread)."""
+def _encode(item: _Loaded, pair: tuple, model_id: str, kind: str, dtype: str) -> tuple[dict, str, bytes]:
+    """(item JSON, label member suffix, label bytes): the confidence and the encoding of one image."""
+    suffix, data, label_meta = encode_label(pair[0], dtype)
+    h, w = item.rgb.shape[:2]
+    meta = {"index": item.index, "source": item.source, "sha256": item.sha256, "nbytes": item.nbytes,
+            "width": w, "height": h, "model_id": model_id, "kind": kind,
+            "confidence": confidence_of(pair), "dtype": dtype, **label_meta}
+    return meta, suffix, data
+
+
+def _write_batch(writer: ShardWriter, encoder: ThreadPoolExecutor, batch: list[_Loaded], pairs: dict[int, tuple],
+                 model_id: str, kind: str, dtype: str) -> None:
+    """Score and encode a predicted batch on the encoder threads (numpy and PNG compression
+    release the GIL), then append it to the shard in order (runs on the writer thread)."""
+    ok = [item for item in batch if item.error is None]
+    encoded = dict(zip([i.index for i in ok], encoder.map(
+        lambda i: _encode(i, pairs[i.index], model_id, kind, dtype), ok), strict=True))
     for item in batch:
         if item.error is not None:
             writer.fail(item.index, item.source, item.error)
-            continue
-        pair = pairs[item.index]
-        suffix, data, label_meta = encode_label(pair[0], dtype)
-        h, w = item.rgb.shape[:2]
-        meta = {"index": item.index, "source": item.source, "sha256": item.sha256, "nbytes": item.nbytes,
-                "width": w, "height": h, "model_id": model_id, "kind": kind,
-                "confidence": confidence_of(pair), "dtype": dtype, **label_meta}
-        writer.add(meta, suffix, data)
+        else:
+            writer.add(*encoded[item.index])
 
 
-def label_rank(predictor, entries: list[str], out: Path, spec: dict, opts: LabelOptions, *,
+def label_rank(predictor, manifest: Manifest, out: Path, spec: dict, opts: LabelOptions, *,
                rank: int = 0, world: int = 1) -> RankStats:
-    """Label this rank's incomplete shards of `entries` into `out`; returns what it did."""
-    mine = plan(len(entries), opts.shard_size, rank, world)
+    """Label this rank's incomplete shards of `manifest` (which holds at least this rank's
+    entries: `read_manifest(path, keep=lambda i: owner(i, shard_size, world) == rank)`) into `out`."""
+    mine = plan(manifest.count, opts.shard_size, rank, world)
     todo = [s for s in mine if not shard_is_complete(out, s[0])]
     stats = RankStats(rank, world, str(predictor.device), shards_skipped=len(mine) - len(todo))
-    items = [(i, entries[i]) for _, first, count in todo for i in range(first, first + count)]
+    items = [(i, manifest.entries[i]) for _, first, count in todo for i in range(first, first + count)]
     if not items:
         return stats
     loader = DataLoader(_Entries(items), batch_sampler=_batches(todo, opts.batch_size), num_workers=opts.workers,
@@ -198,10 +212,11 @@ def label_rank(predictor, entries: list[str], out: Path, spec: dict, opts: Label
     t_start = time.perf_counter()
     batches = iter(loader)
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as pool:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as pool, \
+                ThreadPoolExecutor(max_workers=ENCODE_THREADS, thread_name_prefix="shard-encode") as encoder:
             for shard, first, count in todo:
-                _label_shard(predictor, batches, pool, ShardWriter(out, shard, first, count, header), count,
-                             stats, opts, spec, bar)
+                _label_shard(predictor, batches, (pool, encoder), ShardWriter(out, shard, first, count, header),
+                             count, stats, opts, spec, bar)
                 stats.shards_done += 1
     finally:
         stats.seconds = time.perf_counter() - t_start
@@ -210,24 +225,24 @@ def label_rank(predictor, entries: list[str], out: Path, spec: dict, opts: Label
     return stats
 
 
-def _label_shard(predictor, batches, pool, writer: ShardWriter, count: int, stats: RankStats,
+def _label_shard(predictor, batches, pools, writer: ShardWriter, count: int, stats: RankStats,
                  opts: LabelOptions, spec: dict, bar) -> None:
-    t0, pending, left = time.perf_counter(), None, count
+    (pool, encoder), t0, pending, left = pools, time.perf_counter(), None, count
     try:
         while left > 0:
             t = time.perf_counter()
             batch = next(batches)
             t_data = time.perf_counter()
             ok = [b for b in batch if b.error is None]
-            with torch.inference_mode():
-                pairs = dict(zip([b.index for b in ok], flip_pairs(predictor, [b.rgb for b in ok]), strict=True))
+            pairs = dict(zip([b.index for b in ok], flip_pairs(predictor, [b.rgb for b in ok]), strict=True))
             t_pred = time.perf_counter()
             if pending is not None:
                 pending.result()
             stats.data_wait_s += t_data - t
             stats.predict_s += t_pred - t_data
             stats.write_wait_s += time.perf_counter() - t_pred
-            pending = pool.submit(_write_batch, writer, batch, pairs, spec["model_id"], spec["kind"], opts.dtype)
+            pending = pool.submit(_write_batch, writer, encoder, batch, pairs, spec["model_id"], spec["kind"],
+                                  opts.dtype)
             stats.images += len(ok)
             stats.failed += len(batch) - len(ok)
             left -= len(batch)
@@ -241,6 +256,8 @@ def _label_shard(predictor, batches, pool, writer: ShardWriter, count: int, stat
         stats.write_wait_s += time.perf_counter() - t
         writer.close(rank=stats.rank, seconds=round(time.perf_counter() - t0, 3))
     except BaseException:
+        if pending is not None:
+            wait([pending])                       # the writer thread must let go of the shard first
         writer.abort()
         raise
 
@@ -254,7 +271,7 @@ def write_rank_stats(out: Path, stats: RankStats) -> None:
 
 def write_summary(out: Path, spec: dict, world: int) -> dict:
     """summary.json + failures.jsonl from every complete shard and this run's rank files."""
-    manifests = shard_manifests(out)
+    manifests = shard_manifests(out, items=False)                 # first lines: counts and failures
     shards = math.ceil(spec["entries"] / spec["shard_size"])
     missing = sorted(set(range(shards)) - {m["shard"] for m in manifests})
     failures = [{**f, "shard": m["shard"]} for m in manifests for f in m["failed"]]
@@ -265,7 +282,7 @@ def write_summary(out: Path, spec: dict, world: int) -> dict:
              if (p := out / "ranks" / f"rank-{r}-of-{world}.json").exists()]
     summary = {"model_id": spec["model_id"], "entries": spec["entries"], "shards": shards,
                "complete_shards": shards - len(missing), "missing_shards": missing,
-               "done": sum(len(m["items"]) for m in manifests), "failed": len(failures),
+               "done": sum(m["done"] for m in manifests), "failed": len(failures),
                "failures_file": "failures.jsonl", "ranks": ranks,
                "images_per_s": round(sum(r["images_per_s"] for r in ranks), 4)}
     write_json_atomic(out / "summary.json", summary)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .format import ShardError
@@ -22,29 +24,37 @@ def is_url(source: str) -> bool:
     return bool(_URL.match(source))
 
 
-def read_manifest(path: str | os.PathLike) -> list[str]:
-    """The manifest's entries in order: absolute local paths, or URLs as written."""
+@dataclass(frozen=True)
+class Manifest:
+    count: int                  # entries in the whole manifest
+    digest: str                 # sha256 over all entries (resolved), each followed by a newline
+    entries: dict[int, str]     # entry number -> path or URL, for the entries asked for
+
+
+def read_manifest(path: str | os.PathLike, keep: Callable[[int], bool] | None = None) -> Manifest:
+    """Scan the manifest once: its size and digest, and the entries `keep(number)` accepts (all
+    when None), so a rank of a many-million-line manifest holds only its own share."""
     path = Path(path).expanduser()
+    digest, entries, count = hashlib.sha256(), {}, 0
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                entry = line.strip()
+                if not entry or entry.startswith("#"):
+                    continue
+                if not is_url(entry):
+                    entry = str((path.parent / Path(entry).expanduser()).resolve())
+                digest.update(entry.encode() + b"\n")
+                if keep is None or keep(count):
+                    entries[count] = entry
+                count += 1
     except FileNotFoundError:
         raise ShardError(f"manifest {path} not found; write one image path or URL per line") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ShardError(f"manifest {path} cannot be read as UTF-8 text ({e})") from None
-    out = []
-    for line in text.splitlines():
-        entry = line.strip()
-        if not entry or entry.startswith("#"):
-            continue
-        out.append(entry if is_url(entry) else str((path.parent / Path(entry).expanduser()).resolve()))
-    if not out:
+    if not count:
         raise ShardError(f"manifest {path} lists no images; write one image path or URL per line")
-    return out
-
-
-def manifest_digest(entries: list[str]) -> str:
-    """sha256 of the entry list: a shard folder belongs to exactly one list."""
-    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+    return Manifest(count, digest.hexdigest(), entries)
 
 
 def read_source(source: str) -> bytes:

@@ -13,12 +13,13 @@ from pipeline.shards.format import (
     decode_label,
     encode_label,
     iter_items,
+    read_shard_manifest,
     shard_is_complete,
     shard_manifests,
     verify_shard,
 )
 from pipeline.shards.labeller import plan
-from pipeline.shards.sources import display_name, manifest_digest, read_manifest, read_source
+from pipeline.shards.sources import display_name, read_manifest, read_source
 
 
 def label(h=30, w=36, seed=0) -> np.ndarray:
@@ -70,7 +71,7 @@ def write_shard(folder, shard=0, n=3, dtype="float32") -> dict:
                "height": 30, "model_id": "m", "kind": "disparity", "confidence": 0.5 + i / 10, "dtype": dtype,
                **extra}, suffix, data)
     w.fail(shard * n + n - 1, "/x/bad.png", "not an image")
-    return json.loads(w.close(rank=0).read_text())
+    return read_shard_manifest(w.close(rank=0))
 
 
 def test_a_shard_appears_only_when_complete_and_reads_back(tmp_path):
@@ -80,9 +81,13 @@ def test_a_shard_appears_only_when_complete_and_reads_back(tmp_path):
     assert list(tmp_path.iterdir()) == []                                       # nothing left behind
     m = write_shard(tmp_path)
     assert shard_is_complete(tmp_path, 0) and [p.name for p in sorted(tmp_path.iterdir())] == \
-        ["shard-000000.json", "shard-000000.tar"]
+        ["shard-000000.jsonl", "shard-000000.tar"]
     assert shard_manifests(tmp_path) == [m] and m["failed"] == [{"index": 2, "source": "/x/bad.png",
                                                                  "reason": "not an image"}]
+    lines = (tmp_path / "shard-000000.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])                                # line 1: the shard, without its items
+    assert (header["done"], header["count"], "items" not in header, len(lines)) == (2, 3, True, 3)
+    assert shard_manifests(tmp_path, items=False) == [header]
     items = list(iter_items(tmp_path, m))
     assert [(i.index, i.source, i.confidence) for i in items] == [(0, "/x/0.png", 0.5), (1, "/x/1.png", 0.6)]
     assert all(np.array_equal(i.depth, label(seed=k)) for k, i in enumerate(items))
@@ -112,11 +117,14 @@ def test_manifest_lines_paths_and_urls(tmp_path):
     (tmp_path / "sub").mkdir()
     path = tmp_path / "sub" / "list.txt"
     path.write_text("# comment\n\n a.jpg \n../b.png\ns3://bucket/c.jpg\nfile:///tmp/d.png\n")
-    entries = read_manifest(path)
-    assert entries == [str(tmp_path / "sub" / "a.jpg"), str(tmp_path / "b.png"), "s3://bucket/c.jpg",
-                       "file:///tmp/d.png"]
-    assert manifest_digest(entries) != manifest_digest(entries[::-1])
+    m = read_manifest(path)
+    entries = [str(tmp_path / "sub" / "a.jpg"), str(tmp_path / "b.png"), "s3://bucket/c.jpg", "file:///tmp/d.png"]
+    assert (m.count, m.entries) == (4, dict(enumerate(entries)))
     assert [display_name(e) for e in entries] == ["a.jpg", "b.png", "c.jpg", "d.png"]
+    odd = read_manifest(path, keep=lambda i: i % 2 == 1)              # a rank keeps its own share only
+    assert (odd.count, odd.digest, odd.entries) == (4, m.digest, {1: entries[1], 3: entries[3]})
+    path.write_text("\n".join(reversed(["a.jpg", "../b.png", "s3://bucket/c.jpg", "file:///tmp/d.png"])))
+    assert read_manifest(path).digest != m.digest
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(ShardError, match="lists no images"):
         read_manifest(tmp_path / "empty.txt")

@@ -66,7 +66,7 @@ def test_a_rerun_skips_complete_shards_and_redoes_partial_ones(tmp_path, manifes
     assert label_cli(manifest, checkpoint, out) == 0
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*")}
     first = shard_manifests(out)
-    (out / "shard-000001.json").unlink()                              # killed between tar and manifest
+    (out / "shard-000001.jsonl").unlink()                              # killed between tar and manifest
     (out / ".shard-000001.tar.99999.tmp").write_bytes(b"half a tar")  # and a half-written one
     (out / "shard-000002.tar").write_bytes(b"truncated")              # a tar that lost its tail
     capsys.readouterr()
