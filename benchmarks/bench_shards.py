@@ -10,8 +10,10 @@ on their values), two forward passes per image (the image and its flip), input 5
   --batch-size: the model alone (the GPU goal: sharded labelling within 10 % of it);
 - store job: `run_pseudo_label` into a store, one image (and its flip) per forward;
 - sharded, one process, --workers 0 and --workers N: `python -m pipeline pseudo-label
-  --manifest`; the rank's own images/s (model load excluded) and the share of its time the
-  model waited for decoded images (decode/inference overlap);
+  --manifest`; the rank's own images/s (model load excluded), the share of its time spent in
+  the model ("busy"; the rest is overhead the bare predictor does not have) and the time the
+  model waited for decoded images (decode/inference overlap; the first batch also waits for
+  the workers to start);
 - sharded, torchrun --nproc-per-node=--ranks: per-rank and total images/s.
 """
 from __future__ import annotations
@@ -80,24 +82,45 @@ def sharded(manifest: Path, ck: Path, out: Path, args, *, workers: int, ranks: i
     return json.loads(proc.stdout.strip().splitlines()[-1]), wall
 
 
-def row(name: str, rate: float, ref: float, note: str = "") -> str:
-    return f"| {name} | {rate:.3f} | {rate / ref:.2f}x | {note} |"
+def sides(args, tmp: Path, paths: list[Path], manifest: Path, ck: Path, predictor: Predictor) -> dict:
+    """name -> function returning (images/s, note); the sides a round measures."""
+    out: dict = {f"bare predictor, decoded in memory, batches of {args.batch_size}":
+                 lambda r: (bare(predictor, paths, args.batch_size), "")}
+    if not args.skip_store:
+        def store_job(r):
+            store = Store(tmp / f"job-{r}.db")
+            import_paths(store, [tmp / "img"])
+            return run_pseudo_label(store, predictor).images_per_s, ""
+        out["store job (`pseudo-label --db`), one image per forward"] = store_job
+    for workers, ranks in ((0, 1), (args.workers, 1), (args.workers, args.ranks)):
+        def shard_side(r, workers=workers, ranks=ranks):
+            summary, wall = sharded(manifest, ck, tmp / f"out-{workers}-{ranks}-{r}", args, workers=workers,
+                                    ranks=ranks)
+            per_rank = ", ".join(f"rank {x['rank']} {x['images_per_s']:.3f} img/s, model busy "
+                                 f"{x['predict_s'] / x['seconds']:.1%}, waited for data {x['data_wait_s']:.2f} s "
+                                 f"({x['data_wait_share']:.1%}; after the first batch {x['steady_wait_share']:.1%})"
+                                 for x in summary["ranks"])
+            return summary["images_per_s"], f"{per_rank}; command {args.images / wall:.3f} img/s with start-up"
+        out[f"sharded, {ranks} process{'es' if ranks > 1 else ''}, {workers} decode workers"] = shard_side
+    return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--encoder", default="vits")
-    ap.add_argument("--images", type=int, default=12)
+    ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--size", default="480x640", help="HxW of the JPEGs")
     ap.add_argument("--input-size", type=int, default=518)
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--shard-size", type=int, default=4)
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers of the overlapped runs")
     ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2, help="rounds; each round measures every side once")
     ap.add_argument("--device", default=None)
     ap.add_argument("--skip-store", action="store_true", help="leave out the store job (slow on big runs)")
     args = ap.parse_args(argv)
     h, w = (int(x) for x in args.size.lower().split("x"))
+    results: dict[str, list[tuple[float, str]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_shards_") as tmp:
         tmp = Path(tmp)
         (tmp / "img").mkdir()
@@ -107,25 +130,18 @@ def main(argv=None) -> int:
         loaded = untrained_model(ModelConfig(encoder=args.encoder))
         ck = save_checkpoint(loaded.model, tmp / "teacher.safetensors", model_id="bench-teacher")
         predictor = Predictor(loaded, device=args.device, input_size=args.input_size, model_id="bench-teacher")
-        rate_bare = bare(predictor, paths, args.batch_size)
-        lines = [row(f"bare predictor, decoded in memory, batches of {args.batch_size}", rate_bare, rate_bare)]
-        if not args.skip_store:
-            store = Store(tmp / "job.db")
-            import_paths(store, [tmp / "img"])
-            s = run_pseudo_label(store, predictor)
-            lines.append(row("store job (`pseudo-label --db`), one image per forward", s.images_per_s, rate_bare))
-        for workers, ranks in ((0, 1), (args.workers, 1), (args.workers, args.ranks)):
-            summary, wall = sharded(manifest, ck, tmp / f"out-{workers}-{ranks}", args, workers=workers, ranks=ranks)
-            per_rank = ", ".join(f"rank {r['rank']} {r['images_per_s']:.3f} img/s, waited {r['data_wait_s']:.2f} s "
-                                 f"({r['data_wait_share']:.1%})" for r in summary["ranks"])
-            lines.append(row(f"sharded, {ranks} process{'es' if ranks > 1 else ''}, {workers} decode workers",
-                             summary["images_per_s"], rate_bare,
-                             f"{per_rank}; command {args.images / wall:.3f} img/s with start-up"))
-    print(f"device {predictor.device}, {args.encoder}, {args.images} JPEGs {h}x{w}, input {args.input_size}, "
-          f"2 forward passes per image, torch threads {torch.get_num_threads()}")
-    print("| side | images/s | vs bare | per rank: images/s, time waiting for decoded images |")
+        for r in range(args.repeats):                       # interleaved: load changes hit every side alike
+            for name, fn in sides(args, tmp, paths, manifest, ck, predictor).items():
+                results.setdefault(name, []).append(fn(r))
+                print(f"round {r + 1}: {name}: {results[name][-1][0]:.3f} img/s", flush=True)
+    print(f"\ndevice {predictor.device}, {args.encoder}, {args.images} JPEGs {h}x{w}, input {args.input_size}, "
+          f"2 forward passes per image, torch threads {torch.get_num_threads()}, medians of {args.repeats} rounds")
+    print("| side | images/s | vs bare | per rank (last round): images/s, share of time in the model, waiting for data |")
     print("|---|---|---|---|")
-    print("\n".join(lines))
+    ref = float(np.median([x for x, _ in next(iter(results.values()))]))
+    for name, runs in results.items():
+        rate = float(np.median([x for x, _ in runs]))
+        print(f"| {name} | {rate:.3f} | {rate / ref:.2f}x | {runs[-1][1]} |")
     return 0
 
 

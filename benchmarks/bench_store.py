@@ -77,6 +77,7 @@ def fill(path: Path, start: int, end: int, pool: list[str], chunk: int = 50_000)
     """Images start..end-1 (ids start+1..end) with their prediction and revision, bulk inserted."""
     conn = sqlite3.connect(path)                          # foreign keys off: heads point forward
     conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA cache_size=-1000000")                  # 1 GB: index pages stay in memory
     rng = random.Random(start)
     for a in range(start, end, chunk):
         rev_base = conn.execute("SELECT coalesce(max(id), 0) FROM revisions").fetchone()[0]

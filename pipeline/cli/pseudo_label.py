@@ -117,6 +117,9 @@ def _run_sharded(args) -> int:
 
     if args.out is None:
         raise ConfigError("--manifest needs --out DIR, the folder the shards are written to")
+    if args.limit is not None or args.job_id is not None:
+        raise ConfigError("--limit and --job-id are for --db runs; a --manifest run labels every line (shorten "
+                          "the manifest to label fewer)")
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     ctx = init_distributed(args.device, timeout_s=labeller.BARRIER_TIMEOUT_S)

@@ -75,6 +75,7 @@ class RankStats:
     failed: int = 0
     seconds: float = 0.0            # wall time of this rank's labelling
     data_wait_s: float = 0.0        # the model waiting for decoded images
+    first_wait_s: float = 0.0       # of which for the first batch (worker start-up, nothing to overlap yet)
     predict_s: float = 0.0
     write_wait_s: float = 0.0       # the model waiting for the writer thread
 
@@ -82,6 +83,7 @@ class RankStats:
         d = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
         d["images_per_s"] = round(self.images / self.seconds, 4) if self.seconds > 0 else 0.0
         d["data_wait_share"] = round(self.data_wait_s / self.seconds, 4) if self.seconds > 0 else 0.0
+        d["steady_wait_share"] = round((self.data_wait_s - self.first_wait_s) / self.seconds, 4) if self.seconds else 0.0
         return d
 
 
@@ -238,6 +240,8 @@ def _label_shard(predictor, batches, pools, writer: ShardWriter, count: int, sta
             t_pred = time.perf_counter()
             if pending is not None:
                 pending.result()
+            if stats.images + stats.failed == 0:
+                stats.first_wait_s = t_data - t
             stats.data_wait_s += t_data - t
             stats.predict_s += t_pred - t_data
             stats.write_wait_s += time.perf_counter() - t_pred

@@ -105,5 +105,7 @@ def test_a_folder_of_another_run_and_bad_options_are_refused(tmp_path, manifest,
     assert "--manifest needs --out" in capsys.readouterr().err
     assert main(["pseudo-label", "--db", str(tmp_path / "x.db"), "--out", str(tmp_path / "o")]) == 2
     assert "--out is the shard folder" in capsys.readouterr().err
+    assert label_cli(manifest, checkpoint, tmp_path / "out", "--limit", "2") == 2
+    assert "--limit and --job-id are for --db runs" in capsys.readouterr().err
     with pytest.raises(ShardError, match="shard size and batch size"):
         LabelOptions(shard_size=0)
