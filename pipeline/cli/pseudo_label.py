@@ -110,36 +110,29 @@ def _run_as_job(args, store, db: Path) -> int:
 
 
 def _run_sharded(args) -> int:
-    """One torchrun rank (or the only process): label this rank's shards, then rank 0 reports."""
+    """One torchrun rank (or the only process): label this rank's shards; rank 0 then reports."""
     from ..shards import labeller
     from ..shards.sources import read_manifest
-    from ..train.distributed import barrier, cleanup, init_distributed
 
     if args.out is None:
         raise ConfigError("--manifest needs --out DIR, the folder the shards are written to")
     if args.limit is not None or args.job_id is not None:
         raise ConfigError("--limit and --job-id are for --db runs; a --manifest run labels every line (shorten "
                           "the manifest to label fewer)")
+    ctx = labeller.RankContext.from_env()
+    opts = labeller.LabelOptions(shard_size=args.shard_size, dtype=args.dtype, batch_size=args.batch_size,
+                                 workers=args.workers, delay=args.delay, progress=ctx.rank == 0)
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    ctx = init_distributed(args.device, timeout_s=labeller.BARRIER_TIMEOUT_S)
-    try:
-        opts = labeller.LabelOptions(shard_size=args.shard_size, dtype=args.dtype, batch_size=args.batch_size,
-                                     workers=args.workers, delay=args.delay, progress=ctx.is_main)
-        manifest = read_manifest(args.manifest, keep=lambda i: labeller.owner(i, opts.shard_size,
-                                                                             ctx.world_size) == ctx.rank)
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=ctx.device, input_size=args.input_size,
-                                              model_id=args.model_id, encoder=args.encoder, version=args.version,
-                                              metric=args.metric, max_depth=args.max_depth)
-        spec = labeller.run_spec(manifest, opts, predictor.model_id, predictor.kind, predictor.input_size)
-        labeller.ensure_run(out, spec)
-        stats = labeller.label_rank(predictor, manifest, out, spec, opts, rank=ctx.rank, world=ctx.world_size)
-        labeller.write_rank_stats(out, stats)
-        barrier(ctx)                                   # every rank's shards are written
-        if not ctx.is_main:
-            return 0
-        summary = labeller.write_summary(out, spec, ctx.world_size)
-        print(json.dumps(summary))
-        return 0 if not summary["missing_shards"] else 1
-    finally:
-        cleanup(ctx)
+    manifest = read_manifest(args.manifest, keep=lambda i: labeller.owner(i, opts.shard_size, ctx.world) == ctx.rank)
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=ctx.device(args.device), input_size=args.input_size,
+                                          model_id=args.model_id, encoder=args.encoder, version=args.version,
+                                          metric=args.metric, max_depth=args.max_depth)
+    spec = labeller.run_spec(manifest, opts, predictor.model_id, predictor.kind, predictor.input_size)
+    labeller.ensure_run(out, spec)
+    labeller.write_rank_stats(out, labeller.label_rank(predictor, manifest, out, spec, opts, ctx))
+    if ctx.rank != 0:
+        return 0
+    summary = labeller.write_summary(out, spec, labeller.wait_for_ranks(out, ctx))
+    print(json.dumps(summary))
+    return 0 if not summary["missing_shards"] else 1

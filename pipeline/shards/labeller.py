@@ -4,7 +4,9 @@ The plan is a pure function of (entries, shard size, world size): shard k holds 
 k*S .. (k+1)*S - 1 and belongs to rank k mod W, so every entry has exactly one shard, a shard's
 content does not depend on how many processes ran, and a rerun with any world size finds the
 same shards. A rank skips its complete shards (manifest present, tar of the recorded size) and
-redoes the others from scratch (a killed run's temporary tar is deleted first).
+redoes the others from scratch (a killed run's temporary tar is deleted first). Ranks share no
+process group (no gloo / NCCL to hang or time out): torchrun starts, watches and restarts them,
+and rank 0 writes the summary once every rank's report of this attempt is in --out.
 
 Per rank: DataLoader workers read and decode the images (sha256 of the file bytes, EXIF
 orientation) while the main thread runs the model; batches never cross a shard. Each batch
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -43,7 +46,6 @@ from .format import (
 )
 from .sources import Manifest, read_source
 
-BARRIER_TIMEOUT_S = 7 * 24 * 3600.0   # ranks wait at the end for the slowest one; labelling may take days
 ENCODE_THREADS = 4                   # threads scoring and encoding a batch's labels while the model runs
 
 
@@ -64,11 +66,37 @@ class LabelOptions:
             raise ShardError(f"unknown label dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
 
 
+@dataclass(frozen=True)
+class RankContext:
+    """This process's place under torchrun (from its environment); one process alone: rank 0 of 1.
+
+    Ranks need no process group: each labels its own shards, and rank 0 waits for the others'
+    report files (written after their last shard) in the shared --out folder. `attempt` tells
+    this launch (torchrun run id and restart count) from earlier ones, whose reports may remain."""
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    attempt: str = "local:0"
+
+    @classmethod
+    def from_env(cls, env=os.environ) -> RankContext:
+        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)),
+                   f"{env.get('TORCHELASTIC_RUN_ID', 'local')}:{env.get('TORCHELASTIC_RESTART_COUNT', 0)}")
+
+    def device(self, preference: str | None) -> str | None:
+        """The device this rank predicts on: 'cuda' (or none given, with CUDA present) -> its local GPU."""
+        import torch
+        if preference in (None, "", "auto", "cuda") and torch.cuda.is_available():
+            return f"cuda:{self.local_rank}"
+        return preference
+
+
 @dataclass
 class RankStats:
     rank: int
     world: int
     device: str
+    attempt: str = "local:0"
     shards_done: int = 0            # written by this run
     shards_skipped: int = 0         # found complete
     images: int = 0                 # labelled by this run
@@ -193,13 +221,14 @@ def _write_batch(writer: ShardWriter, encoder: ThreadPoolExecutor, batch: list[_
             writer.add(*encoded[item.index])
 
 
-def label_rank(predictor, manifest: Manifest, out: Path, spec: dict, opts: LabelOptions, *,
-               rank: int = 0, world: int = 1) -> RankStats:
+def label_rank(predictor, manifest: Manifest, out: Path, spec: dict, opts: LabelOptions,
+               ctx: RankContext = RankContext()) -> RankStats:
     """Label this rank's incomplete shards of `manifest` (which holds at least this rank's
     entries: `read_manifest(path, keep=lambda i: owner(i, shard_size, world) == rank)`) into `out`."""
+    rank, world = ctx.rank, ctx.world
     mine = plan(manifest.count, opts.shard_size, rank, world)
     todo = [s for s in mine if not shard_is_complete(out, s[0])]
-    stats = RankStats(rank, world, str(predictor.device), shards_skipped=len(mine) - len(todo))
+    stats = RankStats(rank, world, str(predictor.device), ctx.attempt, shards_skipped=len(mine) - len(todo))
     items = [(i, manifest.entries[i]) for _, first, count in todo for i in range(first, first + count)]
     if not items:
         return stats
@@ -273,8 +302,24 @@ def write_rank_stats(out: Path, stats: RankStats) -> None:
     write_json_atomic(folder / f"rank-{stats.rank}-of-{stats.world}.json", stats.as_dict())
 
 
-def write_summary(out: Path, spec: dict, world: int) -> dict:
-    """summary.json + failures.jsonl from every complete shard and this run's rank files."""
+def wait_for_ranks(out: Path, ctx: RankContext, poll_s: float = 1.0) -> list[dict]:
+    """Rank 0: the reports of every rank of this attempt, once all are written (polls --out).
+    A rank that dies never writes one; torchrun then stops (or restarts) this process too."""
+    paths = [out / "ranks" / f"rank-{r}-of-{ctx.world}.json" for r in range(ctx.world)]
+    while True:
+        reports = []
+        for p in paths:
+            try:
+                reports.append(json.loads(p.read_text()))
+            except (OSError, ValueError):                      # not written yet (or being replaced)
+                break
+        if len(reports) == ctx.world and all(r.get("attempt") == ctx.attempt for r in reports):
+            return reports
+        time.sleep(poll_s)
+
+
+def write_summary(out: Path, spec: dict, ranks: list[dict]) -> dict:
+    """summary.json + failures.jsonl from every complete shard and this attempt's rank reports."""
     manifests = shard_manifests(out, items=False)                 # first lines: counts and failures
     shards = math.ceil(spec["entries"] / spec["shard_size"])
     missing = sorted(set(range(shards)) - {m["shard"] for m in manifests})
@@ -282,8 +327,6 @@ def write_summary(out: Path, spec: dict, world: int) -> dict:
     tmp = out / ".failures.jsonl.tmp"
     tmp.write_text("".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
     tmp.replace(out / "failures.jsonl")
-    ranks = [read_json(p, "rank report") for r in range(world)
-             if (p := out / "ranks" / f"rank-{r}-of-{world}.json").exists()]
     summary = {"model_id": spec["model_id"], "entries": spec["entries"], "shards": shards,
                "complete_shards": shards - len(missing), "missing_shards": missing,
                "done": sum(m["done"] for m in manifests), "failed": len(failures),

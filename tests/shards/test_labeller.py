@@ -12,7 +12,7 @@ from pipeline.cli import main
 from pipeline.image_io import decode_image
 from pipeline.pseudo_label import confidence_of, flip_pair
 from pipeline.shards import iter_items, shard_manifests
-from pipeline.shards.labeller import LabelOptions, ShardError
+from pipeline.shards.labeller import LabelOptions, RankContext, RankStats, ShardError, wait_for_ranks, write_rank_stats
 
 
 def label_cli(manifest, checkpoint, out, *extra) -> int:
@@ -109,3 +109,19 @@ def test_a_folder_of_another_run_and_bad_options_are_refused(tmp_path, manifest,
     assert "--limit and --job-id are for --db runs" in capsys.readouterr().err
     with pytest.raises(ShardError, match="shard size and batch size"):
         LabelOptions(shard_size=0)
+
+
+def test_rank_0_waits_for_every_report_of_this_attempt(tmp_path):
+    env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "TORCHELASTIC_RUN_ID": "r7",
+           "TORCHELASTIC_RESTART_COUNT": "1"}
+    ctx = RankContext.from_env(env)
+    assert (ctx.rank, ctx.world, ctx.attempt, RankContext.from_env({}).attempt) == (0, 2, "r7:1", "local:0")
+    assert ctx.device("cpu") == "cpu"
+    write_rank_stats(tmp_path, RankStats(0, 2, "cpu", "r7:1", images=3))
+    write_rank_stats(tmp_path, RankStats(1, 2, "cpu", "r7:0", images=9))          # left by the killed attempt
+    import threading
+    later = threading.Timer(0.3, write_rank_stats, (tmp_path, RankStats(1, 2, "cpu", "r7:1", images=4)))
+    later.start()
+    reports = wait_for_ranks(tmp_path, ctx, poll_s=0.05)
+    later.join()
+    assert [(r["rank"], r["images"], r["attempt"]) for r in reports] == [(0, 3, "r7:1"), (1, 4, "r7:1")]

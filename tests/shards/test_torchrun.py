@@ -2,6 +2,7 @@
 by rerunning the command or by torchrun's own --max-restarts; the store then holds each image once."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +31,24 @@ def command(manifest: Path, checkpoint: Path, out: Path, *extra: str, restarts: 
             "--batch-size", "1", *extra]
 
 
+@contextlib.contextmanager
+def launched(cmd: list[str]) -> Iterator[subprocess.Popen]:
+    """The command in its own session; on the way out (a failed assertion, a timeout) it and
+    every process it started (the ranks, their DataLoader workers) are killed."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+
+
 def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+    with launched(cmd) as proc:
+        out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def labels(out: Path) -> dict[str, tuple[np.ndarray, float]]:
@@ -85,10 +103,9 @@ def check_store(tmp_path: Path, out: Path) -> None:
 
 def test_a_rank_killed_mid_run_is_finished_by_a_rerun(tmp_path, manifest, checkpoint):
     out = tmp_path / "out"
-    proc = subprocess.Popen(command(manifest, checkpoint, out, "--delay", "0.4"), cwd=ROOT, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    kill_a_rank_mid_shard(proc, out)
-    _, err = proc.communicate(timeout=240)
+    with launched(command(manifest, checkpoint, out, "--delay", "0.4")) as proc:
+        kill_a_rank_mid_shard(proc, out)
+        _, err = proc.communicate(timeout=240)
     assert proc.returncode != 0, err[-2000:]                                  # torchrun gave up
     done_first = {m["shard"]: m["tar"]["sha256"] for m in shard_manifests(out)}
     assert 1 <= len(done_first) < 6 and 3 not in done_first                 # rank 1 died writing shard 3
@@ -106,10 +123,9 @@ def test_a_rank_killed_mid_run_is_finished_by_a_rerun(tmp_path, manifest, checkp
 
 def test_torchrun_max_restarts_recovers_a_killed_rank_by_itself(tmp_path, manifest, checkpoint):
     out = tmp_path / "out"
-    proc = subprocess.Popen(command(manifest, checkpoint, out, "--delay", "0.4", restarts=1), cwd=ROOT,
-                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    kill_a_rank_mid_shard(proc, out)
-    stdout, err = proc.communicate(timeout=300)
+    with launched(command(manifest, checkpoint, out, "--delay", "0.4", restarts=1)) as proc:
+        kill_a_rank_mid_shard(proc, out)
+        stdout, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert (summary["complete_shards"], summary["done"]) == (6, 12)
