@@ -169,9 +169,11 @@ class GalleryPage:
     items: list[tuple[Path, str]]        # (thumbnail, caption)
     ids: list[int]
     total: int
-    offset: int
+    offset: int | None                   # None for a page asked for by cursor
     limit: int
     counts: dict[str, int]
+    next_cursor: str | None = None       # pass as gallery(after=...) for the next page; None at the end
+    prev_cursor: str | None = None       # pass as gallery(before=...) for the previous page; None at the start
 
 
 @dataclass
@@ -254,14 +256,19 @@ class CurationService:
 
     # ---- gallery ---------------------------------------------------------------------------
     def gallery(self, status: str | None = None, *, sort: str = "confidence", descending: bool = False,
-                offset: int = 0, limit: int = 24, clip: str | None = None) -> GalleryPage:
-        """One page of thumbnails (image | label), least confident first by default; `clip`: one video's frames."""
+                offset: int = 0, limit: int = 24, after: str | None = None,
+                before: str | None = None, clip: str | None = None) -> GalleryPage:
+        """One page of thumbnails (image | label), least confident first by default; `clip`: one video's frames.
+
+        Next / previous page: pass the page's `next_cursor` as `after` / `prev_cursor` as
+        `before` (keyset: as fast on page 40,000 as on page 1); `offset` jumps to a position."""
         status = None if status in (None, "", "all") else status
         page = self.store.list_images(status=status, sort=sort, descending=descending,
-                                      offset=_id("offset", offset), limit=_id("limit", limit), clip=clip or None)
+                                      offset=_id("offset", offset), limit=_id("limit", limit), after=after,
+                                      before=before, clip=clip or None)
         items = [(self.thumbnail(rec), _caption(rec)) for rec in page.items]
         return GalleryPage(items, [r.id for r in page.items], page.total, page.offset, page.limit,
-                           self.store.count_by_status())
+                           self.store.count_by_status(), page.next_cursor, page.prev_cursor)
 
     def clips(self) -> list[tuple[str, int]]:
         """(clip, frames in the store) of every imported video, for the gallery's clip filter."""

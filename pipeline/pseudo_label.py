@@ -49,11 +49,27 @@ class PseudoLabelSummary:
                 "mean_confidence": self.mean_confidence}
 
 
+def flip_pairs(predictor: Predictor, rgbs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The model's (H, W) outputs for each image and for its horizontal flip, in one
+    `predict_many` call: images sharing a network size run together (image, flip, image, ...)."""
+    if not rgbs:
+        return []
+    flipped = [np.ascontiguousarray(rgb[:, ::-1]) for rgb in rgbs]                 # (H, W, 3) each
+    preds = predictor.predict_many([x for pair in zip(rgbs, flipped, strict=True) for x in pair],
+                                   batch_size=2 * len(rgbs))
+    return [(preds[2 * i].array, preds[2 * i + 1].array) for i in range(len(rgbs))]
+
+
 def flip_pair(predictor: Predictor, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The model's (H, W) outputs for an image and for its horizontal flip, one batch of two."""
-    flipped = np.ascontiguousarray(rgb[:, ::-1])                       # (H, W, 3)
-    pred, pred_flipped = predictor.predict_many([rgb, flipped], batch_size=2)
-    return pred.array, pred_flipped.array
+    return flip_pairs(predictor, [rgb])[0]
+
+
+def confidence_of(pair: tuple[np.ndarray, np.ndarray]) -> float:
+    """A pseudo-label's confidence from (prediction, prediction of the flipped image): the flip
+    consistency (`corrections.flip_consistency`; low = review first). The store job and the
+    sharded job (pipeline/shards) both score with this."""
+    return flip_consistency(*pair)[0]
 
 
 def predict_with_flip(predictor: Predictor, rgb: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
@@ -77,7 +93,7 @@ def predict_pair(store: Store, predictor: Predictor, image_id: int) -> tuple[np.
 def write_one(store: Store, predictor: Predictor, image_id: int, pair: tuple[np.ndarray, np.ndarray], *,
               job_id: int | None = None, delay: float = 0.0) -> tuple[bool, float]:
     """Score the flip consistency and record prediction + label + confidence (one transaction)."""
-    score, _ = flip_consistency(*pair)
+    score = confidence_of(pair)
     if delay > 0:
         time.sleep(delay)                          # tests: an image in flight when killed
     _, created = store.add_prediction(image_id, predictor.model_id, predictor.kind, pair[0],

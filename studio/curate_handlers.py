@@ -22,7 +22,7 @@ from .text import html_text, md
 
 STATUS_FILTERS = ("all", "pending", "accepted", "rejected", "corrected")
 SORT_CHOICES = {"confidence, worst first": ("confidence", False), "confidence, best first": ("confidence", True),
-                "name": ("name", False), "newest first": ("date", True)}
+                "name": ("name", False), "newest first": ("date", True), "frame time (videos)": ("time", False)}
 PAGE_SIZE = 24
 ALL_CLIPS = ""                                    # the clip filter's value for "every image"
 HISTORY_HEADERS = ["#", "tool", "author", "values from", "time (UTC)", "head", "note"]
@@ -218,7 +218,10 @@ class CurateHandlers:
     # ---- gallery -------------------------------------------------------------------------
     @user_errors("Cannot show the gallery")
     def gallery(self, status, sort, page, clip=None):
-        """(gallery items, page ids, counts, page text, page number) for one gallery page; `clip`: one video."""
+        """(gallery items, page ids, counts, page text, page number, cursors) for one gallery page;
+        `clip`: one video's frames.
+
+        A page number is a jump (by position); `turn_page` moves by the cursors kept in `cursors`."""
         key, desc = SORT_CHOICES.get(sort, ("confidence", False))
         page = RANGES["page"].check(page or 1)
         clip = None if clip in (None, "", ALL_CLIPS) else clip
@@ -228,16 +231,34 @@ class CurateHandlers:
             page = max(1, -(-g.total // PAGE_SIZE))
             g = self.curation.gallery(status, sort=key, descending=desc, offset=(page - 1) * PAGE_SIZE,
                                       limit=PAGE_SIZE, clip=clip)
+        return self._gallery_out(g, status, sort, clip, page)
+
+    def _gallery_out(self, g, status, sort, clip, page: int) -> tuple:
         counts = " · ".join(f"{k}: **{v}**" for k, v in g.counts.items())
         pages = max(1, -(-g.total // PAGE_SIZE))
-        return ([(str(p), c) for p, c in g.items], g.ids, counts, f"page {page} of {pages} ({g.total} images)", page)
+        cursors = {"view": [status, sort, clip], "page": page, "next": g.next_cursor, "prev": g.prev_cursor}
+        return ([(str(p), c) for p, c in g.items], g.ids, counts, f"page {page} of {pages} ({g.total} images)",
+                page, cursors)
 
     def first_page(self, status, sort, clip=None):
         return self.gallery(status, sort, 1, clip)
 
     @user_errors("Cannot show the gallery")
-    def turn_page(self, status, sort, page, clip=None, *, delta: int):
-        return self.gallery(status, sort, max(1, RANGES["page"].check(page or 1) + delta), clip)
+    def turn_page(self, status, sort, page, clip, cursors, *, delta: int):
+        """Next (+1) / previous (-1) page from the shown page's cursors (keyset); a jump otherwise."""
+        page = RANGES["page"].check(page or 1)
+        clip = None if clip in (None, "", ALL_CLIPS) else clip
+        cur = cursors or {}
+        if cur.get("view") != [status, sort, clip] or cur.get("page") != page:
+            return self.gallery(status, sort, max(1, page + delta), clip)     # no cursors for this page: a jump
+        token = cur.get("next" if delta > 0 else "prev")
+        if token is None:
+            return self.gallery(status, sort, page, clip)                     # already on the last / first page
+        key, desc = SORT_CHOICES.get(sort, ("confidence", False))
+        g = self.curation.gallery(status, sort=key, descending=desc, limit=PAGE_SIZE, clip=clip,
+                                  **({"after": token} if delta > 0 else {"before": token}))
+        page = page + 1 if delta > 0 else (page - 1 if g.prev_cursor is not None else 1)
+        return self._gallery_out(g, status, sort, clip, max(1, page))
 
     def clip_choices(self, clip=None):
         """The clip filter's choices: every video imported (frames in the store), 'all images' first."""
@@ -297,7 +318,7 @@ class CurateHandlers:
         info = self.curation.job(job_id) if job_id else None
         now = [info.id, info.step, info.status] if info else None
         if now == seen:
-            return (job_id, text, timer, seen) + tuple(gr.skip() for _ in range(5))
+            return (job_id, text, timer, seen) + tuple(gr.skip() for _ in range(6))
         return (job_id, text, timer, now) + self.gallery(status, sort, page, clip)
 
     @user_errors("Cannot cancel")

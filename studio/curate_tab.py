@@ -183,6 +183,7 @@ def build(services, banner_box: gr.HTML) -> CurateHandlers:
     h = CurateHandlers(services.curation, services.get("depth"))
     sel, page_ids, pending, job_seen = gr.State({}), gr.State([]), gr.State([]), gr.State()
     job_id = lenient(gr.Number(None, precision=0, visible=False, elem_id="curate-job-id"))   # an API argument
+    cursors = gr.State({})                     # the shown page's keyset cursors (next / previous page)
     timer = gr.Timer(JOB_POLL_S, active=False)
     with gr.Column(elem_id=PANEL_ID):
         gr.HTML("", js_on_load=KEYBOARD_JS, elem_id="curate-keys", container=False, padding=False)
@@ -200,7 +201,7 @@ def build(services, banner_box: gr.HTML) -> CurateHandlers:
 
     parts = {**v, **t, "sel": sel, "pending": pending}
     view_out = [parts[name] for name in VIEW_FIELDS]
-    gal_in, gal_out = [status, sort, page, clip], [gallery, page_ids, counts, page_info, page]
+    gal_in, gal_out = [status, sort, page, clip], [gallery, page_ids, counts, page_info, page, cursors]
     clips_refresh = dict(fn=h.clip_choices, inputs=[clip], outputs=[clip], api_visibility="private")
     refresh = dict(fn=h.gallery, inputs=gal_in, outputs=gal_out, api_visibility="private")
 
@@ -211,8 +212,8 @@ def build(services, banner_box: gr.HTML) -> CurateHandlers:
     gr.on([status.change, sort.change, clip.input], h.first_page, [status, sort, clip], gal_out,
           api_visibility="private")
     page.submit(h.gallery, gal_in, gal_out, api_name="curate_gallery")
-    prev_page.click(partial(h.turn_page, delta=-1), gal_in, gal_out, api_visibility="private")
-    next_page.click(partial(h.turn_page, delta=1), gal_in, gal_out, api_visibility="private")
+    prev_page.click(partial(h.turn_page, delta=-1), [*gal_in, cursors], gal_out, api_visibility="private")
+    next_page.click(partial(h.turn_page, delta=1), [*gal_in, cursors], gal_out, api_visibility="private")
 
     reload = dict(fn=h.reload, inputs=[sel], outputs=view_out, api_visibility="private")   # after a refusal
     gallery.select(h.select, [page_ids], view_out, api_visibility="private")

@@ -18,6 +18,7 @@ COMMANDS = {
     "import": "import_images",
     "import-ground-truth": "import_ground_truth",
     "pseudo-label": "pseudo_label",
+    "import-shards": "import_shards",
     "export": "export",
     "train": "train",
     "evaluate": "evaluate",

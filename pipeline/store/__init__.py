@@ -16,7 +16,8 @@ from .errors import (
     StaleRevisionError,
     StoreError,
 )
-from .images import ANY_HEAD, SORTS
+from .gallery import LAST_PAGE, SORTS
+from .images import ANY_HEAD
 from .provenance import Evidence, check_source
 from .records import (
     AuditEntry,
@@ -36,7 +37,7 @@ from .schema import DEPTH_KINDS, JOB_STATUSES, MASK_NAMES, SCHEMA_VERSION, STATU
 from .store import Store, files_dir_for
 
 __all__ = [
-    "Store", "ANY_HEAD", "SORTS", "files_dir_for", "BlobStore", "StoredArray",
+    "Store", "ANY_HEAD", "SORTS", "LAST_PAGE", "files_dir_for", "BlobStore", "StoredArray",
     "StoreError", "NotFoundError", "StaleRevisionError", "CorruptRecordError", "HistoryError",
     "SchemaVersionError", "InvalidValueError", "JobStateError",
     "ImageRecord", "Page", "Location", "Prediction", "Revision", "Label", "History", "PointPair",

@@ -1,4 +1,5 @@
-"""Images: adding (content-hash dedupe), looking up, the gallery query, counts, status."""
+"""Images: adding (content-hash dedupe), looking up, status. The gallery's pages, neighbours and
+counts are in gallery.py."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -7,12 +8,8 @@ from pathlib import Path
 from . import audit
 from .db import utc_now
 from .errors import InvalidValueError, NotFoundError, StaleRevisionError
-from .records import ImageRecord, Location, Page
+from .records import ImageRecord
 from .schema import STATUSES
-
-# gallery sort key -> ORDER BY column (ties broken by id, so paging is stable)
-SORTS = {"confidence": "confidence", "name": "name", "date": "created_at", "id": "id", "time": "frame_time"}
-MAX_PAGE = 1000
 
 
 class _AnyHead:
@@ -101,64 +98,6 @@ class ImagesMixin:
         if st:
             sql += f" WHERE status IN ({', '.join('?' * len(st))})"
         return [r["id"] for r in self.db.query(sql + " ORDER BY id", list(st))]
-
-    def _order(self, status, sort: str, descending: bool, clip: str | None = None) -> tuple[str, str, tuple]:
-        """(WHERE clause, ORDER BY clause, params) shared by the gallery queries; `clip` keeps one video's frames."""
-        if sort not in SORTS:
-            raise InvalidValueError(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
-        st = check_statuses(status)
-        conditions = [f"status IN ({', '.join('?' * len(st))})"] if st else []
-        params = tuple(st)
-        if clip:
-            conditions.append("clip = ?")
-            params += (str(clip),)
-        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        col, direction = SORTS[sort], "DESC" if descending else "ASC"
-        nulls = " NULLS LAST" if col == "confidence" else ""
-        return where, f" ORDER BY {col} {direction}{nulls}, id {direction}", params
-
-    def list_images(self, *, status: str | Iterable[str] | None = None, sort: str = "confidence",
-                    descending: bool = False, offset: int = 0, limit: int = 50, clip: str | None = None) -> Page:
-        """A gallery page. `status`: one, several ('accepted,corrected' or a list) or None = all.
-
-        sort: 'confidence' (ascending = least confident first; unscored images last),
-        'name', 'date' (import time), 'id' or 'time' (frame time in a clip). `clip`: only that clip's frames.
-        """
-        if not 0 < int(limit) <= MAX_PAGE or int(offset) < 0:
-            raise InvalidValueError(f"page limit must be 1..{MAX_PAGE} and offset >= 0; "
-                                    f"got limit={limit}, offset={offset}")
-        where, order, st = self._order(status, sort, descending, clip)
-        sql = f"SELECT * FROM images{where}{order} LIMIT ? OFFSET ?"
-        items = [self._image_record(r) for r in self.db.query(sql, [*st, int(limit), int(offset)])]
-        total = self.db.execute(f"SELECT count(*) FROM images{where}", list(st)).fetchone()[0]
-        return Page(items, int(total), int(offset), int(limit))
-
-    def locate(self, image_id: int, *, status: str | Iterable[str] | None = None,
-               sort: str = "confidence", descending: bool = False, clip: str | None = None) -> Location:
-        """Where an image sits in a gallery order, and its neighbours (keyboard next/previous).
-
-        An image outside the filter gets index None and the filter's first image as `next_id`.
-        """
-        where, order, st = self._order(status, sort, descending, clip)
-        ids = [r[0] for r in self.db.execute(f"SELECT id FROM images{where}{order}", list(st)).fetchall()]
-        try:
-            i = ids.index(int(image_id))
-        except ValueError:
-            return Location(None, len(ids), None, ids[0] if ids else None)
-        return Location(i, len(ids), ids[i - 1] if i > 0 else None, ids[i + 1] if i + 1 < len(ids) else None)
-
-    def clips(self) -> list[tuple[str, int]]:
-        """(clip, number of its frames in the store) for every video imported, in import order."""
-        rows = self.db.execute("SELECT clip, count(*), min(id) AS first FROM images WHERE clip IS NOT NULL "
-                               "GROUP BY clip ORDER BY first").fetchall()
-        return [(r[0], int(r[1])) for r in rows]
-
-    def count_by_status(self) -> dict[str, int]:
-        """{'pending': n, 'accepted': n, 'rejected': n, 'corrected': n} (zeros included)."""
-        counts = dict.fromkeys(STATUSES, 0)
-        for r in self.db.query("SELECT status, count(*) AS n FROM images GROUP BY status"):
-            counts[r["status"]] = r["n"]
-        return counts
 
     def set_status(self, image_id: int, status: str, *, author: str,
                    expected_head=ANY_HEAD) -> ImageRecord:

@@ -42,11 +42,16 @@ class ImageRecord:
 
 @dataclass(frozen=True)
 class Page:
-    """One gallery page: `items` in order, `total` matching the filter."""
+    """One gallery page: `items` in order, `total` matching the filter. `offset`: the position
+    of the first item when the page was asked for by position (None for a cursor page).
+    Cursors (None when there is no such page): pass `next_cursor` as `list_images(after=...)`,
+    `prev_cursor` as `before=...`."""
     items: list[ImageRecord]
     total: int
-    offset: int
+    offset: int | None
     limit: int
+    next_cursor: str | None = None
+    prev_cursor: str | None = None
 
 
 @dataclass(frozen=True)

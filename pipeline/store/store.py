@@ -9,6 +9,7 @@ Each thread gets its own connection on first use; writes are serialised by SQLit
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from .blobs import BlobStore
 from .checkpoints import CheckpointsMixin
 from .db import Connections, write
 from .errors import CorruptRecordError
+from .gallery import GalleryMixin
 from .images import ImagesMixin, check_statuses
 from .jobs import JobsMixin
 from .points import PointPairsMixin
@@ -34,7 +36,7 @@ def files_dir_for(db_path: Path) -> Path:
     return db_path.parent / f"{db_path.stem}-files"
 
 
-class Store(ImagesMixin, PredictionsMixin, RevisionsMixin, ProvenanceMixin, PointPairsMixin, JobsMixin,
+class Store(ImagesMixin, GalleryMixin, PredictionsMixin, RevisionsMixin, ProvenanceMixin, PointPairsMixin, JobsMixin,
             CheckpointsMixin, AuditMixin):
     """The label store at `path` (created and migrated on first open)."""
 
@@ -68,22 +70,30 @@ class Store(ImagesMixin, PredictionsMixin, RevisionsMixin, ProvenanceMixin, Poin
         return user_version(self.db.conn)
 
     # ------------------------------------------------------------------ training
-    def training_items(self, statuses: str | Iterable[str] = ("accepted", "corrected")) -> list[TrainingItem]:
+    def training_items(self, statuses: str | Iterable[str] = ("accepted", "corrected"), *,
+                       after_id: int | None = None, limit: int | None = None) -> list[TrainingItem]:
         """The head label of every image with one of `statuses`, in image-id order.
 
         Arrays are loaded (and hash-checked) by `item.depth()` / `item.masks()`, so the list is
-        cheap and picklable for DataLoader workers. Point pairs exclude deleted ones.
+        cheap and picklable for DataLoader workers. Point pairs exclude deleted ones. With
+        `limit` (and `after_id`, the last image id of the previous chunk) one keyset chunk:
+        each status is an index range, so a chunk costs the same at any store size
+        (`iter_training_items` walks them all).
         """
         st = check_statuses(statuses)
-        marks = ", ".join("?" * len(st))
+        if limit is None and after_id is None:
+            where, params = f"i.status IN ({', '.join('?' * len(st))})", list(st)
+        else:
+            ids = self._training_ids(st, after_id, limit)
+            where, params = f"i.id IN ({', '.join('?' * len(ids))})", ids
         rows = list(self.db.query(
             f"SELECT i.id AS image_id, i.sha256, i.ext, i.status, r.* FROM images i JOIN revisions r "
-            f"ON r.id = i.head_revision_id WHERE i.status IN ({marks}) ORDER BY i.id", list(st)))
+            f"ON r.id = i.head_revision_id WHERE {where} ORDER BY i.id", params))
         masks = self._masks_of([r["id"] for r in rows])
         pairs: dict[int, list[PointPair]] = {}
         for p in self.db.query(
                 f"SELECT p.* FROM point_pairs p JOIN images i ON i.id = p.image_id WHERE p.deleted_at "
-                f"IS NULL AND i.status IN ({marks}) ORDER BY p.id", list(st)):
+                f"IS NULL AND {where} ORDER BY p.id", params):
             pairs.setdefault(p["image_id"], []).append(PointPair.from_row(p))
         return self._training_records(rows, masks, pairs)
 
@@ -92,6 +102,26 @@ class Store(ImagesMixin, PredictionsMixin, RevisionsMixin, ProvenanceMixin, Poin
                              r["kind"], r["model_id"], r["depth_sha256"], masks[r["id"]],
                              pairs.get(r["image_id"], []), self.blobs, r.get("source") or "human",
                              r.get("valid_sha256")) for r in rows]
+
+    def _training_ids(self, st: tuple[str, ...], after_id: int | None, limit: int | None) -> list[int]:
+        """The next `limit` labelled image ids after `after_id` with one of the statuses (merged runs)."""
+        n = -1 if limit is None else int(limit)
+        runs = [[r[0] for r in self.db.execute(
+            "SELECT id FROM images WHERE status = ? AND id > ? AND head_revision_id IS NOT NULL "
+            "ORDER BY id LIMIT ?", [s, int(after_id or 0), n])] for s in st]
+        ids = list(heapq.merge(*runs))
+        return ids if limit is None else ids[:n]
+
+    def iter_training_items(self, statuses: str | Iterable[str] = ("accepted", "corrected"), *,
+                            chunk: int = 1000) -> Iterator[TrainingItem]:
+        """`training_items` one keyset chunk at a time (a store of millions never becomes one list)."""
+        after = 0
+        while True:
+            items = self.training_items(statuses, after_id=after, limit=chunk)
+            yield from items
+            if len(items) < chunk:
+                return
+            after = items[-1].image_id
 
     # ------------------------------------------------------------------ integrity
     def sweep_temp_files(self, older_than_s: float = 3600.0) -> int:

@@ -122,3 +122,34 @@ def test_migration_5_adds_empty_clip_columns_to_an_existing_store(tmp_path, make
     (rec,) = store.list_images().items
     assert (rec.name, rec.clip, rec.frame_time, rec.frame_index) == ("old.png", None, None, None)
     assert store.clips() == [] and store.list_images(clip="x#1").total == 0
+
+
+def test_the_clip_filter_pages_by_keyset_with_status_and_neighbours(store, clip, tmp_path):
+    """The keyset gallery (gallery.py) narrowed to one clip: pages, totals, neighbours and jumps
+    see only that clip's frames, in time order, whatever else the store holds."""
+    other = synthetic.write_clip(tmp_path / "other.mp4", (frame(100 + t) for t in range(20)), fps=10)
+    name = import_paths(store, [clip], video_rate=5).added[0].clip                 # 10 frames
+    import_paths(store, [other], video_rate=5)                                     # 10 more, another clip
+    frames = store.list_images(sort="time", clip=name, limit=100).items
+    assert len(frames) == 10 and [r.frame_index for r in frames] == list(range(0, 20, 2))
+    store.set_status(frames[3].id, "accepted", author="ann")
+    store.set_status(frames[7].id, "accepted", author="ann")
+    walked, page = [], store.list_images(sort="time", clip=name, limit=3)
+    while True:
+        walked += [r.id for r in page.items]
+        if page.next_cursor is None:
+            break
+        page = store.list_images(sort="time", clip=name, limit=3, after=page.next_cursor)
+    assert walked == [r.id for r in frames] and page.total == 10
+    back = store.list_images(sort="time", clip=name, limit=3, before=page.prev_cursor)
+    assert [r.id for r in back.items] == [r.id for r in frames[6:9]]               # the page before the last
+    jump = store.list_images(sort="time", clip=name, limit=3, offset=6)
+    assert [r.id for r in jump.items] == [r.id for r in frames[6:9]]
+    accepted = store.list_images(status="accepted", sort="time", clip=name)
+    assert [r.id for r in accepted.items] == [frames[3].id, frames[7].id] and accepted.total == 2
+    assert store.count_images(clip=name) == 10 and store.count_images("accepted", clip=name) == 2
+    loc = store.locate(frames[5].id, sort="time", clip=name)
+    assert (loc.index, loc.total, loc.previous_id, loc.next_id) == (5, 10, frames[4].id, frames[6].id)
+    assert store.neighbours(frames[7].id, status="accepted", sort="time", clip=name) == (frames[3].id, None)
+    outside = store.list_images(sort="time", limit=100).items[-1]                  # a frame of the other clip
+    assert store.locate(outside.id, sort="time", clip=name).index is None

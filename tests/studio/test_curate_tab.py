@@ -58,11 +58,33 @@ def test_mask_from_editor_reads_alpha_and_rescales():
 
 
 def test_gallery_lists_worst_first_with_counts(h):
-    items, ids, counts, page_info, page = h.gallery("all", "confidence, worst first", 1)
+    items, ids, counts, page_info, page, cursors = h.gallery("all", "confidence, worst first", 1)
     assert ids == [2, 3, 1] and len(items) == 3 and items[0][1].startswith("#2 img1.png")
     assert "pending: **3**" in counts and page_info == "page 1 of 1 (3 images)" and page == 1
+    assert cursors == {"view": ["all", "confidence, worst first", None], "page": 1, "next": None, "prev": None}
     assert h.gallery("accepted", "name", 5)[1] == []            # empty filter: back to page 1, no items
     assert h.gallery("all", "confidence, best first", 1)[1] == [1, 3, 2]
+
+
+def test_pages_turn_by_cursor_and_jump_by_number(h, curation, monkeypatch):
+    for seed in range(3, 3 + 2 * ch.PAGE_SIZE):                  # 51 images: pages of 24, 24, 3
+        curation.store.add_image(png(seed), f"more{seed:03d}.png", width=W, height=H)
+    want = [r.id for r in curation.store.list_images(sort="name", limit=100).items]
+    seen = []
+    monkeypatch.setattr(curation, "thumbnail", lambda rec: seen.append(rec.id) or "t.jpg")
+    out = h.gallery("all", "name", 1)
+    pages = [out[1]]
+    for _ in range(3):                                            # the third turn stays on the last page
+        out = h.turn_page("all", "name", out[4], None, out[5], delta=+1)
+        pages.append(out[1])
+    assert pages[0] + pages[1] + pages[2] == want and pages[3] == pages[2]
+    assert out[3] == "page 3 of 3 (51 images)" and out[5]["next"] is None
+    out = h.turn_page("all", "name", out[4], None, out[5], delta=-1)
+    assert out[1] == want[24:48] and out[4] == 2
+    out = h.turn_page("all", "name", out[4], None, out[5], delta=-1)
+    assert out[1] == want[:24] and out[4] == 1 and out[5]["prev"] is None
+    assert h.turn_page("all", "name", 3, None, out[5], delta=-1)[1] == want[24:48]     # page typed in: a jump by number
+    assert h.turn_page("pending", "name", 1, None, out[5], delta=+1)[1] == want[24:48]  # another filter: no cursor reuse
 
 
 def test_show_gives_every_view_of_the_head(h, curation):
@@ -202,7 +224,7 @@ def test_job_html_shows_progress_and_errors():
 def test_the_timer_refreshes_the_gallery_only_when_the_job_moved(h, curation):
     import os
     store = curation.store
-    assert h.poll_and_refresh(None, None, "all", "name", 1)[4:] == tuple(gr.skip() for _ in range(5))
+    assert h.poll_and_refresh(None, None, "all", "name", 1)[4:] == tuple(gr.skip() for _ in range(6))
     job = store.create_job("pseudo_label", ["pseudo-label"], total=3)
     store.claim_job(job.id, os.getpid())
     store.update_progress(job.id, 3, total=3)
@@ -211,7 +233,7 @@ def test_the_timer_refreshes_the_gallery_only_when_the_job_moved(h, curation):
     assert out[0] == job.id and "Job 1: done" in out[1] and out[2]["active"] is False
     assert out[3] == [job.id, 3, "done"] and out[5] == [1, 2, 3]             # seen + gallery ids
     again = h.poll_and_refresh(job.id, out[3], "all", "name", 1)
-    assert again[3] == out[3] and again[4:] == tuple(gr.skip() for _ in range(5))
+    assert again[3] == out[3] and again[4:] == tuple(gr.skip() for _ in range(6))
 
 
 @pytest.mark.slow          # a real subprocess importing torch: ~10 s idle, ~30 s on a busy machine
@@ -249,7 +271,7 @@ def test_the_page_wires_named_endpoints_and_shortcut_buttons(settings, curation)
     assert set(SHORTCUTS.values()) <= elem_ids and "curate-panel" in elem_ids
 
 
-def test_video_import_and_the_gallerys_clip_filter(h, curation, tmp_path):
+def test_video_import_and_the_gallerys_clip_filter(h, curation, tmp_path, monkeypatch):
     from pipeline.video import synthetic
     frames = (np.random.default_rng(t).integers(0, 256, (H, W, 3), dtype=np.uint8) for t in range(6))
     clip = synthetic.write_clip(tmp_path / "walk.mp4", frames, fps=2)                 # 3 seconds
@@ -258,8 +280,16 @@ def test_video_import_and_the_gallerys_clip_filter(h, curation, tmp_path):
     update = h.clip_choices(None)
     (label, name), = [c for c in update["choices"] if c[1]]
     assert name.startswith("walk.mp4#") and label == f"{name} (3 frames)" and update["value"] == ch.ALL_CLIPS
-    items, ids, _, page_info, _ = h.gallery("all", "name", 1, name)
+    items, ids, _, page_info, _, cursors = h.gallery("all", "name", 1, name)
     assert len(ids) == 3 and "(3 images)" in page_info and " · 1.00 s · " in items[1][1]
     assert h.gallery("all", "name", 1, ch.ALL_CLIPS)[1] == h.gallery("all", "name", 1)[1]
     assert len(h.gallery("all", "name", 1)[1]) == 6                                    # 3 photos + 3 frames
     assert h.first_page("all", "name", name)[1] == ids and h.clip_choices(name)["value"] == name
+    assert cursors["view"] == ["all", "name", name]
+    monkeypatch.setattr(ch, "PAGE_SIZE", 1)               # pages of one: turned by cursor inside the clip only
+    by_time = "frame time (videos)"
+    pages = [h.gallery("all", by_time, 1, name)]
+    for _ in range(3):
+        pages.append(h.turn_page("all", by_time, pages[-1][4], name, pages[-1][5], delta=+1))
+    times = [curation.store.get_image(p[1][0]).frame_time for p in pages]
+    assert times == [0.0, 1.0, 2.0, 2.0] and pages[-1][5]["next"] is None         # the last page stays
