@@ -56,6 +56,8 @@ class StudioSettings:
     max_pixels: int = MAX_PIXELS             # larger images are refused (decompression bombs)
     min_side: int = 8                        # smaller images are refused
     max_cloud_points: int = 400_000          # larger images are strided for the point cloud
+    max_viewer_points: int = 160_000         # the depth tab's 3D view (every pixel: a .ply built when asked)
+    max_batch_images: int = 32               # images per batch request in the depth tab
     max_video_frames: int = 600              # frames predicted per clip in the studio (longer clips are cut)
     input_size: int = DEFAULT_INPUT_SIZE
     cmap: str = DEFAULT_CMAP
