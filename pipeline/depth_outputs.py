@@ -250,10 +250,12 @@ def check_exports(keys) -> list[str]:
 
 
 def write_exports(src: DepthSource | Callable[[], DepthSource], folder: Path, stem: str, keys,
-                  progress: Callable[[float, str], None] | None = None) -> dict[str, list[Path]]:
-    """Write the asked-for formats as <folder>/<stem><suffix>; files already there are kept (built once).
+                  progress: Callable[[float, str], None] | None = None, *, reuse: bool = True) -> dict[str, list[Path]]:
+    """Write the asked-for formats as <folder>/<stem><suffix>.
 
-    `src` may be a function giving the source, called only when something has to be built.
+    reuse=True (a request's folder, whose prediction never changes): files already there are kept, so
+    each format is built once. `src` may be a function giving the source, called only when something
+    has to be built.
     """
     keys = check_exports(keys)
     progress = progress or (lambda fraction, message: None)
@@ -262,7 +264,7 @@ def write_exports(src: DepthSource | Callable[[], DepthSource], folder: Path, st
     for i, key in enumerate(keys):
         fmt = EXPORTS[key]
         paths = fmt.paths(folder, stem)
-        if not all(p.exists() for p in paths):
+        if not (reuse and all(p.exists() for p in paths)):
             progress(i / max(len(keys), 1), f"building the {fmt.label}")
             if not loaded:
                 loaded.append(src() if callable(src) else src)
