@@ -6,6 +6,8 @@ saved prediction, so nothing heavy travels with the page and nothing re-runs the
 """
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 
 from pipeline.depth_outputs import EXPORTS
@@ -63,7 +65,7 @@ class DepthHandlers:
         try:
             legend = legend_html(self.results.legend(view["request"]))
         except StudioError as e:
-            legend = f"<p>{e}</p>"
+            legend = f"<p>{html.escape(str(e))}</p>"
         return (f["color"], f.get("ply"), gr.update(value=banner.banner_html(notice), visible=bool(notice)),
                 format_summary(summary), legend, list(f.values()), MEASURE_HINT, [], CLOUD_VIEWS[0], None,
                 view["request"])
