@@ -12,13 +12,15 @@
    full-resolution .ply, .exr, mesh and normals are built by /export when asked), and the same app
    sending the every-pixel cloud with each request (the earlier behaviour) as the peer. The machine
    these numbers come from is shared and loaded: compare the two in one run, not across runs.
-   Then /export of the every-pixel .ply for the light app: what a client who wants it pays.
+   Then /export of the every-pixel .ply for the light app: what a client who wants it pays; and a
+   client that wants the values only (`Client(download_files=False)`, then the .npy fetched).
 3. Point cloud + .ply alone for a 518x770 prediction. Target: < 150 ms.
 Medians over --repeats runs after one warm-up run.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import tempfile
 import time
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load_predict import EXAMPLES, recipe_checkpoint, start_app  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+VALUES_ONLY = "light, values only (.npy)"
 STAGES = ("inference", "model_load", "color_map", "encode_16bit", "point_cloud", "decode", "other_files")
 
 
@@ -55,6 +58,17 @@ def in_process(checkpoint: Path, image: Path, repeats: int, work: Path) -> dict:
     return t
 
 
+def _values_only(client, image: Path) -> dict:
+    """A client that wants the values only: no automatic downloads (URLs back), then the .npy fetched."""
+    import httpx
+    from gradio_client import handle_file
+    t0 = time.perf_counter()
+    slider, png16, npy, ply, summary = client.predict(handle_file(str(image)), api_name="/predict")
+    depth = np.load(io.BytesIO(httpx.get(npy["url"]).content))
+    return {"wall": 1000 * (time.perf_counter() - t0), "summary": summary, "bytes": depth.nbytes + 128,
+            "export": None}
+
+
 def _one_request(client, image: Path, export: bool) -> dict:
     """/predict with every output downloaded (and optionally /export of the every-pixel .ply): times and sizes."""
     from gradio_client import handle_file
@@ -74,7 +88,7 @@ def over_http(checkpoint: Path, image: Path, repeats: int, work: Path, threads: 
     """Both apps up at once and their requests interleaved, so a change in the machine's load hits both."""
     from gradio_client import Client
     configs = {"light (as shipped)": {}, "every-pixel cloud (peer)": {"DA_STUDIO_VIEWER_POINTS": "1000000000"}}
-    apps, clients, results = [], {}, {name: [] for name in configs}
+    apps, clients, results = [], {}, {name: [] for name in (*configs, VALUES_ONLY)}
     try:
         for name, extra in configs.items():
             folder = work / name.split()[0]
@@ -83,9 +97,11 @@ def over_http(checkpoint: Path, image: Path, repeats: int, work: Path, threads: 
             apps.append(proc)
             clients[name] = Client(url, download_files=str(folder / "downloads"), verbose=False)
             _one_request(clients[name], image, export=False)                       # warm-up
+        values_client = Client(clients["light (as shipped)"].src, download_files=False, verbose=False)
         for _ in range(repeats):
             for name in configs:
                 results[name].append(_one_request(clients[name], image, export=not configs[name]))
+            results[VALUES_ONLY].append(_values_only(values_client, image))
     finally:
         for proc in apps:
             proc.terminate()
@@ -101,8 +117,10 @@ def over_http(checkpoint: Path, image: Path, repeats: int, work: Path, threads: 
         share = float(np.median([(r["wall"] - r["summary"]["timings_ms"]["inference"]) / r["wall"] for r in rs]))
         print(f"   {name:26s} {wall:7.1f}ms {inference:8.1f}ms {outside[name]:7.1f}ms {100 * share:6.1f}% "
               f"{rs[-1]['bytes'] / 1e6:7.2f}MB {rs[-1]['summary']['points']:8,d}")
-    light, peer = outside.values()
+    light, peer = outside["light (as shipped)"], outside["every-pixel cloud (peer)"]
     print(f"   outside the network, light / peer: {light / peer:.2f}x (target share <= 15 %)")
+    print("   (gradio_client opens a new HTTP client, SSL context included, for each file it downloads: a fixed "
+          "cost per file, whatever its size; the last row skips the automatic downloads and fetches the .npy)")
     exports = [r["export"] for r in results["light (as shipped)"]]
     print(f"   /export of the every-pixel .ply afterwards (built when asked, then downloaded): "
           f"{float(np.median(exports)):.1f} ms")
