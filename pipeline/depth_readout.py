@@ -47,7 +47,7 @@ def colour_bar(kind: str, cmap: str, vmin: float, vmax: float, *, stops: int = 1
     if span > 0:                                     # the ends, and round numbers not crowding them
         for v in MaxNLocator(nbins=ticks - 1).tick_values(vmin, vmax):
             pos = (float(v) - vmin) / span
-            if 0.08 <= pos <= 0.92:
+            if 0.12 <= pos <= 0.88:
                 marks.append((pos, f"{float(v):.4g}"))
         marks.append((1.0, f"{vmax:.4g}"))
     return {"colors": colors, "ticks": marks, "vmin": vmin, "vmax": vmax, "unit": UNITS.get(kind, "")}
