@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import hub
 from .config import METRIC_MAX_DEPTH, ModelConfig
 from .errors import CheckpointError
 
@@ -137,6 +138,8 @@ def resolve(name: str, *, cache_dir: str | os.PathLike | None = None,
 
     Raises WeightsUnavailable (naming repo, file and the --checkpoint alternative) when offline
     (HF_HUB_OFFLINE=1 or no network) and not cached, or when the Hub refuses the download.
+    Offline is known from pipeline.hub (one quick probe per process), so it fails at once instead
+    of after huggingface_hub's retries.
     """
     from huggingface_hub import hf_hub_download
 
@@ -146,6 +149,9 @@ def resolve(name: str, *, cache_dir: str | os.PathLike | None = None,
     cached = find_cached(name, cache_dir=cache_dir)
     if cached is not None:
         return cached
+    offline = None if local_files_only else hub.offline_reason()
+    if offline:
+        raise WeightsUnavailable(unavailable_message(entry, f"offline: {offline}"))
     try:
         path = hf_hub_download(entry.repo_id, entry.filename, cache_dir=cache_dir,
                                local_files_only=local_files_only)
@@ -155,3 +161,14 @@ def resolve(name: str, *, cache_dir: str | os.PathLike | None = None,
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsUnavailable(unavailable_message(entry, f"{type(e).__name__}: {reason}")) from e
     return Path(path)
+
+
+def availability(name: str, *, cache_dir: str | os.PathLike | None = None) -> str | None:
+    """None when `resolve(name)` can give the weights (cached, or the Hub is reachable); else why not.
+
+    Never downloads and never waits on the network beyond pipeline.hub's one probe per process.
+    """
+    if find_cached(name, cache_dir=cache_dir) is not None:
+        return None
+    offline = hub.offline_reason()
+    return f"not cached, and the Hub is offline ({offline})" if offline else None

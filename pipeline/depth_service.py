@@ -6,13 +6,13 @@
 - a thread-safe model cache: a model loads once per (choice, device) and is reused;
 - the "weights missing" state: when a checkpoint cannot be had, the model runs with untrained
   weights and `notice()` says which weights are missing and how to supply them;
-- one request end to end, `run(image, ...) -> DepthResult`: decode, predict, colour map,
-  grayscale, 16-bit PNG, .npy, colour PNG and .ply in a per-request folder, with timings.
+- one request end to end, `run(image, ...) -> DepthResult`: decode, predict, and the light set of
+  files in a per-request folder (pipeline.depth_outputs: slider JPEG, colour PNG, 16-bit PNG, .npy,
+  the viewer's point cloud), with timings; `results` (pipeline.depth_results) re-colours, measures
+  and builds the full-resolution exports of a finished request when asked.
 """
 from __future__ import annotations
 
-import math
-import re
 import threading
 import time
 import uuid
@@ -24,11 +24,11 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from . import checkpoint_registry, depth_png, pointcloud, render
+from . import checkpoint_registry, depth_outputs, depth_png, measure, pointcloud
 from .checkpoints import LoadedCheckpoint, load_model, untrained_model
 from .config import PATCH_SIZE, ModelConfig
+from .depth_results import DepthResults
 from .errors import CheckpointError, ConfigError, ImageError
 from .image_io import DecodedImage, decode_image
 from .predictor import Prediction, Predictor, pick_device
@@ -119,17 +119,18 @@ class DepthResult:
     kind: str                          # "disparity" | "metric_depth"
     unit: str
     color: np.ndarray                  # uint8 (H, W, 3)
-    gray: np.ndarray                   # uint8 (H, W)
     folder: Path
-    files: dict[str, Path]             # input, color, gray, depth16, npy, ply (no ply when no cloud)
+    files: dict[str, Path]             # input, color, depth16, npy, ply (the viewer's cloud; none when no cloud)
     summary: dict = field(default_factory=dict)
 
 
 def missing_weights_message(choice: ModelChoice, error: Exception) -> str:
+    """One line saying what is wrong, then (after a blank line) the cause and how to supply the weights."""
     where = f" ({choice.note})" if choice.note else ""
-    return (f"Weights for {choice.title}{where} are missing: {error} "
-            f"The studio is running this model with UNTRAINED random weights, so its depth maps are "
-            f"meaningless. To supply the weights, start the studio with `python app.py --checkpoint FILE` "
+    return (f"Weights for {choice.title} are missing: it runs with UNTRAINED random weights, so its depth maps "
+            f"are meaningless.\n\n"
+            f"Weights{where}: {error}\n\n"
+            f"To supply the weights, start the studio with `python app.py --checkpoint FILE` "
             f"(an official .pth or a project .safetensors), or place the checkpoint in the Hugging Face "
             f"cache (`huggingface-cli download` it on a machine with internet and copy the cache folder).")
 
@@ -184,11 +185,6 @@ def _timed(fn, *args):
     return fn(*args), time.perf_counter() - s
 
 
-def _safe_stem(name: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(name or "image").stem).strip("_")
-    return (stem or "image")[:40]
-
-
 class DepthService:
     def __init__(self, settings: StudioSettings, *, sources: Iterable[ChoiceSource] = (registry_choices,),
                  default: str | None = None, max_models: int = 3):
@@ -200,6 +196,7 @@ class DepthService:
         self._notices: dict[str, str] = {}
         self._last_cleanup = 0.0
         self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="depth-outputs")
+        self.results = DepthResults(self.settings)              # re-colour, measure, export a finished request
         self.default_key = self.add_checkpoint(default or settings.checkpoint)
 
     # ---- model choices -------------------------------------------------------------------
@@ -256,6 +253,21 @@ class DepthService:
             return self._notices.get(self.choice(key).key)
         return "\n\n".join(self._notices.values()) or None
 
+    def weights_problem(self, key: str | None = None) -> str | None:
+        """Why a choice would run with untrained weights, known without loading or downloading; None if none known.
+
+        Registry weights: not cached while the Hub is offline (pipeline.hub's one quick probe); files:
+        missing. Answers in well under a second, offline included.
+        """
+        choice = self.choice(key)
+        if choice.key in self._notices:
+            return "its weights could not be loaded (see the banner)"
+        if choice.kind == "registry":
+            return checkpoint_registry.availability(choice.source)
+        if not Path(choice.source).exists():
+            return f"the file {Path(choice.source).name} is missing"
+        return None
+
     def infer(self, rgb: np.ndarray, key: str | None = None, input_size: int | None = None) -> Prediction:
         """The network step alone (what a GPU decorator wraps): uint8 (H, W, 3) -> Prediction."""
         loaded = self.model(key)
@@ -277,57 +289,68 @@ class DepthService:
 
     def run(self, image, model: str | None = None, input_size: int | None = None, cmap: str | None = None,
             focal_px: float | None = None, voxel_size: float | None = None, remove_outliers: bool = False,
+            vmin: float | None = None, vmax: float | None = None,
             *, infer: Callable[..., Prediction] | None = None, progress: Progress | None = None) -> DepthResult:
-        """Decode, predict and write every output of one request. `infer` replaces `self.infer` (GPU wrap)."""
+        """Decode, predict and write the request's light set of files (pipeline.depth_outputs).
+
+        `infer` replaces `self.infer` (GPU wrap). The full-resolution cloud and the other formats are
+        built later, when asked (`self.results.exports`).
+        """
         progress = progress or (lambda f, msg: None)
         input_size, focal_px, voxel_size = (RANGES[k].check(v) for k, v in (
             ("input_size", input_size), ("focal_px", focal_px), ("voxel_size", voxel_size)))
         cmap = cmap or self.settings.cmap
         if cmap not in COLORMAPS:
             raise ConfigError(f"unknown colour map {cmap!r}; choose one of {', '.join(COLORMAPS)}")
+        vmin, vmax = depth_outputs.check_range(vmin, vmax)
         t = {}
         t0 = time.perf_counter()
         decoded = self.decode(image)
         network_size(*decoded.rgb.shape[:2], input_size or self.settings.input_size, name=decoded.name)  # refused now, named
-        progress(0.1, "loading model")
-        loaded = self.model(model)                 # outside the GPU call: loads once, then cached
         t["decode"] = time.perf_counter() - t0
+        progress(0.1, "loading model")
+        loaded, t["model_load"] = _timed(self.model, model)       # outside the GPU call: loads once, then cached
         progress(0.2, "predicting depth")
-        t1 = time.perf_counter()
-        prediction = (infer or self.infer)(decoded.rgb, loaded.choice.key, input_size)
-        t["inference"] = time.perf_counter() - t1
+        prediction, t["inference"] = _timed(infer or self.infer, decoded.rgb, loaded.choice.key, input_size)
         progress(0.7, "writing outputs")
-        result = self._render(decoded, prediction, cmap, focal_px, voxel_size, remove_outliers, t)
+        request = self._new_request(decoded, prediction, loaded, cmap, focal_px, voxel_size, remove_outliers,
+                                    vmin, vmax)
+        result = self._render(request, decoded, prediction, t)
         result.summary.update(self._describe(loaded, prediction, input_size))
         result.summary["timings_ms"]["total"] = round(1000 * (time.perf_counter() - t0), 1)
         progress(1.0, "done")
         return result
 
-    def _render(self, decoded: DecodedImage, prediction: Prediction, cmap: str, focal_px, voxel_size,
-                remove_outliers: bool, t: dict) -> DepthResult:
-        """Colour maps, then the files in parallel threads (PNG/zlib and numpy release the GIL).
+    def _new_request(self, decoded: DecodedImage, prediction: Prediction, loaded: LoadedModel, cmap: str,
+                     focal_px, voxel_size, remove_outliers: bool, vmin, vmax) -> depth_outputs.Request:
+        folder = self._request_folder()
+        h, w = prediction.array.shape
+        focal, focal_source = pointcloud.resolve_focal(w, h, focal_px or None, decoded.focal_px)
+        record = depth_outputs.RequestRecord(
+            id=folder.name, stem=depth_outputs.safe_stem(decoded.name), name=decoded.name or "image", kind=prediction.kind,
+            unit=prediction.unit, width=w, height=h, focal_px=float(focal), focal_source=focal_source,
+            model=loaded.choice.key, model_title=loaded.choice.title, cmap=cmap, vmin=vmin, vmax=vmax,
+            voxel_size=float(voxel_size) if voxel_size else None, remove_outliers=bool(remove_outliers))
+        request = depth_outputs.Request(folder, record)
+        request.save()
+        return request
+
+    def _render(self, request: depth_outputs.Request, decoded: DecodedImage, prediction: Prediction,
+                t: dict) -> DepthResult:
+        """Colour map, then the files in parallel threads (PNG/zlib and numpy release the GIL).
 
         timings_ms holds each stage's own time; the file stages overlap, so they add up to more
         than the wall time they took together.
         """
-        folder = self._request_folder()
-        stem = _safe_stem(decoded.name)
-        files = {k: folder / f"{stem}_{suffix}" for k, suffix in (
-            ("input", "input.jpg"), ("color", "depth_color.png"), ("gray", "depth_gray.png"),
-            ("depth16", "depth16.png"), ("npy", "depth.npy"), ("ply", "points.ply"))}
+        r = request.record
+        files = {k: request.path(suffix) for k, suffix in depth_outputs.BASIC}
         array = prediction.array                                         # (H, W) float32
-        h, w = array.shape
-        focal, focal_source = pointcloud.resolve_focal(w, h, focal_px or None, decoded.focal_px)
-        s = time.perf_counter()
-        near_high = prediction.kind == "metric_depth"                     # keep near red/bright for metres too
-        color = render.colorize(array, cmap, invert=near_high)            # (H, W, 3) uint8
-        gray = render.grayscale(array, invert=near_high)                  # (H, W) uint8
-        t["color_map"] = time.perf_counter() - s
+        color, t["color_map"] = _timed(depth_outputs.colour_picture, array, r.kind, r.cmap, r.vmin, r.vmax)
         jobs = {
             "encode_16bit": (partial(depth_png.write_depth_png, kind=prediction.kind), files["depth16"], array),
-            "point_cloud": (self._write_cloud, files["ply"], decoded.rgb, prediction, focal, voxel_size,
-                            remove_outliers),
-            "other_files": (self._write_views, files, decoded.rgb, array, color, gray),
+            "point_cloud": (depth_outputs.write_viewer_cloud, files["ply"], decoded.rgb, array, r.kind, r.focal_px,
+                            self.settings.max_viewer_points, r.voxel_size, r.remove_outliers),
+            "other_files": (depth_outputs.write_views, request, decoded.rgb, array, color),
         }
         futures = {k: self._pool.submit(_timed, *job) for k, job in jobs.items()}
         out = {}
@@ -337,40 +360,17 @@ class DepthService:
         if not points:
             files.pop("ply")
         summary = {
-            "image": decoded.name, "width": w, "height": h,
-            "min": float(np.min(array)), "max": float(np.max(array)),
-            "focal_px": round(float(focal), 2), "focal_source": focal_source,
+            "request": r.id, "image": decoded.name, "width": r.width, "height": r.height,
+            "min": float(np.min(array)), "max": float(np.max(array)), "vmin": r.vmin, "vmax": r.vmax,
+            "focal_px": round(r.focal_px, 2), "focal_source": r.focal_source,
+            "fov_deg": {k: round(v, 2) for k, v in measure.field_of_view(r.width, r.height, r.focal_px).items()
+                        if k.endswith("_deg")},
             "points": int(points), "point_stride": step, "cloud_axes": pointcloud.VIEWER_AXES, "cloud_note": cloud_note,
+            "exports": list(depth_outputs.EXPORTS),
             "depth16": _jsonable({k: v for k, v in png_meta.items() if k != "path"}),
             "timings_ms": {k: round(1000 * v, 1) for k, v in t.items()},
         }
-        return DepthResult(array, prediction.kind, prediction.unit, color, gray, folder, files, summary)
-
-    def _write_cloud(self, path: Path, rgb: np.ndarray, prediction: Prediction, focal: float, voxel_size,
-                     remove_outliers: bool) -> tuple[int, int, str]:
-        """The .ply -> (points, pixel stride, note); 0 points and no file when no cloud can be made."""
-        array = prediction.array                                                      # (H, W)
-        h, w = array.shape
-        step = max(1, math.ceil(math.sqrt(h * w / self.settings.max_cloud_points)))   # pixel stride
-        try:
-            pcd = pointcloud.make_point_cloud(rgb[::step, ::step], array[::step, ::step], prediction.kind,
-                                              focal_px=focal / step, voxel_size=voxel_size or None,
-                                              remove_outliers=bool(remove_outliers), axes=pointcloud.VIEWER_AXES)
-            if len(pcd.points) == 0:
-                raise ConfigError("every point was removed; use a smaller voxel size or keep outliers")
-            pointcloud.write_ply(path, pcd)
-        except ConfigError as e:         # e.g. no positive disparity (untrained weights): the rest still shows
-            if voxel_size and "voxel" in str(e):
-                raise
-            return 0, step, f"No point cloud: {e}"
-        return len(pcd.points), step, pointcloud.point_cloud_note(prediction.kind)
-
-    @staticmethod
-    def _write_views(files: dict, rgb: np.ndarray, array: np.ndarray, color: np.ndarray, gray: np.ndarray) -> None:
-        np.save(files["npy"], array.astype(np.float32, copy=False))
-        Image.fromarray(rgb).save(files["input"], quality=90)
-        Image.fromarray(color).save(files["color"], compress_level=1)
-        Image.fromarray(gray).save(files["gray"], compress_level=1)
+        return DepthResult(array, prediction.kind, prediction.unit, color, request.folder, files, summary)
 
     def _describe(self, loaded: LoadedModel, prediction: Prediction, input_size) -> dict:
         return {"model": loaded.choice.key, "model_title": loaded.choice.title, "licence": loaded.choice.licence,

@@ -56,6 +56,11 @@ def _lut(cmap: str) -> np.ndarray:
     return np.rint(cm(np.linspace(0.0, 1.0, _LUT_SIZE))[:, :3] * 255.0).astype(np.uint8)
 
 
+def colormap_table(cmap: str) -> np.ndarray:
+    """The (256, 3) uint8 colours of a matplotlib colour map, start to end (what colorize indexes)."""
+    return _lut(cmap).copy()
+
+
 def check_colormap(cmap: str) -> str:
     """`cmap` if matplotlib knows it, else ConfigError (say which names exist)."""
     _lut(cmap)

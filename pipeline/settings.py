@@ -6,6 +6,7 @@ Everything persistent (the label database, request outputs) lives under one data
 - `./data` otherwise.
 Other knobs read from the environment (all optional): `DA_STUDIO_CHECKPOINT`,
 `DA_STUDIO_MAX_UPLOAD_MB`, `DA_STUDIO_MAX_PIXELS`, `DA_STUDIO_CONCURRENCY`, `DA_STUDIO_DEVICE`,
+`DA_STUDIO_VIEWER_POINTS` (points in the depth tab's 3D view),
 `DA_STUDIO_IMPORT_ROOT` (the one server folder whose contents the page may import or train
 from; default `<data>/import`).
 """
@@ -56,6 +57,8 @@ class StudioSettings:
     max_pixels: int = MAX_PIXELS             # larger images are refused (decompression bombs)
     min_side: int = 8                        # smaller images are refused
     max_cloud_points: int = 400_000          # larger images are strided for the point cloud
+    max_viewer_points: int = 160_000         # the depth tab's 3D view (every pixel: a .ply built when asked)
+    max_batch_images: int = 32               # images per batch request in the depth tab
     max_video_frames: int = 600              # frames predicted per clip in the studio (longer clips are cut)
     input_size: int = DEFAULT_INPUT_SIZE
     cmap: str = DEFAULT_CMAP
@@ -72,6 +75,8 @@ class StudioSettings:
             raise ConfigError(f"unknown colour map {self.cmap!r}; choose one of {', '.join(COLORMAPS)}")
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.gpu_concurrency < 1 or self.max_video_frames < 1:
             raise ConfigError("upload cap, pixel cap, video frame cap and concurrency must be positive")
+        if self.max_viewer_points < 1 or self.max_batch_images < 1:
+            raise ConfigError("the 3D view's point budget and the batch size must be positive")
 
     @property
     def database(self) -> Path:
@@ -138,4 +143,5 @@ class StudioSettings:
             max_upload_mb=_env_number(env, "DA_STUDIO_MAX_UPLOAD_MB", 25.0),
             max_pixels=_env_number(env, "DA_STUDIO_MAX_PIXELS", MAX_PIXELS, int),
             gpu_concurrency=_env_number(env, "DA_STUDIO_CONCURRENCY", 1, int),
+            max_viewer_points=_env_number(env, "DA_STUDIO_VIEWER_POINTS", 160_000, int),
         )

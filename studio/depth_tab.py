@@ -1,12 +1,17 @@
-"""The depth explorer tab: an image in; depth as a slider, grayscale, point cloud and downloads out.
+"""The depth explorer tab: an image in; depth with read-outs, measures, a 3D view and downloads out.
 
 Endpoints (gradio_client `api_name`):
-    /predict     (image, model, input_size, cmap, focal_px, voxel_size, remove_outliers)
-                 -> (slider pair [input, colour depth], 16-bit PNG, .npy, .ply, summary dict)
-    /model_info  (model) -> Markdown with the model's licence and source
+    /predict     (image, model, input_size, cmap, focal_px, voxel_size, remove_outliers, vmin, vmax)
+                 -> (slider pair [input, colour depth], 16-bit PNG, .npy, .ply (the light viewer cloud),
+                     summary dict; summary["request"] names the result for the calls below)
+    /export      (request, formats) -> (every file of the request, one zip); formats from
+                 pipeline.depth_outputs.EXPORTS: "ply" (every pixel), "exr", "glb", "normals", "gray"
+    /measure     (request, ax, ay, bx, by) -> values under the pixels; metres between them for metric models
+    /model_info  (model) -> Markdown with the model's licence, source, and whether its weights are at hand
     /inspect     (image) -> (focal length from EXIF or 0, Markdown about the image)
+    /predict_batch  several images -> gallery, one zip (studio/depth_batch.py)
     /predict_video  a clip -> depth video, side-by-side video, .npz (studio/depth_video.py)
-Handlers live in `DepthHandlers` so tests can call them without a browser.
+Handlers live in depth_handlers.DepthHandlers so tests can call them without a browser.
 """
 from __future__ import annotations
 
@@ -14,16 +19,15 @@ from pathlib import Path
 
 import gradio as gr
 
+from pipeline.depth_outputs import EXPORTS
 from pipeline.depth_service import RANGES
-from pipeline.errors import StudioError
 from pipeline.settings import COLORMAPS
 
-from . import banner, depth_video
+from . import depth_batch, depth_video
 from .components import lenient, passthrough_image
-from .errors import user_errors
-from .gpu import CONCURRENCY_ID, gpu
-from .summary import format_summary
-from .text import md
+from .depth_handlers import CLOUD_VIEWS, EXPORT_CHOICES, DepthHandlers, model_choices
+from .depth_readout import EMPTY_LEGEND, MEASURE_HINT, READOUT_JS
+from .gpu import CONCURRENCY_ID
 
 TITLE = "Depth"
 REQUIRES = ("depth",)
@@ -34,118 +38,107 @@ def example_images() -> list[str]:
     return sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
 
 
-class DepthHandlers:
-    """The tab's event handlers; `service` is a pipeline.depth_service.DepthService."""
-
-    def __init__(self, service, infer=None):
-        self.service = service
-        self.infer = infer or gpu(service.infer)
-
-    @user_errors("Cannot compute depth")
-    def predict(self, image, model, input_size, cmap, focal_px, voxel_size, remove_outliers,
-                progress=gr.Progress()):
-        """Depth for one image: slider pair, 16-bit PNG, .npy, .ply, summary (+ a private view state).
-        The numbers go to the service as sent: it checks their ranges (pipeline.depth_service.RANGES)."""
-        result = self.service.run(
-            image, model or None, input_size, cmap or None, focal_px, voxel_size,
-            bool(remove_outliers), infer=self.infer,
-            progress=lambda fraction, desc: progress(fraction, desc=desc))
-        f = {k: str(v) for k, v in result.files.items()}
-        view = {"files": f, "summary": result.summary}
-        return (f["input"], f["color"]), f["depth16"], f["npy"], f.get("ply"), result.summary, view
-
-    def show(self, view: dict | None):
-        """The views that follow a prediction: grayscale, colour PNG, point cloud, banner, summary text."""
-        if not view:
-            return None, None, None, gr.update(), ""
-        f, summary = view["files"], view["summary"]
-        notice = summary.get("notice")
-        return (f["gray"], f["color"], f.get("ply"),
-                gr.update(value=banner.banner_html(notice), visible=bool(notice)), format_summary(summary))
-
-    def refresh_models(self, model: str | None):
-        """The picker's choices again (a student registered since the page loaded shows up)."""
-        return gr.update(choices=_model_choices(self.service), value=model)
-
-    def model_info(self, model: str | None) -> str:
-        try:
-            choice = self.service.choice(model)
-        except StudioError as e:
-            return f"**{md(e)}**"
-        text = f"**{md(choice.title)}** · licence: **{md(choice.licence)}**"
-        if choice.note:
-            text += f" · source: {md(choice.note)}"
-        notice = self.service.notice(choice.key)
-        return text + ("\n\n**Weights missing: running untrained.**" if notice else "")
-
-    def inspect(self, image):
-        """On a new input: the focal length to prefill (EXIF, else 0 = automatic) and a line about it."""
-        if image is None:
-            return 0, ""
-        try:
-            decoded = self.service.decode(image)
-        except StudioError as e:
-            return 0, f"**Cannot use this image:** {md(e)}"
-        h, w = decoded.rgb.shape[:2]
-        focal = f"EXIF focal length {decoded.focal_px:.1f} px" if decoded.focal_px else \
-            "no EXIF focal length (a 60° field of view is assumed; type one to override)"
-        return round(decoded.focal_px or 0, 2), f"{w}×{h} pixels, {decoded.original_mode}; {focal}"
+def _controls(h: DepthHandlers, service, settings) -> dict:
+    c = {}
+    c["image"] = passthrough_image(label="Image (upload, paste or webcam)", sources=["upload", "clipboard", "webcam"],
+                                   type="filepath", image_mode=None, height=210, elem_id="depth-input")
+    c["run"] = gr.Button("Compute depth", variant="primary", elem_id="depth-run")
+    c["image_info"] = gr.Markdown(elem_id="depth-image-info")
+    gr.Examples(example_images(), inputs=[c["image"]], label="Examples (CC0 / public domain)")
+    c["model"] = gr.Dropdown(model_choices(service), value=service.default_key, label="Model",
+                             allow_custom_value=True,        # the service checks the name (students appear later)
+                             elem_id="depth-model")
+    c["model_info"] = gr.Markdown(h.model_info(service.default_key), elem_id="depth-model-info")
+    with gr.Row():
+        size = RANGES["input_size"]
+        c["input_size"] = lenient(gr.Slider(140, size.high, value=settings.input_size, step=size.multiple_of,
+                                            label="Input size", info="network resolution (short side); 518 as trained",
+                                            elem_id="depth-size"))
+        c["cmap"] = gr.Dropdown(list(COLORMAPS), value=settings.cmap, label="Colour map", elem_id="depth-cmap")
+    with gr.Accordion("Colour range (clip)", open=False):
+        with gr.Row():
+            c["vmin"] = lenient(gr.Number(None, label="From (empty: lowest value)", elem_id="depth-vmin"))
+            c["vmax"] = lenient(gr.Number(None, label="To (empty: highest value)", elem_id="depth-vmax"))
+        c["apply_range"] = gr.Button("Apply to this result", size="sm", elem_id="depth-apply-range")
+    with gr.Accordion("Camera and point cloud", open=False):
+        c["focal"] = lenient(gr.Number(0, label="Focal length (pixels, 0 = EXIF or 60° field of view)", minimum=0,
+                                       maximum=RANGES["focal_px"].high, elem_id="depth-focal"))
+        c["voxel"] = lenient(gr.Number(0, label="Downsample: voxel size (0 = keep every point)", minimum=0,
+                                       maximum=RANGES["voxel_size"].high, elem_id="depth-voxel"))
+        c["outliers"] = gr.Checkbox(False, label="Remove outliers", elem_id="depth-outliers")
+    return c
 
 
-def _model_choices(service) -> list[tuple[str, str]]:
-    return [(c.label, c.key) for c in service.choices()]
+def _views() -> dict:
+    v = {}
+    with gr.Tabs(elem_id="depth-views"):
+        with gr.Tab("Depth", id="depth-tab-depth"):
+            v["measure"] = gr.Image(label="Depth: hover for the value, click two points to measure", type="filepath",
+                                    interactive=False, height=430, elem_id="depth-measure")
+            v["measure_info"] = gr.Markdown(MEASURE_HINT, elem_id="depth-measure-info")
+            v["legend"] = gr.HTML(EMPTY_LEGEND, js_on_load=READOUT_JS, elem_id="depth-legend")
+        with gr.Tab("Image | depth", id="depth-tab-slider"):
+            v["slider"] = gr.ImageSlider(label="Image | depth", type="filepath", elem_id="depth-slider")
+        with gr.Tab("3D", id="depth-tab-3d"):
+            v["cloud_mode"] = gr.Radio(list(CLOUD_VIEWS), value=CLOUD_VIEWS[0], label="Show",
+                                       info="points: a light cloud for the viewer; mesh: the coloured .glb "
+                                            "(depth edges cut), built on first ask", elem_id="depth-cloud-mode")
+            v["cloud"] = gr.Model3D(label="3D (coloured by the image)", height=440, elem_id="depth-cloud",
+                                    camera_position=(110, 75, None))   # (90, 90) is the camera's own view
+        with gr.Tab("Downloads", id="depth-tab-downloads"):
+            v["downloads"] = gr.File(label="Files of this result", file_count="multiple", interactive=False,
+                                     height=330, elem_id="depth-downloads")
+            v["formats"] = gr.CheckboxGroup(EXPORT_CHOICES, value=list(EXPORTS), label="Also build (full resolution)",
+                                            elem_id="depth-formats")
+            v["export"] = gr.Button("Build them, and one zip of everything", elem_id="depth-export")
+            v["zip"] = gr.File(label="Everything in one zip", interactive=False, elem_id="depth-zip")
+            with gr.Row(visible=False):                  # /predict's file outputs (API); the list above shows them
+                v["depth16"] = gr.File(label="16-bit PNG (values recoverable)", elem_id="depth-png16")
+                v["npy"] = gr.File(label="float32 .npy", elem_id="depth-npy")
+                v["ply"] = gr.File(label="point cloud .ply", elem_id="depth-ply")
+                v["request"] = gr.Textbox(label="request", elem_id="depth-request")
+    v["summary_text"] = gr.Markdown(elem_id="depth-summary-text")
+    with gr.Accordion("Summary (JSON)", open=False):
+        v["summary"] = gr.JSON(label="Summary", elem_id="depth-summary")
+    return v
 
 
 def build(services, banner_box: gr.HTML) -> DepthHandlers:
     service, settings = services.depth, services.settings
     h = DepthHandlers(service)
-    with gr.Row():
-        with gr.Column(scale=1):
-            image = passthrough_image(label="Image (upload, paste or webcam)", sources=["upload", "clipboard", "webcam"],
-                               type="filepath", image_mode=None, elem_id="depth-input")
-            gr.Examples(example_images(), inputs=[image], label="Examples (CC0 / public domain)")
-            image_info = gr.Markdown(elem_id="depth-image-info")
-            model = gr.Dropdown(_model_choices(service), value=service.default_key, label="Model",
-                                allow_custom_value=True,       # the service checks the name (students appear later)
-                                elem_id="depth-model")
-            model_info = gr.Markdown(h.model_info(service.default_key), elem_id="depth-model-info")
-            with gr.Row():
-                size = RANGES["input_size"]
-                input_size = lenient(gr.Slider(140, size.high, value=settings.input_size, step=size.multiple_of,
-                                               label="Input size", info="network resolution (short side); 518 as "
-                                               "trained", elem_id="depth-size"))
-                cmap = gr.Dropdown(list(COLORMAPS), value=settings.cmap, label="Colour map", elem_id="depth-cmap")
-            with gr.Accordion("Point cloud options", open=False):
-                focal = lenient(gr.Number(0, label="Focal length (pixels, 0 = EXIF or 60° field of view)", minimum=0,
-                                          maximum=RANGES["focal_px"].high, elem_id="depth-focal"))
-                voxel = lenient(gr.Number(0, label="Downsample: voxel size (0 = keep every point)", minimum=0,
-                                          maximum=RANGES["voxel_size"].high, elem_id="depth-voxel"))
-                outliers = gr.Checkbox(False, label="Remove outliers", elem_id="depth-outliers")
-            run = gr.Button("Compute depth", variant="primary", elem_id="depth-run")
-        with gr.Column(scale=2):
-            slider = gr.ImageSlider(label="Image | depth", type="filepath", elem_id="depth-slider")
-            summary_text = gr.Markdown(elem_id="depth-summary-text")
-            with gr.Row():
-                gray = gr.Image(label="Grayscale depth", type="filepath", interactive=False, elem_id="depth-gray")
-                cloud = gr.Model3D(label="Point cloud (coloured by the image)", elem_id="depth-cloud",
-                                   camera_position=(110, 75, None))   # (90, 90) is the camera's own view; a little to the side
-            with gr.Row():
-                depth16 = gr.File(label="16-bit PNG (values recoverable)", elem_id="depth-png16")
-                npy = gr.File(label="float32 .npy", elem_id="depth-npy")
-                color_png = gr.File(label="colour PNG", elem_id="depth-color-png")
-                ply = gr.File(label="point cloud .ply", elem_id="depth-ply")
-            with gr.Accordion("Summary (JSON)", open=False):
-                summary = gr.JSON(label="Summary", elem_id="depth-summary")
-    view = gr.State()
-
-    run.click(h.predict, [image, model, input_size, cmap, focal, voxel, outliers],
-              [slider, depth16, npy, ply, summary, view], api_name="predict",
-              concurrency_id=CONCURRENCY_ID, concurrency_limit=settings.gpu_concurrency,
-              ).success(h.show, [view], [gray, color_png, cloud, banner_box, summary_text],
-                        api_visibility="private", queue=False)
-    model.change(h.model_info, [model], [model_info], api_name="model_info", concurrency_limit=4)
-    model.focus(h.refresh_models, [model], [model], api_name="refresh_models", api_visibility="undocumented",
-                queue=False)
-    image.change(h.inspect, [image], [focal, image_info], api_name="inspect", concurrency_limit=4)
-    h.video = depth_video.build(service, settings, model, input_size, cmap)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=330):
+            c = _controls(h, service, settings)
+        with gr.Column(scale=5):
+            v = _views()
+    view, pending = gr.State(), gr.State([])
+    _wire(h, c, v, view, pending, banner_box, settings)
+    with gr.Accordion("Several images at once (batch)", open=False, elem_id="depth-batch"):
+        h.batch = depth_batch.build(service, settings, c["model"], c["input_size"], c["cmap"])
+    with gr.Accordion("Video: temporally consistent depth for a clip", open=False, elem_id="depth-video"):
+        h.video = depth_video.build(service, settings, c["model"], c["input_size"], c["cmap"])
     return h
+
+
+def _wire(h: DepthHandlers, c: dict, v: dict, view, pending, banner_box, settings) -> None:
+    outputs = [v["slider"], v["depth16"], v["npy"], v["ply"], v["summary"], view]
+    shown = [v["measure"], v["cloud"], banner_box, v["summary_text"], v["legend"], v["downloads"], v["measure_info"],
+             pending, v["cloud_mode"], v["zip"], v["request"]]
+    inputs = [c[k] for k in ("image", "model", "input_size", "cmap", "focal", "voxel", "outliers", "vmin", "vmax")]
+    run = c["run"].click(h.predict, inputs, outputs, api_name="predict",
+                         concurrency_id=CONCURRENCY_ID, concurrency_limit=settings.gpu_concurrency)
+    run.success(h.show, [view], shown, api_visibility="private", queue=False)
+    run.failure(h.cleared, None, outputs + shown, api_visibility="private", queue=False)
+    recoloured = [v["measure"], v["slider"], v["legend"], view, v["measure_info"], pending]
+    c["apply_range"].click(h.recolour, [view, c["cmap"], c["vmin"], c["vmax"]], recoloured, api_visibility="private")
+    c["cmap"].input(h.recolour, [view, c["cmap"], c["vmin"], c["vmax"]], recoloured, api_visibility="private")
+    v["measure"].select(h.click, [view, pending], [v["measure"], pending, v["measure_info"]], api_visibility="private")
+    gr.api(h.measure, api_name="measure", concurrency_limit=4)
+    v["export"].click(h.export, [v["request"], v["formats"]], [v["downloads"], v["zip"]], api_name="export",
+                      concurrency_limit=2)
+    v["cloud_mode"].input(h.cloud_view, [view, v["cloud_mode"]], [v["cloud"]], api_visibility="private",
+                          concurrency_limit=2)
+    c["model"].change(h.model_info, [c["model"]], [c["model_info"]], api_name="model_info", concurrency_limit=4)
+    c["model"].focus(h.refresh_models, [c["model"]], [c["model"]], api_name="refresh_models",
+                     api_visibility="undocumented", queue=False)
+    c["image"].change(h.inspect, [c["image"]], [c["focal"], c["image_info"]], api_name="inspect", concurrency_limit=4)

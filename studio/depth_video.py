@@ -56,9 +56,8 @@ def format_video_summary(s: dict) -> str:
 
 
 def build(service, settings, model, input_size, cmap) -> VideoHandlers:
-    """The panel, below the image panel; `model`, `input_size`, `cmap` are the image panel's controls."""
+    """The panel (in the depth tab's "Video" fold); `model`, `input_size`, `cmap` are the image panel's controls."""
     h = VideoHandlers(service)
-    gr.Markdown("### Video: temporally consistent depth for a clip")
     with gr.Row():
         with gr.Column(scale=1):
             video = gr.Video(label="Clip (upload or record with the webcam)", sources=["upload", "webcam"],

@@ -113,6 +113,29 @@ def test_metric_flags_reach_the_model(images, recipe_pth, tmp_path):
     np.testing.assert_allclose(read_depth_png(out / "moto_depth.png"), arr, atol=(arr.max() - arr.min()) / 65535)
 
 
+def test_export_flags_write_exr_mesh_and_normals(images, recipe_pth, tmp_path):
+    """--exr --glb --normals on a metric run: the EXR is the metres, the mesh and normals use the same camera."""
+    import trimesh
+
+    from pipeline.exports import read_exr
+    folder, rgbs = images
+    out = tmp_path / "out"
+    assert _cli(["predict", str(folder / "moto.png"), "--out", str(out), "--checkpoint", str(recipe_pth), "--metric",
+                 "--max-depth", "20", "--input-size", SIZE, "--device", "cpu", "--exr", "--glb", "--normals",
+                 "--focal-px", "150"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"moto{s}" for s in (".npy", "_depth.png", "_color.png", "_depth.exr", "_mesh.glb", "_normals.png",
+                             "_normals.npy"))
+    arr = np.load(out / "moto.npy")
+    exr = read_exr(out / "moto_depth.exr")
+    assert np.array_equal(exr.array, arr) and exr.kind == "metric_depth" and exr.meta["focal_px"] == 150.0
+    mesh = trimesh.load(out / "moto_mesh.glb", force="mesh")
+    z = -mesh.vertices[:, 2]                                                 # viewer axes: the camera looks down -z
+    assert len(mesh.faces) > 0 and arr.min() - 1e-4 <= z.min() and z.max() <= arr.max() + 1e-4     # metres
+    normals = np.load(out / "moto_normals.npy")
+    assert normals.shape == (*arr.shape, 3) and np.allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-4)
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--colormap", "no_such_map"], "unknown colour map 'no_such_map'"),
     (["--checkpoint", "/nonexistent/weights.pth"], "/nonexistent/weights.pth"),

@@ -8,6 +8,10 @@ For each input <stem> it writes into DIR:
     <stem>_depth.png    16-bit PNG over the full 0..65535 range, offset/scale recorded (pipeline.depth_png)
     <stem>_color.png    colour map of the float prediction (low values -> start of the map)
     <stem>.ply          with --ply: coloured point cloud (focal: --focal-px > EXIF > 60 degree FOV)
+    <stem>_depth.exr    with --exr: OpenEXR float32, channel "Z" (metres) or "disparity" (relative)
+    <stem>_mesh.glb     with --glb: coloured mesh, no triangles across depth edges (trimesh, linear colours)
+    <stem>_normals.png  with --normals: OpenGL normal map, and <stem>_normals.npy float32 (H, W, 3)
+(the .exr/.glb/normals writers are pipeline.depth_outputs.EXPORTS, the studio's downloads.)
 For each video <stem> (mp4, mov, webm, mkv, avi, ...): <stem>_depth.mp4, <stem>.npz and options
 (pipeline/cli/predict_video.py). Folders are expanded to the image and video files directly inside
 them (not recursive); with --frames-folder each folder is one clip made of its frames. An input that
@@ -29,6 +33,7 @@ from tqdm import tqdm
 from .. import checkpoint_registry, depth_png, pointcloud, render
 from ..config import DEFAULT_INPUT_SIZE, ENCODERS, VERSIONS
 from ..dataset_layout import is_image_file
+from ..depth_outputs import DepthSource, write_exports
 from ..errors import ConfigError, StudioError
 from ..image_io import DecodedImage, decode_image
 from ..predictor import Prediction, Predictor
@@ -36,7 +41,7 @@ from ..video.io import is_video_file
 from . import predict_video
 
 HELP = ("predict depth for images, videos or folders: <stem>.npy, <stem>_depth.png (16-bit), <stem>_color.png "
-        "[, .ply]; videos: <stem>_depth.mp4 + <stem>.npz")
+        "[, .ply, .exr, mesh .glb, normals]; videos: <stem>_depth.mp4 + <stem>.npz")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,8 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"network input size, a multiple of 14 (default {DEFAULT_INPUT_SIZE})")
     parser.add_argument("--colormap", default=render.DEFAULT_CMAP, help="any matplotlib colour map (default Spectral_r)")
     parser.add_argument("--ply", action="store_true", help="also write a coloured point cloud <stem>.ply")
-    parser.add_argument("--focal-px", type=float, metavar="F", help="focal length in pixels for --ply (default: EXIF, "
-                                                                    "else a 60 degree field of view)")
+    parser.add_argument("--exr", action="store_true", help="also write <stem>_depth.exr (OpenEXR float32)")
+    parser.add_argument("--glb", action="store_true", help="also write a coloured mesh <stem>_mesh.glb")
+    parser.add_argument("--normals", action="store_true",
+                        help="also write surface normals <stem>_normals.png (picture) and <stem>_normals.npy")
+    parser.add_argument("--focal-px", type=float, metavar="F", help="focal length in pixels for --ply/--glb/--normals "
+                                                                    "(default: EXIF, else a 60 degree field of view)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
     parser.add_argument("--fast", action="store_true", help="opt-in approximate inference path (faster, not exact)")
@@ -151,7 +160,8 @@ def _predict_all(predictor: Predictor, items: list[tuple[Path, str]], out: Path,
     for index, prediction in predictor.iter_predict(decoded_images(), batch_size=args.batch_size):
         stem, decoded = pending.pop(index)
         try:
-            write_outputs(out, stem, decoded, prediction, cmap=args.colormap, ply=args.ply, focal_px=args.focal_px)
+            write_outputs(out, stem, decoded, prediction, cmap=args.colormap, ply=args.ply, focal_px=args.focal_px,
+                          extra=[k for k in ("exr", "glb", "normals") if getattr(args, k, False)])
             written += 1
         except StudioError as e:
             _report(failures, f"{decoded.name}: {e}", bar)
@@ -166,8 +176,9 @@ def _report(failures: list[str], message: str, bar=None) -> None:
 
 
 def write_outputs(out: Path, stem: str, decoded: DecodedImage, prediction: Prediction, *, cmap: str,
-                  ply: bool = False, focal_px: float | None = None) -> dict[str, Path]:
-    """Every file for one prediction; returns {"npy", "depth_png", "color_png"[, "ply"]: path}."""
+                  ply: bool = False, focal_px: float | None = None, extra: list[str] = ()) -> dict[str, Path]:
+    """Every file for one prediction; returns {"npy", "depth_png", "color_png"[, "ply", "exr", "glb", "normals_png",
+    "normals_npy"]: path}. `extra`: keys of pipeline.depth_outputs.EXPORTS."""
     array = prediction.array                                                   # (H, W) float32
     files = {"npy": out / f"{stem}.npy", "depth_png": out / f"{stem}_depth.png", "color_png": out / f"{stem}_color.png"}
     try:
@@ -179,6 +190,13 @@ def write_outputs(out: Path, stem: str, decoded: DecodedImage, prediction: Predi
             focal, _ = pointcloud.resolve_focal(w, h, focal_px, decoded.focal_px)
             pcd = pointcloud.make_point_cloud(decoded.rgb, array, prediction.kind, focal_px=focal)
             files["ply"] = pointcloud.write_ply(out / f"{stem}.ply", pcd)
+        if extra:
+            h, w = array.shape
+            focal, _ = pointcloud.resolve_focal(w, h, focal_px, decoded.focal_px)
+            source = DepthSource(decoded.rgb, array, prediction.kind, focal, meta={"model": prediction.model_id})
+            for key, paths in write_exports(source, out, stem, extra, reuse=False).items():
+                names = [key] if len(paths) == 1 else [f"{key}_{p.suffix.lstrip('.')}" for p in paths]
+                files.update(zip(names, paths, strict=True))
     except OSError as e:
         raise StudioError(f"cannot write into {out}: {e.strerror or e}") from None
     return files

@@ -68,5 +68,5 @@ def run_video(service, video, model: str | None = None, input_size: int | None =
 
 
 def _stem(name: str) -> str:
-    from ..depth_service import _safe_stem
-    return _safe_stem(name)
+    from ..depth_outputs import safe_stem
+    return safe_stem(name)

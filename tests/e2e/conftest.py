@@ -92,9 +92,15 @@ def studio(recipe_pth, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def studio_no_weights(tmp_path_factory):
-    """The studio with its default Hub checkpoint, offline and with an empty Hugging Face cache."""
+    """The studio with its default Hub checkpoint, an empty Hugging Face cache and the network unreachable.
+
+    Not HF_HUB_OFFLINE: the Hub must be found unreachable. All HTTPS goes through a proxy on a closed
+    local port (connections refused), so nothing leaves the machine and the answer is deterministic.
+    """
     work = tmp_path_factory.mktemp("studio_offline")
-    app = start_app(work, [], {"HF_HOME": str(work / "hf"), "HF_HUB_CACHE": str(work / "hf" / "hub")})
+    app = start_app(work, [], {"HF_HOME": str(work / "hf"), "HF_HUB_CACHE": str(work / "hf" / "hub"),
+                               "HF_HUB_OFFLINE": "0", "HTTPS_PROXY": f"http://127.0.0.1:{free_port()}",
+                               "HTTP_PROXY": f"http://127.0.0.1:{free_port()}", "NO_PROXY": "127.0.0.1,localhost"})
     yield app
     stop_app(app)
 

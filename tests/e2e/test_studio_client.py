@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import urllib.request
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,10 +35,27 @@ def test_predict_over_http_returns_the_official_numbers(studio, client_for, moto
     before, after = (np.asarray(Image.open(p)) for p in slider)
     assert before.shape == after.shape == (500, 741, 3)
     assert np.abs(before.astype(int) - reference["image_rgb"]).mean() < 3           # the JPEG of the input
-    assert summary["points"] == 500 * 741 and summary["unit"] == "relative disparity"
+    assert summary["point_stride"] == 2 and summary["points"] == 250 * 371          # the light viewer cloud
+    assert summary["unit"] == "relative disparity"
     assert summary["min"] == pytest.approx(float(expected.min()), abs=1e-3)
     assert summary["untrained"] is False and summary["model_id"] == "depth-anything-v2-small"
     assert open(ply, "rb").read(3) == b"ply"
+    # the full-resolution files, built when asked
+    files, zipped = client.predict(summary["request"], ["ply", "exr"], api_name="/export")
+    by_name = {Path(f).name: f for f in files}
+    full = read_ply_points(by_name["motorcycle_points_full.ply"])
+    assert len(full) == 500 * 741
+    from pipeline.exports import read_exr
+    assert np.array_equal(read_exr(by_name["motorcycle_depth.exr"]).array, depth)
+    with zipfile.ZipFile(zipped) as z:
+        assert sorted(z.namelist()) == sorted(by_name)
+    m = client.predict(summary["request"], 10, 20, 700, 480, api_name="/measure")
+    assert m["refusal"].startswith("This is a relative model") and m["points"][0]["x"] == 10
+
+
+def read_ply_points(path) -> np.ndarray:
+    import open3d as o3d
+    return np.asarray(o3d.io.read_point_cloud(str(path)).points)
 
 
 def test_model_info_and_inspect_endpoints(studio, client_for, motorcycle_png):
@@ -97,16 +116,35 @@ def test_only_page_outputs_are_served(studio):
 
 
 def test_without_weights_the_page_says_so_and_predict_still_works(studio_no_weights, client_for, small_rgb, tmp_path):
+    """Network unreachable: found once at start, said in the banner, and no Hub retries anywhere."""
     from gradio_client import handle_file
     config = json.loads(urllib.request.urlopen(studio_no_weights.url + "config", timeout=10).read())
     banner = next(c for c in config["components"] if c["props"].get("elem_id") == "studio-banner")
     text = banner["props"]["value"]
     assert banner["props"]["visible"] is True
-    for part in ("Depth Anything V2 Small", "depth_anything_v2_vits.pth", "--checkpoint", "UNTRAINED"):
+    for part in ("Depth Anything V2 Small", "depth_anything_v2_vits.pth", "--checkpoint", "UNTRAINED", "offline"):
         assert part in text
     assert "WARNING: Weights for Depth Anything V2 Small" in studio_no_weights.log()
+    client = client_for(studio_no_weights)
     good = tmp_path / "good.png"
     Image.fromarray(small_rgb).save(good)
-    *_, summary = client_for(studio_no_weights).predict(handle_file(str(good)), input_size=140, api_name="/predict")
+    *_, summary = client.predict(handle_file(str(good)), input_size=140, api_name="/predict")
     assert summary["untrained"] is True and "depth_anything_v2_vits.pth" in summary["notice"]
     assert summary["model_id"].startswith("untrained")
+    # a model switch says at once that those weights are missing too (no download attempted, no load)
+    info = client.predict("depth-anything-v2-metric-indoor-large", api_name="/model_info")
+    assert "Weights missing (not cached, and the Hub is offline (" in info and "cannot be reached" in info
+    assert "Retrying in" not in studio_no_weights.log()                  # huggingface_hub never got to retry
+
+
+def test_batch_over_http(studio, client_for, small_rgb, tmp_path):
+    from gradio_client import handle_file
+    paths = [tmp_path / "one.png", tmp_path / "two.png"]
+    Image.fromarray(small_rgb).save(paths[0])
+    Image.fromarray(np.ascontiguousarray(small_rgb[::-1])).save(paths[1])
+    gallery, zipped, report = client_for(studio).predict([handle_file(str(p)) for p in paths], None, 140, "viridis",
+                                                         api_name="/predict_batch")
+    assert [g["caption"].split(":")[0] for g in gallery] == ["one.png", "two.png"]
+    with zipfile.ZipFile(zipped) as z:
+        assert len(z.namelist()) == 6 and "one_depth.npy" in z.namelist()
+    assert "**2 image(s)**" in report

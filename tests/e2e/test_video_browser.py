@@ -40,6 +40,7 @@ def test_upload_a_clip_and_the_depth_video_plays(studio, open_page, clip):
     size = page.locator("#depth-size input[type=number]")
     size.fill("140")
     size.press("Enter")
+    page.get_by_text("Video: temporally consistent depth for a clip").click()     # the panel's fold
     page.locator("#depth-video-input input[type=file]").set_input_files(str(clip))
     expect(page.locator("#depth-video-input video")).to_have_count(1, timeout=30_000)
     page.locator("#depth-video-run").click()

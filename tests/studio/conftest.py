@@ -32,3 +32,22 @@ def vitt_service(settings, vitt_checkpoint):
     return DepthService(settings, sources=[], default=str(vitt_checkpoint))
 
 
+
+
+@pytest.fixture(scope="session")
+def metric_vitt_checkpoint(tmp_path_factory):
+    """A random (seeded) tiny vitt metric network (max depth 20 m): predicts metres."""
+    import torch
+
+    from pipeline.checkpoints import save_checkpoint, untrained_model
+    from pipeline.config import ModelConfig
+    torch.manual_seed(0)
+    loaded = untrained_model(ModelConfig(encoder="vitt", metric=True, max_depth=20.0))
+    return save_checkpoint(loaded.model, tmp_path_factory.mktemp("metric_vitt") / "tiny_metric.safetensors",
+                           model_id="tiny-metric")
+
+
+@pytest.fixture
+def metric_service(settings, metric_vitt_checkpoint):
+    from pipeline.depth_service import DepthService
+    return DepthService(settings, sources=[], default=str(metric_vitt_checkpoint))

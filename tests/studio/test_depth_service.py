@@ -97,6 +97,40 @@ def test_missing_hub_weights_fall_back_to_untrained_with_a_clear_notice(settings
                  "UNTRAINED", "--checkpoint FILE", "Hugging Face cache"):
         assert part in notice
     assert service.notice("depth-anything-v2-small") == notice
+    headline = notice.split("\n\n")[0]                         # the banner's one line
+    assert "\n" not in headline and "Depth Anything V2 Small" in headline and "UNTRAINED" in headline
+
+
+def test_weights_problem_offline_is_known_without_a_download(settings, monkeypatch, tmp_path):
+    """A model switch asks whether the weights are at hand: offline, one probe, no Hub call, no load."""
+    import socket
+
+    import huggingface_hub
+    import huggingface_hub.constants as hc
+
+    from pipeline import hub
+    calls = {"connect": 0, "download": 0}
+
+    def unreachable(*a, **kw):
+        calls["connect"] += 1
+        raise OSError("Network is unreachable")
+
+    def download(*a, **kw):
+        calls["download"] += 1
+        raise AssertionError("no download offline")
+
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    hub.forget()
+    try:
+        service = DepthService(settings, sources=[registry_choices])
+        for key in ("depth-anything-v2-large", "depth-anything-v2-metric-outdoor-base"):
+            assert service.weights_problem(key).startswith("not cached, and the Hub is offline")
+        assert len(service.cache._entries) == 0 and calls == {"connect": 1, "download": 0}
+    finally:
+        hub.forget()
 
 
 def test_unreadable_checkpoint_file_falls_back_too(settings, tmp_path, small_rgb):
@@ -119,8 +153,8 @@ def test_run_writes_every_output_and_they_agree(vitt_service, small_rgb):
     back = depth_png.read_depth_png(result.files["depth16"])
     assert np.abs(back - a).max() <= (a.max() - a.min()) / 65535 * 1.01 + 1e-7
     assert np.array_equal(np.asarray(Image.open(result.files["color"])), render.colorize(a, "inferno"))
-    assert np.array_equal(np.asarray(Image.open(result.files["gray"])), render.grayscale(a))
     assert np.array_equal(result.color, render.colorize(a, "inferno"))
+    assert set(result.files) == {"input", "color", "depth16", "npy", "ply"}     # the rest is built when asked
     xyz, rgb = read_ply_xyz_rgb(result.files["ply"])
     assert len(xyz) == 60 * 80 == result.summary["points"]
     assert np.allclose(np.sort(rgb.reshape(-1, 3)[:, 0]), np.sort(small_rgb[..., 0].ravel() / 255.0), atol=1 / 255)
@@ -128,7 +162,10 @@ def test_run_writes_every_output_and_they_agree(vitt_service, small_rgb):
     assert (s["min"], s["max"]) == (float(a.min()), float(a.max()))
     assert (s["width"], s["height"], s["unit"], s["device"], s["input_size"]) == (80, 60, "relative disparity", "cpu", 70)
     assert s["focal_source"].startswith("60 degree") and not s["untrained"] and s["notice"] is None
-    assert set(s["timings_ms"]) >= {"inference", "color_map", "encode_16bit", "point_cloud", "total"}
+    assert set(s["timings_ms"]) >= {"decode", "model_load", "inference", "color_map", "encode_16bit", "point_cloud",
+                                     "total"}
+    assert s["request"] == result.folder.name and s["exports"] == ["ply", "exr", "glb", "normals", "gray"]
+    assert s["fov_deg"]["horizontal_deg"] == pytest.approx(60.0)
     assert all(p.parent == result.folder and p.parent.parent == vitt_service.settings.temp_dir
                for p in result.files.values())
 
@@ -162,8 +199,8 @@ def test_focal_given_exif_or_field_of_view(vitt_service, small_rgb, tmp_path):
     assert s["focal_source"] == "exif" and s["focal_px"] == round(50 / 36 * 80, 2)
 
 
-def test_large_images_are_strided_for_the_point_cloud(settings, vitt_checkpoint):
-    service = DepthService(settings.with_overrides(max_cloud_points=1000), sources=[], default=str(vitt_checkpoint))
+def test_large_images_are_strided_for_the_viewer_cloud(settings, vitt_checkpoint):
+    service = DepthService(settings.with_overrides(max_viewer_points=1000), sources=[], default=str(vitt_checkpoint))
     rgb = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
     result = service.run(rgb, input_size=70)
     assert result.summary["point_stride"] == 3 and result.summary["points"] == 20 * 27

@@ -11,7 +11,8 @@ from PIL import Image
 
 from studio import banner
 from studio.app import Services, build_app, launch_kwargs, tab_modules
-from studio.depth_tab import DepthHandlers, example_images
+from studio.depth_handlers import DepthHandlers
+from studio.depth_tab import example_images
 from studio.summary import format_summary
 
 
@@ -41,10 +42,68 @@ def test_predict_returns_slider_pair_files_and_summary(handlers, tmp_path, small
     assert arr.shape == (60, 80) and summary["min"] == float(arr.min())
     assert Path(ply).stat().st_size > 60 * 80 * 12
     json.dumps(summary)                                       # the API returns it as JSON
-    gray, color2, cloud, banner_update, text = handlers.show(view)
-    assert color2 == color and cloud == ply and Path(gray).exists()
-    assert banner_update["visible"] is False
-    assert "Relative disparity" in text and "80×60" in text
+    picture, cloud, banner_update, text, legend, downloads, info, pending, mode, zipped, request = handlers.show(view)
+    assert picture == color and cloud == ply and request == summary["request"] and zipped is None
+    assert banner_update["visible"] is False and pending == [] and mode == "points"
+    assert "Relative disparity" in text and "80×60" in text and "field of view 60.0°" in text
+    assert 'data-grid="' in legend and "80×60 grid, every pixel" in legend
+    assert sorted(Path(f).name for f in downloads) == sorted(
+        f"scene{s}" for s in ("_input.jpg", "_depth_color.png", "_depth16.png", "_depth.npy", "_points.ply"))
+
+
+def test_a_failed_prediction_clears_every_output(vitt_service):
+    """The failure step empties what predict and show fill, so no earlier result stays beside the error."""
+    demo = build_app(Services(settings=vitt_service.settings, depth=vitt_service), tabs=("depth_tab",))
+    config = demo.get_config_file()
+    deps = config["dependencies"]
+    predict = next(d for d in deps if d.get("api_name") == "predict")
+    show = next(d for d in deps if d.get("trigger_after") == predict["id"] and d.get("trigger_only_on_success"))
+    failure = next(d for d in deps if d.get("trigger_after") == predict["id"] and d.get("trigger_only_on_failure"))
+    assert set(failure["outputs"]) == set(predict["outputs"]) | set(show["outputs"])
+    h = DepthHandlers(vitt_service, infer=vitt_service.infer)
+    cleared = h.cleared()
+    assert len(cleared) == len(failure["outputs"])
+    assert cleared[:6] == (None,) * 6 and cleared[6:8] == (None, None)      # slider, files, view; picture, cloud
+    assert len(h.show(None)) == len(show["outputs"])
+
+
+def test_clicks_measure_on_the_saved_prediction(metric_service, small_rgb):
+    h = DepthHandlers(metric_service, infer=metric_service.infer)
+    *_, view = predict(h, small_rgb, focal_px=90)
+    first = gr.SelectData(None, {"index": [5, 7], "value": None})
+    picture, pending, text = h.click(view, [], first)
+    assert pending == [[5, 7]] and "now click point B" in text and picture.shape == (60, 80, 3)
+    picture, pending, text = h.click(view, pending, gr.SelectData(None, {"index": [70, 50], "value": None}))
+    expected = h.measure(view["request"], 5, 7, 70, 50)["distance_m"]
+    assert pending == [[5, 7], [70, 50]] and f"distance {expected:.3f} m" in text
+    _, pending, _ = h.click(view, pending, gr.SelectData(None, {"index": [1, 1], "value": None}))
+    assert pending == [[1, 1]]                                              # a third click starts over
+    with pytest.raises(gr.Error, match="compute depth first"):
+        h.click(None, [], first)
+
+
+def test_relative_clicks_say_why_there_is_no_distance(handlers, small_rgb):
+    *_, view = predict(handlers, small_rgb)
+    handlers.click(view, [], gr.SelectData(None, {"index": [5, 7], "value": None}))
+    _, _, text = handlers.click(view, [[5, 7]], gr.SelectData(None, {"index": [60, 40], "value": None}))
+    assert "**No distance:** This is a relative model" in text and "(relative)" in text
+
+
+def test_recolour_export_and_mesh_view(handlers, small_rgb):
+    *_, view = predict(handlers, small_rgb)
+    picture, (inp, color), legend, view2, info, pending = handlers.recolour(view, "magma", 0.1, None)
+    assert picture == color and "clipped range" in legend and pending == []
+    with pytest.raises(gr.Error, match="lower limit below its upper one"):
+        handlers.recolour(view, "magma", 5, 1)
+    files, zipped = handlers.export(view["request"], ["exr", "normals"], progress=NoProgress())
+    names = {Path(f).name for f in files}
+    assert {"array_depth.exr", "array_normals.png", "array_normals.npy"} <= names and zipped.endswith("_all.zip")
+    assert handlers.cloud_view(view, "mesh", progress=NoProgress()).endswith("array_mesh.glb")
+    assert handlers.cloud_view(view, "points") == view["files"]["ply"]
+    with pytest.raises(gr.Error, match="compute depth first"):
+        handlers.export("", ["exr"], progress=NoProgress())
+    with pytest.raises(gr.Error, match="is not a request id"):
+        handlers.export("../../etc", ["exr"], progress=NoProgress())
 
 
 def test_bad_upload_becomes_a_readable_gradio_error(handlers, bad_inputs):
@@ -54,21 +113,27 @@ def test_bad_upload_becomes_a_readable_gradio_error(handlers, bad_inputs):
     assert e.value.title == "Cannot compute depth"
 
 
-def test_untrained_result_shows_the_banner(handlers):
-    view = {"files": dict.fromkeys(("gray", "color", "ply"), "x"),
-            "summary": {"notice": "Weights for X are missing", "untrained": True, "min": 0, "max": 1,
-                        "width": 2, "height": 2}}
-    *_, banner_update, text = handlers.show(view)
+def test_untrained_result_shows_the_banner(handlers, small_rgb):
+    *_, view = predict(handlers, small_rgb)
+    view["summary"].update(notice="Weights for X are missing: it runs untrained.\n\nWhy\n\nHow", untrained=True)
+    _, _, banner_update, text, *_ = handlers.show(view)
     assert banner_update["visible"] is True and "Weights for X are missing" in banner_update["value"]
     assert text.startswith("**UNTRAINED weights")
 
 
-def test_model_info_names_the_licence(settings, vitt_checkpoint):
+def test_model_info_names_the_licence_and_missing_weights(settings, vitt_checkpoint, monkeypatch, tmp_path):
+    import huggingface_hub.constants as hc
+
     from pipeline.depth_service import DepthService, registry_choices
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     service = DepthService(settings, sources=[registry_choices], default=str(vitt_checkpoint))
     h = DepthHandlers(service, infer=service.infer)
-    assert "licence: **CC-BY-NC-4.0**" in h.model_info("depth-anything-v2-base")
-    assert "Depth-Anything-V2-Base" in h.model_info("depth-anything-v2-base")
+    text = h.model_info("depth-anything-v2-base")
+    assert "licence: **CC-BY-NC-4.0**" in text and "Depth-Anything-V2-Base" in text
+    assert "**Weights missing (not cached, and the Hub is offline (HF_HUB_OFFLINE is set)): this model would run " \
+           "untrained.**" in text
+    assert "Weights missing" not in h.model_info(f"file:{vitt_checkpoint.name}")
     assert "unknown model" in h.model_info("nope")
 
 
@@ -92,8 +157,12 @@ def test_page_has_named_endpoints_and_the_banner(vitt_service):
     api = demo.get_api_info()["named_endpoints"]
     assert {"/predict", "/model_info", "/inspect"} <= set(api)
     params = [p["parameter_name"] for p in api["/predict"]["parameters"]]
-    assert params == ["image", "model", "input_size", "cmap", "focal_px", "voxel_size", "remove_outliers"]
+    assert params == ["image", "model", "input_size", "cmap", "focal_px", "voxel_size", "remove_outliers",
+                      "vmin", "vmax"]                            # new ones last, with defaults: old calls still work
     assert len(api["/predict"]["returns"]) == 5                # slider, 16-bit PNG, .npy, .ply, summary
+    assert [p["parameter_name"] for p in api["/export"]["parameters"]] == ["request", "formats"]
+    assert [p["parameter_name"] for p in api["/measure"]["parameters"]] == ["request", "ax", "ay", "bx", "by"]
+    assert {"/predict_batch", "/predict_video"} <= set(api)
     predict_fn = next(f for f in demo.fns.values() if f.api_name == "predict")
     assert predict_fn.concurrency_id == "gpu"
 
@@ -124,18 +193,22 @@ def test_examples_ship_with_their_licences():
         assert Image.open(e).size[0] >= 300
 
 
-def test_banner_escapes_html_and_hides_when_empty():
+def test_banner_is_one_line_with_a_details_fold():
     assert banner.banner_html(None) == ""
-    html = banner.banner_html("a <b> c\n\nsecond")
-    assert "&lt;b&gt;" in html and html.count("<p>") == 2
+    html = banner.banner_html("a <b> c\n\nsecond\n\nthird")
+    assert '<span class="studio-warning-line">a &lt;b&gt; c</span>' in html
+    assert html.count("<details>") == 1 and html.count("<p>") == 2 and html.index("second") > html.index("<details>")
+    assert "<details>" not in banner.banner_html("only a line")
 
 
 def test_summary_text_for_metric_depth():
     s = {"kind": "metric_depth", "unit": "m", "min": 0.5, "max": 12.25, "width": 640, "height": 480,
          "model_title": "M", "device": "cpu", "input_size": 518, "points": 1234, "focal_px": 500.0,
          "focal_source": "exif", "timings_ms": {"inference": 900.0, "total": 1000.0}, "untrained": False}
+    s.update(point_stride=2, fov_deg={"horizontal_deg": 65.2, "vertical_deg": 51.3})
     text = format_summary(s)
-    assert "Depth in metres**: 0.5 to 12.25 m" in text and "1,234 points" in text
+    assert "Depth in metres**: 0.5 to 12.25 m" in text and "1,234 points (every 2nd pixel" in text
+    assert "focal 500.0 px (exif), field of view 65.2° × 51.3°" in text
     assert "inference 900 ms · total 1000 ms" in text
 
 

@@ -29,15 +29,16 @@ def test_with_spaces_the_function_is_wrapped_with_a_duration(monkeypatch):
 
 
 def test_every_network_call_of_the_studio_goes_through_gpu(monkeypatch):
-    """/predict and the teacher-vs-student comparison both get a GPU on ZeroGPU."""
-    from studio import depth_tab, train_handlers
+    """/predict, /predict_batch and the teacher-vs-student comparison all get a GPU on ZeroGPU."""
+    from studio import depth_batch, depth_handlers, train_handlers
 
     wrapped = []
     fake = lambda fn, duration=60: wrapped.append(fn.__name__) or fn   # noqa: E731
-    monkeypatch.setattr(depth_tab, "gpu", fake)
-    monkeypatch.setattr(train_handlers, "gpu", fake)
-    service = types.SimpleNamespace(infer=lambda *a: None, compare=lambda *a: None)
+    for module in (depth_handlers, depth_batch, train_handlers):
+        monkeypatch.setattr(module, "gpu", fake)
+    service = types.SimpleNamespace(infer=lambda *a: None, compare=lambda *a: None, results=None)
     service.infer.__name__, service.compare.__name__ = "infer", "compare"
-    depth_tab.DepthHandlers(service)
+    depth_handlers.DepthHandlers(service)
+    depth_batch.BatchHandlers(service)
     train_handlers.TrainHandlers(service)
-    assert wrapped == ["infer", "compare"]
+    assert wrapped == ["infer", "infer", "compare"]
