@@ -17,7 +17,7 @@ def format_summary(s: dict) -> str:
     lines = [
         f"**{what}**: {_number(s['min'])} to {_number(s['max'])} {s.get('unit', '')}".rstrip(),
         f"{s['width']}×{s['height']} px · model **{s.get('model_title', s.get('model'))}** · "
-        f"device **{s.get('device')}** · input size {s.get('input_size')}",
+        f"device **{s.get('device')}** · backend **{s.get('backend', 'torch')}** · input size {s.get('input_size')}",
         f"point cloud: {s.get('points', 0):,} points, focal {s.get('focal_px')} px ({s.get('focal_source')})",
     ]
     if s.get("cloud_note"):

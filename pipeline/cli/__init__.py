@@ -18,6 +18,7 @@ COMMANDS = {
     "import": "import_images",
     "pseudo-label": "pseudo_label",
     "export": "export",
+    "export-model": "export_model",
     "train": "train",
     "evaluate": "evaluate",
     "checkpoints": "checkpoints",

@@ -29,6 +29,7 @@ from ..dataset_layout import is_image_file
 from ..errors import ConfigError, StudioError
 from ..image_io import DecodedImage, decode_image
 from ..predictor import Prediction, Predictor
+from ..runtime.registry import CHOICES
 
 HELP = "predict depth for images or folders: writes <stem>.npy, <stem>_depth.png (16-bit), <stem>_color.png [, .ply]"
 
@@ -51,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                     "else a 60 degree field of view)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
-    parser.add_argument("--fast", action="store_true", help="opt-in approximate inference path (faster, not exact)")
+    parser.add_argument("--backend", choices=CHOICES, default="auto",
+                        help="what runs the network (default auto: torch on a GPU, OpenVINO > ONNX Runtime > torch "
+                             "on a CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     predictor = Predictor.from_checkpoint(args.checkpoint, encoder=args.encoder, version=args.version,
                                           metric=args.metric, max_depth=args.max_depth, device=args.device,
-                                          input_size=args.input_size, fast=args.fast)
+                                          input_size=args.input_size, backend=args.backend)
     print(f"model {predictor.model_id}: {predictor.kind} ({'m' if predictor.kind == 'metric_depth' else 'relative'}) "
-          f"on {predictor.device}, input size {predictor.input_size}{', fast path' if args.fast else ''}",
+          f"on {predictor.device} with {predictor.runner().detail}, input size {predictor.input_size}",
           file=sys.stderr)
     bar = tqdm(total=len(items), unit="image", file=sys.stderr, disable=len(items) < 2)
     done = _predict_all(predictor, items, out, args, failures, bar)
