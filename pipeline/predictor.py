@@ -208,7 +208,7 @@ class Predictor:
             slot = _slot(self._network, self._key)
             with slot.build_lock:
                 if slot.runner is runner:
-                    registry.warn_fallback(runner.name, "torch", e)
+                    registry.warn_fallback([(runner.name, e)], "torch")
                     slot.runner, slot.token = registry.BACKENDS["torch"].build(self._network, self.device), None
             return self._forward(x)
 

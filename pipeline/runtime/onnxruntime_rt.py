@@ -24,6 +24,9 @@ def session_options(threads: int):
     so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
     so.log_severity_level = 3                                   # errors only
+    # No spin-waiting between runs: spinning threads took CPU from the studio's PNG/.ply writers and
+    # from other processes (measured: 16% less CPU time per forward, faster under load).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 

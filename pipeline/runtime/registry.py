@@ -84,26 +84,36 @@ def resolve_auto(device: torch.device) -> str:
 
 def build_runner(name: str, network: torch.nn.Module, config: ModelConfig, device: torch.device,
                  cache_dir: Path | None = None) -> Runner:
-    """The runner for backend `name` (or "auto"); a failing backend falls back to torch with a warning."""
+    """The runner for backend `name` (or "auto"); failing backends are skipped (torch comes last),
+    with one warning naming each failure and what runs instead."""
     names = candidates(name, device)
+    failures: list[tuple[str, BaseException]] = []
     for i, backend in enumerate(names):
         spec = BACKENDS[backend]
         try:
             if not spec.installed():
                 raise RuntimeError(f"the {spec.package} package is not installed")
             kwargs = {"onnx_entry": exported_entry(network, config, cache_dir)} if spec.exported else {}
-            return spec.build(network, device, **kwargs)
+            runner = spec.build(network, device, **kwargs)
         except Exception as e:  # noqa: BLE001 - any runtime failure means: use the next backend
             if i == len(names) - 1:
                 raise
-            warn_fallback(backend, names[-1], e)
+            failures.append((backend, e))
+            continue
+        if failures:
+            warn_fallback(failures, backend)
+        return runner
     raise AssertionError("unreachable")
 
 
-def warn_fallback(backend: str, fallback: str, error: BaseException) -> None:
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    message = (f"the {backend} backend is unavailable ({type(error).__name__}: {reason[:300]}); "
-               f"running the network with {fallback} instead (slower on a CPU, same numbers)")
+def warn_fallback(failures: list[tuple[str, BaseException]], fallback: str) -> None:
+    """One warning (and log line) for backends that could not run and the one that runs instead."""
+    reasons = []
+    for backend, error in failures:
+        reason = (str(error).strip().splitlines() or [""])[0][:300]
+        reasons.append(f"the {backend} backend is unavailable ({type(error).__name__}: {reason})")
+    message = f"{'; '.join(reasons)}; running the network with {fallback} instead" + (
+        " (slower on a CPU, same numbers)" if fallback == "torch" else " (same numbers)")
     log.warning(message)
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 

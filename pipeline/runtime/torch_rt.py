@@ -15,23 +15,23 @@ from .base import Runner
 class TorchRunner(Runner):
     snapshot = False                      # always runs the live network: nothing to rebuild
 
-    def __init__(self, network: torch.nn.Module, device: torch.device, compile: bool = False):
+    def __init__(self, network: torch.nn.Module, device: torch.device, compile: bool = False,
+                 autocast_dtype: torch.dtype | None = None):
+        """autocast_dtype: None = the default for the device (CUDA: bf16, or fp16 without bf16;
+        elsewhere float32); torch.float32 = no autocast anywhere."""
         self.network = network
-        self.device = device
+        self.device = torch.device(device)
         self.name = "torch-compile" if compile else "torch"
         self.forward = torch.compile(network, dynamic=None) if compile else network
-        dtype = self.autocast_dtype()
-        self.detail = f"PyTorch {torch.__version__} on {device.type}" + (f", {dtype} autocast" if dtype else "") + \
-            (", torch.compile" if compile else "")
-
-    def autocast_dtype(self) -> torch.dtype | None:
-        if self.device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if autocast_dtype is None and self.device.type == "cuda":
+            autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.dtype = None if autocast_dtype in (None, torch.float32) else autocast_dtype
+        self.detail = (f"PyTorch {torch.__version__} on {self.device.type}"
+                       + (f", {self.dtype} autocast" if self.dtype else ", float32")
+                       + (", torch.compile" if compile else ""))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = self.autocast_dtype()
-        autocast = torch.autocast("cuda", dtype=dtype) if dtype else contextlib.nullcontext()
+        autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
             return self.forward(x.to(self.device)).float()                 # (B, H, W)
 
