@@ -29,8 +29,7 @@ def _timed(fn) -> tuple[float, float]:
 def compare_shapes(model, rounds: int, threads: int) -> int:
     import openvino as ov
     entry = exported_entry(model, model.config)
-    xml = openvino_rt.build(model, torch.device("cpu"), onnx_entry=entry)   # ensures the IR exists
-    del xml
+    openvino_rt.build(model, torch.device("cpu"), onnx_entry=entry)      # ensures the IR exists
     folder = next(entry.glob("openvino-*"))
     core = ov.Core()
     dynamic = core.compile_model(str(folder / "model.xml"), "CPU", openvino_rt.config(threads)).create_infer_request()
@@ -51,12 +50,13 @@ def compare_shapes(model, rounds: int, threads: int) -> int:
     seen = set()
     for hw in SIZES:
         x = np.random.default_rng(0).standard_normal((1, 3, *hw)).astype(np.float32)
-        d_first = _timed(lambda: dynamic.infer({0: x}))
-        s_first = _timed(lambda: static_request(hw).infer({0: x}))
+        run_dynamic = lambda x=x: dynamic.infer({0: x})                        # noqa: E731
+        run_static = lambda x=x, hw=hw: static_request(hw).infer({0: x})       # noqa: E731
+        d_first, s_first = _timed(run_dynamic), _timed(run_static)
         d, s = [], []
         for _ in range(rounds):
-            d.append(_timed(lambda: dynamic.infer({0: x})))
-            s.append(_timed(lambda: static_request(hw).infer({0: x})))
+            d.append(_timed(run_dynamic))
+            s.append(_timed(run_static))
         ratio = statistics.median(a[1] / b[1] for a, b in zip(s, d, strict=True))
         again = " (again)" if hw in seen else ""
         seen.add(hw)
