@@ -162,3 +162,24 @@ def test_torch_runner_runs_the_live_network_without_rebuilds(image):
         model.depth_head.scratch.output_conv2[2].bias += 0.5
     after = p.predict(image).array
     assert p.runner() is runner and np.abs(after - before).max() > 0.1
+
+
+def test_cli_backend_flag_reaches_the_predictor(tmp_path, image, capsys):
+    from PIL import Image
+
+    from pipeline.checkpoints import save_checkpoint
+    from pipeline.cli import build_parser, main
+    ckpt = save_checkpoint(_vitt(seed=4), tmp_path / "tiny.safetensors", model_id="tiny")
+    Image.fromarray(image).save(tmp_path / "a.png")
+    arrays = {}
+    for backend, says in [("torch", "PyTorch"), *[(b, {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}[b])
+                                                  for b in EXPORTED]]:
+        out = tmp_path / backend
+        assert main(["predict", str(tmp_path / "a.png"), "--out", str(out), "--checkpoint", str(ckpt),
+                     "--input-size", str(SMALL), "--backend", backend]) == 0
+        assert f"with {says}" in capsys.readouterr().err
+        arrays[backend] = np.load(out / "a.npy")
+    for backend in EXPORTED:
+        np.testing.assert_allclose(arrays[backend], arrays["torch"], atol=2e-5)
+    args = build_parser("pseudo-label").parse_args(["pseudo-label", "--db", "x.db", "--backend", "onnxruntime"])
+    assert args.backend == "onnxruntime"

@@ -25,3 +25,15 @@ def test_space_environment_sets_host_and_port(monkeypatch):
     monkeypatch.setenv("GRADIO_SERVER_PORT", "7861")
     args = app.parse_args([])
     assert (args.host, args.port) == ("0.0.0.0", 7861)
+
+
+def test_backend_flag_overrides_the_environment_and_bad_names_are_refused(capsys):
+    from pipeline.settings import StudioSettings
+    assert app.parse_args([]).backend is None
+    env = StudioSettings.from_env({"DA_STUDIO_BACKEND": "torch"})
+    assert env.backend == "torch" and StudioSettings.from_env({}).backend == "auto"
+    flags = app.parse_args(["--backend", "onnxruntime"])
+    assert env.with_overrides(backend=flags.backend).backend == "onnxruntime"
+    with pytest.raises(SystemExit):
+        app.parse_args(["--backend", "tensorrt"])
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err

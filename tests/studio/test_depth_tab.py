@@ -132,11 +132,12 @@ def test_banner_escapes_html_and_hides_when_empty():
 
 def test_summary_text_for_metric_depth():
     s = {"kind": "metric_depth", "unit": "m", "min": 0.5, "max": 12.25, "width": 640, "height": 480,
-         "model_title": "M", "device": "cpu", "input_size": 518, "points": 1234, "focal_px": 500.0,
+         "model_title": "M", "device": "cpu", "backend": "openvino", "input_size": 518, "points": 1234, "focal_px": 500.0,
          "focal_source": "exif", "timings_ms": {"inference": 900.0, "total": 1000.0}, "untrained": False}
     text = format_summary(s)
     assert "Depth in metres**: 0.5 to 12.25 m" in text and "1,234 points" in text
     assert "inference 900 ms · total 1000 ms" in text
+    assert "device **cpu** · backend **openvino**" in text
 
 
 def test_unknown_model_over_the_api_names_the_choices(handlers, small_rgb):
