@@ -14,7 +14,8 @@ version. Files are written into a temporary folder and renamed into place, so a 
 sees half a file and two processes building the same entry do not corrupt each other.
 
 The root is `$DA_STUDIO_CACHE_DIR`, else `$XDG_CACHE_HOME/depth-anything-studio/runtimes`
-(default `~/.cache/...`). Deleting it is always safe.
+(default `~/.cache/...`). Deleting it is always safe. It holds at most KEEP_ENTRIES entries, the
+least recently used go first (untrained stand-in weights are new on every start, for one).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +33,8 @@ import torch
 from ..config import ModelConfig
 
 CACHE_ENV = "DA_STUDIO_CACHE_DIR"
+KEEP_ENTRIES = 8                  # exported networks kept (vits ~100 MB each, vitl ~1.3 GB)
+STALE_TMP_S = 24 * 3600           # a build folder this old belongs to a crashed process
 MODEL_SOURCE_DIR = Path(__file__).resolve().parents[1] / "model"
 
 
@@ -93,3 +97,32 @@ def build_once(folder: Path, build: Callable[[Path], None]) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def touch(folder: Path) -> None:
+    """Mark an entry as used now (pruning keeps the most recently used)."""
+    try:
+        os.utime(folder)
+    except OSError:
+        pass
+
+
+def prune(root: Path, keep: int = KEEP_ENTRIES) -> list[Path]:
+    """Remove all but the `keep` most recently used entries, and build folders left by crashes."""
+    try:
+        folders = [p for p in Path(root).iterdir() if p.is_dir()]
+    except OSError:
+        return []
+    now = time.time()
+    entries = sorted((p for p in folders if not p.name.startswith(".")), key=_mtime, reverse=True)
+    doomed = entries[keep:] + [p for p in folders if p.name.startswith(".") and now - _mtime(p) > STALE_TMP_S]
+    for p in doomed:
+        shutil.rmtree(p, ignore_errors=True)
+    return doomed
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -125,4 +125,9 @@ def exported_entry(network: torch.nn.Module, config: ModelConfig, cache_dir: Pat
     sha = cache.weights_sha256(network)
     folder = cache.entry_dir(config, sha, cache_dir)
     meta = model_metadata(config, source="pipeline.runtime cache", weights_sha256=sha)
-    return cache.build_once(folder, lambda tmp: export_onnx(network, tmp / "model.onnx", metadata=meta))
+    if folder.is_dir():
+        cache.touch(folder)
+        return folder
+    cache.build_once(folder, lambda tmp: export_onnx(network, tmp / "model.onnx", metadata=meta))
+    cache.prune(folder.parent)
+    return folder
