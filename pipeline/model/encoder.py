@@ -5,6 +5,12 @@ does differently is resampling the position embedding for a non-square input: th
 code resizes the 37x37 grid bicubically with a *scale factor* of (grid + 0.1) / 37, and that
 detail decides parity (a resize to a target size is off by about 0.05 at 518x770). So this
 module prepares tokens itself and uses timm only for the blocks and the final norm.
+
+The resample is written as two small matrix products (`bicubic_matrix`), not F.interpolate:
+the same numbers (checked in float64), no cache keyed on the parameter's storage (which broke
+torch.export), no traced scale factor (which broke the TorchScript exporter), and an exported
+graph in which every runtime computes it exactly at any size (OpenVINO's own cubic Resize with
+fractional scales was 1.3e-2 off at 518x770).
 """
 from __future__ import annotations
 
