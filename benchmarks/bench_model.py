@@ -151,7 +151,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     model, ref = recipe_model()
     rgb = ref["image_rgb"] if ref is not None else _motorcycle()
-    x = prepare(rgb)                                                   # (1, 3, 518, 770)
+    # the official network input when the fixtures are here (its forward is what they record)
+    x = torch.from_numpy(ref["net_input"]) if ref is not None else prepare(rgb)      # (1, 3, 518, 770)
     if args.shapes:
         from bench_shapes import compare_shapes
         return compare_shapes(model, args.rounds, args.threads)
