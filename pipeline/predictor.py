@@ -106,8 +106,10 @@ class Predictor:
                               f"{type(model).__name__}")
         network_size(DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE, input_size)   # validates input_size
         self.config = config
-        self.device = pick_device(device)
         self.requested_backend = registry.check_choice(backend)
+        self.device = pick_device(device)
+        if device in (None, "auto") and backend != "auto" and self.device.type not in registry.BACKENDS[backend].devices:
+            self.device = torch.device("cpu")                             # e.g. backend="openvino" on a GPU machine
         registry.candidates(backend, self.device)                         # a backend/device mismatch fails now
         self.input_size = int(input_size)
         self.cache_dir = cache_dir
