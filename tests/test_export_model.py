@@ -144,3 +144,18 @@ def test_fp16_export_stays_within_one_percent_of_the_range(recipe_pth, reference
     got = export_mod.run_file(out, fmt, torch.from_numpy(reference["net_input"]))
     ref = reference["relative_v2"]
     assert np.abs(got - ref).max() <= 0.01 * np.ptp(ref)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_metric_export_of_the_recipe_matches_the_torch_metric_model(recipe_pth, recipe_model, reference, tmp_path, fmt):
+    """Metric models have no official numbers here; the torch model is checked against sigmoid x
+    max_depth of the official pre-activation (test_parity), and the file must match it."""
+    out = tmp_path / ("m.onnx" if fmt == "onnx" else "m.xml")
+    assert main(["export-model", "--checkpoint", str(recipe_pth), "--format", fmt, "--metric", "--max-depth", "80",
+                 "--out", str(out)]) == 0
+    x = torch.from_numpy(reference["net_input"])
+    with torch.inference_mode():
+        want = recipe_model("v2", metric=True, max_depth=80.0)(x).numpy()
+    got = export_mod.run_file(out, fmt, x)
+    assert np.abs(got - want).max() <= FORWARD_TOL * 80.0 / 4.0
