@@ -18,6 +18,7 @@ if spaces_available():      # ZeroGPU wants `spaces` imported before torch
     import spaces  # noqa: F401
 
 from pipeline.depth_service import DepthService, registry_choices, store_choices  # noqa: E402
+from pipeline.runtime.registry import CHOICES  # noqa: E402
 from pipeline.settings import StudioSettings  # noqa: E402
 from studio.app import Services, build_app, launch_kwargs  # noqa: E402
 
@@ -38,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--import-root", help="server folder the page may import from (default <data folder>/import)")
     p.add_argument("--db", help="label database file (default <data folder>/studio.db)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--backend", choices=CHOICES, help="what runs the network: auto (default: torch on a GPU, "
+                   "OpenVINO > ONNX Runtime > torch on a CPU), torch, torch-compile, openvino, onnxruntime")
     p.add_argument("--auth", type=parse_auth, help="require a login, user:password")
     p.add_argument("--login-attempts", type=int, default=5, metavar="N",
                    help="with --auth: failed logins of a name allowed before it must wait (1 s, doubling up to "
@@ -83,7 +86,7 @@ def login_check(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = StudioSettings.from_env().with_overrides(
-        data_dir=args.data_dir, db_path=args.db, checkpoint=args.checkpoint, device=args.device,
+        data_dir=args.data_dir, db_path=args.db, checkpoint=args.checkpoint, device=args.device, backend=args.backend,
         import_root=args.import_root)
     services = build_services(settings)
     demo = build_app(services)

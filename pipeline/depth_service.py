@@ -241,11 +241,18 @@ class DepthService:
 
     def _load(self, choice: ModelChoice) -> LoadedModel:
         try:
-            return LoadedModel(choice, load_model(choice.source, device=self.device), self.device)
+            loaded = LoadedModel(choice, load_model(choice.source, device=self.device), self.device)
         except CheckpointError as e:   # WeightsUnavailable (offline, no cache), unreadable file, ...
             ckpt = untrained_model(choice.config or ModelConfig())
             ckpt.model.to(self.device)
-            return LoadedModel(choice, ckpt, self.device, missing_weights_message(choice, e))
+            loaded = LoadedModel(choice, ckpt, self.device, missing_weights_message(choice, e))
+        self.predictor(loaded)         # export/compile the backend now, with the load, not in a request
+        return loaded
+
+    def predictor(self, loaded: LoadedModel, input_size: int | None = None) -> Predictor:
+        """A Predictor for a loaded model on the configured backend (its runner is cached on the network)."""
+        return Predictor(loaded.checkpoint, device=loaded.device, backend=self.settings.backend,
+                         input_size=int(input_size or self.settings.input_size))
 
     def notice(self, key: str | None = None) -> str | None:
         """The banner text: missing weights of `key`, or of every model that fell back when None."""
@@ -270,10 +277,7 @@ class DepthService:
 
     def infer(self, rgb: np.ndarray, key: str | None = None, input_size: int | None = None) -> Prediction:
         """The network step alone (what a GPU decorator wraps): uint8 (H, W, 3) -> Prediction."""
-        loaded = self.model(key)
-        predictor = Predictor(loaded.checkpoint, device=loaded.device,
-                              input_size=int(input_size or self.settings.input_size))
-        return predictor.predict(rgb)
+        return self.predictor(self.model(key), input_size).predict(rgb)
 
     # ---- one request ---------------------------------------------------------------------
     def decode(self, image) -> DecodedImage:
@@ -376,6 +380,7 @@ class DepthService:
         return {"model": loaded.choice.key, "model_title": loaded.choice.title, "licence": loaded.choice.licence,
                 "model_id": prediction.model_id, "untrained": loaded.untrained, "notice": loaded.notice,
                 "kind": prediction.kind, "unit": prediction.unit, "device": prediction.device,
+                "backend": prediction.backend,
                 "input_size": int(input_size or self.settings.input_size)}
 
     def new_request_folder(self) -> Path:

@@ -1,23 +1,25 @@
 """`Predictor`: an image in any form -> `Prediction` at the image's own resolution.
 
 The network itself does no I/O; this module owns what surrounds it: device choice (CUDA >
-MPS > CPU), the official preprocessing (`pipeline.preprocess.prepare`), batching images that
-share a network size, autocast on CUDA, and resizing the output back to the original H x W
-with the version's own rule (`ModelConfig.align_corners_out`: True for V2, False for V1).
+MPS > CPU), the backend that runs the network (`pipeline.runtime`: "auto" is torch on CUDA/MPS
+and OpenVINO, then ONNX Runtime, then torch on a CPU), the official preprocessing
+(`pipeline.preprocess.prepare`), batching images that share a network size, and resizing the
+output back to the original H x W with the version's own rule (`ModelConfig.align_corners_out`).
 
-Thread safety: one lock per network serialises the forward passes, so the studio may call
-`predict` from a thread pool. Constructing a `Predictor` is cheap: the inference-optimised
-module is built once per (network, weights, fast) and cached on the network object; each
-predict checks the weights are unchanged (a live student network is always predicted with its
-current weights).
+Thread safety and caching: the backend's runner is built once per (network, backend, device)
+and kept on the network object, so constructing a `Predictor` is cheap (the studio makes one
+per request). Building (exporting, compiling) holds only that entry's lock, never a global
+one; forwards through one runner are serialised by its own lock. Runners that hold a copy of
+the weights (the exported ones) are rebuilt when the network's weights change, so a live
+student is always predicted with its current weights; the export itself is cached on disk
+keyed by the weights' hash (`pipeline.runtime.cache`).
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,10 +29,12 @@ from .config import DEFAULT_INPUT_SIZE, ModelConfig
 from .errors import ConfigError
 from .image_io import DecodedImage, decode_image
 from .preprocess import network_size, prepare, resize_output, to_tensor
+from .runtime import registry
+from .runtime.base import Runner
 
 UNITS = {"disparity": "relative disparity", "metric_depth": "m"}
-_CACHE_ATTR = "_predictor_inference_cache"      # on the network: {fast: (weights token, module, lock)}
-_CACHE_LOCK = threading.Lock()
+_CACHE_ATTR = "_predictor_runners"      # on the network: {(backend, device): _Slot}
+_CACHE_LOCK = threading.Lock()          # guards only the dict lookups, never a build
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Prediction:
     device: str
     seconds: float          # preprocessing + forward + resize; a batch's time is shared equally
     input_size: int = DEFAULT_INPUT_SIZE
+    backend: str = "torch"  # the runtime that ran the network (pipeline.runtime.registry)
 
     @property
     def unit(self) -> str:
@@ -67,31 +72,33 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 
 def _weights_token(model: nn.Module) -> tuple:
     """Changes whenever a parameter or buffer is replaced or modified in place (load_state_dict, optimiser step)."""
-    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+    return tuple((t.data_ptr(), -1 if t.is_inference() else t._version)
+                 for t in (*model.parameters(), *model.buffers()))
 
 
-def _inference_module(model: nn.Module, fast: bool) -> tuple[nn.Module, threading.Lock]:
-    """The optimised module for `model` and its forward lock, built once per (model, weights, fast).
+@dataclass
+class _Slot:
+    """One (network, backend, device) entry: its runner and the weights it was built from."""
+    runner: Runner | None = None
+    token: tuple | None = None
+    build_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    `optimize_for_inference` returns a snapshot of the weights, so the cache entry is rebuilt
-    when the network's weights change (e.g. a student evaluated between training steps).
-    """
+
+def _slot(model: nn.Module, key: tuple) -> _Slot:
     with _CACHE_LOCK:
-        cache = model.__dict__.setdefault(_CACHE_ATTR, {})      # a plain dict: not a submodule
-        token = _weights_token(model)
-        entry = cache.get(fast)
-        if entry is None or entry[0] != token:
-            from .model.inference import optimize_for_inference
-            module = optimize_for_inference(model, fast=fast)
-            lock = entry[2] if entry is not None else threading.Lock()
-            entry = cache[fast] = (token, module, lock)
-        return entry[1], entry[2]
+        slots = model.__dict__.setdefault(_CACHE_ATTR, {})      # a plain dict: not a submodule
+        return slots.setdefault(key, _Slot())
 
 
 class Predictor:
     def __init__(self, model, *, device=None, input_size: int = DEFAULT_INPUT_SIZE,
-                 model_id: str | None = None, fast: bool = False):
-        """`model`: a DepthAnything network or a `LoadedCheckpoint` (its model_id is used)."""
+                 model_id: str | None = None, backend: str = "auto", cache_dir=None):
+        """`model`: a DepthAnything network or a `LoadedCheckpoint` (its model_id is used).
+
+        backend: "auto", "torch", "torch-compile", "openvino" or "onnxruntime" (see
+        pipeline.runtime.registry); cache_dir: where exported models are kept (default
+        $DA_STUDIO_CACHE_DIR or ~/.cache/depth-anything-studio/runtimes).
+        """
         network = getattr(model, "model", model)                 # LoadedCheckpoint -> its network
         config: ModelConfig | None = getattr(model, "config", None) or getattr(network, "config", None)
         if not isinstance(network, nn.Module) or not isinstance(config, ModelConfig):
@@ -99,24 +106,48 @@ class Predictor:
                               f"{type(model).__name__}")
         network_size(DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE, input_size)   # validates input_size
         self.config = config
+        self.requested_backend = registry.check_choice(backend)
         self.device = pick_device(device)
+        if device in (None, "auto") and backend != "auto" and self.device.type not in registry.BACKENDS[backend].devices:
+            self.device = torch.device("cpu")                             # e.g. backend="openvino" on a GPU machine
+        registry.candidates(backend, self.device)                         # a backend/device mismatch fails now
         self.input_size = int(input_size)
-        self.fast = bool(fast)
+        self.cache_dir = cache_dir
         self.model_id = model_id or getattr(model, "model_id", None) or _default_id(config)
         self._network = network.to(self.device)
-        _inference_module(self._network, self.fast)                           # build (or reuse) now
+        self._key = (self.requested_backend, str(self.device))
+        self.runner()                                                      # build (or reuse) now
 
     @classmethod
     def from_checkpoint(cls, source, *, device=None, input_size: int = DEFAULT_INPUT_SIZE,
-                        model_id: str | None = None, fast: bool = False, **load_kwargs) -> Predictor:
+                        model_id: str | None = None, backend: str = "auto", **load_kwargs) -> Predictor:
         """Load `source` (file or registry name) with `pipeline.checkpoints.load_model`."""
         from .checkpoints import load_model
         loaded = load_model(source, **load_kwargs)
-        return cls(loaded, device=device, input_size=input_size, model_id=model_id, fast=fast)
+        return cls(loaded, device=device, input_size=input_size, model_id=model_id, backend=backend)
 
     @property
     def kind(self) -> str:
         return self.config.output_kind
+
+    @property
+    def backend(self) -> str:
+        """The backend that runs the network now (what "auto" or a fallback became)."""
+        return self.runner().name
+
+    def runner(self) -> Runner:
+        """The runner for the network's current weights, built on first use or after the weights changed."""
+        slot = _slot(self._network, self._key)
+        runner = slot.runner
+        if runner is not None and (not runner.snapshot or slot.token == _weights_token(self._network)):
+            return runner
+        with slot.build_lock:                                 # only this entry waits; others run on
+            token = _weights_token(self._network)
+            if slot.runner is None or (slot.runner.snapshot and slot.token != token):
+                slot.runner = registry.build_runner(self.requested_backend, self._network, self.config,
+                                                    self.device, self.cache_dir)
+                slot.token = token
+            return slot.runner
 
     def predict(self, image) -> Prediction:
         """Anything `decode_image` accepts (or a DecodedImage) -> Prediction at its H x W."""
@@ -158,21 +189,30 @@ class Predictor:
     def _run_batch(self, decoded: list[DecodedImage]) -> list[Prediction]:
         """Decoded images with one network size -> predictions (one forward pass)."""
         t0 = time.perf_counter()
-        x = torch.cat([prepare(to_tensor(d.rgb).to(self.device), self.input_size) for d in decoded])  # (B,3,h,w)
-        module, lock = _inference_module(self._network, self.fast)
-        with lock, torch.inference_mode(), self._autocast():
-            out = module(x)                                                        # (B, h, w)
-        out = out.float()
-        arrays = [resize_output(out[i:i + 1], (d.height, d.width), self.config.align_corners_out)[0]
-                  .cpu().numpy().astype(np.float32, copy=False) for i, d in enumerate(decoded)]  # (H, W)
+        with torch.inference_mode():
+            x = torch.cat([prepare(to_tensor(d.rgb).to(self.device), self.input_size) for d in decoded])  # (B,3,h,w)
+            runner, out = self._forward(x)                                       # (B, h, w)
+            out = out.to(self.device, torch.float32)
+            arrays = [resize_output(out[i:i + 1], (d.height, d.width), self.config.align_corners_out)[0]
+                      .cpu().numpy() for i, d in enumerate(decoded)]             # (H, W) float32
         seconds = (time.perf_counter() - t0) / len(decoded)
-        return [Prediction(a, self.kind, self.model_id, str(self.device), seconds, self.input_size) for a in arrays]
+        return [Prediction(a, self.kind, self.model_id, str(self.device), seconds, self.input_size, runner.name)
+                for a in arrays]
 
-    def _autocast(self):
-        if self.device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-        return contextlib.nullcontext()
+    def _forward(self, x: torch.Tensor) -> tuple[Runner, torch.Tensor]:
+        """Run the backend; if an exported runtime fails on this input, warn once and use torch from now on."""
+        runner = self.runner()
+        try:
+            return runner, runner(x)
+        except Exception as e:  # noqa: BLE001 - a runtime failure must not kill the request
+            if runner.name == "torch":
+                raise
+            slot = _slot(self._network, self._key)
+            with slot.build_lock:
+                if slot.runner is runner:
+                    registry.warn_fallback([(runner.name, e)], "torch")
+                    slot.runner, slot.token = registry.BACKENDS["torch"].build(self._network, self.device), None
+            return self._forward(x)
 
 
 def _default_id(config: ModelConfig) -> str:

@@ -7,6 +7,7 @@ Everything persistent (the label database, request outputs) lives under one data
 Other knobs read from the environment (all optional): `DA_STUDIO_CHECKPOINT`,
 `DA_STUDIO_MAX_UPLOAD_MB`, `DA_STUDIO_MAX_PIXELS`, `DA_STUDIO_CONCURRENCY`, `DA_STUDIO_DEVICE`,
 `DA_STUDIO_VIEWER_POINTS` (points in the depth tab's 3D view),
+`DA_STUDIO_BACKEND` (auto, torch, openvino, onnxruntime: see pipeline/runtime/registry.py),
 `DA_STUDIO_IMPORT_ROOT` (the one server folder whose contents the page may import or train
 from; default `<data>/import`).
 """
@@ -20,6 +21,7 @@ from .config import DEFAULT_INPUT_SIZE
 from .errors import ConfigError
 from .image_io import MAX_PIXELS
 from .render import DEFAULT_CMAP
+from .runtime.registry import check_choice as check_backend
 
 DEFAULT_CHECKPOINT = "depth-anything-v2-small"
 COLORMAPS = ("Spectral_r", "inferno", "magma", "viridis", "turbo", "gray")
@@ -53,6 +55,7 @@ class StudioSettings:
     db_path: Path | None = None              # None: <data_dir>/studio.db
     checkpoint: str = DEFAULT_CHECKPOINT     # registry name or checkpoint file
     device: str | None = None                # None: cuda when available, else cpu
+    backend: str = "auto"                    # what runs the network (pipeline.runtime.registry)
     max_upload_mb: float = 25.0              # the browser/API upload cap
     max_pixels: int = MAX_PIXELS             # larger images are refused (decompression bombs)
     min_side: int = 8                        # smaller images are refused
@@ -73,6 +76,7 @@ class StudioSettings:
                 object.__setattr__(self, name, Path(getattr(self, name)).expanduser())
         if self.cmap not in COLORMAPS:
             raise ConfigError(f"unknown colour map {self.cmap!r}; choose one of {', '.join(COLORMAPS)}")
+        check_backend(self.backend)
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.gpu_concurrency < 1 or self.max_video_frames < 1:
             raise ConfigError("upload cap, pixel cap, video frame cap and concurrency must be positive")
         if self.max_viewer_points < 1 or self.max_batch_images < 1:
@@ -139,6 +143,7 @@ class StudioSettings:
             data_dir=default_data_dir(env),
             checkpoint=env.get("DA_STUDIO_CHECKPOINT") or DEFAULT_CHECKPOINT,
             device=env.get("DA_STUDIO_DEVICE") or None,
+            backend=env.get("DA_STUDIO_BACKEND") or "auto",
             import_root=env.get("DA_STUDIO_IMPORT_ROOT") or None,
             max_upload_mb=_env_number(env, "DA_STUDIO_MAX_UPLOAD_MB", 25.0),
             max_pixels=_env_number(env, "DA_STUDIO_MAX_PIXELS", MAX_PIXELS, int),

@@ -9,9 +9,7 @@ cd "$(dirname "$0")/.."
 DEV=0; [ "${1:-}" = "--dev" ] && DEV=1
 PY=${PYTHON:-python3}
 
-# gcc + libc6-dev build the native CPU kernels of the exact inference path on first use
-# (pipeline/model/native_kernels.py); without them the PyTorch ops run instead.
-apt_pkgs="libusb-1.0-0 libgl1 libegl1 libgomp1 gcc libc6-dev"
+apt_pkgs="libusb-1.0-0 libgl1 libegl1 libgomp1"
 [ $DEV = 1 ] && apt_pkgs="$apt_pkgs chromium"
 missing=""
 for p in $apt_pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
@@ -26,6 +24,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements.txt
 [ $DEV = 1 ] && .venv/bin/python -m pip install -q -r requirements-dev.txt
-.venv/bin/python -c "from pipeline.model import native_kernels as n; k = n.load(); \
-print('native CPU kernels:', k.path if k else 'unavailable, PyTorch ops will run (see the log above)')"
+.venv/bin/python -c "import torch; from pipeline.runtime import resolve_auto; \
+print('inference backend on the CPU (--backend auto):', resolve_auto(torch.device('cpu')))"
 echo "setup done: .venv is ready"

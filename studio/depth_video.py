@@ -17,6 +17,7 @@ from pipeline.video.service import run_video
 from .components import lenient
 from .errors import user_errors
 from .gpu import CONCURRENCY_ID, gpu
+from .text import md
 
 
 class VideoHandlers:
@@ -45,8 +46,9 @@ def format_video_summary(s: dict) -> str:
     align = ("aligned to one scale across frames" if s.get("aligned") and s.get("kind") == "disparity"
              else "each frame as predicted")
     lines = [f"**{s['frames']} frames** {s['width']}×{s['height']} at {s['fps']:g} fps · {what}, {align}",
-             f"model **{s.get('model_title', s.get('model'))}** · device **{s.get('device')}** · input size "
-             f"{s.get('input_size')} · {s.get('fps_end_to_end')} frames/s end to end, "
+             f"model **{md(s.get('model_title', s.get('model')))}** · device **{s.get('device')}** · backend "
+             f"**{s.get('backend', 'torch')}** · input size {s.get('input_size')} · {s.get('fps_end_to_end')} "
+             "frames/s end to end, "
              f"{s.get('fps_inference')} frames/s inference"]
     if s.get("cut_to_frames"):
         lines.append(f"The clip was cut to its first {s['cut_to_frames']} predicted frames (the studio's limit).")

@@ -36,7 +36,7 @@ def format_summary(s: dict) -> str:
     lines = [
         f"**{what}**: {_number(s['min'])} to {_number(s['max'])} {s.get('unit', '')}".rstrip(),
         f"{s['width']}×{s['height']} px · model **{md(s.get('model_title', s.get('model')))}** · "
-        f"device **{s.get('device')}** · input size {s.get('input_size')}",
+        f"device **{s.get('device')}** · backend **{s.get('backend', 'torch')}** · input size {s.get('input_size')}",
         _camera(s),
     ]
     if s.get("cloud_note"):

@@ -8,6 +8,17 @@ import os
 # about 3x slower with spinning threads under contention).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import atexit
+import shutil
+import tempfile
+
+# Exported models (pipeline/runtime/cache.py) go to a folder of this test session, not to the user's
+# ~/.cache; servers and job subprocesses the tests start inherit it. Set DA_STUDIO_CACHE_DIR to keep
+# exports between runs.
+if not os.environ.get("DA_STUDIO_CACHE_DIR"):
+    os.environ["DA_STUDIO_CACHE_DIR"] = tempfile.mkdtemp(prefix="da-studio-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["DA_STUDIO_CACHE_DIR"], True)
+
 import json
 import sys
 from pathlib import Path
@@ -70,3 +81,21 @@ def recipe_pth(recipe_state_dict, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def motorcycle_rgb(reference) -> np.ndarray:
     return reference["image_rgb"]
+
+
+
+@pytest.fixture(scope="session")
+def recipe_model(recipe_state_dict):
+    """recipe_model(version="v2", metric=False, max_depth=20.0): vits with the recipe weights, built
+    once per session and variant, as the checkpoint loader would build it (mask_token dropped)."""
+    from pipeline import build_model
+    built = {}
+
+    def make(version: str = "v2", metric: bool = False, max_depth: float = 20.0):
+        key = (version, metric, max_depth)
+        if key not in built:
+            model = build_model("vits", version, metric=metric, max_depth=max_depth)
+            model.load_state_dict({k: v for k, v in recipe_state_dict.items() if k != "pretrained.mask_token"})
+            built[key] = model
+        return built[key]
+    return make

@@ -59,22 +59,6 @@ def test_v1_forward_matches_official(recipe_pth, reference):
     assert np.abs(reference["relative_v1"] - reference["relative_v2"]).max() > 100 * FORWARD_TOL
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["native-kernels", "torch-ops"])
-@pytest.mark.parametrize("version", ["v2", "v1"])
-def test_exact_inference_path_matches_official(recipe_pth, reference, native, version, monkeypatch):
-    """`optimize_for_inference` (what Predictor runs) keeps parity, on the native CPU kernels and
-    on the PyTorch ops they replace."""
-    from pipeline.model import native_kernels, optimize_for_inference
-    if native and native_kernels.load() is None:
-        pytest.skip("native kernels unavailable here (no AVX2/FMA or no C compiler)")
-    if not native:
-        monkeypatch.setattr(native_kernels, "load", lambda: None)
-    model = load_model(recipe_pth, version=version).model
-    with torch.inference_mode():
-        out = optimize_for_inference(model)(torch.from_numpy(reference["net_input"])).numpy()
-    assert np.abs(out - reference[f"relative_{version}"]).max() <= FORWARD_TOL
-
-
 def test_preprocessing_matches_official(reference):
     x = prepare(reference["image_rgb"])
     assert tuple(x.shape) == reference["net_input"].shape

@@ -15,6 +15,7 @@ from pipeline import Prediction, Predictor, build_model
 from pipeline.errors import ConfigError, ImageError
 from pipeline.predictor import pick_device
 from pipeline.preprocess import prepare, resize_output
+from pipeline.runtime import resolve_auto
 
 SMALL = 140          # input size for the tiny-model tests: fast, still several patches a side
 
@@ -68,6 +69,7 @@ def test_recipe_weights_match_official_full_resolution(recipe_v2, reference):
     assert np.abs(pred.array - reference["depth_v2_full_res"]).max() < 1e-3
     assert (pred.kind, pred.unit, pred.model_id, pred.device, pred.input_size) == (
         "disparity", "relative disparity", "recipe", "cpu", 518)
+    assert pred.backend == resolve_auto(torch.device("cpu"))                  # OpenVINO where installed
     assert pred.seconds > 0
 
 
@@ -83,7 +85,7 @@ def test_recipe_v1_matches_official_forward_resized_without_align_corners(recipe
 def test_output_resized_with_the_versions_rule(reference_dir, image, version, align_corners):
     model = _tiny(reference_dir, version)
     got = Predictor(model, device="cpu", input_size=SMALL).predict(image).array
-    np.testing.assert_allclose(got, _expected(model, image, SMALL, align_corners), atol=2e-5)  # optimised path
+    np.testing.assert_allclose(got, _expected(model, image, SMALL, align_corners), atol=2e-5)  # default backend
     other = _expected(model, image, SMALL, not align_corners)
     assert np.abs(got - other).max() > 1e-4                                  # the rule matters here
 
@@ -195,15 +197,14 @@ def test_bad_arguments_are_user_errors(tiny, image):
     assert isinstance(Predictor(tiny, device="cpu", input_size=SMALL).predict(image), Prediction)
 
 
-def test_predictions_follow_weight_changes_and_the_optimised_module_is_cached(reference_dir, image):
-    from pipeline.predictor import _inference_module
+def test_predictions_follow_weight_changes_and_the_runner_is_cached(reference_dir, image):
     model = _tiny(reference_dir)
     p = Predictor(model, device="cpu", input_size=SMALL)
     before = p.predict(image).array
-    assert _inference_module(model, False)[0] is _inference_module(model, False)[0]   # built once
+    assert p.runner() is Predictor(model, device="cpu", input_size=SMALL).runner()   # built once per network
     with torch.no_grad():
         model.depth_head.scratch.output_conv2[2].bias += 0.25                  # e.g. an optimiser step
-    after = p.predict(image).array
+    after = p.predict(image).array                                             # an exported runner is rebuilt
     np.testing.assert_allclose(after, _expected(model, image, SMALL, True), atol=1e-5)
     assert np.abs(after - before).max() > 0.1
 

@@ -20,6 +20,7 @@ COMMANDS = {
     "pseudo-label": "pseudo_label",
     "import-shards": "import_shards",
     "export": "export",
+    "export-model": "export_model",
     "train": "train",
     "evaluate": "evaluate",
     "checkpoints": "checkpoints",

@@ -37,6 +37,7 @@ from ..depth_outputs import DepthSource, write_exports
 from ..errors import ConfigError, StudioError
 from ..image_io import DecodedImage, decode_image
 from ..predictor import Prediction, Predictor
+from ..runtime.registry import CHOICES
 from ..video.io import is_video_file
 from . import predict_video
 
@@ -67,7 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                     "(default: EXIF, else a 60 degree field of view)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
-    parser.add_argument("--fast", action="store_true", help="opt-in approximate inference path (faster, not exact)")
+    parser.add_argument("--backend", choices=CHOICES, default="auto",
+                        help="what runs the network (default auto: torch on a GPU, OpenVINO > ONNX Runtime > torch "
+                             "on a CPU)")
     predict_video.add_arguments(parser)
 
 
@@ -92,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
     items = [item for item in items if item not in videos]
     predictor = Predictor.from_checkpoint(args.checkpoint, encoder=args.encoder, version=args.version,
                                           metric=args.metric, max_depth=args.max_depth, device=args.device,
-                                          input_size=args.input_size, fast=args.fast)
+                                          input_size=args.input_size, backend=args.backend)
     print(f"model {predictor.model_id}: {predictor.kind} ({'m' if predictor.kind == 'metric_depth' else 'relative'}) "
-          f"on {predictor.device}, input size {predictor.input_size}{', fast path' if args.fast else ''}",
+          f"on {predictor.device} with {predictor.runner().detail}, input size {predictor.input_size}",
           file=sys.stderr)
     bar = tqdm(total=len(items), unit="image", file=sys.stderr, disable=len(items) < 2)
     done = _predict_all(predictor, items, out, args, failures, bar) if items else 0

@@ -28,6 +28,7 @@ from .. import checkpoint_registry
 from ..config import DEFAULT_INPUT_SIZE, ENCODERS, VERSIONS
 from ..errors import ConfigError
 from ..predictor import Predictor
+from ..runtime.registry import CHOICES
 from ..shards.format import DTYPES
 
 HELP = "pseudo-label the store's images with a teacher checkpoint (prediction + label + confidence)"
@@ -50,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"network input size, a multiple of 14 (default {DEFAULT_INPUT_SIZE})")
     parser.add_argument("--limit", type=int, metavar="N", help="pseudo-label at most N images this run")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
+    parser.add_argument("--backend", choices=CHOICES, default="auto",
+                        help="what runs the network (default auto: torch on a GPU, OpenVINO > ONNX Runtime > torch "
+                             "on a CPU)")
     parser.add_argument("--job-id", type=int, help="report as this background job (set by pipeline.jobs)")
     shards = parser.add_argument_group("sharded labelling (--manifest)")
     shards.add_argument("--out", metavar="DIR", help="shard folder (created; resumed when it exists)")
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 def _predictor(args) -> Predictor:
     return Predictor.from_checkpoint(args.checkpoint, device=args.device, input_size=args.input_size,
                                      model_id=args.model_id, encoder=args.encoder, version=args.version,
-                                     metric=args.metric, max_depth=args.max_depth)
+                                     metric=args.metric, max_depth=args.max_depth, backend=args.backend)
 
 
 def _run_as_job(args, store, db: Path) -> int:
@@ -99,7 +103,8 @@ def _run_as_job(args, store, db: Path) -> int:
     with JobReporter(db, args.job_id) as rep:
         rep.log(f"loading {args.checkpoint}")
         predictor = _predictor(args)
-        rep.log(f"model {predictor.model_id} on {predictor.device}, input size {predictor.input_size}")
+        rep.log(f"model {predictor.model_id} on {predictor.device} ({predictor.runner().detail}), "
+                f"input size {predictor.input_size}")
         summary = run_pseudo_label(store, predictor, limit=args.limit, job_id=args.job_id,
                                    reporter=rep, delay=args.delay)
         rep.log(json.dumps(summary.as_dict()))

@@ -26,13 +26,20 @@ class DepthAnything(nn.Module):
         """The timm ViT (the official code's name for the encoder)."""
         return self.encoder.pretrained
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """(B, 3, H, W) normalised -> (B, H, W); with return_features also the tapped tokens.
+
+        The only forward of the network: training, ONNX/OpenVINO export and every inference
+        backend run this. return_features=True gives ((B, H, W), [4 x (B, h*w, C)]): the
+        normalised patch tokens of the tapped blocks (the last one feeds feature alignment).
+        """
         grid_h, grid_w = x.shape[-2] // PATCH_SIZE, x.shape[-1] // PATCH_SIZE
         feats = self.encoder(x, self.config.layers)                  # 4 x (B, h*w, C)
         out = self.depth_head(feats, grid_h, grid_w)                 # (B, 1, H, W)
         if self.config.metric:
             out = out * self.config.max_depth
-        return out.squeeze(1)                                        # (B, H, W)
+        out = out.squeeze(1)                                         # (B, H, W)
+        return (out, feats) if return_features else out
 
     # Official checkpoints name the encoder `pretrained.*`; keep that as our state-dict layout.
     def state_dict(self, *args, **kwargs):

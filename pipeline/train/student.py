@@ -34,8 +34,8 @@ ENCODER_PREFIXES = ("encoder.pretrained.", "pretrained.", "backbone.", "encoder.
 class StudentForward(nn.Module):
     """Wraps DepthAnything so one forward (the one DDP sees) returns the depth and the last features.
 
-    Mirrors `DepthAnything.forward`: (B, 3, H, W) -> ((B, H, W) prediction, (B, h*w, C) normalised
-    patch tokens of the encoder's last block, for the feature-alignment loss).
+    `DepthAnything.forward(x, return_features=True)`: (B, 3, H, W) -> ((B, H, W) prediction,
+    (B, h*w, C) normalised patch tokens of the encoder's last block, for the feature-alignment loss).
     """
 
     def __init__(self, model: DepthAnything):
@@ -46,13 +46,8 @@ class StudentForward(nn.Module):
             raise ValueError(f"expected the last tapped block to be the last block, got {layers}")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.model
-        grid_h, grid_w = x.shape[-2] // PATCH_SIZE, x.shape[-1] // PATCH_SIZE
-        feats = m.encoder(x, m.config.layers)                    # 4 x (B, h*w, C)
-        out = m.depth_head(feats, grid_h, grid_w)                # (B, 1, H, W)
-        if m.config.metric:
-            out = out * m.config.max_depth
-        return out.squeeze(1), feats[-1]
+        out, feats = self.model(x, return_features=True)          # (B, H, W), 4 x (B, h*w, C)
+        return out, feats[-1]
 
 
 def encoder_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ConfigError, VideoError
-from ..predictor import Predictor
 from ..preprocess import MAX_INPUT_SIZE
 from ..ranges import Range
 from ..settings import COLORMAPS
@@ -50,7 +49,7 @@ def run_video(service, video, model: str | None = None, input_size: int | None =
         cut = expected_frames(reader.info, VideoOptions(stride=options.stride))
     progress(0.02, "loading model")
     loaded = service.model(model)
-    predictor = Predictor(loaded.checkpoint, device=loaded.device, input_size=input_size or settings.input_size)
+    predictor = service.predictor(loaded, input_size)                    # the studio's backend, as for images
 
     def report(stage: str, done: int, total: int | None) -> None:
         share = (done / total) if total else 0.0
@@ -61,7 +60,7 @@ def run_video(service, video, model: str | None = None, input_size: int | None =
                            options=options, progress=report)
     summary = {**result.summary(), "model": loaded.choice.key, "model_title": loaded.choice.title,
                "untrained": loaded.untrained, "notice": loaded.notice, "device": loaded.device,
-               "input_size": predictor.input_size, "aligned": options.align,
+               "input_size": predictor.input_size, "backend": predictor.backend, "aligned": options.align,
                "cut_to_frames": frames if cut and cut > frames else None}
     progress(1.0, "done")
     return result, summary

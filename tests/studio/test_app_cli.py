@@ -33,3 +33,15 @@ def test_auth_is_wrapped_in_the_login_back_off_unless_turned_off():
     assert isinstance(check, LoginLimiter) and check.free_failures == 5 and check("me", "pw") and not check("me", "x")
     assert app.login_check(app.parse_args(["--auth", "me:pw", "--login-attempts", "0"])) == ("me", "pw")
     assert app.login_check(app.parse_args([])) is None
+
+
+def test_backend_flag_overrides_the_environment_and_bad_names_are_refused(capsys):
+    from pipeline.settings import StudioSettings
+    assert app.parse_args([]).backend is None
+    env = StudioSettings.from_env({"DA_STUDIO_BACKEND": "torch"})
+    assert env.backend == "torch" and StudioSettings.from_env({}).backend == "auto"
+    flags = app.parse_args(["--backend", "onnxruntime"])
+    assert env.with_overrides(backend=flags.backend).backend == "onnxruntime"
+    with pytest.raises(SystemExit):
+        app.parse_args(["--backend", "tensorrt"])
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err

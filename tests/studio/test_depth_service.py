@@ -6,12 +6,14 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pipeline import depth_png, render
 from pipeline.config import ModelConfig
 from pipeline.depth_service import DepthService, ModelCache, ModelChoice, registry_choices
 from pipeline.errors import ConfigError, ImageError
+from pipeline.runtime import resolve_auto
 
 
 def read_ply_xyz_rgb(path):
@@ -161,6 +163,7 @@ def test_run_writes_every_output_and_they_agree(vitt_service, small_rgb):
     s = result.summary
     assert (s["min"], s["max"]) == (float(a.min()), float(a.max()))
     assert (s["width"], s["height"], s["unit"], s["device"], s["input_size"]) == (80, 60, "relative disparity", "cpu", 70)
+    assert s["backend"] == resolve_auto(torch.device("cpu"))          # what ran: OpenVINO where installed
     assert s["focal_source"].startswith("60 degree") and not s["untrained"] and s["notice"] is None
     assert set(s["timings_ms"]) >= {"decode", "model_load", "inference", "color_map", "encode_16bit", "point_cloud",
                                      "total"}

@@ -203,13 +203,14 @@ def test_banner_is_one_line_with_a_details_fold():
 
 def test_summary_text_for_metric_depth():
     s = {"kind": "metric_depth", "unit": "m", "min": 0.5, "max": 12.25, "width": 640, "height": 480,
-         "model_title": "M", "device": "cpu", "input_size": 518, "points": 1234, "focal_px": 500.0,
+         "model_title": "M", "device": "cpu", "backend": "openvino", "input_size": 518, "points": 1234, "focal_px": 500.0,
          "focal_source": "exif", "timings_ms": {"inference": 900.0, "total": 1000.0}, "untrained": False}
     s.update(point_stride=2, fov_deg={"horizontal_deg": 65.2, "vertical_deg": 51.3})
     text = format_summary(s)
     assert "Depth in metres**: 0.5 to 12.25 m" in text and "1,234 points (every 2nd pixel" in text
     assert "focal 500.0 px (exif), field of view 65.2° × 51.3°" in text
     assert "inference 900 ms · total 1000 ms" in text
+    assert "device **cpu** · backend **openvino**" in text
 
 
 def test_unknown_model_over_the_api_names_the_choices(handlers, small_rgb):

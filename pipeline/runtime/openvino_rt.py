@@ -1,0 +1,64 @@
+"""The OpenVINO backend (CPU): the exported ONNX graph converted to OpenVINO IR and compiled.
+
+Exact settings: `INFERENCE_PRECISION_HINT=f32`. Without it OpenVINO picks bf16 on CPUs with
+AMX / AVX512-BF16 (this Xeon has both) and the output drifts by ~1% of its range. The IR is
+converted once per OpenVINO release into the cache entry (`openvino-<version>/model.xml`) and
+compiled with dynamic N, H, W: a new image size costs no rebuild (see benchmarks/README.md for
+dynamic vs one static model per size). Threads: `torch.get_num_threads()`, so one knob
+(`OMP_NUM_THREADS` / `torch.set_num_threads`) sets every backend.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import cache
+from .base import Runner
+
+
+def config(threads: int) -> dict:
+    return {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": int(threads)}
+
+
+def convert_to_ir(onnx_path: Path, xml_path: Path, *, fp16: bool = False, rt_info: dict | None = None) -> Path:
+    """ONNX -> OpenVINO IR (xml + bin). fp16: weights stored as float16 (computed in f32 on CPU)."""
+    import openvino as ov
+    model = ov.convert_model(str(onnx_path))
+    for key, value in (rt_info or {}).items():
+        model.set_rt_info(str(value), ["depth_anything", key])
+    ov.save_model(model, str(xml_path), compress_to_fp16=fp16)
+    return xml_path
+
+
+def compile_model(xml_path: Path, threads: int):
+    import openvino as ov
+    return ov.Core().compile_model(str(xml_path), "CPU", config(threads))
+
+
+class OpenVINORunner(Runner):
+    name = "openvino"
+
+    def __init__(self, xml_path: Path, threads: int):
+        import openvino as ov
+        self.compiled = compile_model(xml_path, threads)
+        self.request = self.compiled.create_infer_request()
+        self.lock = threading.Lock()                      # one infer request: one call at a time
+        self.detail = f"OpenVINO {ov.get_version().split('-')[0]} CPU f32, {threads} threads"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())      # (B, 3, H, W)
+        with self.lock:
+            out = self.request.infer({0: arr}, share_inputs=True)[0]                 # (B, H, W), a copy
+        return torch.from_numpy(out)
+
+
+def build(network: torch.nn.Module, device: torch.device, *, onnx_entry: Path, **_) -> OpenVINORunner:
+    import openvino as ov
+    version = ov.get_version().split("-")[0]
+    folder = cache.build_once(onnx_entry / f"openvino-{version}",
+                              lambda tmp: convert_to_ir(onnx_entry / "model.onnx", tmp / "model.xml"))
+    return OpenVINORunner(folder / "model.xml", torch.get_num_threads())
