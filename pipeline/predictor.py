@@ -175,7 +175,7 @@ class Predictor:
         waiting = 0
         for index, image in enumerate(images):
             decoded = decode_image(image)
-            key = network_size(decoded.height, decoded.width, self.input_size)
+            key = network_size(decoded.height, decoded.width, self.input_size, name=decoded.name)
             queues.setdefault(key, []).append((index, decoded))
             waiting += 1
             if len(queues[key]) >= batch_size or waiting >= 4 * batch_size:

@@ -37,6 +37,7 @@ from ..depth_outputs import DepthSource, write_exports
 from ..errors import ConfigError, StudioError
 from ..image_io import DecodedImage, decode_image
 from ..predictor import Prediction, Predictor
+from ..preprocess import network_size
 from ..runtime.registry import CHOICES
 from ..video.io import is_video_file
 from . import predict_video
@@ -152,6 +153,7 @@ def _predict_all(predictor: Predictor, items: list[tuple[Path, str]], out: Path,
         for path, stem in items:
             try:
                 decoded = decode_image(path)
+                network_size(decoded.height, decoded.width, predictor.input_size, name=decoded.name)  # a strip: skipped
             except StudioError as e:
                 _report(failures, str(e), bar)
                 bar.update(1)

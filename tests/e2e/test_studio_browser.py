@@ -32,9 +32,15 @@ DRAWN = 2 * BLANK     # the recipe weights' odd cloud fills about 0.057 of the w
 
 
 def wait_for_drawing(locator, threshold=DRAWN, timeout=60.0) -> float:
+    """Poll the canvas until it is drawn. A screenshot waits for the element to be stable, which a
+    busy machine can delay past one screenshot's own limit: that counts as "not yet", not a failure."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     deadline, share = time.monotonic() + timeout, 0.0
     while time.monotonic() < deadline:
-        share = drawn_share(locator.screenshot())
+        try:
+            share = drawn_share(locator.screenshot(timeout=max(1000, 1000 * (deadline - time.monotonic()))))
+        except PlaywrightTimeout:
+            continue
         if share > threshold:
             return share
         time.sleep(0.25)
