@@ -123,7 +123,7 @@ def _export_one(store: Store, image: ImageRecord, out: Path, report: ExportRepor
                    depth_sha256=rev.depth_sha256, png_offset=png["offset"], png_scale=png["scale"],
                    model_id=rev.model_id, source=rev.source,
                    revision={"id": rev.id, "number": rev.number, "tool": rev.tool, "author": rev.author,
-                             "created_at": rev.created_at, "note": rev.note})
+                             "created_at": rev.created_at, "note": rev.note, "meta": rev.meta})
         for name, mask in sorted(label.masks.items()):
             rel = f"masks/{key}.{name}.png"
             _write_mask_png(out / rel, mask)
@@ -318,7 +318,8 @@ def _import_label(store: Store, root: Path, row: dict, image: ImageRecord, autho
             f"{rev.get('author')} at {rev.get('created_at')}" + (f"; {rev['note']}" if rev.get("note") else ""))
     store.save_revision(image.id, depth, expected_head=head.id if head else None, tool="import",
                         author=author, masks={**dropped, **masks}, kind=row["kind"], note=note,
-                        status=row["status"], model_id=row.get("model_id"), source=source, human=human)
+                        status=row["status"], model_id=row.get("model_id"), source=source, human=human,
+                        meta=rev.get("meta") or None)
     return 1
 
 

@@ -62,7 +62,7 @@ class PointPairsMixin:
         if depth is None:
             depth = self.blobs.read_array(head.depth_sha256, what=f"depth of label revision {head.id}")
         from ..corrections import check_point_pairs  # lazy: scipy is not needed to open a store
-        flags = check_point_pairs(depth, [p.as_correction() for p in pairs], head.kind)
+        flags = check_point_pairs(depth, pairs, head.kind)
         changed = [(int(f), p.id) for p, f in zip(pairs, flags, strict=True) if bool(f) != p.flagged]
         db.conn.executemany("UPDATE point_pairs SET flagged = ? WHERE id = ?", changed)
 
