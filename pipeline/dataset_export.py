@@ -47,6 +47,22 @@ class DatasetError(StudioError):
     """An export folder that cannot be written or read back (the message names the file)."""
 
 
+class NothingToExport(DatasetError):
+    """No image has the statuses asked for; the message says what the store holds and what to do."""
+
+
+def nothing_to_export(store: Store, statuses: tuple[str, ...]) -> NothingToExport:
+    counts = store.count_by_status()
+    held = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no images at all"
+    wanted = " or ".join(statuses)
+    if not any(counts.values()):
+        todo = "import images and pseudo-label them first"
+    else:
+        todo = ("accept or correct labels first (the Curate tab, or `python -m pipeline accept --db DB ...`), "
+                "or export other statuses (--status)")
+    return NothingToExport(f"nothing to export: no image has status {wanted} (the store holds {held}); {todo}")
+
+
 @dataclass
 class ExportReport:
     out_dir: Path
@@ -77,13 +93,18 @@ def export_key(image: ImageRecord) -> str:
 
 # ------------------------------------------------------------------ export
 def export_dataset(store: Store, out_dir: str | os.PathLike, *,
-                   statuses: str | Iterable[str] = DEFAULT_STATUSES, progress=None) -> ExportReport:
+                   statuses: str | Iterable[str] = DEFAULT_STATUSES, progress=None,
+                   allow_empty: bool = False) -> ExportReport:
     """Write every image with one of `statuses` (and its head label) under `out_dir`.
 
     `out_dir` must be new, empty, or an earlier export (whose images/labels/masks are replaced).
+    When no image has those statuses, NothingToExport says why (nothing is written) unless
+    `allow_empty` (e.g. to empty a mirrored Hub dataset).
     """
     out = Path(out_dir)
     st = check_statuses(statuses)
+    if not allow_empty and store.count_images(st) == 0:
+        raise nothing_to_export(store, st or DEFAULT_STATUSES)
     if out.exists() and any(out.iterdir()) and not (out / "manifest.jsonl").exists():
         raise DatasetError(f"{out} is not empty and is not an earlier export; pick an empty or new folder")
     for sub in SUBFOLDERS:

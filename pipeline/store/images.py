@@ -50,6 +50,11 @@ class StatusChanges:
         return (f"{len(self.changed)} set to {self.status}, {len(self.unchanged)} already {self.status}, "
                 f"{len(self.skipped)} skipped")
 
+    def merge(self, part: StatusChanges) -> None:
+        self.changed += part.changed
+        self.unchanged += part.unchanged
+        self.skipped += part.skipped
+
 
 class ImagesMixin:
     def _image_record(self, row: dict) -> ImageRecord:
@@ -154,6 +159,21 @@ class ImagesMixin:
                 for i, _, old in out.changed:
                     audit.record(db, author, "image.status", "image", i,
                                  {"from": old, "to": status, "revision_id": rows[i]["head_revision_id"], "bulk": True})
+        return out
+
+    def set_statuses_where(self, to: str, /, *, author: str, dry_run: bool = False, chunk: int = 500,
+                           **flt) -> StatusChanges:
+        """`set_statuses(..., to)` on every image of a gallery filter (status, clip, name, tag,
+        min/max_confidence: see `list_images`), one keyset chunk per transaction (a filter of a million
+        images never holds the write lock for long)."""
+        out, ids = StatusChanges(to), []
+        for image_id in self.filtered_ids(**flt):
+            ids.append(image_id)
+            if len(ids) == chunk:
+                out.merge(self.set_statuses(ids, to, author=author, dry_run=dry_run))
+                ids = []
+        if ids:
+            out.merge(self.set_statuses(ids, to, author=author, dry_run=dry_run))
         return out
 
     def check_head(self, image_id: int, expected_head) -> None:
