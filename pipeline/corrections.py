@@ -52,7 +52,7 @@ def _kind(kind: str) -> str:
 
 def _nonempty(region: np.ndarray, what: str) -> None:
     if not region.any():
-        raise CorrectionError(f"the painted region is empty; paint the area to {what} first")
+        raise CorrectionError(f"the selection is empty; select (magic wand) or paint the area to {what} first")
 
 
 # ---------------------------------------------------------------------------- masks and sky

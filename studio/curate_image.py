@@ -176,21 +176,22 @@ class ImageHandlers:
 
     # ---- label changes -------------------------------------------------------------------------
     def _change(self, sel, action, *, then_show=None, refs=None):
-        """Run a label change (refusals raise: a stale head, an empty region, ...), then show the result."""
+        """Run a label change, then show the result. A stale head is refused first (a read), then
+        whatever the change itself refuses (an empty selection, a value out of range, ...)."""
         image_id = _image_id(sel)
+        self.curation.check_head(image_id, sel.get("head_id"))
         action(image_id, sel.get("head_id"))
         return self.show(then_show if then_show is not None else image_id, sel.get("opacity"), refs)
 
     @user_errors("Cannot apply")
-    def apply_tool(self, sel, tool, sigma, source_model, operation, selection, editor, request: gr.Request = None,
+    def apply_tool(self, sel, tool, editor, sigma, source_model, operation, selection, request: gr.Request = None,
                    progress=gr.Progress()):
         """Apply a correction tool to the selection (+ brush strokes): one new revision, shown at once."""
         progress(0.1, desc=f"{tool}")
 
         def act(image_id, head_id):
-            region = self._absorb(image_id, selection, editor, operation)
-            if region is None:
-                refuse("the selection is empty: click the image with the magic wand, or paint in the Brush tab")
+            region = self.curation.selection_of(image_id, selection=selection)
+            region = self._absorb(image_id, region, editor, operation)      # nothing selected: the tool says so
             self.curation.apply_tool(image_id, tool, region, expected_head=head_id, author=author_of(request),
                                      sigma=sigma, source_model=source_model)
         return self._change(sel, act)

@@ -37,7 +37,7 @@ if (!window.__curateKeys) {
         range.dispatchEvent(new Event('change', {bubbles: true}));
         ed.dataset.brushSize = String(v);
       }
-      if (opened && toggle) { toggle.click(); }
+      if (opened) { document.body.dispatchEvent(new MouseEvent('mousedown', {bubbles: true})); }   // closes it
     }, 0);
   };
   document.addEventListener('keydown', (e) => {

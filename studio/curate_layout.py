@@ -18,7 +18,7 @@ from .components import lenient
 from .curate_gallery import ALL_CLIPS, ALL_TAGS, SORT_CHOICES, STATUS_FILTERS
 from .curate_text import HISTORY_HEADERS, PAIR_HEADERS, REFERENCE_HEADERS
 
-VIEW_HEIGHT = 540
+VIEW_HEIGHT = 500
 REFERENCE_CHOICES = [("distance between two clicked points", "distance"),
                      ("depth at the clicked point", "depth_point"), ("median depth of the selection", "depth_region"),
                      ("camera height over the selected floor", "camera_height"),
@@ -70,29 +70,28 @@ def side_column() -> dict:
     c = {}
     with gr.Row():
         c["status"] = gr.Dropdown(list(STATUS_FILTERS), value="all", label="Status", elem_id="curate-status",
-                                  min_width=100)
+                                  min_width=80, scale=2)
         c["sort"] = gr.Dropdown(list(SORT_CHOICES), value="confidence, worst first", label="Sort",
-                                elem_id="curate-sort", min_width=140)
+                                elem_id="curate-sort", min_width=120, scale=3)
     with gr.Accordion("Filters and confidence histogram", open=False, elem_id="curate-filters"):
         c["name"] = gr.Textbox(label="Name contains (or a glob: kitchen_*.jpg)", elem_id="curate-name")
         c["tag"] = gr.Dropdown([("any tag", ALL_TAGS)], value=ALL_TAGS, label="Tag", elem_id="curate-tag")
-        with gr.Row():
-            c["min_conf"] = lenient(gr.Number(None, label="Confidence ≥", minimum=0, maximum=1,
-                                              elem_id="curate-min-conf", min_width=80))
-            c["max_conf"] = lenient(gr.Number(None, label="≤", minimum=0, maximum=1, elem_id="curate-max-conf",
-                                              min_width=80))
+        with gr.Row():        # text, so that "no bound" is empty (a Number shows 0); the service checks 0..1
+            c["min_conf"] = gr.Textbox(label="Confidence from", placeholder="0", elem_id="curate-min-conf",
+                                       min_width=80, max_lines=1)
+            c["max_conf"] = gr.Textbox(label="to", placeholder="1", elem_id="curate-max-conf", min_width=80,
+                                       max_lines=1)
         c["clip"] = gr.Dropdown([("all images", ALL_CLIPS)], value=ALL_CLIPS, label="Video clip",
                                 elem_id="curate-clip")
+        c["page"] = lenient(gr.Number(1, label="Jump to page", precision=0, minimum=1, elem_id="curate-page"))
         c["histogram"] = gr.Markdown(elem_id="curate-histogram")
     c["counts"] = gr.Markdown(elem_id="curate-counts")
     c["gallery"] = gr.Gallery(label="Images | labels", columns=2, height=400, allow_preview=False,
                               object_fit="contain", elem_id="curate-gallery", show_label=False)
-    with gr.Row():
-        c["prev_page"] = gr.Button("◀", size="sm", elem_id="curate-page-prev", min_width=40)
-        c["page"] = lenient(gr.Number(1, label="Page", precision=0, minimum=1, elem_id="curate-page",
-                                      show_label=False, min_width=60))
-        c["next_page"] = gr.Button("▶", size="sm", elem_id="curate-page-next", min_width=40)
-    c["page_info"] = gr.Markdown(elem_id="curate-page-info")
+    with gr.Row(equal_height=True):
+        c["prev_page"] = gr.Button("◀", size="sm", elem_id="curate-page-prev", min_width=36, scale=1)
+        c["page_info"] = gr.Markdown(elem_id="curate-page-info", min_width=120)
+        c["next_page"] = gr.Button("▶", size="sm", elem_id="curate-page-next", min_width=36, scale=1)
     with gr.Accordion("Decide on many images", open=False, elem_id="curate-bulk"):
         c["ticked"] = gr.CheckboxGroup([], label="Ticked images of this page", elem_id="curate-ticked")
         with gr.Row():
@@ -112,15 +111,14 @@ def side_column() -> dict:
 
 def main_column() -> dict:
     c = {}
-    with gr.Row(equal_height=True):
-        c["header"] = gr.Markdown(elem_id="curate-header")
-    with gr.Row():
-        c["prev"] = gr.Button("← previous (p)", size="sm", elem_id="curate-prev")
-        c["accept"] = gr.Button("Accept (a)", variant="primary", size="sm", elem_id="curate-accept")
-        c["reject"] = gr.Button("Reject (r)", variant="stop", size="sm", elem_id="curate-reject")
-        c["next"] = gr.Button("next (n) →", size="sm", elem_id="curate-next")
-        c["goto"] = lenient(gr.Number(None, label="Go to #", precision=0, elem_id="curate-goto", min_width=80,
-                                      show_label=False, placeholder="go to image #"))
+    c["header"] = gr.Markdown(elem_id="curate-header")
+    with gr.Row(elem_id="curate-nav", equal_height=True):
+        c["prev"] = gr.Button("← prev (p)", size="sm", elem_id="curate-prev", min_width=70)
+        c["accept"] = gr.Button("Accept (a)", variant="primary", size="sm", elem_id="curate-accept", min_width=80)
+        c["reject"] = gr.Button("Reject (r)", variant="stop", size="sm", elem_id="curate-reject", min_width=80)
+        c["next"] = gr.Button("next (n) →", size="sm", elem_id="curate-next", min_width=70)
+        c["goto"] = gr.Textbox(label="Go to #", elem_id="curate-goto", min_width=70, max_lines=1,
+                               show_label=False, placeholder="go to #", container=False)
     with gr.Tabs(elem_id="curate-view-tabs"):
         with gr.Tab("Select", id="select", elem_id="curate-tab-select"):
             c["view"] = gr.Image(label="Label over the image: click to select", type="numpy", interactive=False,
@@ -136,45 +134,42 @@ def main_column() -> dict:
         with gr.Tab("3D", id="cloud", elem_id="curate-tab-3d"):
             c["cloud"] = gr.Model3D(label="Point cloud of the label", elem_id="curate-cloud", height=VIEW_HEIGHT - 40)
             c["cloud_note"] = gr.Markdown(elem_id="curate-cloud-note")
-    c["opacity"] = gr.Slider(0, 1, value=0.5, step=0.05, label="Label opacity (0: the image, 1: the label)",
-                             elem_id="curate-opacity")
     return c
 
 
 def tools_column(modes: list[tuple[str, str, bool, str]]) -> dict:
     c = {}
-    choices = [(title if ok else f"{title} (unavailable)", key) for key, title, ok, _ in modes] + \
+    c["opacity"] = gr.Slider(0, 1, value=0.5, step=0.05, label="Label opacity", elem_id="curate-opacity")
+    choices = [(title if ok else f"{title}: unavailable", key) for key, title, ok, _ in modes] + \
         [("Points (pairs, calibration)", "points")]
-    why = [f"{title}: {reason}" for _, title, ok, reason in modes if not ok]
-    c["mode"] = gr.Radio(choices, value="wand_depth", label="A click on the image does", elem_id="curate-mode")
-    if why:
-        gr.Markdown("\n".join(f"<small>{w}</small>" for w in why), elem_id="curate-mode-note")
-    with gr.Row():
-        c["operation"] = gr.Radio(["add", "subtract", "replace"], value="add", label="to the selection",
-                                  elem_id="curate-operation", min_width=160)
-        tol = RANGES["tolerance"]
-        c["tolerance"] = gr.Slider(tol.low, 0.5, value=0.05, step=0.005, label="Wand tolerance",
-                                   elem_id="curate-tolerance", min_width=120)
-    with gr.Row():
-        c["method"] = gr.Dropdown(["slic", "felzenszwalb"], value="slic", label="Superpixels",
-                                  elem_id="curate-sp-method", min_width=100)
-        c["detail"] = gr.Slider(20, 2000, value=300, step=10, label="detail", elem_id="curate-sp-detail", min_width=100)
+    why = "; ".join(reason.split(" (")[0] for _, _, ok, reason in modes if not ok)      # the full reason: the refusal
+    c["mode"] = gr.Dropdown(choices, value="wand_depth", label="A click on the image", elem_id="curate-mode",
+                            info=why or None)
+    c["operation"] = gr.Radio(["add", "subtract", "replace"], value="add", show_label=False,
+                              elem_id="curate-operation", container=False)
+    tol = RANGES["tolerance"]
+    c["tolerance"] = gr.Slider(tol.low, 0.5, value=0.05, step=0.005, label="Wand tolerance (share of the depth range)",
+                               elem_id="curate-tolerance")
     c["selection_info"] = gr.Markdown(elem_id="curate-selection-info")
     with gr.Row():
         c["clear"] = gr.Button("Clear (c)", size="sm", elem_id="curate-clear", min_width=60)
         c["snap"] = gr.Button("Snap to superpixels", size="sm", elem_id="curate-snap", min_width=60)
-        c["absorb"] = gr.Button("Use brush strokes", size="sm", elem_id="curate-absorb", min_width=60)
-    c["tool"] = gr.Dropdown([(desc, key) for key, (desc, _) in TOOLS.items()], value="sky",
-                            label="Correction tool", elem_id="curate-tool")
+        c["absorb"] = gr.Button("Take brush strokes", size="sm", elem_id="curate-absorb", min_width=60)
+    with gr.Row(equal_height=True):
+        c["tool"] = gr.Dropdown([(desc, key) for key, (desc, _) in TOOLS.items()], value="sky",
+                                label="Correction tool", elem_id="curate-tool", scale=3, min_width=150)
+        c["apply"] = gr.Button("Apply", variant="primary", elem_id="curate-apply", scale=1, min_width=70)
     with gr.Row():
+        c["undo"] = gr.Button("Undo (u)", size="sm", elem_id="curate-undo", interactive=False, min_width=60)
+        c["redo"] = gr.Button("Redo (y)", size="sm", elem_id="curate-redo", interactive=False, min_width=60)
+    with gr.Accordion("Tool and superpixel settings", open=False, elem_id="curate-settings"):
         sigma = RANGES["sigma"]
         c["sigma"] = lenient(gr.Number(2.0, label="Smoothing sigma (px)", minimum=sigma.low, maximum=sigma.high,
-                                       elem_id="curate-sigma", min_width=80))
-        c["source"] = gr.Dropdown([], label="Copy from model", elem_id="curate-source", min_width=100)
-    c["apply"] = gr.Button("Apply to the selection", variant="primary", elem_id="curate-apply")
-    with gr.Row():
-        c["undo"] = gr.Button("Undo (u)", size="sm", elem_id="curate-undo", interactive=False)
-        c["redo"] = gr.Button("Redo (y)", size="sm", elem_id="curate-redo", interactive=False)
+                                       elem_id="curate-sigma"))
+        c["source"] = gr.Dropdown([], label="Copy from model", elem_id="curate-source")
+        c["method"] = gr.Dropdown(["slic", "felzenszwalb"], value="slic", label="Superpixels",
+                                  elem_id="curate-sp-method")
+        c["detail"] = gr.Slider(20, 2000, value=300, step=10, label="Superpixel detail", elem_id="curate-sp-detail")
     return c
 
 
@@ -183,13 +178,14 @@ def tools_accordions() -> dict:
     with gr.Accordion("Calibrate to metres", open=False, elem_id="curate-calibrate-panel"):
         c["ref_kind"] = gr.Dropdown(REFERENCE_CHOICES, value="distance", label="Reference", elem_id="curate-ref-kind")
         with gr.Row():
-            c["metres"] = lenient(gr.Number(None, label="metres", elem_id="curate-ref-metres", min_width=80))
+            c["metres"] = gr.Textbox(label="metres", placeholder="2.5", elem_id="curate-ref-metres", min_width=80,
+                                     max_lines=1)
             c["add_ref"] = gr.Button("Add reference", size="sm", elem_id="curate-add-ref", min_width=80)
             c["clear_refs"] = gr.Button("Clear", size="sm", elem_id="curate-clear-refs", min_width=60)
         c["refs_table"] = gr.Dataframe(headers=REFERENCE_HEADERS, interactive=False, elem_id="curate-refs")
         with gr.Row():
-            c["focal"] = lenient(gr.Number(None, label="Focal (px; empty: EXIF or 60°)", elem_id="curate-focal",
-                                           min_width=100))
+            c["focal"] = gr.Textbox(label="Focal length (px)", placeholder="EXIF, else a 60° view",
+                                    elem_id="curate-focal", min_width=100, max_lines=1)
             c["zero_shift"] = gr.Checkbox(False, label="assume zero shift", elem_id="curate-zero-shift")
         c["calibrate"] = gr.Button("Calibrate → metric revision", variant="primary", size="sm",
                                    elem_id="curate-calibrate")

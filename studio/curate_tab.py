@@ -9,8 +9,8 @@ calibration references are kept in the session):
     /curate_open    (image id) -> the image's views (header first)
     /curate_select_at (h, w, mode, operation, tolerance, method, detail) -> the selection after a click at
                     the image's pixel [h, w] (mode 'points' collects a point for a pair or a reference)
-    /curate_apply   (tool, sigma, source model, operation) -> views after the new revision (the selection
-                    + the brush strokes of the page's editor)
+    /curate_apply   (tool, editor, sigma, source model, operation) -> views after the new revision (the
+                    session's selection + the editor's brush strokes, added or, with 'subtract', removed)
     /curate_accept, /curate_reject, /curate_next, /curate_prev, /curate_undo, /curate_redo
     /curate_add_pair (closer 'A'|'B', after two points), /curate_delete_pair (pair id)
     /curate_add_reference (kind, metres), /curate_calibrate (focal px, zero shift) -> views + report
@@ -67,14 +67,15 @@ def build(services, banner_box: gr.HTML) -> CurateHandlers:
     select_at = gr.Button(visible=False, elem_id="curate-select-at")
     timer = gr.Timer(JOB_POLL_S, active=False)
     with gr.Column(elem_id=PANEL_ID):
-        gr.HTML("", js_on_load=KEYBOARD_JS, elem_id="curate-keys", container=False, padding=False)
+        gr.HTML("", js_on_load=KEYBOARD_JS, elem_id="curate-keys", container=False, padding=False,
+                elem_classes=["curate-hidden"])
         teachers = h.intake.teacher_choices()
         c = layout.intake_row(curation.import_root, teachers, depth.default_key if depth is not None else None,
                               depth is None)
         with gr.Row(elem_id="curate-columns", equal_height=False):
-            with gr.Column(scale=2, min_width=260, elem_id="curate-side"):
+            with gr.Column(scale=2, min_width=230, elem_id="curate-side"):
                 c.update(layout.side_column())
-            with gr.Column(scale=6, min_width=480, elem_id="curate-main"):
+            with gr.Column(scale=5, min_width=480, elem_id="curate-main"):
                 c.update(layout.main_column())
             with gr.Column(scale=3, min_width=320, elem_id="curate-tools"):
                 c.update(layout.tools_column(curation.selection_modes()))
@@ -144,8 +145,8 @@ def _wire_image(h: CurateHandlers, c: dict) -> None:
                     api_name="curate_snap")
     c["absorb"].click(i.absorb_strokes, [c["sel"], c["operation"], *sel_in, c["editor"]], sel_out, **PRIVATE)
     edits = [
-        c["apply"].click(i.apply_tool, [c["sel"], c["tool"], c["sigma"], c["source"], c["operation"], c["selection"],
-                                        c["editor"]], view_out, api_name="curate_apply"),
+        c["apply"].click(i.apply_tool, [c["sel"], c["tool"], c["editor"], c["sigma"], c["source"], c["operation"],
+                                        c["selection"]], view_out, api_name="curate_apply"),
         c["undo"].click(i.undo, [c["sel"]], view_out, api_name="curate_undo"),
         c["redo"].click(i.redo, [c["sel"]], view_out, api_name="curate_redo"),
         c["add_pair"].click(i.add_pair, [c["sel"], c["clicks"], c["closer"]], view_out, api_name="curate_add_pair"),

@@ -22,9 +22,9 @@ def header_markdown(view) -> str:
     else:
         unit = "metres" if head.kind == "metric_depth" else "disparity"
         rev = f"revision {head.number} of {view.revisions} ({md(head.tool)} by {md(head.author)}, {unit})"
-        rev += " · at the first revision: nothing to undo" if not view.history.can_undo else ""
+        rev += " · at the first revision: nothing to undo" if not view.history.can_undo else ""   # say so
     tags = f" · tags: {md(', '.join(view.tags))}" if view.tags else ""
-    return f"### #{rec.id} {md(rec.name)}\n**{rec.status}** · confidence {conf} · {rev} · {rec.width}×{rec.height}{tags}"
+    return f"**#{rec.id} {md(rec.name)}** · **{rec.status}** · confidence {conf} · {rev} · {rec.width}×{rec.height}{tags}"
 
 
 def history_rows(view) -> list[list]:

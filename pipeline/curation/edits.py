@@ -119,6 +119,10 @@ class Edits(Base):
         out |= region_from_layers(layers, shape)
         return out & ~region_from_layers(erase_layers, shape)
 
+    def check_head(self, image_id: int, expected_head) -> None:
+        """Read-only: StaleRevisionError when the image's label moved since `expected_head` was shown."""
+        self.store.check_head(check_id("image_id", image_id), expected_head)
+
     def apply_tool(self, image_id: int, tool: str, region, *, expected_head, author: str = "studio",
                    **params) -> Revision:
         """Run a correction tool on the head label and save the result as ONE new revision.
@@ -129,9 +133,9 @@ class Edits(Base):
         if tool not in TOOLS:
             raise CurationError(f"unknown tool {tool!r}; choose one of {', '.join(TOOLS)}")
         image_id = check_id("image_id", image_id)
+        self.store.check_head(image_id, expected_head)          # read-only: refused before any work
         if params.get("sigma") is not None:
             params["sigma"] = RANGES["sigma"].check(params["sigma"])
-        self.store.check_head(image_id, expected_head)          # read-only: refused before any work
         head = self.store.head(image_id)
         if head is None:
             raise CurationError(f"image {image_id} has no label yet; pseudo-label it before correcting it")

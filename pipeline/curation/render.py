@@ -3,8 +3,10 @@
 Files (image, colour label, thumbnail, point cloud) are named by the content they show (sha256s),
 so each is made once and reused by every page that shows it. The editor's view is made per request:
 the label over the image at an opacity, the current selection tinted with its outline, and marks
-(point pairs, clicked points) drawn on top, at a display size of at most DISPLAY_MAX_SIDE pixels
-(`scale` maps the view's pixels back to the image's: image = view / scale).
+(point pairs, clicked points) drawn on top, at a display size of at most DISPLAY_MAX_SIDE pixels; a
+small image is enlarged by a whole factor (nearest pixel) to at least DISPLAY_MIN_SIDE, so it fills
+the view and a click lands on the pixel meant (`scale` maps the view's pixels back to the image's:
+image = view / scale).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from ..store import ImageRecord, Label, Revision, Store
 
 THUMB_HEIGHT = 128
 DISPLAY_MAX_SIDE = 1600
+DISPLAY_MIN_SIDE = 800
 IGNORE_TINT = np.array([128, 128, 128], np.float32)     # ignored pixels are shown greyed out
 SELECTION_TINT = np.array([255, 0, 255], np.float32)    # the selection: magenta, outlined
 GOOD, FLAGGED, PENDING, CALIBRATION = (40, 200, 80), (230, 40, 40), (255, 220, 0), (0, 220, 255)
@@ -49,7 +52,8 @@ class View:
 
 
 def display_scale(height: int, width: int) -> float:
-    return min(1.0, DISPLAY_MAX_SIDE / max(height, width))
+    side = max(height, width)
+    return float(max(1, DISPLAY_MIN_SIDE // side)) if side <= DISPLAY_MIN_SIDE else min(1.0, DISPLAY_MAX_SIDE / side)
 
 
 class _Lru:
@@ -187,9 +191,11 @@ def mask_key(rev: Revision | None) -> str:
 
 
 def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Down: bilinear; up: nearest (each image pixel a block, so a click picks one)."""
     if (rgb.shape[1], rgb.shape[0]) == size:
         return rgb
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+    up = size[0] > rgb.shape[1]
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.NEAREST if up else Image.BILINEAR))
 
 
 def _fit_height(rgb: np.ndarray, height: int) -> np.ndarray:

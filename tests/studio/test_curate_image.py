@@ -48,20 +48,24 @@ def h(curation):
     return CurateHandlers(curation).image
 
 
-def click(x, y):
-    return gr.SelectData(None, {"index": [x, y], "value": None})
+K = 800 // W                         # the view enlarges a small image by a whole factor
+
+
+def click(h, w):
+    """A click on the view at the image's pixel [h, w] (the event carries the view's (x, y))."""
+    return gr.SelectData(None, {"index": [K * w + K // 2, K * h + K // 2], "value": None})
 
 
 def test_show_gives_every_view_of_the_head(h, curation):
     out = h.show(1)
     head = curation.store.head(1)
-    assert out[VIEW["sel"]] == {"image_id": 1, "head_id": head.id, "opacity": 0.5, "scale": 1.0}
+    assert out[VIEW["sel"]] == {"image_id": 1, "head_id": head.id, "opacity": 0.5, "scale": float(K)}
     header = out[VIEW["header"]]
     assert "#1 img0.png" in header and "**pending**" in header and "pseudo\\_label by model:teacher" in header
     assert "revision 1 of 1" in header and "at the first revision: nothing to undo" in header
     assert out[VIEW["undo"]]["interactive"] is False and out[VIEW["redo"]]["interactive"] is False
     view = out[VIEW["view"]]
-    assert view.shape == (H, W, 3) and out[VIEW["editor"]]["background"].shape == (H, W, 3)
+    assert view.shape == (K * H, K * W, 3) and out[VIEW["editor"]]["background"].shape == (K * H, K * W, 3)
     assert out[VIEW["cloud"]].endswith(".ply") and out[VIEW["selection"]] is None
     (row,) = out[VIEW["history"]]["value"]
     assert row[:2] == [1, "pseudo_label"] and row[5] == "◀ head"
@@ -71,11 +75,11 @@ def test_show_gives_every_view_of_the_head(h, curation):
 def test_a_wand_click_selects_the_wall_and_sky_applies_to_it(h, curation, scene):
     sel = h.show(1)[VIEW["sel"]]
     at = np.argwhere(scene.wall)[len(np.argwhere(scene.wall)) // 2]          # [h, w] on the back wall
-    out = h.click(sel, "wand_plane", "add", 0.02, "slic", 300, None, [], None, click(int(at[1]), int(at[0])))
+    out = h.click(sel, "wand_plane", "add", 0.02, "slic", 300, None, [], None, click(int(at[0]), int(at[1])))
     selection = out[SEL["selection"]]
     assert (selection & scene.wall).sum() >= 0.95 * scene.wall.sum() and "Selected: **" in out[SEL["selection_info"]]
     assert not np.array_equal(out[SEL["view"]], h.show(1)[VIEW["view"]])     # the selection is drawn
-    done = h.apply_tool(sel, "sky", 2.0, None, "add", selection, None)
+    done = h.apply_tool(sel, "sky", None, 2.0, None, "add", selection)
     head = curation.store.head(1)
     assert head.tool == "sky" and done[VIEW["sel"]]["head_id"] == head.id and done[VIEW["selection"]] is None
     assert np.all(curation.store.load_label(head).depth[selection] == 0)
@@ -93,18 +97,18 @@ def test_brush_strokes_join_or_leave_the_selection(h, curation):
     out = h.absorb_strokes(sel, "subtract", out[SEL["selection"]], [], {"layers": [eraser]})
     assert out[SEL["selection"]].sum() == 100
     assert h.clear_selection(sel, [])[SEL["selection"]] is None
-    painted_only = h.apply_tool(sel, "ignore_mask", 2.0, None, "add", None, {"layers": [layer]})
+    painted_only = h.apply_tool(sel, "ignore_mask", {"layers": [layer]}, 2.0, None, "add", None)
     assert curation.store.load_label(curation.store.head(1)).masks["ignore"].sum() == 200
     assert painted_only[VIEW["selection"]] is None
     with pytest.raises(gr.Error, match="the selection is empty"):
-        h.apply_tool(painted_only[VIEW["sel"]], "sky", 2.0, None, "add", None, None)
+        h.apply_tool(painted_only[VIEW["sel"]], "sky", None, 2.0, None, "add", None)
 
 
 def test_undo_of_the_only_correction_gives_back_pending_and_says_when_there_is_nothing(h, curation):
     sel = h.show(1)[VIEW["sel"]]
     mask = np.zeros((H, W), bool)
     mask[:5] = True
-    sel = h.apply_tool(sel, "sky", 2.0, None, "add", mask, None)[VIEW["sel"]]
+    sel = h.apply_tool(sel, "sky", None, 2.0, None, "add", mask)[VIEW["sel"]]
     assert curation.store.get_image(1).status == "corrected"
     back = h.undo(sel)
     assert curation.store.get_image(1).status == "pending" and "**pending**" in back[VIEW["header"]]
@@ -119,7 +123,7 @@ def test_a_concurrent_edit_is_refused_and_the_page_reloads(h, curation):
     sel = h.show(1)[VIEW["sel"]]
     curation.apply_tool(1, "smooth", np.ones((H, W), bool), expected_head=sel["head_id"], author="bob")
     with pytest.raises(gr.Error) as e:
-        h.apply_tool(sel, "sky", 2.0, None, "add", np.ones((H, W), bool), None)
+        h.apply_tool(sel, "sky", None, 2.0, None, "add", np.ones((H, W), bool))
     assert "changed since you opened it (revision 1): it is now revision 2 by bob" in e.value.message
     assert [r.tool for r in curation.store.history(1).revisions] == ["pseudo_label", "smooth"]
     assert h.reload(sel)[VIEW["sel"]]["head_id"] == curation.store.head(1).id
@@ -134,14 +138,14 @@ def test_accept_reject_move_to_the_next_image_and_opacity_redraws(h, curation):
     assert curation.store.get_image(2).status == "rejected" and out[VIEW["sel"]]["image_id"] == 3
     assert h.step(out[VIEW["sel"]], [1, 2, 3], -1)[VIEW["sel"]]["image_id"] == 2
     image, _, sel = h.set_opacity(out[VIEW["sel"]], 0.0, None, [])
-    assert sel["opacity"] == 0.0 and np.array_equal(image, curation.image_rgb(3))
+    assert sel["opacity"] == 0.0 and np.array_equal(image[::K, ::K], curation.image_rgb(3))
 
 
 def test_point_pairs_from_two_clicks_in_h_w(h, curation):
     sel = h.show(1)[VIEW["sel"]]
-    out = h.click(sel, "points", "add", 0.05, "slic", 300, None, [], None, click(100, 80))    # x=100, y=80
+    out = h.click(sel, "points", "add", 0.05, "slic", 300, None, [], None, click(80, 100))
     assert out[SEL["clicks"]] == [[80, 100]]                                                  # [h, w]
-    out = h.click(sel, "points", "add", 0.05, "slic", 300, None, out[SEL["clicks"]], None, click(3, 2))
+    out = h.click(sel, "points", "add", 0.05, "slic", 300, None, out[SEL["clicks"]], None, click(2, 3))
     assert out[SEL["clicks"]] == [[80, 100], [2, 3]]
     done = h.add_pair(sel, out[SEL["clicks"]], "B")
     (pair,) = curation.store.point_pairs(1)

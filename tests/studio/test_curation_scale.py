@@ -155,16 +155,18 @@ def test_painted_layers_add_to_the_selection_and_erase_from_it(service, roomed):
 
 
 def test_the_editor_picture_blends_the_label_and_tints_the_selection(service, roomed):
-    image = service.view(roomed.id, opacity=0.0, pairs=False).picture
-    assert np.array_equal(image, service.image_rgb(roomed.id))
-    label = service.view(roomed.id, opacity=1.0, pairs=False).picture
+    view = service.view(roomed.id, opacity=0.0, pairs=False)
+    k = int(view.scale)                                   # a small image is enlarged by a whole factor
+    assert k == 800 // W and view.picture.shape == (k * H, k * W, 3)
+    assert np.array_equal(view.picture[::k, ::k], service.image_rgb(roomed.id))
+    label = service.view(roomed.id, opacity=1.0, pairs=False).picture[::k, ::k]
     assert np.array_equal(label, service.label_rgb(service.store.head(roomed.id).id))
     sel = np.zeros((H, W), bool)
     sel[10:30, 10:30] = True
-    tinted = service.view(roomed.id, opacity=1.0, selection=sel, pairs=False).picture
+    tinted = service.view(roomed.id, opacity=1.0, selection=sel, pairs=False).picture[::k, ::k]
     assert np.array_equal(tinted[~sel], label[~sel]) and not np.array_equal(tinted[sel], label[sel])
     service.add_point_pair(roomed.id, [5, 5], [90, 120], 2)
-    assert not np.array_equal(service.view(roomed.id, opacity=1.0).picture, label)     # the pair is drawn
+    assert not np.array_equal(service.view(roomed.id, opacity=1.0).picture[::k, ::k], label)     # the pair is drawn
 
 
 # ---------------------------------------------------------------------------- decisions at scale
