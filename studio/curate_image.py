@@ -121,10 +121,12 @@ class ImageHandlers:
 
     @user_errors("Cannot select")
     def click(self, sel, mode, operation, tolerance, method, detail, selection, clicks, editor,
-              evt: gr.SelectData):
+              evt: gr.SelectData, progress=gr.Progress()):
         """A click on the view: grow a selection (wand, superpixel, SAM) or collect a point (pairs,
         calibration). Strokes painted in the brush editor join the selection first."""
         image_id = _image_id(sel)
+        if mode in ("superpixel", "sam"):
+            progress(0.1, desc="segmenting the image" if mode == "superpixel" else "Segment Anything")
         point = self._clicked(sel, evt)
         selection = self._absorb(image_id, selection, editor, operation)
         if mode == "points":

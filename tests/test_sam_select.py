@@ -42,6 +42,7 @@ def tiny_sam(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow          # importing transformers and building a model: ~6 s
 def test_a_local_sam_answers_a_click_with_a_mask_of_the_image(tiny_sam):
     sam = SamSelector(str(tiny_sam))
     assert sam.availability().ok
