@@ -252,9 +252,11 @@ def test_calibration_from_a_known_distance_makes_a_metric_revision(curate_studio
     expect(page.locator("#curate-header")).to_contain_text("metres")
 
 
-def test_named_endpoints_keep_the_selection_in_the_session(curate_studio, tmp_path):
-    """gradio_client: open an image, select by pixel, snap, undo through the API (same session)."""
+def test_named_endpoints_keep_the_selection_in_the_session(curate_studio, tmp_path, scene):
+    """gradio_client: open an image, select by pixel, calibrate by two points and a distance, undo, all
+    through the API (one session keeps the selection, the points and the references)."""
     from gradio_client import Client
+    from gradio_client.exceptions import AppError
 
     from pipeline.store import Store
     app, db, image_id = curate_studio
@@ -264,6 +266,25 @@ def test_named_endpoints_keep_the_selection_in_the_session(curate_studio, tmp_pa
     assert "room.png" in opened[0]
     picked = client.predict(5, 5, "wand_depth", "replace", 0.05, "slic", 300, api_name="/curate_select_at")
     assert "Selected:" in picked[-1]
+    box_px, wall_px = np.argwhere(scene.box), np.argwhere(scene.wall)
+    a, b = box_px[len(box_px) // 2], wall_px[len(wall_px) // 2]
+    for point in (a, b):
+        client.predict(int(point[0]), int(point[1]), "points", "add", 0.05, "slic", 300, api_name="/curate_select_at")
+    metres = float(np.linalg.norm(scene.points[tuple(a)] - scene.points[tuple(b)]))
+    refs = client.predict("distance", f"{metres:.4f}", api_name="/curate_add_reference")
+    assert refs[0]["data"][0][1] == "distance"
+    with pytest.raises(AppError, match="changed since you opened it"):      # someone else moved the label
+        other = Client(app.url, download_files=str(tmp_path / "other"), verbose=False)
+        other.predict(str(image_id), 0.5, api_name="/curate_open")
+        other.predict(api_name="/curate_undo")
+        client.predict(f"{scene.focal:g}", True, api_name="/curate_calibrate")
+    client.predict(str(image_id), 0.5, api_name="/curate_open")
+    for point in (a, b):
+        client.predict(int(point[0]), int(point[1]), "points", "add", 0.05, "slic", 300, api_name="/curate_select_at")
+    client.predict("distance", f"{metres:.4f}", api_name="/curate_add_reference")
+    *_, report = client.predict(f"{scene.focal:g}", True, api_name="/curate_calibrate")
+    head = store.head(image_id)
+    assert "is metric depth" in report and (head.tool, head.kind) == ("calibrate", "metric_depth")
     before = store.history(image_id)
     undone = client.predict(api_name="/curate_undo")
     after = store.history(image_id)
