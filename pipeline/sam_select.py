@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 

@@ -149,7 +149,7 @@ class Superpixels:
 def superpixels(rgb: np.ndarray, method: str = "slic", detail: int = 400) -> Superpixels:
     """Segment an (H, W, 3) uint8 image. detail: about how many segments (SLIC), or how small they
     may get (Felzenszwalb: larger detail = smaller segments), 10..5000."""
-    from skimage import segmentation                           # lazy: a second to import
+    from skimage import segmentation  # lazy: a second to import
     if method not in SUPERPIXEL_METHODS:
         raise SelectionError(f"unknown superpixel method {method!r}; use one of {', '.join(SUPERPIXEL_METHODS)}")
     detail = int(detail)

@@ -27,10 +27,10 @@ from functools import partial
 import gradio as gr
 
 from . import curate_layout as layout
+from .components import lenient
 from .curate_gallery import FILTER_FIELDS, GALLERY_FIELDS, GalleryHandlers
 from .curate_image import SELECT_FIELDS, VIEW_FIELDS, ImageHandlers
 from .curate_intake import IntakeHandlers
-from .components import lenient
 from .curate_js import KEYBOARD_JS, PANEL_ID
 
 TITLE = "Curate"

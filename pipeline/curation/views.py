@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..store import History, Histogram, ImageRecord, PointPair, Revision
+from ..store import Histogram, History, ImageRecord, PointPair, Revision
 from .common import RANGES, Base, check_id
 from .render import FLAGGED, GOOD, Mark, View
 

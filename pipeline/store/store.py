@@ -29,8 +29,8 @@ from .predictions import PredictionsMixin
 from .provenance import ProvenanceMixin
 from .records import PointPair, TrainingItem
 from .revisions import RevisionsMixin
-from .tags import TagsMixin
 from .schema import user_version
+from .tags import TagsMixin
 
 
 def files_dir_for(db_path: Path) -> Path:

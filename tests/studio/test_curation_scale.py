@@ -100,7 +100,7 @@ def test_a_box_region_and_zero_shift_calibrate_too(service, roomed, scene):
     head = service.store.save_revision(roomed.id, label, expected_head=service.store.head(roomed.id).id,
                                        tool="import", author="t")
     wall = np.argwhere(scene.wall)
-    (t, left), (b, r) = wall.min(0), wall.max(0)
+    t, left = wall.min(0)
     box = [int(t), int(left), int(t) + 3, int(left) + 3]
     given = float(np.median(scene.depth[box[0]:box[2] + 1, box[1]:box[3] + 1]))
     done = service.calibrate(roomed.id, [{"type": "depth", "region": box, "metres": given}], expected_head=head.id,
