@@ -221,6 +221,19 @@ _V6_PROVENANCE = (
     "CREATE INDEX idx_revisions_source ON revisions (image_id, source)",
 )
 
+# --------------------------------------------------------------------------- migration 7
+# One record of a trained checkpoint (pipeline/train/registration.py): metrics {"step", "last_loss",
+# "images", "data_sha256"}. Rows written by the two earlier writers said "steps" (the recipe) or
+# "loss" (the studio); they get the one schema's names, so a reader needs no fallbacks.
+_V7_RUN_RECORDS = (
+    "UPDATE checkpoints SET metrics = json_set(json_remove(metrics, '$.steps'), '$.step', "
+    "json_extract(metrics, '$.steps')) WHERE json_valid(metrics) AND json_type(metrics, '$.steps') IS NOT NULL "
+    "AND json_type(metrics, '$.step') IS NULL",
+    "UPDATE checkpoints SET metrics = json_set(json_remove(metrics, '$.loss'), '$.last_loss', "
+    "json_extract(metrics, '$.loss')) WHERE json_valid(metrics) AND json_type(metrics, '$.loss') IS NOT NULL "
+    "AND json_type(metrics, '$.last_loss') IS NULL",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "images, arrays, predictions, revisions, masks, point pairs, audit", _V1),
     Migration(2, "jobs, job metrics and logs, checkpoints", _V2),
@@ -228,6 +241,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "status index for the gallery's id order", _V4),
     Migration(5, "video frames: source clip, frame time and index", _V5_CLIPS),
     Migration(6, "label provenance: source, human pixels, ground-truth validity", _V6_PROVENANCE),
+    Migration(7, "trained checkpoints: one metrics schema (step, last_loss)", _V7_RUN_RECORDS),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
