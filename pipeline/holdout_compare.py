@@ -222,7 +222,8 @@ def checkpoint_figure(result: Comparison, role: str, compared_with: str, fractio
     if not s:
         return None
     against = ", ".join(f"{kind}: {n} image(s)" for kind, n in sorted(result.evidence.items()))
-    return {"abs_rel": s["abs_rel"], "delta1": s["delta1"], "images": s["images_scored"],
+    return {"abs_rel": s["abs_rel"], "abs_rel_median": s["abs_rel_median"], "outliers": s["outliers"],
+            "delta1": s["delta1"], "images": s["images_scored"],
             "failed_alignments": s["images_failed"], "pair_accuracy": s["pair_accuracy"], "pairs": s["pairs_total"],
             "baselines": s["baselines"], "beats_baselines": s["verdict"]["beats_baselines"],
             "verdict": s["verdict"]["text"], "against": against + " (independent of both models)",

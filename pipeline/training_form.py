@@ -51,11 +51,21 @@ def default_start(depth) -> str:
     return depth.default_key if depth is not None and depth.default_key else START_DINOV2
 
 
+def model_config(depth, key: str):
+    """A start model's ModelConfig: from the model list, or for a local file from its weights (the depth
+    service's cached load); None when its weights are missing."""
+    config = depth.choice(key).config
+    if config is None:
+        loaded = depth.model(key)
+        config = None if loaded.untrained else loaded.checkpoint.config
+    return config
+
+
 def start_encoder(depth, key: str | None) -> str | None:
     """The encoder a start choice fixes (a model's), or None (DINOv2 / random: the form's encoder)."""
     if depth is None or not is_model_key(key):
         return None
-    config = depth.choice(key).config
+    config = model_config(depth, key)
     return config.encoder if config is not None else None
 
 
@@ -77,9 +87,9 @@ def describe_start(depth, key: str | None, encoder: str | None = None, *, metric
     key = key or START_DINOV2
     encoder = start_encoder(depth, key) or encoder or DEFAULTS["encoder"]
     if is_model_key(key):
-        choice = depth.choice(key)
+        choice, config = depth.choice(key), model_config(depth, key)
         where, offline_ok = _weights_where(depth, key)
-        relative_to_metric = metric and not (choice.config is not None and choice.config.metric)
+        relative_to_metric = metric and not (config is not None and config.metric)
         what = (f"Fine-tunes {choice.title}" + (" as a metric model (its encoder, a new metric decoder)"
                                                 if relative_to_metric else "") + f", weights from {where}")
         needs_net = not offline_ok

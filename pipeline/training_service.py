@@ -148,11 +148,7 @@ class TrainingService:
             return (key or form_.START_DINOV2), None
         if self.depth is None:
             return "checkpoint", key
-        choice = self.depth.choice(key)
-        config = choice.config
-        if config is None:                                   # a local file: its weights tell (cached load)
-            loaded = self.depth.model(key)
-            config = None if loaded.untrained else loaded.checkpoint.config
+        choice, config = self.depth.choice(key), form_.model_config(self.depth, key)
         if config is not None and config.metric and not metric:
             raise ConfigError(f"{choice.title} is a metric-depth model; tick 'metric depth' to fine-tune it, "
                               "or start from a relative model")

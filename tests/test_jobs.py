@@ -232,6 +232,21 @@ def test_real_job_cancel_then_kill_9_then_resume_finishes_once(tmp_path, checkpo
     assert store.db.execute("SELECT COUNT(*) FROM revisions").fetchone()[0] == n
 
 
+def test_the_exit_path_settles_a_command_that_died_and_starts_the_next_job(tmp_path):
+    """A command that ends without reporting (here: an unknown command, exit status 2) is settled failed by
+    its supervisor, which then starts the queued job: no poll is needed for either."""
+    db = tmp_path / "s.db"
+    store = Store(db)
+    a = jobs.start_job(db, "x", ["no-such-command"])
+    b = jobs.start_job(db, "x", ["no-such-command-either"])
+    assert store.get_job(b).status == "queued"
+    _wait_until(lambda: store.get_job(a).status == "failed", timeout=60)
+    assert "exit status 2" in store.get_job(a).error and "crashed or killed" in store.get_job(a).error
+    _wait_until(lambda: store.get_job(b).status == "failed", timeout=60)        # started, then it died too
+    assert store.get_job(b).started_at is not None
+    assert "invalid choice: 'no-such-command'" in jobs.log_path(db, a).read_text()
+
+
 # ---------------------------------------------------------------------------- launcher (torchrun)
 def test_launcher_argv_is_kept_in_params_and_reused_by_resume(tmp_path, sleepers):
     db = tmp_path / "s.db"

@@ -4,7 +4,7 @@
         --batch-size 6 --out runs/student1
     torchrun --nproc-per-node=4 -m pipeline train --db studio.db ... --out runs/student1
     python -m pipeline train --out runs/student1 --resume          # continue where it stopped
-    python -m pipeline train --config runs/student1/train_config.json   # a run's saved settings
+    python -m pipeline train --config SETTINGS.json       # a run's saved settings (its run folder's)
     python -m pipeline train --data DIR --gt-kind depth --metric --max-depth 20 --init CK --out runs/m1
 
 Every setting option, its default, range and help come from TrainConfig (pipeline/train/train_config.py).
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..train.config_fields import GROUPS, describe, parse_pair, parse_ratio
-from ..train.run_folder import RunFolder
+from ..train.run_folder import CONFIG_FILE, RunFolder
 from ..train.train_config import TrainConfig
 
 HELP = "train a student model (teacher-student recipe, or metric fine-tuning) on curated labels; works under torchrun"
@@ -54,7 +54,7 @@ def add_config_options(p: argparse.ArgumentParser, config_cls=TrainConfig) -> No
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_options(p)
     g = p.add_argument_group("this process")
-    g.add_argument("--config", metavar="JSON", help="read the settings from this file (a run's train_config.json); "
+    g.add_argument("--config", metavar="JSON", help=f"read the settings from this file (a run's {CONFIG_FILE}); "
                                                     "options given here override them")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g.add_argument("--keep-data", action="store_true",

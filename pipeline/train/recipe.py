@@ -283,7 +283,7 @@ class Recipe:
         st.append_metrics(self.out, row)
         if self.reporter is not None:
             # latest values + the loss-curve history (the reporter writes at most twice a second and
-            # always at the last step; metrics.jsonl holds every step)
+            # always at the last step; the run folder's metrics file holds every step)
             self.reporter.progress(self.step, self.cfg.steps, **{k: float(v) for k, v in row.items() if k != "step"})
         self.log(f"step {self.step}/{self.cfg.steps} loss {metrics['loss']:.4f} {imgs:.2f} img/s")
 

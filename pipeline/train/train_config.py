@@ -1,7 +1,7 @@
 """`TrainConfig`: every setting of a training run, its default, range and help text, validated once.
 
 The one owner of training settings: `python -m pipeline train --help`, the train tab's form and the
-run's saved `train_config.json` are all read from the fields below (pipeline/train/config_fields.py
+run's saved settings file (pipeline/train/run_folder.py) are all read from the fields below (pipeline/train/config_fields.py
 says how a field describes itself). Adding a hyperparameter = one `setting(...)` line here, plus its
 use in the recipe.
 
@@ -258,7 +258,7 @@ class TrainConfig:
 
     @staticmethod
     def saved_settings(d: dict) -> dict:
-        """A run's saved settings (train_config.json) as this code reads them. One written before
+        """A run's saved settings (its settings file) as this code reads them. One written before
         `feature_target` existed gets what that code did: feature target = the student's initial
         encoder unless --dinov2 was given, the student as initialised then, and the terms summed."""
         d = dict(d)

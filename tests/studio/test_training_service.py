@@ -11,7 +11,17 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from train_data import H, W, add_accepted, add_with_ground_truth, ground_truth, label, png  # on sys.path (pytest)
+from train_data import (  # on sys.path (pytest)
+    H,
+    W,
+    add_accepted,
+    add_with_ground_truth,
+    fake_job,
+    finished_run,
+    ground_truth,
+    label,
+    png,
+)
 
 from pipeline import evaluation as ev
 from pipeline import holdout_compare as hc
@@ -250,17 +260,6 @@ def test_motorcycle_sample_uses_true_depth(service, vitt_service):
 
 
 # ---------------------------------------------------------------------------- curves, checkpoints
-def fake_job(store: Store, out_dir, resumed_from=None, metrics=()):
-    params = {"run": "r", "out_dir": str(out_dir), "gpu": False}
-    if resumed_from:
-        params["resumed_from"] = resumed_from
-    job = store.create_job("train", ["train"], params=params)
-    store.request_cancel(job.id)                       # queued -> cancelled: never spawned
-    for step, values in metrics:
-        store.append_metrics(job.id, step, values)
-    return job.id
-
-
 def test_curves_follow_a_resumed_run(service, store, tmp_path):
     a = fake_job(store, tmp_path / "r", metrics=[(1, {"loss": 5.0, "lr": 1e-5}), (2, {"loss": 4.0}),
                                                  (3, {"loss": 3.5})])
@@ -271,19 +270,6 @@ def test_curves_follow_a_resumed_run(service, store, tmp_path):
     RunFolder(tmp_path / "r").path.mkdir()
     RunFolder(tmp_path / "r").metrics.write_text('{"step": 5, "loss": 1.5, "lr": 1e-6}\n{"step": 6, "lo')
     assert service.curves(b)[-1] == {"step": 5, "value": 1.5, "series": "loss"}   # half-written line skipped
-
-
-def finished_run(folder, *, metric: bool = False, step: int = 5):
-    """A run folder whose final weights carry the meta the recipe writes (tiny vitt, metric or not)."""
-    from pipeline.checkpoints import save_checkpoint
-    from pipeline.config import ModelConfig
-    from pipeline.model import DepthAnything
-    run = RunFolder(folder)
-    meta = {"step": step, "last_loss": 0.25, "init": "random initialisation", "train_config": {"encoder": "vitt"},
-            "data": {"count": 2, "sha256": "ab" * 32, "items": []}}
-    save_checkpoint(DepthAnything(ModelConfig("vitt", metric=metric, max_depth=20.0)), run.final,
-                    model_id=f"{run.name}-step{step}", meta=meta)
-    return run
 
 
 def test_a_run_that_finished_while_the_studio_was_down_is_registered_once_at_start(service, store, tmp_path):
