@@ -112,6 +112,11 @@ class TrainingService:
     def start_encoder(self, key: str | None) -> str | None:
         return form_.start_encoder(self.depth, key)
 
+    def start_max_depth(self, key: str | None) -> float | None:
+        """A metric start model's max depth in metres (None: DINOv2, random or a relative model)."""
+        config = form_.model_config(self.depth, key) if self.depth is not None and form_.is_model_key(key) else None
+        return config.max_depth if config is not None and config.metric else None
+
     def describe_start(self, key: str | None, encoder: str | None = None, **settings) -> str:
         return form_.describe_start(self.depth, key, encoder, **settings)
 

@@ -120,18 +120,18 @@ class TrainHandlers:
     def show(self, start, teacher, student, encoder=None, metric=False, feature_alignment=True,
              feature_target="dinov2"):
         """Everything the form and pickers read from the store and the model list, read now (tab shown,
-        page loaded): -> (data note, start picker, what the run will do, encoder picker, teacher picker,
-        student picker, checkpoints table). A start, teacher or student no longer offered falls back to
-        the default; fine-tuning a model fixes the encoder to the model's."""
+        page loaded): -> (data note, start picker, what the run will do, encoder, metric, max depth, teacher
+        picker, student picker, checkpoints table). A start, teacher or student no longer offered falls back
+        to the default; fine-tuning a model sets the encoder (and for a metric model, metric and max depth)."""
         svc = self.service
         starts = svc.start_choices()
         start = start if start in [k for _, k in starts] else svc.default_start()
         models = self.compare_choices()
         keys = [k for _, k in models]
         default = svc.depth.default_key if svc.depth is not None else None
-        sentence, encoder_update = self.start_changed(start, encoder, metric, feature_alignment, feature_target)
+        sentence, *fixed = self.start_changed(start, encoder, metric, feature_alignment, feature_target)
         return (data_note(svc.data_summary(), svc.launch_note()), gr.update(choices=starts, value=start), sentence,
-                encoder_update, gr.update(choices=models, value=teacher if teacher in keys else default),
+                *fixed, gr.update(choices=models, value=teacher if teacher in keys else default),
                 gr.update(choices=models, value=student if student in keys else default),
                 checkpoints_table(svc.checkpoints()))
 
@@ -143,10 +143,15 @@ class TrainHandlers:
                                            feature_target=feature_target or "dinov2")
 
     def start_changed(self, start, encoder=None, metric=False, feature_alignment=True, feature_target="dinov2"):
-        """-> (the sentence, the encoder picker): fine-tuning a model fixes the encoder to the model's."""
+        """-> (the sentence, encoder, metric, max depth): fine-tuning a model fixes the encoder to the
+        model's; a metric model is fine-tuned as a metric run up to its own max depth."""
         fixed = self.service.start_encoder(start)
+        max_depth = self.service.start_max_depth(start)                # None: not a metric model
+        metric = True if max_depth is not None else metric
         return (self.describe(start, fixed or encoder, metric, feature_alignment, feature_target),
-                gr.update(value=fixed) if fixed else gr.update())
+                gr.update(value=fixed) if fixed else gr.update(),
+                gr.update(value=True) if max_depth is not None else gr.update(),
+                gr.update(value=max_depth) if max_depth is not None else gr.update())
 
     # ---- start ----------------------------------------------------------------------
     @user_errors("Cannot start training")

@@ -185,8 +185,8 @@ def build(services, banner_box: gr.HTML) -> TrainHandlers:
     f["start"].click(lambda *values: dict(zip(names, values, strict=True)), list(form.values()), f["settings"],
                      api_visibility="private", queue=False).success(
         h.start, [f["settings"]], [r["job"], r["status"]], api_name="train_start", concurrency_limit=1).success(**poll)
-    f["init"].change(h.start_changed, start_args, [f["start_note"], f["encoder"]], api_visibility="private",
-                     queue=False)
+    fixed = [f["encoder"], f["metric"], f["max_depth"]]            # what a start model fixes
+    f["init"].change(h.start_changed, start_args, [f["start_note"], *fixed], api_visibility="private", queue=False)
     for key in ("encoder", "metric", "feature_alignment", "feature_target"):
         f[key].change(h.describe, start_args, [f["start_note"]], api_visibility="private", queue=False)
     r["cancel"].click(h.cancel, [r["job"]], [r["status"]], api_name="train_cancel").success(**poll)
@@ -200,7 +200,7 @@ def build(services, banner_box: gr.HTML) -> TrainHandlers:
     timer.tick(h.poll, [r["job"]], poll_out, api_name="train_status", queue=False)
 
     show = dict(fn=h.show, inputs=[f["init"], c["teacher"], c["student"], *start_args[1:]],
-                outputs=[f["note"], f["init"], f["start_note"], f["encoder"], c["teacher"], c["student"],
+                outputs=[f["note"], f["init"], f["start_note"], *fixed, c["teacher"], c["student"],
                          r["checkpoints"]], api_visibility="private", queue=False)
     if isinstance(tab, gr.Tab):
         tab.select(**show)                           # read again whenever the tab is shown

@@ -43,13 +43,13 @@ def show(h, key):
 
 def test_the_tab_reads_counts_and_models_when_it_is_shown(h, service, vitt_service):
     key = vitt_service.default_key
-    note, start, sentence, encoder, teacher, student, table = show(h, key)
+    note, start, sentence, encoder, metric, max_depth, teacher, student, table = show(h, key)
     assert "**0** accepted, **0** corrected" in note and table.empty
     for seed in range(3):
         add_accepted(service.store, seed)
     run = finished_run(service.runs_dir / "stud")
     register_run(service.store, run.path, job_id=fake_job(service.store, run.path))   # a run that just finished
-    note, start, sentence, encoder, teacher, student, table = show(h, key)
+    note, start, sentence, encoder, metric, max_depth, teacher, student, table = show(h, key)
     assert "**3** accepted, **0** corrected" in note                              # no restart needed
     assert "trained:1" in [k for _, k in teacher["choices"]] and teacher["value"] == key
     assert list(table["model"]) == ["stud"]
@@ -60,8 +60,9 @@ def test_the_default_start_is_fine_tuning_the_loaded_model_never_random_weights(
     keys = [k for _, k in service.start_choices()]
     assert service.default_start() == key and keys[0] == key and keys[1] == training_form.START_DINOV2
     assert keys[-1] == training_form.START_RANDOM                                  # last, never the default
-    _note, start, sentence, encoder, *_ = h.show(None, None, None, "vits")        # nothing chosen yet
+    _note, start, sentence, encoder, metric, *_ = h.show(None, None, None, "vits")   # nothing chosen yet
     assert start["value"] == key and encoder["value"] == "vitt"                   # the model fixes the encoder
+    assert metric == {"__type__": "update"}                                      # a relative model: left as is
     assert sentence.startswith("Fine-tunes tiny_vitt.safetensors") and "file tiny_vitt.safetensors" in sentence
     assert ". " not in sentence and sentence.endswith(".")                       # one sentence
     assert "without DINOv2 weights" in sentence                  # vitt, aligned to DINOv2: says it would stop
@@ -131,3 +132,34 @@ def test_keep_data_continues_on_the_snapshot_the_run_started_with(service, tmp_p
     from pipeline.checkpoints import load_model
     items = load_model(result.checkpoint).meta["data"]["items"]
     assert first.revision_id in {r["revision_id"] for r in items}               # the old revision, not the fix
+
+
+def test_a_metric_model_as_the_start_makes_a_metric_run_and_faces_a_relative_one(settings, tmp_path, vitt_checkpoint):
+    import torch
+
+    from pipeline.checkpoints import save_checkpoint
+    from pipeline.config import ModelConfig
+    from pipeline.depth_service import DepthService
+    from pipeline.errors import ConfigError
+    from pipeline.model import DepthAnything
+    from train_data import add_with_ground_truth
+    torch.manual_seed(3)
+    metric_file = save_checkpoint(DepthAnything(ModelConfig("vitt", metric=True, max_depth=20.0)),
+                                  tmp_path / "metric_vitt.safetensors")
+    depth = DepthService(settings, sources=[], default=str(metric_file))
+    relative = depth.add_checkpoint(str(vitt_checkpoint))
+    service = TrainingService(Store(settings.ensure_dirs().database), settings, depth, data_root=tmp_path / "root",
+                              device="cpu", gpus=0)
+    key = depth.default_key
+    sentence, encoder, metric, max_depth = TrainHandlers(service).start_changed(key, "vits", False)
+    assert (encoder["value"], metric["value"], max_depth["value"]) == ("vitt", True, 20.0)
+    assert "Fine-tunes metric_vitt.safetensors" in sentence
+    cfg = service.train_config({"init": key, "encoder": "vitt", "metric": True, "name": "m"})
+    assert cfg.metric and cfg.student_init == "checkpoint" and cfg.decay == "poly"
+    with pytest.raises(ConfigError, match="tick 'metric depth'"):
+        service.train_config({"init": key, "encoder": "vitt", "name": "m"})
+    assert "its encoder, a new metric decoder" in service.describe_start(relative, "vitt", metric=True)
+    for seed in range(2):                                  # disparity ground truth: known up to scale and shift
+        add_with_ground_truth(service.store, seed)
+    res = service.compare(relative, key, fraction=1.0, input_size=28)
+    assert len(res.rows) == 2 and all(r["student_scale"] is not None for r in res.rows)   # 1/metres, aligned
