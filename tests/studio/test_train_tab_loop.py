@@ -136,13 +136,13 @@ def test_keep_data_continues_on_the_snapshot_the_run_started_with(service, tmp_p
 
 def test_a_metric_model_as_the_start_makes_a_metric_run_and_faces_a_relative_one(settings, tmp_path, vitt_checkpoint):
     import torch
+    from train_data import add_with_ground_truth
 
     from pipeline.checkpoints import save_checkpoint
     from pipeline.config import ModelConfig
     from pipeline.depth_service import DepthService
     from pipeline.errors import ConfigError
     from pipeline.model import DepthAnything
-    from train_data import add_with_ground_truth
     torch.manual_seed(3)
     metric_file = save_checkpoint(DepthAnything(ModelConfig("vitt", metric=True, max_depth=20.0)),
                                   tmp_path / "metric_vitt.safetensors")
