@@ -98,7 +98,8 @@ def describe_start(depth, key: str | None, encoder: str | None = None, *, metric
                           "usable model)", False
     else:
         cached = ENCODERS[encoder].public and dinov2_cached(encoder)
-        what = (f"Starts a {encoder} student from DINOv2 encoder weights with a new decoder (the paper's student), "
+        decoder = "a new metric decoder" if metric else "a new decoder (the paper's student)"
+        what = (f"Starts a {encoder} {'metric ' if metric else ''}student from DINOv2 encoder weights with {decoder}, "
                 f"weights from {'the Hugging Face cache' if cached else 'the Hugging Face Hub (not cached yet)'}")
         needs_net = not cached
     aligned = feature_alignment and not metric and feature_target != "init"

@@ -103,7 +103,7 @@ def data_note(summary: dict, launch_note: str) -> str:
     metric = f" ({summary['metric']} of them in metres, for metric runs)" if summary.get("metric") else ""
     return (f"The run trains on the label store's curated labels (**{summary['accepted']}** accepted, "
             f"**{summary['corrected']}** corrected{metric}; newest revision of each, with masks and point pairs) "
-            f"and, optionally, a folder of image / ground-truth pairs under `{md(summary['data_root'])}`. "
+            f"and, optionally, a folder of image / ground-truth pairs under `{summary['data_root']}`. "
             f"It runs in the background ({launch_note}); one GPU job runs at a time, the others wait in the "
             f"queue. The images in the *held-out share* (Teacher vs student, below) are left out of training.")
 
