@@ -89,6 +89,9 @@ def test_the_tab_builds_with_its_endpoints(settings, vitt_service, service):
             "train-checkpoints", "train-compare-gallery"} <= ids
     start = next(fn for fn in demo.fns.values() if fn.api_name == "train_start")
     assert [type(b).__name__ for b in start.inputs] == ["JSON"]                # one object of settings by name
+    shown = [fn for fn in demo.fns.values() if "train-data-note" in [getattr(o, "elem_id", None) for o in fn.outputs]]
+    events = {(type(demo.blocks[b]).__name__ if b in demo.blocks else "page", e) for fn in shown for b, e in fn.targets}
+    assert events == {("Tab", "select"), ("page", "load")}                   # read whenever the tab is shown
 
 
 def test_poll_without_runs(h):
