@@ -294,6 +294,19 @@ _V8_CURATION = (
     "ALTER TABLE revisions ADD COLUMN meta TEXT",
 )
 
+# --------------------------------------------------------------------------- migration 9
+# One record of a trained checkpoint (pipeline/train/registration.py): metrics {"step", "last_loss",
+# "images", "data_sha256"}. Rows written by the two earlier writers said "steps" (the recipe) or
+# "loss" (the studio); they get the one schema's names, so a reader needs no fallbacks.
+_V9_RUN_RECORDS = (
+    "UPDATE checkpoints SET metrics = json_set(json_remove(metrics, '$.steps'), '$.step', "
+    "json_extract(metrics, '$.steps')) WHERE json_valid(metrics) AND json_type(metrics, '$.steps') IS NOT NULL "
+    "AND json_type(metrics, '$.step') IS NULL",
+    "UPDATE checkpoints SET metrics = json_set(json_remove(metrics, '$.loss'), '$.last_loss', "
+    "json_extract(metrics, '$.loss')) WHERE json_valid(metrics) AND json_type(metrics, '$.loss') IS NOT NULL "
+    "AND json_type(metrics, '$.last_loss') IS NULL",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "images, arrays, predictions, revisions, masks, point pairs, audit", _V1),
     Migration(2, "jobs, job metrics and logs, checkpoints", _V2),
@@ -303,6 +316,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "label provenance: source, human pixels, ground-truth validity", _V6_PROVENANCE),
     Migration(7, "image counts per status, kept by triggers", _V7_COUNTS),
     Migration(8, "image tags, confidence histogram kept by triggers, revision meta", _V8_CURATION),
+    Migration(9, "trained checkpoints: one metrics schema (step, last_loss)", _V9_RUN_RECORDS),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

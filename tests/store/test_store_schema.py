@@ -29,7 +29,7 @@ def schema_sql(conn) -> list[tuple[str, str]]:
 
 def test_migrations_are_numbered_in_order():
     assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
-    assert SCHEMA_VERSION == MIGRATIONS[-1].version == 8
+    assert SCHEMA_VERSION == MIGRATIONS[-1].version == 9
 
 
 def test_empty_file_migrates_to_current_with_wal_and_foreign_keys(tmp_path):
