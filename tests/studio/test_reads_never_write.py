@@ -13,7 +13,7 @@ from pipeline import jobs
 from pipeline.curation_service import CurationService
 from pipeline.store import Store
 from pipeline.training_service import TrainingService
-from studio.curate_handlers import CurateHandlers
+from studio.curate_tab import CurateHandlers
 from studio.train_handlers import TrainHandlers
 
 
@@ -59,7 +59,9 @@ def test_polling_every_status_endpoint_changes_nothing(settings, vitt_service, t
         jobs.list_jobs(store.path)
         curation.job()
         curation.job(pseudo.id)
-        curate.poll_job(pseudo.id)
+        curate.intake.poll_job(pseudo.id)
+        curate.intake.job_moved(pseudo.id, None)
+        curate.gallery.gallery("all", "confidence, worst first", 1)
         curation.gallery("all")
         curation.gallery("accepted", sort="name")
     assert snapshot(store) == before
