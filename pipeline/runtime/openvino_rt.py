@@ -34,9 +34,24 @@ def convert_to_ir(onnx_path: Path, xml_path: Path, *, fp16: bool = False, rt_inf
     return xml_path
 
 
+_CORE = None
+_CORE_LOCK = threading.Lock()
+
+
+def core():
+    """The process's one `ov.Core`. A second Core in the same process, queried after models were
+    compiled on the first, crashes OpenVINO (a segfault seen in our own test runs after a few dozen
+    compiles, and reported by others: ultralytics/ultralytics#25864); every compile goes through this one."""
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            import openvino as ov
+            _CORE = ov.Core()
+        return _CORE
+
+
 def compile_model(xml_path: Path, threads: int):
-    import openvino as ov
-    return ov.Core().compile_model(str(xml_path), "CPU", config(threads))
+    return core().compile_model(str(xml_path), "CPU", config(threads))
 
 
 class OpenVINORunner(Runner):
