@@ -39,9 +39,12 @@ _CORE_LOCK = threading.Lock()
 
 
 def core():
-    """The process's one `ov.Core`. A second Core in the same process, queried after models were
-    compiled on the first, crashes OpenVINO (a segfault seen in our own test runs after a few dozen
-    compiles, and reported by others: ultralytics/ultralytics#25864); every compile goes through this one."""
+    """The process's one `ov.Core`, never released. OpenVINO's CPU plugin points the compiling thread's
+    alternate signal stack at a buffer it unmaps when the plugin unloads (the last Core and compiled
+    model gone); unloaded from another thread, it leaves that thread's stack dangling, and the next
+    Python signal handler to run there kills the process (SIGSEGV, SI_KERNEL: what ended CI runs with
+    exit 139; tests/test_openvino_signals.py). One Core kept for the process keeps the plugin loaded.
+    A second Core is also a known crash of its own (ultralytics/ultralytics#25864)."""
     global _CORE
     with _CORE_LOCK:
         if _CORE is None:
