@@ -72,7 +72,9 @@ def curation_services(settings: StudioSettings) -> dict:
 def training_service(settings: StudioSettings, depth: DepthService, store):
     """The train tab's service (pipeline/training_service.py): runs, progress, teacher vs student."""
     from pipeline.training_service import TrainingService
-    return TrainingService(store, settings, depth)
+    service = TrainingService(store, settings, depth)
+    service.startup()                      # jobs and runs that ended while the studio was down
+    return service
 
 
 def login_check(args: argparse.Namespace):

@@ -31,7 +31,7 @@ def compare_shapes(model, rounds: int, threads: int) -> int:
     entry = exported_entry(model, model.config)
     openvino_rt.build(model, torch.device("cpu"), onnx_entry=entry)      # ensures the IR exists
     folder = next(entry.glob("openvino-*"))
-    core = ov.Core()
+    core = openvino_rt.core()
     dynamic = core.compile_model(str(folder / "model.xml"), "CPU", openvino_rt.config(threads)).create_infer_request()
     static: dict[tuple, object] = {}
 

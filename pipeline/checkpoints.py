@@ -66,13 +66,13 @@ def _is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 31)
 
 
-def _read_safetensors(path: Path) -> RawCheckpoint:
+def _read_safetensors(path: Path, tensors: bool = True) -> RawCheckpoint:
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
-            sd = {k: f.get_tensor(k) for k in f.keys()}
+            sd = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except Exception as e:
         raise CheckpointError(f"{path}: damaged or truncated safetensors file ({e}); "
                               "download or copy it again.") from e
@@ -84,6 +84,18 @@ def _read_safetensors(path: Path) -> RawCheckpoint:
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: project checkpoint with unreadable metadata ({e})") from e
     return RawCheckpoint(sd, "project-safetensors", project)
+
+
+def project_metadata(path: str | os.PathLike) -> dict:
+    """{"config", "model_id", "meta"} of a project checkpoint, read from its header only (no tensors).
+    CheckpointError when the file is missing or not a project checkpoint."""
+    path = Path(path)
+    if not path.is_file() or not _is_safetensors(path):
+        raise CheckpointError(f"{path}: not a project checkpoint (safetensors written by this project)")
+    project = _read_safetensors(path, tensors=False).project
+    if project is None:
+        raise CheckpointError(f"{path}: a safetensors file without this project's metadata")
+    return project
 
 
 PYTORCH_SIGNATURES = (b"PK\x03\x04",) + tuple(bytes([0x80, p]) for p in range(2, 6))   # zip format, pickle 2-5

@@ -52,7 +52,7 @@ def _kind(kind: str) -> str:
 
 def _nonempty(region: np.ndarray, what: str) -> None:
     if not region.any():
-        raise CorrectionError(f"the painted region is empty; paint the area to {what} first")
+        raise CorrectionError(f"the selection is empty; select (magic wand) or paint the area to {what} first")
 
 
 # ---------------------------------------------------------------------------- masks and sky
@@ -306,23 +306,24 @@ def copy_from_prediction(label: np.ndarray, source: np.ndarray, region
 
 
 # ---------------------------------------------------------------------------- point pairs
-@dataclass(frozen=True)
-class PointPair:
-    """Two pixels (x = column, y = row) and which one the annotator says is closer."""
-    a: tuple[int, int]
-    b: tuple[int, int]
-    closer: str = "a"          # "a" | "b"
-
-    @classmethod
-    def coerce(cls, p) -> PointPair:
-        if isinstance(p, PointPair):
-            return p
-        if isinstance(p, Mapping):
-            if "a" in p:
-                return cls(tuple(p["a"]), tuple(p["b"]), p.get("closer", "a"))
-            return cls((p["ax"], p["ay"]), (p["bx"], p["by"]), p.get("closer", "a"))
-        a, b, *rest = p
-        return cls(tuple(a), tuple(b), rest[0] if rest else "a")
+# One form everywhere (the store, the curation service, the studio's tables, exports): DA-2K's
+# files, points as [h, w] = (row, column), `closer` 1 or 2 (DA-2K: "closer_point": "point1" | "point2").
+def pair_form(p) -> tuple[tuple[int, int], tuple[int, int], int]:
+    """((h1, w1), (h2, w2), closer 1|2) of a point pair given as the store's PointPair (.point1,
+    .point2, .closer), a DA-2K dict ({"point1": [h, w], "point2": [h, w], "closer_point": "point1"}) or a
+    tuple (point1 [h, w], point2 [h, w], closer 1 | 2)."""
+    if isinstance(p, Mapping):
+        closer = p.get("closer_point", p.get("closer"))
+        p1, p2 = p["point1"], p["point2"]
+    elif hasattr(p, "point1"):
+        p1, p2, closer = p.point1, p.point2, p.closer
+    else:
+        p1, p2, closer = p
+    closer = {"point1": 1, "point2": 2}.get(closer, closer)
+    if closer not in (1, 2):
+        raise CorrectionError(f"a point pair's closer point must be 1 or 2 ('point1' / 'point2'); got {closer!r}")
+    (h1, w1), (h2, w2) = p1, p2
+    return (int(h1), int(w1)), (int(h2), int(w2)), int(closer)
 
 
 def closeness(label: np.ndarray, kind: str) -> np.ndarray:
@@ -338,11 +339,13 @@ def check_point_pairs(label: np.ndarray, pairs: Iterable, kind: str, *, margin: 
                       ) -> np.ndarray:
     """Which pairs the label disagrees with. Returns bool (P,), True = flagged.
 
-    A pair agrees when closeness(closer) - closeness(farther) > margin * R, where closeness
-    is disparity (larger = closer) or 1/Z for metric depth (smaller Z = closer), and R is the
-    label's robust closeness range (2nd to 98th percentile of finite values), so the margin
-    is a fraction of the scene's range and invariant to the disparity's scale and shift.
-    Equal values are flagged (the label cannot tell which is closer).
+    pairs: in DA-2K form, points [h, w] (see `pair_form`). A pair agrees when
+    closeness(closer) - closeness(farther) > margin * R, where closeness is disparity (larger =
+    closer) or 1/Z for metric depth (smaller Z = closer), and R is the label's robust closeness
+    range (2nd to 98th percentile of finite values), so the margin is a fraction of the scene's
+    range and invariant to the disparity's scale and shift. Equal values are flagged (the label
+    cannot tell which is closer). The store calls this whenever an image's head label changes
+    (the one place flags are computed).
     """
     arr = np.asarray(label)
     if arr.ndim != 2:
@@ -352,14 +355,12 @@ def check_point_pairs(label: np.ndarray, pairs: Iterable, kind: str, *, margin: 
     R = float(np.percentile(fin, 98) - np.percentile(fin, 2)) if fin.size else 0.0
     H, W = arr.shape
     flags = []
-    for p in map(PointPair.coerce, pairs):
-        if p.closer not in ("a", "b"):
-            raise CorrectionError(f"a point pair's 'closer' must be 'a' or 'b'; got {p.closer!r}")
-        for x, y in (p.a, p.b):
-            if not (0 <= int(x) < W and 0 <= int(y) < H):
-                raise CorrectionError(f"point ({x}, {y}) is outside the {W}x{H} image")
-        ca, cb = c[int(p.a[1]), int(p.a[0])], c[int(p.b[1]), int(p.b[0])]
-        near, far = (ca, cb) if p.closer == "a" else (cb, ca)
+    for p1, p2, closer in map(pair_form, pairs):
+        for h, w in (p1, p2):
+            if not (0 <= h < H and 0 <= w < W):
+                raise CorrectionError(f"point [h={h}, w={w}] is outside the {W}x{H} image")
+        c1, c2 = c[p1], c[p2]
+        near, far = (c1, c2) if closer == 1 else (c2, c1)
         flags.append(not (near - far > margin * R))
     return np.array(flags, dtype=bool)
 

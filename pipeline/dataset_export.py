@@ -47,6 +47,22 @@ class DatasetError(StudioError):
     """An export folder that cannot be written or read back (the message names the file)."""
 
 
+class NothingToExport(DatasetError):
+    """No image has the statuses asked for; the message says what the store holds and what to do."""
+
+
+def nothing_to_export(store: Store, statuses: tuple[str, ...]) -> NothingToExport:
+    counts = store.count_by_status()
+    held = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no images at all"
+    wanted = " or ".join(statuses)
+    if not any(counts.values()):
+        todo = "import images and pseudo-label them first"
+    else:
+        todo = ("accept or correct labels first (the Curate tab, or `python -m pipeline accept --db DB ...`), "
+                "or export other statuses (--status)")
+    return NothingToExport(f"nothing to export: no image has status {wanted} (the store holds {held}); {todo}")
+
+
 @dataclass
 class ExportReport:
     out_dir: Path
@@ -77,13 +93,18 @@ def export_key(image: ImageRecord) -> str:
 
 # ------------------------------------------------------------------ export
 def export_dataset(store: Store, out_dir: str | os.PathLike, *,
-                   statuses: str | Iterable[str] = DEFAULT_STATUSES, progress=None) -> ExportReport:
+                   statuses: str | Iterable[str] = DEFAULT_STATUSES, progress=None,
+                   allow_empty: bool = False) -> ExportReport:
     """Write every image with one of `statuses` (and its head label) under `out_dir`.
 
     `out_dir` must be new, empty, or an earlier export (whose images/labels/masks are replaced).
+    When no image has those statuses, NothingToExport says why (nothing is written) unless
+    `allow_empty` (e.g. to empty a mirrored Hub dataset).
     """
     out = Path(out_dir)
     st = check_statuses(statuses)
+    if not allow_empty and store.count_images(st) == 0:
+        raise nothing_to_export(store, st or DEFAULT_STATUSES)
     if out.exists() and any(out.iterdir()) and not (out / "manifest.jsonl").exists():
         raise DatasetError(f"{out} is not empty and is not an earlier export; pick an empty or new folder")
     for sub in SUBFOLDERS:
@@ -123,7 +144,7 @@ def _export_one(store: Store, image: ImageRecord, out: Path, report: ExportRepor
                    depth_sha256=rev.depth_sha256, png_offset=png["offset"], png_scale=png["scale"],
                    model_id=rev.model_id, source=rev.source,
                    revision={"id": rev.id, "number": rev.number, "tool": rev.tool, "author": rev.author,
-                             "created_at": rev.created_at, "note": rev.note})
+                             "created_at": rev.created_at, "note": rev.note, "meta": rev.meta})
         for name, mask in sorted(label.masks.items()):
             rel = f"masks/{key}.{name}.png"
             _write_mask_png(out / rel, mask)
@@ -318,7 +339,8 @@ def _import_label(store: Store, root: Path, row: dict, image: ImageRecord, autho
             f"{rev.get('author')} at {rev.get('created_at')}" + (f"; {rev['note']}" if rev.get("note") else ""))
     store.save_revision(image.id, depth, expected_head=head.id if head else None, tool="import",
                         author=author, masks={**dropped, **masks}, kind=row["kind"], note=note,
-                        status=row["status"], model_id=row.get("model_id"), source=source, human=human)
+                        status=row["status"], model_id=row.get("model_id"), source=source, human=human,
+                        meta=rev.get("meta") or None)
     return 1
 
 

@@ -5,8 +5,11 @@ Protocol (../shared/TRAINING-NOTES.md; Depth Anything's authors never released t
   (affine-invariant disparity) are aligned by least squares for scale s and shift t minimising
   Σ (s·p + t − 1/gt)² over valid pixels (disparity space); the aligned disparity is clamped from
   below at 1/depth_cap (MiDaS), inverted to depth, and AbsRel = mean |d − d*| / d* and δ1 = share
-  of pixels with max(d/d*, d*/d) < 1.25 are computed in depth space. Metric predictions are
-  scored as they are. Invalid GT: NaN, inf, <= 0, < min_depth, > depth_cap, masked by the data.
+  of pixels with max(d/d*, d*/d) < 1.25 are computed in depth space. Metric predictions (depth in
+  metres) are scored as they are, without alignment, with Depth Anything V2's metric metrics
+  (pipeline/metric_metrics.py: AbsRel, SqRel, RMSE, RMSE-log, log10, SiLog, d1-d3) over the depth
+  range [min_depth, depth_cap], which the protocol states. Invalid GT: NaN, inf, <= 0, < min_depth,
+  > depth_cap, masked by the data.
 - Disparity ground truth (stereo disparity, or a relative label, known only up to scale and
   shift): it is never inverted into a depth. The prediction is aligned to it by least squares in
   disparity space and AbsRel / δ1 are computed in disparity space (over GT disparity > 0).
@@ -31,19 +34,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import metric_metrics as mm
 from .errors import ConfigError, StudioError
+from .evaluation_summary import BASELINES, OUTLIER_RULE, VERDICT_RULE, summarize, verdict  # noqa: F401
 
 DELTA1 = 1.25
 DEFAULT_DEPTH_CAP = 80.0      # m: the outdoor convention (KITTI); 10 m is the indoor one (NYU)
 DEFAULT_MIN_DEPTH = 1e-3      # m: V2 metric fine-tuning's minimum depth
 GT_KINDS = ("depth", "disparity")
 PRED_KINDS = ("disparity", "depth")
-BASELINES = ("constant", "row_prior")
 FAILURE_RULE = ("an image whose fitted scale is <= 0 (the prediction orders depth the wrong way round, or not at "
                 "all) is a failed alignment: it is listed as failed and left out of the means")
-VERDICT_RULE = ("better than both baselines = no failed alignment and a lower mean AbsRel than both the constant "
-                "prediction and the image-row prior on the same images; with point pairs only: a higher pair "
-                "accuracy than the row prior and than chance (0.5)")
+
 
 
 class EvaluationDataError(StudioError):
@@ -81,6 +83,9 @@ class Protocol:
                     "alignment": {k: ALIGNMENT_TEXT["disparity_gt"] for k in kinds},
                     "invalid_gt": "NaN, inf, <= 0, masked by the data's masks"}
         cap = self.depth_cap if self.depth_cap is not None else "per-image maximum valid GT depth"
+        if "depth" in kinds:                                  # metric predictions: no alignment, a stated range
+            common["metric"] = (mm.DepthRange(self.min_depth, self.depth_cap).describe() if self.depth_cap is not None
+                                else {"depth_range_m": [self.min_depth, "per-image maximum valid GT depth"]})
         return {**common, "space": "depth",
                 "metrics": "AbsRel = mean |d - d*| / d*; delta1 = share of pixels with max(d/d*, d*/d) < 1.25; "
                            "per image over valid GT pixels in depth space, then averaged over images",
@@ -271,8 +276,11 @@ def _dense_record(pred, pred_kind, protocol, gt, mask) -> dict:
             (float(target[valid].max()) if valid.any() else 1.0)
         out["depth_cap"] = cap
 
+        depth_range = mm.DepthRange(protocol.min_depth, cap) if cap > protocol.min_depth else None
+        metric = pred_kind == "depth" and depth_range is not None
+
         def score(p, kind, fit):
-            return _depth_space(p, kind, target, valid, cap, fit)
+            return _depth_space(p, kind, target, valid, cap, fit, depth_range if metric else None)
     out.update(score(pred, pred_kind, fit_scale_shift))
     out["alignment_failed"] = bool(out["scale"] is not None and not out["scale"] > 0 and out["n_valid"] > 0)
     out["baselines"] = {name: score(b, "disparity", fit_nonnegative)
@@ -282,82 +290,26 @@ def _dense_record(pred, pred_kind, protocol, gt, mask) -> dict:
     return out
 
 
-def _depth_space(pred, pred_kind, depth, valid, cap, fit) -> dict:
+def _depth_space(pred, pred_kind, depth, valid, cap, fit, depth_range: mm.DepthRange | None = None) -> dict:
+    """Depth-space metrics; relative predictions aligned in disparity space first. With `depth_range`
+    (a metric prediction and its baselines) also the metric metrics under "metric", and for the metric
+    prediction itself AbsRel / delta1 as pipeline.metric_metrics defines them."""
     if pred_kind == "depth":
-        return {**ratio_metrics(pred, depth, valid), "scale": None, "shift": None}
-    aligned, s, t = align_disparity(pred, depth, valid, cap, fit)
-    return {**ratio_metrics(aligned, depth, valid), "scale": s, "shift": t}
+        d, s, t = pred, None, None
+    else:
+        d, s, t = align_disparity(pred, depth, valid, cap, fit)
+    out = {**ratio_metrics(d, depth, valid), "scale": s, "shift": t}
+    if depth_range is not None:
+        m = mm.image_metrics(d, depth, depth_range, mask=valid)
+        out["metric"] = None if m is None else {k: m[k] for k in (*mm.METRICS, "invalid_prediction_share")}
+        if pred_kind == "depth" and m is not None:
+            out["abs_rel"], out["delta1"] = m["abs_rel"], m["d1"]
+    return out
 
 
 def _disparity_space(pred, disparity, valid, fit) -> dict:
     s, t = fit(pred, np.where(valid, disparity, 0.0), valid)
     return {**ratio_metrics(s * pred + t, disparity, valid), "scale": s, "shift": t}
-
-
-# ----------------------------------------------------------------------------- summaries
-
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
-
-
-def summarize(records: list[dict]) -> dict:
-    """Means over images whose alignment succeeded, the failed share, both baselines on the same
-    images, pooled pair accuracy (with the row prior's) and the verdict (VERDICT_RULE)."""
-    dense = [r for r in records if r.get("abs_rel") is not None]
-    failed = [r for r in dense if r.get("alignment_failed")]
-    ok = [r for r in dense if not r.get("alignment_failed")]
-    pairs = [r for r in records if "pairs" in r]
-    correct = sum(r["pairs"]["correct"] for r in pairs)
-    total = sum(r["pairs"]["total"] for r in pairs)
-    prior_correct = sum(r["row_prior_pairs"]["correct"] for r in pairs if "row_prior_pairs" in r)
-    baselines = {name: {"abs_rel": _mean(r["baselines"][name]["abs_rel"] for r in ok),
-                        "delta1": _mean(r["baselines"][name]["delta1"] for r in ok)} for name in BASELINES}
-    baselines["row_prior"]["pair_accuracy"] = prior_correct / total if total else None
-    out = {
-        "abs_rel": _mean(r["abs_rel"] for r in ok),
-        "delta1": _mean(r["delta1"] for r in ok),
-        "images_scored": len(ok),
-        "images_failed": len(failed),
-        "failed_share": len(failed) / len(dense) if dense else None,
-        "failed_images": [r.get("name", f"#{i}") for i, r in enumerate(dense) if r.get("alignment_failed")],
-        "pixels_scored": int(sum(r["n_valid"] for r in ok)),
-        "scale_range": [min(r["scale"] for r in dense if r.get("scale") is not None),
-                        max(r["scale"] for r in dense if r.get("scale") is not None)]
-        if any(r.get("scale") is not None for r in dense) else None,
-        "pair_accuracy": correct / total if total else None,
-        "pairs_correct": correct,
-        "pairs_total": total,
-        "baselines": baselines,
-    }
-    out["verdict"] = verdict(out)
-    return out
-
-
-def verdict(s: dict) -> dict:
-    """{"beats_baselines": True | False | None (nothing scored), "text": one line} by VERDICT_RULE."""
-    dense = s["images_scored"] + s["images_failed"]
-    if dense:
-        b = s["baselines"]
-        if s["images_failed"]:
-            return {"beats_baselines": False,
-                    "text": f"not better than the baselines: alignment failed (scale <= 0) on {s['images_failed']} "
-                            f"of {dense} image(s)"}
-        worse = [name.replace("_", " ") for name in BASELINES
-                 if b[name]["abs_rel"] is not None and not s["abs_rel"] < b[name]["abs_rel"]]
-        if worse:
-            return {"beats_baselines": False, "text": f"not better than the {' and the '.join(worse)} baseline "
-                                                      f"(AbsRel {s['abs_rel']:.4f} vs " + ", ".join(
-                f"{n.replace('_', ' ')} {b[n]['abs_rel']:.4f}" for n in BASELINES) + ")"}
-        return {"beats_baselines": True, "text": f"better than both baselines on {dense} image(s) (AbsRel "
-                                                 f"{s['abs_rel']:.4f} vs constant {b['constant']['abs_rel']:.4f}, "
-                                                 f"row prior {b['row_prior']['abs_rel']:.4f})"}
-    if s["pairs_total"]:
-        acc, prior = s["pair_accuracy"], s["baselines"]["row_prior"]["pair_accuracy"]
-        ok = acc > 0.5 and acc > prior
-        return {"beats_baselines": ok, "text": f"pair accuracy {acc:.3f} vs row prior {prior:.3f} and chance 0.5: "
-                                               + ("better" if ok else "not better")}
-    return {"beats_baselines": None, "text": "nothing scored"}
 
 
 @dataclass

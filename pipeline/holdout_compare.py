@@ -174,8 +174,13 @@ def skipped_lines(skipped: list[dict], limit: int = 5) -> list[str]:
 
 
 def score(pred: np.ndarray, pred_kind: str, item: CompareItem, gt, mask) -> dict:
-    """pipeline.evaluation on one prediction (Prediction.kind) against one item's evidence."""
+    """pipeline.evaluation on one prediction (Prediction.kind) against one item's evidence. Evidence known
+    only up to scale and shift (disparity) has no metric scale: a metric prediction is compared with it as
+    the disparity 1 / metres, aligned like a relative one (so a metric student can face a relative teacher)."""
     kind = PRED_KINDS.get(pred_kind, pred_kind)
+    if kind == "depth" and item.protocol.gt_kind == "disparity":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pred, kind = np.where(pred > 0, 1.0 / np.asarray(pred, dtype=np.float64), np.nan), "disparity"
     return ev.evaluate_image(pred, kind, item.protocol, gt, mask, item.pairs)
 
 
@@ -222,7 +227,8 @@ def checkpoint_figure(result: Comparison, role: str, compared_with: str, fractio
     if not s:
         return None
     against = ", ".join(f"{kind}: {n} image(s)" for kind, n in sorted(result.evidence.items()))
-    return {"abs_rel": s["abs_rel"], "delta1": s["delta1"], "images": s["images_scored"],
+    return {"abs_rel": s["abs_rel"], "abs_rel_median": s["abs_rel_median"], "outliers": s["outliers"],
+            "delta1": s["delta1"], "images": s["images_scored"],
             "failed_alignments": s["images_failed"], "pair_accuracy": s["pair_accuracy"], "pairs": s["pairs_total"],
             "baselines": s["baselines"], "beats_baselines": s["verdict"]["beats_baselines"],
             "verdict": s["verdict"]["text"], "against": against + " (independent of both models)",

@@ -155,10 +155,8 @@ def import_entry(store: Store, entry: Entry, report: ImportReport, *, author: st
     if is_video_file(entry.name):
         _import_video_entry(store, entry, report, author=author, max_pixels=max_pixels, rate=video_rate)
         return
-    try:
-        data = entry.read()
-    except (IngestError, OSError, zipfile.BadZipFile, RuntimeError) as e:
-        report.rejected.append((entry.name, f"cannot be read: {_safe_reason(e)}"))
+    data = _read_entry(entry, report)
+    if data is None:
         return
     existing = store.find_image(sha256_bytes(data))
     if existing is not None:
@@ -191,16 +189,23 @@ def _import_video_entry(store: Store, entry: Entry, report: ImportReport, *, aut
     if entry.path is not None:
         import_video(store, entry.path, report, **kwargs)
         return
-    try:
-        data = entry.read()
-    except (IngestError, OSError, zipfile.BadZipFile, RuntimeError) as e:
-        report.rejected.append((entry.name, f"cannot be read: {_safe_reason(e)}"))
+    data = _read_entry(entry, report)
+    if data is None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / PurePosixPath(entry.name).name
         path.write_bytes(data)
         del data
         import_video(store, path, report, **kwargs)
+
+
+def _read_entry(entry: Entry, report: ImportReport) -> bytes | None:
+    """An entry's bytes, or None with the reason it cannot be read listed in `report`."""
+    try:
+        return entry.read()
+    except (IngestError, OSError, zipfile.BadZipFile, RuntimeError) as e:
+        report.rejected.append((entry.name, f"cannot be read: {_safe_reason(e)}"))
+        return None
 
 
 def _safe_reason(e: Exception) -> str:

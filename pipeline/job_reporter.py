@@ -5,7 +5,6 @@ used inside the job's process by `python -m pipeline <command> --job-id N`.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 
@@ -92,7 +91,8 @@ class JobReporter:
         self.store.append_log(self.job_id, str(line))
 
     def finish(self, status: str = "done", error: str | None = None, result: dict | None = None) -> None:
-        """Write the last progress, end the job, and let the next queued job start."""
+        """Write the last progress and end the job. The next queued job starts when this process has
+        exited (the supervisor's exit path, pipeline.jobs.job_ended), not while it still holds the GPU."""
         if self._finished:
             return
         self._flush()
@@ -100,8 +100,6 @@ class JobReporter:
         if not job.finished:
             self.store.finish_job(self.job_id, status, error=error, result=result)
         self._finished = True
-        with contextlib.suppress(Exception):      # scheduling the next one must not fail this one
-            jobs.refresh(self.db_path)
 
     def __enter__(self) -> JobReporter:
         return self

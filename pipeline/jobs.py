@@ -2,26 +2,30 @@
 
 The studio (or any caller) never runs long work inside a request. It calls
     job_id = start_job(db_path, "pseudo_label", ["pseudo-label", "--checkpoint", ck])
-which records the job (store `jobs` table) and spawns
+which records the job (store `jobs` table) and, when the scheduling rule allows, spawns its
+supervisor (pipeline/job_supervisor.py) in a new session (own process group), stdout+stderr
+appended to `<db stem>-jobs/<ID>.log`. The supervisor runs
     python -m pipeline <argv...> --db DB --job-id ID
-in a new session (own process group), stdout+stderr appended to `<db stem>-jobs/<ID>.log`.
-Inside that process the command reports through `pipeline.job_reporter.JobReporter(db_path, job_id)`.
-With `launcher=torchrun(N)` (kept in the job's params, so a resume reuses it) the process is
+as its child and waits for it. Inside that process the command reports through
+`pipeline.job_reporter.JobReporter(db_path, job_id)`. With `launcher=torchrun(N)` (kept in the
+job's params, so a resume reuses it) the child is
     python -m torch.distributed.run --standalone --nproc-per-node=N -m pipeline <argv...> --db DB --job-id ID
-the job's pid is the launcher's; only rank 0 reports (the command's business). Cancel signals the
-launcher's group and the groups of all its descendants (torchrun starts each rank in its own session).
+the job's pid is the supervisor's; only rank 0 reports (the command's business). Cancel signals the
+supervisor's group (the child is in it) and the groups of all its descendants (torchrun starts each
+rank in its own session).
 
 Scheduling: ONE GPU job runs at a time (every job is a GPU job unless started with
-gpu=False). A GPU job started while another runs is QUEUED (status 'queued') and launched
-by `refresh` when the running one ends; `refresh` runs on every `job_status`/`list_jobs`
-(the UI polls) and when a job finishes. A lock file beside the database makes the
-check-and-launch atomic across threads and processes.
+gpu=False). A GPU job started while another runs is QUEUED (status 'queued'). The queue advances
+in one place, `advance`, called when a job ends (the supervisor's exit path, `job_ended`) and by
+the actions that change jobs: start, cancel, resume, and the studio's start (a sweep).
+A lock file beside the database makes the check-and-launch atomic across threads and processes.
 
-Crashes: a job whose process is gone while its status is 'running' is marked 'failed'
-("the process ended without finishing ..."), 'cancelling' ones 'cancelled' — also after a
-studio restart, because liveness is read from the OS (pid + process start time, so a
-recycled pid does not count). `resume_job` queues a NEW job with the same argv (the command
-skips work already done) and returns its id; the old row keeps its history.
+Reads never write: `job_status` / `list_jobs` / `job_metrics` change nothing. A job whose process
+is gone while its record says 'running' is *shown* as 'failed' ("the process ended without
+finishing ...", 'cancelling' ones as 'cancelled'), read from the OS (pid + process start time, so
+a recycled pid does not count); the record is settled by the next `advance` (its supervisor's
+exit path normally does it at once). `resume_job` queues a NEW job with the same argv (the
+command skips work already done) and returns its id; the old row keeps its history.
 """
 from __future__ import annotations
 
@@ -150,16 +154,20 @@ def _tail(path: Path, n: int = LOG_TAIL_LINES, max_bytes: int = 64 * 1024) -> li
 
 
 def _info(job: Job, db_path) -> JobInfo:
+    """The job as the UI shows it (read-only: a job whose process is gone shows its outcome)."""
+    status, error = job.status, job.error
+    if status in ACTIVE and not process_alive(job.pid, job.started_at):
+        status, error = _dead_outcome(status)
     rate = job.metrics.get("throughput")
     if rate is None and job.done and job.started_at:
         end = _ts(job.finished_at or job.heartbeat_at) or _ts(job.started_at)
         elapsed = end - _ts(job.started_at)
         rate = job.done / elapsed if elapsed > 0 else None
     eta = None
-    if rate and job.total is not None and not job.finished:
+    if rate and job.total is not None and status in ACTIVE + ("queued",):
         eta = max(0, job.total - job.done) / rate
-    return JobInfo(job.id, job.kind, job.status, job.argv, job.done, job.total, job.message,
-                   job.metrics, job.error, job.result, _tail(log_path(db_path, job.id)),
+    return JobInfo(job.id, job.kind, status, job.argv, job.done, job.total, job.message,
+                   job.metrics, error, job.result, _tail(log_path(db_path, job.id)),
                    rate, eta, job.pid, job.created_at, job.started_at, job.finished_at, job.params)
 
 
@@ -190,7 +198,8 @@ def _command(db_path, job: Job) -> list[str]:
 
 
 def _spawn(db_path, job: Job) -> int:
-    """Start the job's process detached (new session); return its pid."""
+    """Start the job's supervisor detached (new session); it runs `_command` and reports the exit.
+    Returns the supervisor's pid (the job's pid)."""
     env = dict(os.environ)
     env.update(job.params.get("env") or {})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
@@ -198,51 +207,78 @@ def _spawn(db_path, job: Job) -> int:
     log = log_path(db_path, job.id)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen(_command(db_path, job), stdin=subprocess.DEVNULL, stdout=out,
+        supervisor = [sys.executable, "-m", "pipeline.job_supervisor", str(Path(db_path).expanduser().resolve()),
+                      str(job.id)]
+        proc = subprocess.Popen(supervisor, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                 close_fds=True)
     return proc.pid
 
 
-def _mark_dead(store: Store, job: Job) -> None:
-    """A running/cancelling job whose process is gone: failed (crashed) or cancelled."""
-    current = store.get_job(job.id)            # re-read: it may have finished meanwhile
-    if current.status not in ACTIVE or current.pid != job.pid:
+CRASHED = "the process ended without finishing{detail} (crashed or killed); see its log, then resume it to continue"
+ENDED_CANCELLING = "the process ended while cancelling"
+
+
+def _dead_outcome(status: str) -> tuple[str, str]:
+    """(status, error) of an active job whose process is gone."""
+    return ("cancelled", ENDED_CANCELLING) if status == "cancelling" else ("failed", CRASHED.format(detail=""))
+
+
+def _settle(store: Store, job_id: int, pid: int | None, detail: str = "") -> None:
+    """A running/cancelling job whose process ended without finishing it: failed (crashed) or cancelled."""
+    current = store.get_job(job_id)            # re-read: it may have finished meanwhile
+    if current.status not in ACTIVE or (pid is not None and current.pid != pid):
         return
-    if current.status == "cancelling":
-        store.finish_job(job.id, "cancelled", error="the process ended while cancelling")
-    else:
-        store.finish_job(job.id, "failed", error="the process ended without finishing (crashed or "
-                         "killed); see its log, then resume it to continue")
+    status, error = _dead_outcome(current.status)
+    if status == "failed":
+        error = CRASHED.format(detail=detail)
+    with contextlib.suppress(JobStateError):
+        store.finish_job(job_id, status, error=error)
 
 
-def refresh(db_path) -> list[int]:
-    """Mark crashed jobs failed, then launch queued jobs the GPU rule allows. Returns started ids."""
-    store = Store(db_path)
+def _advance_locked(store: Store, db_path) -> list[int]:
+    """Settle active jobs whose process is gone, then launch queued jobs the GPU rule allows."""
     started: list[int] = []
-    with _scheduler_lock(db_path):
-        active = store.list_jobs(statuses=ACTIVE, limit=1000)
-        alive = []
-        for job in active:
-            if process_alive(job.pid, job.started_at):
-                alive.append(job)
-            else:
-                _mark_dead(store, job)
-        gpu_busy = any(j.params.get("gpu", True) for j in alive)
-        for job in reversed(store.list_jobs(statuses=("queued",), limit=1000)):   # oldest first
-            gpu = job.params.get("gpu", True)
-            if gpu and gpu_busy:
-                continue
-            try:
-                pid = _spawn(db_path, job)
-            except OSError as e:
-                store.finish_job(job.id, "failed", error=f"could not start the process: {e}")
-                continue
-            with contextlib.suppress(JobStateError):     # a very short job may already be done
-                store.claim_job(job.id, pid)
-            started.append(job.id)
-            gpu_busy = gpu_busy or gpu
+    alive = []
+    for job in store.list_jobs(statuses=ACTIVE, limit=1000):
+        if process_alive(job.pid, job.started_at):
+            alive.append(job)
+        else:
+            _settle(store, job.id, job.pid)
+    gpu_busy = any(j.params.get("gpu", True) for j in alive)
+    for job in reversed(store.list_jobs(statuses=("queued",), limit=1000)):   # oldest first
+        gpu = job.params.get("gpu", True)
+        if gpu and gpu_busy:
+            continue
+        try:
+            pid = _spawn(db_path, job)
+        except OSError as e:
+            store.finish_job(job.id, "failed", error=f"could not start the process: {e}")
+            continue
+        with contextlib.suppress(JobStateError):     # a very short job may already be done
+            store.claim_job(job.id, pid)
+        started.append(job.id)
+        gpu_busy = gpu_busy or gpu
     return started
+
+
+def advance(db_path) -> list[int]:
+    """The one place the queue moves: settle jobs whose process is gone, launch what may start.
+    Returns the ids started. Called by start/cancel/resume, a job's exit path and the studio's start."""
+    store = Store(db_path)
+    with _scheduler_lock(db_path):
+        return _advance_locked(store, db_path)
+
+
+def job_ended(db_path, job_id: int, *, pid: int | None = None, returncode: int | None = None) -> list[int]:
+    """A job's process has exited (its supervisor calls this): a record still 'running' is settled
+    as failed ('cancelling': cancelled), then the queue advances. `pid`: settle only when the record
+    still names that process. Returns the ids started."""
+    store = Store(db_path)
+    detail = f" (exit status {returncode})" if returncode else ""
+    with _scheduler_lock(db_path):
+        _settle(store, int(job_id), pid, detail)
+        return _advance_locked(store, db_path)
 
 
 # ---------------------------------------------------------------------------- public API
@@ -263,7 +299,7 @@ def start_job(db_path, kind: str, argv: list[str], *, env: dict | None = None, g
     if launcher:
         p["launcher"] = launcher
     job = Store(db_path).create_job(kind, argv, params=p, author=author)
-    refresh(db_path)
+    advance(db_path)
     return job.id
 
 
@@ -277,14 +313,18 @@ def _get(store: Store, job_id: int) -> Job:
 def cancel_job(db_path, job_id: int, *, force: bool = False, author: str = "system") -> JobInfo:
     """Ask a job to stop: queued -> cancelled; running -> cancelling + SIGTERM to its group.
 
-    The command finishes the item in hand and ends as 'cancelled'. force=True sends SIGKILL
-    (the job is then marked cancelled by `refresh`; the item in flight is lost).
+    The command finishes the item in hand and ends as 'cancelled'. force=True sends SIGKILL and
+    records the job cancelled at once (the item in flight is lost). Then the queue advances.
     """
     store = Store(db_path)
     job = _get(store, job_id)
     job = store.request_cancel(job.id, author=author)
     if job.status == "cancelling" and process_alive(job.pid, job.started_at):
         signal_job(int(job.pid), signal.SIGKILL if force else signal.SIGTERM)
+        if force:
+            with contextlib.suppress(JobStateError):
+                store.finish_job(job.id, "cancelled", error="killed by a forced cancel")
+    advance(db_path)
     return job_status(db_path, job.id)
 
 
@@ -306,7 +346,7 @@ def signal_job(pid: int, sig: int) -> None:
 def resume_job(db_path, job_id: int, *, author: str = "system") -> int:
     """Queue a new job with a failed/cancelled job's kind and argv; return the new id."""
     store = Store(db_path)
-    refresh(db_path)
+    advance(db_path)                           # settles a job whose process is gone
     job = _get(store, job_id)
     if job.status not in ("failed", "cancelled"):
         raise JobError(f"job {job.id} is {job.status}; only failed or cancelled jobs can be resumed")
@@ -317,14 +357,13 @@ def resume_job(db_path, job_id: int, *, author: str = "system") -> int:
 
 
 def job_status(db_path, job_id: int) -> JobInfo:
-    refresh(db_path)
+    """One job as the UI shows it (reads only)."""
     store = Store(db_path)
     return _info(_get(store, job_id), db_path)
 
 
 def list_jobs(db_path, *, kind: str | None = None, limit: int = 50) -> list[JobInfo]:
-    """Newest first, after `refresh`."""
-    refresh(db_path)
+    """Newest first (reads only)."""
     return [_info(j, db_path) for j in Store(db_path).list_jobs(kind=kind, limit=limit)]
 
 
@@ -344,6 +383,3 @@ def wait_for(db_path, job_id: int, *, timeout: float = 60.0, poll: float = 0.2) 
         if time.monotonic() > end:
             raise JobError(f"job {job_id} still {info.status} after {timeout:.0f} s")
         time.sleep(poll)
-
-
-# ---------------------------------------------------------------------------- inside the job

@@ -42,6 +42,15 @@ class PseudoLabelSummary:
     def mean_confidence(self) -> float | None:
         return float(np.mean(self.confidences)) if self.confidences else None
 
+    def describe(self) -> str:
+        """One sentence for people (the job log, the studio's job box); `as_dict` is for programs."""
+        conf = f", mean confidence {self.mean_confidence:.2f}" if self.mean_confidence is not None else ""
+        text = (f"{'cancelled after labelling' if self.cancelled else 'labelled'} {self.done} of {self.total} "
+                f"image(s) with {self.model_id} in {self.seconds:.1f} s ({self.images_per_s:.2f} img/s){conf}")
+        extra = [f"{self.already} already labelled" if self.already else "",
+                 f"{len(self.failed)} unreadable" if self.failed else ""]
+        return text + "".join(f"; {e}" for e in extra if e)
+
     def as_dict(self) -> dict:
         return {"model_id": self.model_id, "total": self.total, "done": self.done,
                 "already": self.already, "failed": len(self.failed), "cancelled": self.cancelled,

@@ -28,8 +28,11 @@ class Range:
     integer: bool = False
     multiple_of: int | None = None
     optional: bool = False           # None / "" / 0 -> None ("not given")
+    text: str | None = None          # how to say the range when low..high would mislead, e.g. "a share in [0, 1)"
 
     def describe(self) -> str:
+        if self.text:
+            return self.text
         kind = "a whole number" if self.integer else "a number"
         step = f", a multiple of {self.multiple_of}" if self.multiple_of else ""
         zero = " (or 0 for automatic)" if self.optional else ""

@@ -9,7 +9,8 @@ Other knobs read from the environment (all optional): `DA_STUDIO_CHECKPOINT`,
 `DA_STUDIO_VIEWER_POINTS` (points in the depth tab's 3D view),
 `DA_STUDIO_BACKEND` (auto, torch, openvino, onnxruntime: see pipeline/runtime/registry.py),
 `DA_STUDIO_IMPORT_ROOT` (the one server folder whose contents the page may import or train
-from; default `<data>/import`).
+from; default `<data>/import`), `DA_STUDIO_SAM_MODEL` (the Segment Anything weights the Curate tab
+may use when they are on this machine: a Hub id in the cache or a folder; never downloaded).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .errors import ConfigError
 from .image_io import MAX_PIXELS
 from .render import DEFAULT_CMAP
 from .runtime.registry import check_choice as check_backend
+from .sam_select import DEFAULT_SAM_MODEL
 
 DEFAULT_CHECKPOINT = "depth-anything-v2-small"
 COLORMAPS = ("Spectral_r", "inferno", "magma", "viridis", "turbo", "gray")
@@ -68,6 +70,7 @@ class StudioSettings:
     gpu_concurrency: int = 1                 # inference events running at once (shared limit)
     request_max_age_s: float = 6 * 3600      # per-request output folders older than this are removed
     import_root: Path | None = None          # None: <data_dir>/import (server folders the page may read)
+    sam_model: str = DEFAULT_SAM_MODEL       # Segment Anything for the Curate tab, if on this machine
 
     def __post_init__(self):
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -145,6 +148,7 @@ class StudioSettings:
             device=env.get("DA_STUDIO_DEVICE") or None,
             backend=env.get("DA_STUDIO_BACKEND") or "auto",
             import_root=env.get("DA_STUDIO_IMPORT_ROOT") or None,
+            sam_model=env.get("DA_STUDIO_SAM_MODEL") or DEFAULT_SAM_MODEL,
             max_upload_mb=_env_number(env, "DA_STUDIO_MAX_UPLOAD_MB", 25.0),
             max_pixels=_env_number(env, "DA_STUDIO_MAX_PIXELS", MAX_PIXELS, int),
             gpu_concurrency=_env_number(env, "DA_STUDIO_CONCURRENCY", 1, int),

@@ -1,20 +1,24 @@
-"""The curate tab: import images, pseudo-label them in the background, review and correct labels.
+"""The Curate tab: import images, pseudo-label them in the background, review, select and correct
+labels, calibrate them to metres, decide on many at once. Layout: curate_layout.py; handlers:
+curate_image.py (the selected image), curate_gallery.py (gallery, filters, many images),
+curate_intake.py (imports, the job, export); keys: curate_js.py.
 
-Endpoints (gradio_client `api_name`; the selected image is kept in the session):
-    /curate_gallery (status, sort, page, clip) -> page of thumbnails, ids, counts, page text, page
-    /curate_open    (image id) -> the image's views (header, image, label, slider, cloud, history, pairs)
-    /curate_apply   (tool, painted editor value, sigma, source model) -> views after the new revision
+Endpoints (gradio_client `api_name`; the selected image, its selection, clicked points and
+calibration references are kept in the session):
+    /curate_gallery (status, sort, page, clip, name, tag, min confidence, max confidence) -> page
+    /curate_open    (image id) -> the image's views (header first)
+    /curate_select_at (h, w, mode, operation, tolerance, method, detail) -> the selection after a click at
+                    the image's pixel [h, w] (mode 'points' collects a point for a pair or a reference)
+    /curate_apply   (tool, editor, sigma, source model, operation) -> views after the new revision (the
+                    session's selection + the editor's brush strokes, added or, with 'subtract', removed)
     /curate_accept, /curate_reject, /curate_next, /curate_prev, /curate_undo, /curate_redo
-    /curate_add_pair (closer 'A'|'B', after two clicks on the pair image)
-    /curate_import (files, video frames/s), /curate_import_folder (folder under the allowed root, video frames/s)
-                    -> report (videos add their frames, grouped by clip and frame time)
-    /curate_import_ground_truth (folder under the allowed root, "depth"|"disparity", source, scale) -> report
+    /curate_add_pair (closer 'A'|'B', after two points), /curate_delete_pair (pair id)
+    /curate_add_reference (kind, metres), /curate_calibrate (focal px, zero shift) -> views + report
+    /curate_bulk (ticked ids, status) -> report; /curate_bulk_filter (filters..., to, dry run) -> report
+    /curate_import, /curate_import_folder, /curate_import_ground_truth, /curate_export
     /curate_pseudo_label (teacher) -> (job id, progress); /curate_job, /curate_cancel, /curate_resume (job id)
-                     -> (job id, progress, timer): the job id is an argument (the page keeps it in a hidden field)
-    /curate_export (statuses) -> zip of the curated set
-Handlers live in curate_handlers.CurateHandlers (tested without a browser). A refused request (stale edit,
-unknown id, value out of range) fails with the message (gradio_client raises AppError); the page then
-reloads the selected image's current views.
+A refused request (stale edit, unknown id, value out of range, an underdetermined calibration) fails with
+its message (gradio_client raises AppError); the page then reloads the selected image's current views.
 """
 from __future__ import annotations
 
@@ -22,234 +26,161 @@ from functools import partial
 
 import gradio as gr
 
-from pipeline.curation_service import RANGES, TOOLS
-
+from . import curate_layout as layout
 from .components import lenient
-from .curate_handlers import (
-    ALL_CLIPS,
-    HISTORY_HEADERS,
-    PAIR_HEADERS,
-    SORT_CHOICES,
-    STATUS_FILTERS,
-    VIEW_FIELDS,
-    CurateHandlers,
-)
+from .curate_gallery import FILTER_FIELDS, GALLERY_FIELDS, GalleryHandlers
+from .curate_image import SELECT_FIELDS, VIEW_FIELDS, ImageHandlers
+from .curate_intake import IntakeHandlers
 from .curate_js import KEYBOARD_JS, PANEL_ID
 
 TITLE = "Curate"
 REQUIRES = ("curation",)
 JOB_POLL_S = 1.0
+PRIVATE = {"api_visibility": "private"}
 
 
-def _import_panel(h: CurateHandlers, root) -> tuple:
-    with gr.Accordion("Import images or video frames", open=False):
-        rate = gr.Number(1.0, label="Video frames per second to import", minimum=0.01, elem_id="curate-video-rate")
-        with gr.Row():
-            with gr.Column():
-                files = gr.File(label="Images, videos or zips", file_count="multiple", type="filepath",
-                                file_types=["image", "video", ".zip"], elem_id="curate-upload")
-                up = gr.Button("Import uploads", elem_id="curate-import")
-            with gr.Column():
-                folder = gr.Textbox(label=f"Folder on the server (inside {root})", elem_id="curate-folder")
-                go = gr.Button("Import folder", elem_id="curate-import-folder")
-        report = gr.Markdown(elem_id="curate-import-report")
-    return files, up, folder, go, report, rate
+class CurateHandlers:
+    """The tab's three handler groups over one curation service (what the tests and scripts drive)."""
 
+    def __init__(self, curation, depth=None):
+        self.curation, self.depth = curation, depth
+        self.image = ImageHandlers(curation)
+        self.gallery = GalleryHandlers(curation)
+        self.intake = IntakeHandlers(curation, depth)
 
-def _ground_truth_panel(root) -> dict:
-    g = {}
-    with gr.Accordion("Import ground truth (measured depth or disparity)", open=False):
-        gr.Markdown("A folder of images with same-named ground-truth files (`a.jpg` + `a.npy` / `a_depth.png`, or "
-                    "`images/` + `depth/`; an optional `a_mask.png` marks measured pixels). New images are added; "
-                    "the ground truth is stored beside their labels, never replacing the label training reads, "
-                    "and the Train tab compares teacher and student against it.")
-        with gr.Row():
-            g["folder"] = gr.Textbox(label=f"Folder on the server (inside {root})", elem_id="curate-gt-folder", scale=3)
-            g["kind"] = gr.Radio([("depth in metres", "depth"), ("disparity (stereo / inverse depth)", "disparity")],
-                                 value="depth", label="The files hold", elem_id="curate-gt-kind", scale=2)
-        with gr.Row():
-            g["source"] = gr.Textbox(label="Source of the measurements (e.g. lidar-2025)", elem_id="curate-gt-source")
-            g["scale"] = lenient(gr.Number(1.0, label="Scale (0.001 for millimetres)", elem_id="curate-gt-scale"))
-            g["go"] = gr.Button("Import ground truth", elem_id="curate-gt-import")
-        g["report"] = gr.Markdown(elem_id="curate-gt-report")
-    return g
-
-
-def _job_panel(h: CurateHandlers) -> tuple:
-    with gr.Accordion("Pseudo-label (teacher predictions + confidence, in the background)", open=True):
-        choices = h.teacher_choices()
-        with gr.Row():
-            teacher = gr.Dropdown(choices, value=h.depth.default_key if h.depth is not None else None,
-                                  label="Teacher model", allow_custom_value=h.depth is None, elem_id="curate-teacher",
-                                  scale=3)
-            start = gr.Button("Start", variant="primary", elem_id="curate-job-start", scale=1)
-            cancel = gr.Button("Cancel", elem_id="curate-job-cancel", scale=1)
-            resume = gr.Button("Resume", elem_id="curate-job-resume", scale=1)
-        job_box = gr.HTML("<p>No pseudo-labelling job yet.</p>", elem_id="curate-job")
-    return teacher, start, cancel, resume, job_box
-
-
-def _gallery_panel() -> tuple:
-    with gr.Row():
-        status = gr.Radio(list(STATUS_FILTERS), value="all", label="Status", elem_id="curate-status", scale=3)
-        sort = gr.Dropdown(list(SORT_CHOICES), value="confidence, worst first", label="Sort",
-                           elem_id="curate-sort", scale=2)
-        clip = gr.Dropdown([("all images", ALL_CLIPS)], value=ALL_CLIPS, label="Video clip", elem_id="curate-clip",
-                           scale=2)
-    counts = gr.Markdown(elem_id="curate-counts")
-    gallery = gr.Gallery(label="Images | labels", columns=4, height=420, allow_preview=False,
-                         object_fit="contain", elem_id="curate-gallery")
-    with gr.Row():
-        prev_page = gr.Button("◀ page", size="sm", elem_id="curate-page-prev")
-        page = lenient(gr.Number(1, label="Page", precision=0, minimum=1, elem_id="curate-page"))
-        next_page = gr.Button("page ▶", size="sm", elem_id="curate-page-next")
-    page_info = gr.Markdown(elem_id="curate-page-info")
-    return status, sort, counts, gallery, prev_page, page, next_page, page_info, clip
-
-
-def _view_panel() -> dict:
-    c = {}
-    c["header"] = gr.Markdown(elem_id="curate-header")
-    with gr.Row():
-        c["prev"] = gr.Button("← previous (p)", size="sm", elem_id="curate-prev")
-        c["accept"] = gr.Button("Accept (a)", variant="primary", size="sm", elem_id="curate-accept")
-        c["reject"] = gr.Button("Reject (r)", variant="stop", size="sm", elem_id="curate-reject")
-        c["next"] = gr.Button("next (n) →", size="sm", elem_id="curate-next")
-        c["goto"] = lenient(gr.Number(None, label="Go to image #", precision=0, elem_id="curate-goto",
-                                      min_width=100))
-    with gr.Tabs():
-        with gr.Tab("Side by side"):
-            with gr.Row():
-                c["image"] = gr.Image(label="Image", type="filepath", interactive=False, height=360,
-                                      elem_id="curate-image")
-                c["label"] = gr.Image(label="Label (grey: ignored)", type="filepath", interactive=False, height=360,
-                                      elem_id="curate-label")
-        with gr.Tab("Slider"):
-            c["slider"] = gr.ImageSlider(label="Image | label", type="filepath", height=360, elem_id="curate-slider")
-        with gr.Tab("3D"):
-            c["cloud"] = gr.Model3D(label="Point cloud of the label", elem_id="curate-cloud")
-            c["cloud_note"] = gr.Markdown(elem_id="curate-cloud-note")
-    return c
-
-
-def _tools_panel() -> dict:
-    c = {}
-    with gr.Tab("Correct"):
-        c["editor"] = gr.ImageEditor(label="Paint the region (brush), then apply a tool", type="numpy",
-                                     format="png", sources=(), transforms=(), layers=False,
-                                     brush=gr.Brush(colors=["rgba(255, 0, 255, 0.6)"], color_mode="fixed"),
-                                     elem_id="curate-editor")
-        with gr.Row():
-            c["tool"] = gr.Radio([(desc, key) for key, (desc, _) in TOOLS.items()], value="ignore_mask",
-                                 label="Tool", elem_id="curate-tool", scale=3)
-            with gr.Column(scale=1):
-                sigma = RANGES["sigma"]
-                c["sigma"] = lenient(gr.Number(2.0, label="Smoothing sigma (pixels)", minimum=sigma.low,
-                                               maximum=sigma.high, elem_id="curate-sigma"))
-                c["source"] = gr.Dropdown([], label="Copy from model", elem_id="curate-source")
-        c["apply"] = gr.Button("Apply to the painted region", variant="primary", elem_id="curate-apply")
-    with gr.Tab("Point pairs"):
-        gr.Markdown("Click point A, then point B on the image, say which is closer, and add the pair. "
-                    "Green: the label agrees; red: flagged (the label disagrees).")
-        c["pair_image"] = gr.Image(label="Click two points", type="numpy", interactive=False,
-                                   elem_id="curate-pair-image")
-        with gr.Row():
-            c["closer"] = gr.Radio(["A", "B"], value="A", label="Which point is closer?", elem_id="curate-closer")
-            c["add_pair"] = gr.Button("Add pair", elem_id="curate-add-pair")
-        c["pair_info"] = gr.Markdown(elem_id="curate-pair-info")
-        c["pairs"] = gr.Dataframe(headers=PAIR_HEADERS, interactive=False, elem_id="curate-pairs")
-        with gr.Row():
-            c["pair_id"] = lenient(gr.Number(None, label="Pair to delete", precision=0, elem_id="curate-pair-id"))
-            c["delete_pair"] = gr.Button("Delete pair", elem_id="curate-delete-pair")
-    with gr.Tab("History"):
-        c["history"] = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False, elem_id="curate-history")
-        with gr.Row():
-            c["undo"] = gr.Button("Undo", elem_id="curate-undo")
-            c["redo"] = gr.Button("Redo", elem_id="curate-redo")
-    return c
-
-
-def _export_panel() -> tuple:
-    with gr.Accordion("Export the curated set", open=False):
-        statuses = gr.CheckboxGroup(["accepted", "corrected", "pending", "rejected"], value=["accepted", "corrected"],
-                                    label="Images with status", elem_id="curate-export-status")
-        button = gr.Button("Export (zip)", elem_id="curate-export")
-        out = gr.File(label="Dataset zip", elem_id="curate-export-file")
-        note = gr.Markdown(elem_id="curate-export-note")
-    return statuses, button, out, note
+    def poll_and_refresh(self, job_id, seen, *filters):
+        """Timer tick: progress, and the gallery only when the job wrote something new (a reviewer's
+        page does not re-render every second)."""
+        job_id, text, timer, now, moved = self.intake.job_moved(job_id, seen)
+        if not moved:
+            return (job_id, text, timer, seen) + tuple(gr.skip() for _ in GALLERY_FIELDS)
+        return (job_id, text, timer, now) + self.gallery.gallery(*filters)
 
 
 def build(services, banner_box: gr.HTML) -> CurateHandlers:
-    h = CurateHandlers(services.curation, services.get("depth"))
-    sel, page_ids, pending, job_seen = gr.State({}), gr.State([]), gr.State([]), gr.State()
+    curation, depth = services.curation, services.get("depth")
+    h = CurateHandlers(curation, depth)
+    state = {"sel": gr.State({}), "page_ids": gr.State([]), "cursors": gr.State({}), "selection": gr.State(None),
+             "clicks": gr.State([]), "refs": gr.State([]), "job_seen": gr.State()}
     job_id = lenient(gr.Number(None, precision=0, visible=False, elem_id="curate-job-id"))   # an API argument
-    cursors = gr.State({})                     # the shown page's keyset cursors (next / previous page)
+    at = [lenient(gr.Number(None, precision=0, visible=False, elem_id=f"curate-at-{k}")) for k in "hw"]
+    select_at = gr.Button(visible=False, elem_id="curate-select-at")
     timer = gr.Timer(JOB_POLL_S, active=False)
     with gr.Column(elem_id=PANEL_ID):
-        gr.HTML("", js_on_load=KEYBOARD_JS, elem_id="curate-keys", container=False, padding=False)
-        files, up, folder, go, report, rate = _import_panel(h, services.curation.import_root)
-        gt = _ground_truth_panel(services.curation.import_root)
-        teacher, start, cancel, resume, job_box = _job_panel(h)
-        with gr.Row():
-            with gr.Column(scale=2):
-                status, sort, counts, gallery, prev_page, page, next_page, page_info, clip = _gallery_panel()
-            with gr.Column(scale=3):
-                v = _view_panel()
-        with gr.Tabs():
-            t = _tools_panel()
-        ex_status, ex_button, ex_file, ex_note = _export_panel()
+        gr.HTML("", js_on_load=KEYBOARD_JS, elem_id="curate-keys", container=False, padding=False,
+                elem_classes=["curate-hidden"])
+        teachers = h.intake.teacher_choices()
+        c = layout.intake_row(curation.import_root, teachers, depth.default_key if depth is not None else None,
+                              depth is None)
+        with gr.Row(elem_id="curate-columns", equal_height=False):
+            with gr.Column(scale=2, min_width=230, elem_id="curate-side"):
+                c.update(layout.side_column())
+            with gr.Column(scale=5, min_width=480, elem_id="curate-main"):
+                c.update(layout.main_column())
+            with gr.Column(scale=3, min_width=320, elem_id="curate-tools"):
+                c.update(layout.tools_column(curation.selection_modes()))
+                c.update(layout.tools_accordions())
+    c.update(state, job_id=job_id, timer=timer, at_h=at[0], at_w=at[1], select_at=select_at)
+    _wire_gallery(h, c)
+    _wire_image(h, c)
+    _wire_intake(h, c)
+    return h
 
-    parts = {**v, **t, "sel": sel, "pending": pending}
-    view_out = [parts[name] for name in VIEW_FIELDS]
-    gal_in, gal_out = [status, sort, page, clip], [gallery, page_ids, counts, page_info, page, cursors]
-    clips_refresh = dict(fn=h.clip_choices, inputs=[clip], outputs=[clip], api_visibility="private")
-    refresh = dict(fn=h.gallery, inputs=gal_in, outputs=gal_out, api_visibility="private")
 
+def _fields(c: dict, names) -> list:
+    return [c[n] for n in names]
+
+
+def _wire_gallery(h: CurateHandlers, c: dict) -> None:
+    g = h.gallery
+    filters, out = _fields(c, FILTER_FIELDS), _fields(c, GALLERY_FIELDS)
+    no_page = [f for f in filters if f is not c["page"]]
+    refresh_tags = dict(fn=g.tag_choices, inputs=[c["tag"]], outputs=[c["tag"]], **PRIVATE)
     root = gr.context.Context.root_block
     if root is not None:
-        root.load(h.gallery, gal_in, gal_out, api_visibility="private").then(
-            h.poll_job, [job_id], [job_id, job_box, timer], api_visibility="private").then(**clips_refresh)
-    gr.on([status.change, sort.change, clip.input], h.first_page, [status, sort, clip], gal_out,
-          api_visibility="private")
-    page.submit(h.gallery, gal_in, gal_out, api_name="curate_gallery")
-    prev_page.click(partial(h.turn_page, delta=-1), [*gal_in, cursors], gal_out, api_visibility="private")
-    next_page.click(partial(h.turn_page, delta=1), [*gal_in, cursors], gal_out, api_visibility="private")
+        root.load(g.gallery, filters, out, **PRIVATE).then(
+            h.intake.poll_job, [c["job_id"]], [c["job_id"], c["job_box"], c["timer"]], **PRIVATE).then(
+            g.clip_choices, [c["clip"]], [c["clip"]], **PRIVATE).then(**refresh_tags).then(
+            h.intake.open_panels, None, [c["import_panel"], c["job_panel"]], **PRIVATE)
+    gr.on([c["status"].change, c["sort"].change, c["clip"].input, c["tag"].input, c["name"].submit,
+           c["min_conf"].submit, c["max_conf"].submit], g.first_page, no_page, out, **PRIVATE)
+    c["page"].submit(g.gallery, filters, out, api_name="curate_gallery")
+    for button, delta in ((c["prev_page"], -1), (c["next_page"], 1)):
+        button.click(partial(g.turn_page, delta=delta), [*filters, c["cursors"]], out, **PRIVATE)
+    c["tick_page"].click(g.tick_page, [c["page_ids"]], [c["ticked"]], **PRIVATE)
+    for button, status, name in ((c["bulk_accept"], "accepted", "curate_bulk_accept"),
+                                 (c["bulk_reject"], "rejected", "curate_bulk_reject")):
+        button.click(partial(g.bulk_ticked, status=status), [c["ticked"]], [c["bulk_report"]],
+                     api_name=name).then(g.gallery, filters, out, **PRIVATE)
+    c["filter_go"].click(g.bulk_filter, [*no_page[:1], *no_page[2:], c["filter_to"], c["filter_dry"]],
+                         [c["bulk_report"]], api_name="curate_bulk_filter").then(g.gallery, filters, out, **PRIVATE)
+    c["bulk_tag"].click(g.bulk_tag, [c["ticked"], c["bulk_tags"]], [c["bulk_report"]],
+                        api_name="curate_bulk_tag").then(**refresh_tags)
 
-    reload = dict(fn=h.reload, inputs=[sel], outputs=view_out, api_visibility="private")   # after a refusal
-    gallery.select(h.select, [page_ids], view_out, api_visibility="private")
-    v["goto"].submit(h.show, [v["goto"]], view_out, api_name="curate_open").failure(**reload)
-    v["next"].click(partial(h.step, delta=1), [sel, page_ids], view_out, api_name="curate_next")
-    v["prev"].click(partial(h.step, delta=-1), [sel, page_ids], view_out, api_name="curate_prev")
+
+def _wire_image(h: CurateHandlers, c: dict) -> None:
+    i, g = h.image, h.gallery
+    view_out, sel_out = _fields(c, VIEW_FIELDS), _fields(c, SELECT_FIELDS)
+    filters, gal_out = _fields(c, FILTER_FIELDS), _fields(c, GALLERY_FIELDS)
+    refresh = dict(fn=g.gallery, inputs=filters, outputs=gal_out, **PRIVATE)
+    reload = dict(fn=i.reload, inputs=[c["sel"], c["refs"]], outputs=view_out, **PRIVATE)     # after a refusal
+    c["gallery"].select(i.select, [c["page_ids"], c["sel"]], view_out, **PRIVATE)
+    c["goto"].submit(i.show, [c["goto"], c["opacity"]], view_out, api_name="curate_open").failure(**reload)
+    c["next"].click(partial(i.step, delta=1), [c["sel"], c["page_ids"]], view_out, api_name="curate_next")
+    c["prev"].click(partial(i.step, delta=-1), [c["sel"], c["page_ids"]], view_out, api_name="curate_prev")
     for key, st in (("accept", "accepted"), ("reject", "rejected")):
-        event = v[key].click(partial(h.set_status, status=st), [sel, page_ids], view_out, api_name=f"curate_{key}")
+        event = c[key].click(partial(i.set_status, status=st), [c["sel"], c["page_ids"]], view_out,
+                             api_name=f"curate_{key}")
         event.then(**refresh)
         event.failure(**reload)
+    sel_in = [c["selection"], c["clicks"]]
+    c["opacity"].release(i.set_opacity, [c["sel"], c["opacity"], *sel_in], [c["view"], c["editor"], c["sel"]],
+                         **PRIVATE)
+    click_in = [c["sel"], c["mode"], c["operation"], c["tolerance"], c["method"], c["detail"], *sel_in, c["editor"]]
+    c["view"].select(i.click, click_in, sel_out, **PRIVATE)
+    c["select_at"].click(i.select_at, [c["sel"], c["at_h"], c["at_w"], *click_in[1:6], *sel_in], sel_out,
+                         api_name="curate_select_at")
+    c["clear"].click(i.clear_selection, [c["sel"], c["clicks"]], sel_out, api_name="curate_clear_selection")
+    c["snap"].click(i.snap, [c["sel"], c["method"], c["detail"], c["operation"], *sel_in, c["editor"]], sel_out,
+                    api_name="curate_snap")
+    c["absorb"].click(i.absorb_strokes, [c["sel"], c["operation"], *sel_in, c["editor"]], sel_out, **PRIVATE)
     edits = [
-        t["apply"].click(h.apply_tool, [sel, t["tool"], t["editor"], t["sigma"], t["source"]], view_out,
-                         api_name="curate_apply"),
-        t["undo"].click(h.undo, [sel], view_out, api_name="curate_undo"),
-        t["redo"].click(h.redo, [sel], view_out, api_name="curate_redo"),
+        c["apply"].click(i.apply_tool, [c["sel"], c["tool"], c["editor"], c["sigma"], c["source"], c["operation"],
+                                        c["selection"]], view_out, api_name="curate_apply"),
+        c["undo"].click(i.undo, [c["sel"]], view_out, api_name="curate_undo"),
+        c["redo"].click(i.redo, [c["sel"]], view_out, api_name="curate_redo"),
+        c["add_pair"].click(i.add_pair, [c["sel"], c["clicks"], c["closer"]], view_out, api_name="curate_add_pair"),
+        c["delete_pair"].click(i.delete_pair, [c["sel"], c["pair_id"]], view_out, api_name="curate_delete_pair"),
+        c["calibrate"].click(i.calibrate, [c["sel"], c["refs"], c["focal"], c["zero_shift"]],
+                             [*view_out, c["calib_info"]], api_name="curate_calibrate"),
     ]
     for event in edits:
         event.then(**refresh)
         event.failure(**reload)
-    t["pair_image"].select(h.click_point, [sel, pending], [t["pair_image"], pending, t["pair_info"]],
-                           api_visibility="private")
-    t["add_pair"].click(h.add_pair, [sel, pending, t["closer"]], view_out, api_name="curate_add_pair").failure(**reload)
-    t["delete_pair"].click(h.delete_pair, [sel, t["pair_id"]], view_out,
-                           api_name="curate_delete_pair").failure(**reload)
+    c["add_ref"].click(i.add_reference, [c["sel"], c["ref_kind"], c["metres"], c["clicks"], c["selection"],
+                                         c["refs"]], [c["refs"], c["refs_table"], *sel_out],
+                       api_name="curate_add_reference")
+    c["clear_refs"].click(i.clear_references, None, [c["refs"], c["refs_table"], c["calib_info"]], **PRIVATE)
+    c["save_tags"].click(i.set_tags, [c["sel"], c["tags"]], [c["tags"]], api_name="curate_tags").then(
+        g.tag_choices, [c["tag"]], [c["tag"]], **PRIVATE)
 
-    up.click(h.import_files, [files, rate], [report], api_name="curate_import").then(**refresh).then(**clips_refresh)
-    go.click(h.import_folder, [folder, rate], [report], api_name="curate_import_folder").then(**refresh).then(
-        **clips_refresh)
-    gt["go"].click(h.import_ground_truth, [gt["folder"], gt["kind"], gt["source"], gt["scale"]], [gt["report"]],
-                   api_name="curate_import_ground_truth").then(**refresh)
-    job_out = [job_id, job_box, timer]
-    start.click(h.start_job, [teacher], job_out, api_name="curate_pseudo_label")
-    cancel.click(h.cancel_job, [job_id], job_out, api_name="curate_cancel")
-    resume.click(h.resume_job, [job_id], job_out, api_name="curate_resume")
-    timer.tick(h.poll_and_refresh, [job_id, job_seen, *gal_in], [*job_out, job_seen, *gal_out],
-               api_visibility="private", queue=False)
-    job_box.click(h.poll_job, [job_id], job_out, api_name="curate_job")     # also: click the box to refresh
-    ex_button.click(h.export, [ex_status], [ex_file, ex_note], api_name="curate_export")
-    return h
+
+def _wire_intake(h: CurateHandlers, c: dict) -> None:
+    n, g = h.intake, h.gallery
+    filters, gal_out = _fields(c, FILTER_FIELDS), _fields(c, GALLERY_FIELDS)
+    refresh = dict(fn=g.gallery, inputs=filters, outputs=gal_out, **PRIVATE)
+    clips = dict(fn=g.clip_choices, inputs=[c["clip"]], outputs=[c["clip"]], **PRIVATE)
+    c["up"].click(n.import_files, [c["files"], c["rate"]], [c["report"]], api_name="curate_import").then(
+        **refresh).then(**clips)
+    c["go"].click(n.import_folder, [c["folder"], c["rate"]], [c["report"]], api_name="curate_import_folder").then(
+        **refresh).then(**clips)
+    c["gt_go"].click(n.import_ground_truth, [c["gt_folder"], c["gt_kind"], c["gt_source"], c["gt_scale"]],
+                     [c["gt_report"]], api_name="curate_import_ground_truth").then(**refresh)
+    job_out = [c["job_id"], c["job_box"], c["timer"]]
+    c["start"].click(n.start_job, [c["teacher"]], job_out, api_name="curate_pseudo_label")
+    c["cancel"].click(n.cancel_job, [c["job_id"]], job_out, api_name="curate_cancel")
+    c["resume"].click(n.resume_job, [c["job_id"]], job_out, api_name="curate_resume")
+    c["timer"].tick(h.poll_and_refresh, [c["job_id"], c["job_seen"], *filters], [*job_out, c["job_seen"], *gal_out],
+                    queue=False, **PRIVATE)
+    c["job_box"].click(n.poll_job, [c["job_id"]], job_out, api_name="curate_job")     # also: click the box to refresh
+    c["ex_button"].click(n.export, [c["ex_status"]], [c["ex_file"], c["ex_note"]], api_name="curate_export")

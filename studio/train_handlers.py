@@ -1,34 +1,28 @@
 """The train tab's event handlers (no layout): they call pipeline.training_service and format for the page.
 
-Tests call these directly; studio/train_tab.py wires them to components and api names.
+Tests call these directly; studio/train_tab.py wires them to components and api names. Reading
+handlers (show, poll, checkpoints) change nothing: a finished run was registered by the run itself.
 """
 from __future__ import annotations
-
-import math
 
 import gradio as gr
 import pandas as pd
 
-from pipeline.training_service import RANGES, RunSettings, run_name_of
+from pipeline.training_service import RANGES, run_name_of
 
 from .errors import refuse, user_errors
 from .gpu import gpu
 from .text import md
+from .train_compare_view import compare_markdown, compare_table, num, outlier_text
 
 RUN_HEADERS = ["job", "run", "status", "step", "of", "started", "error"]
-CKPT_HEADERS = ["id", "model", "encoder", "step", "last loss", "AbsRel", "δ1", "measured against", "beats baselines",
-                "job", "created", "path"]
-COMPARE_HEADERS = ["image", "evidence", "teacher AbsRel", "student AbsRel", "teacher δ1", "student δ1",
-                   "teacher scale", "student scale", "constant AbsRel", "row prior AbsRel", "teacher pairs",
-                   "student pairs", "valid px", "label"]
+CKPT_HEADERS = ["id", "model", "encoder", "predicts", "step", "last loss", "AbsRel mean", "AbsRel median", "δ1",
+                "outliers", "measured against", "beats baselines", "job", "created", "path"]
 CURVE_COLUMNS = ["step", "value", "series"]
+CURVE_MIN_STEPS = 10                       # the step axis spans at least this, so its ticks are whole steps
 RESUMABLE = ("failed", "cancelled")
 ACTIVE = ("queued", "running", "cancelling")
 POLL_S, IDLE_POLL_S = 2.0, 10.0            # seconds between polls: a run in flight / none (a CLI run may start)
-
-
-def _num(x, digits: int = 4):
-    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else round(float(x), digits)
 
 
 def _duration(seconds) -> str:
@@ -40,7 +34,7 @@ def _duration(seconds) -> str:
 
 
 def status_markdown(info) -> str:
-    """One run's state in a few lines: status, step/total, throughput, ETA, error."""
+    """One run's state in a few lines: status, step/total, throughput, ETA, error, what to do next."""
     if info is None:
         return "No training run yet: fill in the settings and press **Start training**."
     head = f"**{md(run_name_of(info))}** (job {info.id}): **{info.status}**"
@@ -63,7 +57,8 @@ def status_markdown(info) -> str:
     if info.error:
         text += f"\n\n**Error:** {md(info.error)}"
     if info.status in RESUMABLE:
-        text += "\n\nPress **Resume** to continue from its last checkpoint."
+        text += ("\n\nPress **Resume** to continue from its last checkpoint; if the labels changed since, the page "
+                 "asks whether to continue on the data it started with or to start a new run from that checkpoint.")
     return text
 
 
@@ -78,19 +73,39 @@ def _yes_no(flag) -> str:
 
 
 def checkpoints_table(rows: list[dict]) -> pd.DataFrame:
-    """The figure comes from the last comparison against independent labels (never the teacher's own)."""
-    out = [[r["id"], r["model"], r["encoder"], r["step"], _num(r["loss"]), _num(r["abs_rel"]), _num(r["delta1"]),
-            r["against"] or "not measured", _yes_no(r["beats_baselines"]), r["job"], (r["created"] or "")[:19],
-            r["path"]] for r in rows]
+    """The figure comes from the last comparison against independent labels (never the teacher's own):
+    mean and median AbsRel side by side, the outliers that pull the mean named."""
+    out = [[r["id"], r["model"], r["encoder"], f"metres (up to {r['max_depth']:g} m)" if r["metric"] else "disparity",
+            r["step"], num(r["loss"]), num(r["abs_rel"]), num(r["abs_rel_median"]), num(r["delta1"]),
+            outlier_text(r["outliers"]) if r["outliers"] else "", r["against"] or "not measured",
+            _yes_no(r["beats_baselines"]), r["job"], (r["created"] or "")[:19], r["path"]] for r in rows]
     return pd.DataFrame(out, columns=CKPT_HEADERS)
 
 
 def curves_frame(points: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(points, columns=CURVE_COLUMNS)
+    frame = pd.DataFrame(points, columns=CURVE_COLUMNS)
+    return frame.astype({"step": "int64"}) if len(frame) else frame
+
+
+def curves_plot(points: list[dict], total: int | None = None) -> dict:
+    """The loss curves (an update of the plot) with whole-step ticks: the step axis spans
+    0 .. max(CURVE_MIN_STEPS, the run's steps), so its ticks never fall between steps."""
+    frame = curves_frame(points)
+    last = int(frame["step"].max()) if len(frame) else 0
+    return gr.update(value=frame, x_lim=[0, max(CURVE_MIN_STEPS, last, int(total or 0))])
 
 
 def run_choices(runs) -> list[tuple[str, int]]:
     return [(f"{r.id}: {run_name_of(r)} ({r.status})", r.id) for r in runs]
+
+
+def data_note(summary: dict, launch_note: str) -> str:
+    metric = f" ({summary['metric']} of them in metres, for metric runs)" if summary.get("metric") else ""
+    return (f"The run trains on the label store's curated labels (**{summary['accepted']}** accepted, "
+            f"**{summary['corrected']}** corrected{metric}; newest revision of each, with masks and point pairs) "
+            f"and, optionally, a folder of image / ground-truth pairs under `{summary['data_root']}`. "
+            f"It runs in the background ({launch_note}); one GPU job runs at a time, the others wait in the "
+            f"queue. The images in the *held-out share* (Teacher vs student, below) are left out of training.")
 
 
 class TrainHandlers:
@@ -101,22 +116,54 @@ class TrainHandlers:
         # Comparisons run two networks: on ZeroGPU they need a GPU for the call, like /predict.
         self.run_compare = compare or gpu(service.compare, duration=120)
 
+    # ---- what the tab shows when it is shown -----------------------------------------
+    def show(self, start, teacher, student, encoder=None, metric=False, feature_alignment=True,
+             feature_target="dinov2"):
+        """Everything the form and pickers read from the store and the model list, read now (tab shown,
+        page loaded): -> (data note, start picker, what the run will do, encoder, metric, max depth, teacher
+        picker, student picker, checkpoints table). A start, teacher or student no longer offered falls back
+        to the default; fine-tuning a model sets the encoder (and for a metric model, metric and max depth)."""
+        svc = self.service
+        starts = svc.start_choices()
+        start = start if start in [k for _, k in starts] else svc.default_start()
+        models = self.compare_choices()
+        keys = [k for _, k in models]
+        default = svc.depth.default_key if svc.depth is not None else None
+        sentence, *fixed = self.start_changed(start, encoder, metric, feature_alignment, feature_target)
+        return (data_note(svc.data_summary(), svc.launch_note()), gr.update(choices=starts, value=start), sentence,
+                *fixed, gr.update(choices=models, value=teacher if teacher in keys else default),
+                gr.update(choices=models, value=student if student in keys else default),
+                checkpoints_table(svc.checkpoints()))
+
+    @user_errors("Cannot describe the run")
+    def describe(self, start, encoder=None, metric=False, feature_alignment=True, feature_target="dinov2") -> str:
+        """One sentence: what a run with these settings starts from and what happens offline."""
+        return self.service.describe_start(start, encoder, metric=bool(metric),
+                                           feature_alignment=bool(feature_alignment),
+                                           feature_target=feature_target or "dinov2")
+
+    def start_changed(self, start, encoder=None, metric=False, feature_alignment=True, feature_target="dinov2"):
+        """-> (the sentence, encoder, metric, max depth): fine-tuning a model fixes the encoder to the
+        model's; a metric model is fine-tuned as a metric run up to its own max depth."""
+        fixed = self.service.start_encoder(start)
+        max_depth = self.service.start_max_depth(start)                # None: not a metric model
+        metric = True if max_depth is not None else metric
+        return (self.describe(start, fixed or encoder, metric, feature_alignment, feature_target),
+                gr.update(value=fixed) if fixed else gr.update(),
+                gr.update(value=True) if max_depth is not None else gr.update(),
+                gr.update(value=max_depth) if max_depth is not None else gr.update())
+
     # ---- start ----------------------------------------------------------------------
     @user_errors("Cannot start training")
-    def start(self, name, init, encoder, steps, batch_size, lr_encoder, decoder_lr_mult, ratio, input_size,
-              feature_alignment, folder, gt_kind, save_every, holdout=0.0, feature_target="dinov2"):
-        """Start (or queue) a run from the form; -> (selected job, status text). `holdout`: the comparison's
-        held-out share, left out of training; `feature_target`: "dinov2" (the paper's) or "init". Numbers go
-        to the service as sent: it checks their ranges."""
-        run = RunSettings(name=name or "", init=init or "", encoder=encoder, steps=steps, batch_size=batch_size,
-                          lr_encoder=lr_encoder, decoder_lr_mult=decoder_lr_mult, ratio=str(ratio or ""),
-                          input_size=input_size, feature_alignment=bool(feature_alignment), folder=folder or "",
-                          gt_kind=gt_kind or "depth", save_every=save_every, holdout=holdout or 0.0,
-                          feature_target=feature_target or "dinov2")
-        job_id = self.service.start(run)
-        info = self.service.status(job_id)
-        runs = self.service.runs()
-        return gr.update(choices=run_choices(runs), value=job_id), status_markdown(info)
+    def start(self, settings: dict):
+        """Start (or queue) a run from the form's settings by name (TrainConfig's form settings, plus
+        "name", "init" = where it starts from, "folder"); -> (selected job, status text). Values go to
+        the service as sent: TrainConfig checks their ranges."""
+        if not isinstance(settings, dict):
+            refuse("send the run's settings as a JSON object of setting names and values")
+        job_id = self.service.start(settings)
+        return gr.update(choices=run_choices(self.service.runs()), value=job_id), \
+            status_markdown(self.service.status(job_id))
 
     # ---- watch ----------------------------------------------------------------------
     @user_errors("Cannot show the run")
@@ -129,13 +176,12 @@ class TrainHandlers:
         wanted = None if job_id in (None, "") else RANGES["job_id"].check(job_id)   # "abc" is refused in one line
         job_id = wanted if wanted in ids else (ids[0] if ids else None)
         info = next((r for r in runs if r.id == job_id), None)
-        if info is not None and info.finished:
-            info = self.service.status(job_id)             # registers a finished run's checkpoint
         curves = self.service.curves(job_id) if job_id is not None else []
         log = "\n".join(info.log_tail) if info is not None else ""
         status = info.status if info is not None else None
         busy = any(r.status in ACTIVE for r in runs)
-        return (gr.update(choices=run_choices(runs), value=job_id), status_markdown(info), curves_frame(curves),
+        return (gr.update(choices=run_choices(runs), value=job_id), status_markdown(info),
+                curves_plot(curves, info.total if info is not None else None),
                 log, runs_table(runs), checkpoints_table(self.service.checkpoints()),
                 gr.update(interactive=status in ACTIVE), gr.update(interactive=status in RESUMABLE),
                 gr.Timer(POLL_S if busy else IDLE_POLL_S))
@@ -148,21 +194,35 @@ class TrainHandlers:
 
     @user_errors("Cannot resume")
     def resume(self, job_id):
-        """-> (the new job selected, its status)."""
+        """-> (the selected job, its status, the data-changed choice (shown or hidden), its text). When
+        the labels changed since the run's last checkpoint nothing starts: the page asks which to do."""
         if job_id in (None, ""):
             refuse("choose a failed or cancelled run first")
-        new_id = self.service.resume(job_id)
-        info = self.service.status(new_id)
-        return gr.update(choices=run_choices(self.service.runs()), value=new_id), status_markdown(info)
+        plan = self.service.resume_plan(job_id)
+        if plan.data_changed:
+            text = (f"**The training data changed** since {md(plan.run.name)} saved its checkpoint at step "
+                    f"{plan.step} ({plan.then} images then, {plan.now} now). Continue the run on the data it "
+                    f"started with, or start a new run that fine-tunes that checkpoint on the data as it is now.")
+            return gr.update(), status_markdown(plan.info), gr.update(visible=True), text
+        return (*self._started(self.service.resume(plan.info.id)), gr.update(visible=False), "")
+
+    @user_errors("Cannot resume")
+    def resume_keep_data(self, job_id):
+        """Continue the run on the data snapshot it started with. -> (job, status, hidden choice)."""
+        return (*self._started(self.service.resume(job_id, keep_data=True)), gr.update(visible=False))
+
+    @user_errors("Cannot start the new run")
+    def restart(self, job_id):
+        """A new run from the run's last checkpoint on the current data. -> (job, status, hidden choice)."""
+        return (*self._started(self.service.restart(job_id)), gr.update(visible=False))
+
+    def _started(self, job_id: int):
+        info = self.service.status(job_id)
+        return gr.update(choices=run_choices(self.service.runs()), value=job_id), status_markdown(info)
 
     def checkpoints(self) -> pd.DataFrame:
-        self.service.sync_checkpoints()
+        """The trained checkpoints table (reads only)."""
         return checkpoints_table(self.service.checkpoints())
-
-    def model_choices(self):
-        """Both model pickers of the comparison, refreshed (a run may have finished)."""
-        choices = self.compare_choices()
-        return gr.update(choices=choices), gr.update(choices=choices)
 
     def compare_choices(self) -> list[tuple[str, str]]:
         depth = self.service.depth
@@ -183,74 +243,3 @@ class TrainHandlers:
         res = self.run_compare(teacher, student, input_size=input_size,
                                progress=lambda f, msg: progress(f, desc=msg), **kwargs)
         return compare_table(res), res.panels, compare_markdown(res)
-
-
-def compare_table(res) -> pd.DataFrame:
-    def scale(r, role):
-        x = _num(r.get(f"{role}_scale"))
-        return None if x is None else (f"{x:.4g} FAILED" if r.get(f"{role}_failed") else f"{x:.4g}")
-    rows = [[r["image"], r.get("evidence", ""), _num(r.get("teacher_abs_rel")), _num(r.get("student_abs_rel")),
-             _num(r.get("teacher_delta1")), _num(r.get("student_delta1")), scale(r, "teacher"), scale(r, "student"),
-             _num(r.get("constant_abs_rel")), _num(r.get("row_prior_abs_rel")), _num(r.get("teacher_pairs")),
-             _num(r.get("student_pairs")), r.get("valid_pixels"), r.get("label", "")] for r in res.rows]
-    return pd.DataFrame(rows, columns=COMPARE_HEADERS)
-
-
-def _fmt(x, digits: int = 4) -> str:
-    v = _num(x, digits)
-    return "n/a" if v is None else f"{v:.{digits}f}"
-
-
-def compare_markdown(res) -> str:
-    """The honest summary: per model the means, failed alignments, both baselines and the verdict;
-    what was scored against; what was skipped and why. No rows: 'nothing independent to score against'."""
-    if not res.scored:
-        lines = [f"**{res.message[0].upper() + res.message[1:]}.** No score is shown: the held-out images "
-                 f"({res.held_out}) have only labels a model produced, and a model's pseudo-label cannot tell "
-                 "which model is better. Import ground truth (Curate tab, *Import ground truth*), correct a "
-                 "region of a label (plane, sky) or add point pairs, then compare again."]
-        lines += [f"- skipped {line}" for line in res.skipped]
-        return "\n".join(lines)
-    lines = ["| model | | AbsRel ↓ | δ1 ↑ | images | failed alignments | constant AbsRel | row prior AbsRel | "
-             "pair accuracy | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for role, title in res.models.items():
-        s = res.summary.get(role) or {}
-        b = s.get("baselines") or {}
-        pairs = f"{_fmt(s.get('pair_accuracy'), 3)} (row prior {_fmt((b.get('row_prior') or {}).get('pair_accuracy'), 3)})" \
-            if s.get("pairs_total") else "–"
-        lines.append(f"| {role} | {title} | {_fmt(s.get('abs_rel'))} | {_fmt(s.get('delta1'))} | {s.get('images_scored', 0)} "
-                     f"| {s.get('images_failed', 0)} | {_fmt((b.get('constant') or {}).get('abs_rel'))} | "
-                     f"{_fmt((b.get('row_prior') or {}).get('abs_rel'))} | {pairs} | {(s.get('verdict') or {}).get('text', '')} |")
-    lines += ["", _versus(res), "", f"Scored {len(res.rows)} of {res.held_out} held-out image(s) against "
-              + ", ".join(f"{k} ({n})" for k, n in sorted(res.evidence.items()))
-              + ": labels neither model produced (never an accepted pseudo-label)."]
-    lines += [f"- skipped {line}" for line in res.skipped]
-    lines.append(_protocol_text(res.protocol))
-    lines.append("\nA corrected region is a plane fitted to the label it corrected, so it leans towards the model "
-                 "that made that label (the row says which). Rows say when an image was in a model's training data.")
-    return "\n".join(lines)
-
-
-def _versus(res) -> str:
-    t, s = res.summary.get("teacher") or {}, res.summary.get("student") or {}
-    if not (t.get("abs_rel") is not None and s.get("abs_rel") is not None):
-        return "**Teacher vs student:** no dense score for both models; no claim."
-    beats = [r for r, x in (("teacher", t), ("student", s)) if (x.get("verdict") or {}).get("beats_baselines")]
-    better = "student" if s["abs_rel"] < t["abs_rel"] else "teacher"
-    note = "" if "student" in beats else " The student does not beat both baselines, so its score says little."
-    return (f"**Teacher vs student:** the {better} has the lower AbsRel ({_fmt(s['abs_rel'])} student vs "
-            f"{_fmt(t['abs_rel'])} teacher, images whose alignment succeeded).{note}")
-
-
-def _protocol_text(protocol: dict) -> str:
-    parts = []
-    for p in protocol.get("labels") or []:
-        text = f"{p.get('space', '')} space: {p.get('metrics', '')}. Alignment: " + \
-            "; ".join(f"{k}: {v}" for k, v in (p.get("alignment") or {}).items())
-        if p.get("depth_cap") is not None:
-            text += f". Depth cap: {p.get('depth_cap')} ({p.get('depth_cap_unit', '')}); {p.get('depth_cap_rule', '')}"
-        parts.append(text)
-    first = (protocol.get("labels") or [{}])[0]
-    return ("\n**Protocol.** " + " | ".join(parts) + f". Failed alignment: {first.get('failed_alignment', '')}. "
-            f"Baselines: {first.get('baselines', '')}. Verdict: {first.get('verdict', '')}. "
-            f"Split: {protocol.get('split', '')}. Ignore and sky masks are not scored.")

@@ -99,3 +99,42 @@ def recipe_model(recipe_state_dict):
             built[key] = model
         return built[key]
     return make
+
+
+@pytest.fixture
+def sleeping_jobs(monkeypatch):
+    """Background jobs start a detached `sleep 60` instead of their supervisor and command (fast
+    scheduling tests). When a sleeper ends (killed, cancelled) a thread runs what the supervisor runs
+    then, `jobs.job_ended` (the exit path that settles the record and advances the queue).
+    Yields {job id: Popen}; every sleeper is killed and every exit path joined at teardown."""
+    import subprocess
+    import threading
+
+    from pipeline import jobs
+    procs: dict[int, subprocess.Popen] = {}
+    threads: list[threading.Thread] = []
+    closing = threading.Event()
+
+    def exit_path(db_path, job_id: int, proc: subprocess.Popen) -> None:
+        proc.wait()
+        if not closing.is_set():                      # teardown kills every sleeper: no queue to move then
+            jobs.job_ended(db_path, job_id, pid=proc.pid, returncode=proc.returncode)
+
+    def spawn(db_path, job):
+        proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        procs[job.id] = proc
+        threads.append(threading.Thread(target=exit_path, args=(db_path, job.id, proc), daemon=True))
+        threads[-1].start()
+        return proc.pid
+
+    monkeypatch.setattr(jobs, "_spawn", spawn)
+    yield procs
+    closing.set()
+    for thread in list(threads):
+        thread.join(timeout=0.05)                     # let exit paths already under way finish
+    for proc in list(procs.values()):
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    for thread in list(threads):
+        thread.join(timeout=30)

@@ -1,6 +1,8 @@
 """Correction tools on known inputs with known outputs."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -151,12 +153,13 @@ def test_align_scale_shift_known_values_and_errors():
 
 # ---------------------------------------------------------------------------- point pairs
 def test_point_pairs_flag_disagreements_for_both_kinds():
+    """Pairs in DA-2K form: points [h, w] (row, column), closer 1 or 2, as the store keeps them."""
     disp = np.tile(np.linspace(0.0, 1.0, W, dtype=np.float32), (H, 1))     # right = closer
     pairs = [
-        C.PointPair((60, 5), (2, 5), "a"),               # right closer: agrees
-        {"a": (2, 5), "b": (60, 5), "closer": "a"},      # left closer: disagrees
-        {"ax": 10, "ay": 1, "bx": 10, "by": 40, "closer": "b"},   # same column: equal -> flagged
-        ((30, 3), (31, 3), "b"),                         # tiny difference: agrees at margin 0
+        ((5, 60), (5, 2), 1),                                                  # right closer: agrees
+        {"point1": [5, 2], "point2": [5, 60], "closer_point": "point1"},      # left closer: disagrees
+        SimpleNamespace(point1=(1, 10), point2=(40, 10), closer=2),           # same column: equal -> flagged
+        ((3, 30), (3, 31), 2),                                                 # tiny difference: agrees at margin 0
     ]
     assert C.check_point_pairs(disp, pairs, "disparity").tolist() == [False, True, True, False]
     assert C.check_point_pairs(disp, pairs, "disparity", margin=0.05).tolist() == [False, True, True, True]
@@ -167,9 +170,11 @@ def test_point_pairs_flag_disagreements_for_both_kinds():
     assert C.check_point_pairs(7 * disp + 3, pairs, "disparity", margin=0.05).tolist() == [False, True, True, True]
 
 
-def test_point_pair_outside_the_image_is_a_user_error():
-    with pytest.raises(StudioError, match="outside"):
-        C.check_point_pairs(np.zeros((H, W)), [((W, 0), (0, 0), "a")], "disparity")
+def test_point_pair_outside_the_image_or_without_a_closer_point_is_a_user_error():
+    with pytest.raises(StudioError, match=r"\[h=0, w=64\] is outside"):
+        C.check_point_pairs(np.zeros((H, W)), [((0, W), (0, 0), 1)], "disparity")
+    with pytest.raises(StudioError, match="closer point must be 1 or 2"):
+        C.check_point_pairs(np.zeros((H, W)), [((0, 1), (0, 0), "a")], "disparity")
 
 
 # ---------------------------------------------------------------------------- flip consistency

@@ -53,21 +53,9 @@ def pl_argv(checkpoint: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture
-def sleepers(monkeypatch):
-    """Replace the real launch by `sleep 60` processes (fast scheduling tests); kill them after."""
-    procs: dict[int, subprocess.Popen] = {}
-
-    def spawn(db_path, job):
-        p = subprocess.Popen(["sleep", "60"], start_new_session=True)
-        procs[job.id] = p
-        return p.pid
-
-    monkeypatch.setattr(jobs, "_spawn", spawn)
-    yield procs
-    for p in procs.values():
-        if p.poll() is None:
-            p.kill()
-        p.wait()
+def sleepers(sleeping_jobs):
+    """Replace the real launch by `sleep 60` processes (fast scheduling tests; tests/conftest.py)."""
+    return sleeping_jobs
 
 
 def _iso(dt: datetime) -> str:
@@ -95,8 +83,11 @@ def test_one_gpu_job_at_a_time_queue_and_crash_detection(tmp_path, sleepers):
     assert jobs.job_status(db, a).pid == sleepers[a].pid
     sleepers[a].kill()                                            # crash: kill -9
     sleepers[a].wait()
+    assert jobs.job_status(db, a).status == "failed"              # shown at once, read from the OS
+    _wait_until(lambda: Store(db).get_job(b).status == "running", timeout=10)   # the exit path advanced
     infos = {i.id: i for i in jobs.list_jobs(db)}
     assert infos[a].status == "failed" and "ended without finishing" in infos[a].error
+    assert Store(db).get_job(a).status == "failed"                # settled by the exit path, not a read
     assert infos[b].status == "running"                           # the queue moved on
     assert list(infos) == [c, b, a]                               # newest first
 
@@ -241,6 +232,21 @@ def test_real_job_cancel_then_kill_9_then_resume_finishes_once(tmp_path, checkpo
     assert store.db.execute("SELECT COUNT(*) FROM revisions").fetchone()[0] == n
 
 
+def test_the_exit_path_settles_a_command_that_died_and_starts_the_next_job(tmp_path):
+    """A command that ends without reporting (here: an unknown command, exit status 2) is settled failed by
+    its supervisor, which then starts the queued job: no poll is needed for either."""
+    db = tmp_path / "s.db"
+    store = Store(db)
+    a = jobs.start_job(db, "x", ["no-such-command"])
+    b = jobs.start_job(db, "x", ["no-such-command-either"])
+    assert store.get_job(b).status == "queued"
+    _wait_until(lambda: store.get_job(a).status == "failed", timeout=60)
+    assert "exit status 2" in store.get_job(a).error and "crashed or killed" in store.get_job(a).error
+    _wait_until(lambda: store.get_job(b).status == "failed", timeout=60)        # started, then it died too
+    assert store.get_job(b).started_at is not None
+    assert "invalid choice: 'no-such-command'" in jobs.log_path(db, a).read_text()
+
+
 # ---------------------------------------------------------------------------- launcher (torchrun)
 def test_launcher_argv_is_kept_in_params_and_reused_by_resume(tmp_path, sleepers):
     db = tmp_path / "s.db"
@@ -344,8 +350,9 @@ def test_cancelling_a_torchrun_job_stops_every_rank(tmp_path, ddp_scenes):
     job_id = jobs.start_job(store.path, "train", ddp_argv(ddp_scenes, tmp_path / "run", 500),
                             env={"OMP_NUM_THREADS": "1"}, launcher=jobs.torchrun(2))
     _wait_until(lambda: jobs.job_status(store.path, job_id).step >= 1, timeout=240)
-    launcher = psutil.Process(jobs.job_status(store.path, job_id).pid)
-    ranks = [p for p in launcher.children(recursive=True) if "pipeline" in " ".join(p.cmdline())]
+    launcher = psutil.Process(jobs.job_status(store.path, job_id).pid)     # the job's supervisor
+    ranks = [p for p in launcher.children(recursive=True)
+             if "pipeline" in " ".join(p.cmdline()) and "torch.distributed.run" not in p.cmdline()]
     assert len(ranks) == 2
     jobs.cancel_job(store.path, job_id)
     # A cancel reaches each rank more than once (signal_job, then torchrun's forward). The flake was

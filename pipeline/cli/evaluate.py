@@ -7,7 +7,10 @@
 
 Every image line gives the fitted scale and shift, FAILED when the scale is <= 0 (reversed depth
 order: left out of the means and counted), and the constant and row-prior baselines on the same
-pixels; the summary gives the failed share, both baselines and the verdict. The protocol
+pixels; the summary gives the failed share, both baselines, the median beside the mean, the
+outliers and the verdict. Metric checkpoints (depth in metres) are scored without alignment with
+the metric metrics (AbsRel, RMSE, log10, SiLog, d1-d3) over a stated depth range: --min-depth to
+--depth-cap, which defaults to the checkpoint's max_depth. The protocol
 (pipeline/evaluation.py) is written into the output JSON next to the numbers. With --db (or the
 store's export as --data) only ground truth, pixels a person set and point pairs are scored; an
 image whose label is a model's pseudo-label is skipped with that reason.
@@ -49,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred-kind", choices=ev.PRED_KINDS, default="disparity",
                         help="with --pred: relative disparity (aligned) or metric depth (as is); default disparity")
     parser.add_argument("--depth-cap", default=None, metavar="M",
-                        help="depth cap in metres for depth GT, or 'gt-max' (per image). Default: 80, "
+                        help="depth cap in metres for depth GT, or 'gt-max' (per image); for metric predictions the "
+                             "top of the stated depth range. Default: a metric checkpoint's max_depth, else 80, "
                              "10 for the motorcycle sample")
     parser.add_argument("--min-depth", type=float, default=None,
                         help="GT depth below this is invalid (default 0.001 m)")
@@ -60,12 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="print the summary only, not one line per image")
 
 
-def _depth_cap(value: str | None, sample: str | None) -> float | None:
+def _depth_cap(value: str | None, sample: str | None, max_depth: float | None = None) -> float | None:
     if value is None:
         if sample:
             from ..sample_data import MOTORCYCLE_DEPTH_CAP
             return MOTORCYCLE_DEPTH_CAP
-        return ev.DEFAULT_DEPTH_CAP
+        return max_depth if max_depth is not None else ev.DEFAULT_DEPTH_CAP
     if value == "gt-max":
         return None
     try:
@@ -74,10 +78,11 @@ def _depth_cap(value: str | None, sample: str | None) -> float | None:
         raise ConfigError(f"--depth-cap must be a number or 'gt-max', got {value!r}") from None
 
 
-def protocols(args) -> dict[str, ev.Protocol]:
-    """One protocol per GT kind: depth (cap, min depth) and disparity (disparity space)."""
+def protocols(args, max_depth: float | None = None) -> dict[str, ev.Protocol]:
+    """One protocol per GT kind: depth (cap, min depth) and disparity (disparity space). `max_depth`:
+    a metric checkpoint's, the default cap (the top of its depth range)."""
     min_depth = ev.DEFAULT_MIN_DEPTH if args.min_depth is None else args.min_depth
-    return {"depth": ev.Protocol("depth", _depth_cap(args.depth_cap, args.sample), min_depth),
+    return {"depth": ev.Protocol("depth", _depth_cap(args.depth_cap, args.sample, max_depth), min_depth),
             "disparity": ev.Protocol("disparity", None, 0.0)}
 
 
@@ -111,15 +116,20 @@ def _items(args) -> tuple[list[ev.EvalItem], list[dict]]:
 
 
 def _checkpoint_predictor(args):
+    from ..checkpoints import load_model
     from ..predictor import Predictor
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, input_size=args.input_size)
+    loaded = load_model(args.checkpoint)
+    predictor = Predictor(loaded, device=args.device, input_size=args.input_size)
 
     def predict(item: ev.EvalItem) -> tuple[np.ndarray, str]:
         p = predictor.predict(item.load_image())
         return p.array, "depth" if p.kind == "metric_depth" else "disparity"
 
-    return predict, {"checkpoint": str(args.checkpoint), "model_id": predictor.model_id,
-                     "device": str(predictor.device), "input_size": args.input_size}
+    source = {"checkpoint": str(args.checkpoint), "model_id": predictor.model_id, "device": str(predictor.device),
+              "input_size": args.input_size, "kind": loaded.config.output_kind}
+    if loaded.config.metric:
+        source["max_depth"] = loaded.config.max_depth
+    return predict, source
 
 
 def _saved_predictions(args):
@@ -157,6 +167,10 @@ def image_line(r: dict) -> str:
         parts.append(f"[{r.get('space')}] AbsRel {_fmt(r['abs_rel'])} delta1 {_fmt(r['delta1'])}{fit}"
                      + ("  FAILED (scale <= 0: not in the means)" if r.get("alignment_failed") else "")
                      + f"  | constant {_fmt(b['constant']['abs_rel'])} row prior {_fmt(b['row_prior']['abs_rel'])}")
+    if r.get("metric"):
+        m = r["metric"]
+        parts.append(f"metric: RMSE {_fmt(m['rmse'])} m log10 {_fmt(m['log10'])} SiLog {_fmt(m['silog'])} "
+                     f"d1/d2/d3 {_fmt(m['d1'], 3)}/{_fmt(m['d2'], 3)}/{_fmt(m['d3'], 3)}")
     if "pairs" in r:
         parts.append(f"pairs {r['pairs']['correct']}/{r['pairs']['total']} (row prior "
                      f"{r['row_prior_pairs']['correct']}/{r['row_prior_pairs']['total']})")
@@ -173,11 +187,27 @@ def summary_lines(s: dict, title: str = "summary") -> list[str]:
              f"{_fmt(b['constant']['delta1'])}; row prior AbsRel {_fmt(b['row_prior']['abs_rel'])} delta1 "
              f"{_fmt(b['row_prior']['delta1'])}"
              + (f"; fitted scale from {s['scale_range'][0]:.4g} to {s['scale_range'][1]:.4g}" if s["scale_range"] else "")]
+    if s.get("abs_rel_median") is not None:
+        lines.append(f"  median AbsRel {_fmt(s['abs_rel_median'])}" + (
+            "; outliers: " + ", ".join(f"{o['name']} ({o['abs_rel']:.4g})" for o in s["outliers"][:5])
+            + f" ({s['outlier_rule']})" if s["outliers"] else ""))
+    if s.get("metric"):
+        lines += metric_lines(s["metric"])
     if s["pairs_total"]:
         lines.append(f"  pair accuracy {_fmt(s['pair_accuracy'], 3)} over {s['pairs_total']} pairs (row prior "
                      f"{_fmt(b['row_prior']['pair_accuracy'], 3)}, chance 0.5)")
     lines.append(f"  verdict: {s['verdict']['text']}")
     return lines
+
+
+def metric_lines(m: dict) -> list[str]:
+    """The metric protocol's means (no alignment) and the same metrics of both aligned baselines."""
+    def row(x):
+        return (f"AbsRel {_fmt(x['abs_rel'])} RMSE {_fmt(x['rmse'])} m log10 {_fmt(x['log10'])} SiLog "
+                f"{_fmt(x['silog'])} d1/d2/d3 {_fmt(x['d1'], 3)}/{_fmt(x['d2'], 3)}/{_fmt(x['d3'], 3)}")
+    b = m["baselines"]
+    return [f"  metric depth, no alignment, over {m['images']} image(s): {row(m)}",
+            f"    baselines: constant {row(b['constant'])}; row prior {row(b['row_prior'])}"]
 
 
 def run(args) -> int:
@@ -189,13 +219,17 @@ def run(args) -> int:
     def progress(i: int, name: str) -> None:
         print(f"[{i}/{len(items)}] {name}", file=sys.stderr)
 
-    report = ev.evaluate(items, predict, protocols(args), progress=progress)
+    report = ev.evaluate(items, predict, protocols(args, source.get("max_depth")), progress=progress)
     report["skipped"] = skipped + report["skipped"]
     report = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "source": source,
               "data": args.data or args.db or f"sample:{args.sample}", **report}
     if not args.quiet:
         for r in report["images"]:
             print(image_line(r))
+    metric = (report["protocol"].get("metric") if isinstance(report["protocol"], dict) else None)
+    if metric:
+        print(f"metric protocol: {metric.get('alignment', 'no alignment')}; depth range "
+              f"{metric.get('depth_range_m')} m")
     print("\n".join(summary_lines(report["summary"])))
     for space, s in (report.get("summary_by_space") or {}).items():
         print("\n".join(summary_lines(s, f"{space} space")))

@@ -107,7 +107,7 @@ def _run_as_job(args, store, db: Path) -> int:
                 f"input size {predictor.input_size}")
         summary = run_pseudo_label(store, predictor, limit=args.limit, job_id=args.job_id,
                                    reporter=rep, delay=args.delay)
-        rep.log(json.dumps(summary.as_dict()))
+        rep.log(summary.describe())                     # people read the log; the result keeps the numbers
         status = "cancelled" if summary.cancelled else "done"
         error = f"{len(summary.failed)} image(s) could not be read" if summary.failed else None
         rep.finish(status, error=error, result=summary.as_dict())

@@ -34,9 +34,27 @@ def convert_to_ir(onnx_path: Path, xml_path: Path, *, fp16: bool = False, rt_inf
     return xml_path
 
 
+_CORE = None
+_CORE_LOCK = threading.Lock()
+
+
+def core():
+    """The process's one `ov.Core`, never released. OpenVINO's CPU plugin points the compiling thread's
+    alternate signal stack at a buffer it unmaps when the plugin unloads (the last Core and compiled
+    model gone); unloaded from another thread, it leaves that thread's stack dangling, and the next
+    Python signal handler to run there kills the process (SIGSEGV, SI_KERNEL: what ended CI runs with
+    exit 139; tests/test_openvino_signals.py). One Core kept for the process keeps the plugin loaded.
+    A second Core is also a known crash of its own (ultralytics/ultralytics#25864)."""
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            import openvino as ov
+            _CORE = ov.Core()
+        return _CORE
+
+
 def compile_model(xml_path: Path, threads: int):
-    import openvino as ov
-    return ov.Core().compile_model(str(xml_path), "CPU", config(threads))
+    return core().compile_model(str(xml_path), "CPU", config(threads))
 
 
 class OpenVINORunner(Runner):

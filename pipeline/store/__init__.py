@@ -16,8 +16,8 @@ from .errors import (
     StaleRevisionError,
     StoreError,
 )
-from .gallery import LAST_PAGE, SORTS
-from .images import ANY_HEAD
+from .gallery import LAST_PAGE, SORTS, GalleryFilter, Histogram
+from .images import ANY_HEAD, StatusChanges
 from .provenance import Evidence, check_source
 from .records import (
     AuditEntry,
@@ -33,8 +33,9 @@ from .records import (
     TrainingItem,
 )
 from .revisions import History
-from .schema import DEPTH_KINDS, JOB_STATUSES, MASK_NAMES, SCHEMA_VERSION, STATUSES
+from .schema import CONFIDENCE_BINS, DEPTH_KINDS, JOB_STATUSES, MASK_NAMES, SCHEMA_VERSION, STATUSES
 from .store import Store, files_dir_for
+from .tags import check_tag, check_tags
 
 __all__ = [
     "Store", "ANY_HEAD", "SORTS", "LAST_PAGE", "files_dir_for", "BlobStore", "StoredArray",
@@ -42,5 +43,6 @@ __all__ = [
     "SchemaVersionError", "InvalidValueError", "JobStateError",
     "ImageRecord", "Page", "Location", "Prediction", "Revision", "Label", "History", "PointPair",
     "TrainingItem", "Job", "Checkpoint", "AuditEntry", "Evidence", "check_source",
-    "STATUSES", "JOB_STATUSES", "MASK_NAMES", "DEPTH_KINDS", "SCHEMA_VERSION",
+    "GalleryFilter", "Histogram", "StatusChanges", "check_tag", "check_tags",
+    "STATUSES", "JOB_STATUSES", "MASK_NAMES", "DEPTH_KINDS", "SCHEMA_VERSION", "CONFIDENCE_BINS",
 ]

@@ -3,6 +3,7 @@ counts are in gallery.py."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import audit
@@ -35,6 +36,24 @@ def check_statuses(statuses: str | Iterable[str] | None) -> tuple[str, ...]:
         if s not in STATUSES:
             raise InvalidValueError(f"unknown status {s!r}; use one of {', '.join(STATUSES)}")
     return out
+
+
+@dataclass
+class StatusChanges:
+    """What a batch status change did (or, dry, would do)."""
+    status: str
+    changed: list[tuple[int, str, str]] = field(default_factory=list)     # (image id, name, previous status)
+    unchanged: list[int] = field(default_factory=list)                     # already had the status
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)     # (image id, name, why)
+
+    def summary(self) -> str:
+        return (f"{len(self.changed)} set to {self.status}, {len(self.unchanged)} already {self.status}, "
+                f"{len(self.skipped)} skipped")
+
+    def merge(self, part: StatusChanges) -> None:
+        self.changed += part.changed
+        self.unchanged += part.unchanged
+        self.skipped += part.skipped
 
 
 class ImagesMixin:
@@ -112,8 +131,59 @@ class ImagesMixin:
                          {"from": row["status"], "to": status, "revision_id": row["head_revision_id"]})
         return self.get_image(image_id)
 
+    def set_statuses(self, image_ids: Iterable[int], status: str, *, author: str,
+                     dry_run: bool = False) -> StatusChanges:
+        """A batch decision in one transaction: `status` on every image that has a label (an image
+        without one is skipped: nothing to accept). With dry_run, the same answer and no write."""
+        (status,) = check_statuses([status])
+        ids = [int(i) for i in image_ids]
+        out = StatusChanges(status)
+        with self.write() as db:
+            marks = ", ".join("?" * len(ids))
+            rows = {r["id"]: r for r in db.query(f"SELECT id, name, status, head_revision_id FROM images "
+                                                  f"WHERE id IN ({marks})", ids)} if ids else {}
+            for i in ids:
+                row = rows.get(i)
+                if row is None:
+                    out.skipped.append((i, "", "not in the store"))
+                elif row["head_revision_id"] is None:
+                    out.skipped.append((i, row["name"], "no label yet"))
+                elif row["status"] == status:
+                    out.unchanged.append(i)
+                else:
+                    out.changed.append((i, row["name"], row["status"]))
+            if out.changed and not dry_run:
+                now = utc_now()
+                db.conn.executemany("UPDATE images SET status = ?, updated_at = ? WHERE id = ?",
+                                    [(status, now, i) for i, _, _ in out.changed])
+                for i, _, old in out.changed:
+                    audit.record(db, author, "image.status", "image", i,
+                                 {"from": old, "to": status, "revision_id": rows[i]["head_revision_id"], "bulk": True})
+        return out
+
+    def set_statuses_where(self, to: str, /, *, author: str, dry_run: bool = False, chunk: int = 500,
+                           **flt) -> StatusChanges:
+        """`set_statuses(..., to)` on every image of a gallery filter (status, clip, name, tag,
+        min/max_confidence: see `list_images`), one keyset chunk per transaction (a filter of a million
+        images never holds the write lock for long)."""
+        out, ids = StatusChanges(to), []
+        for image_id in self.filtered_ids(**flt):
+            ids.append(image_id)
+            if len(ids) == chunk:
+                out.merge(self.set_statuses(ids, to, author=author, dry_run=dry_run))
+                ids = []
+        if ids:
+            out.merge(self.set_statuses(ids, to, author=author, dry_run=dry_run))
+        return out
+
+    def check_head(self, image_id: int, expected_head) -> None:
+        """Read-only: raise StaleRevisionError when the image's head is not `expected_head` (the same
+        check and message every write makes), so a caller can refuse before any work."""
+        self._check_head(self._image_row(image_id), expected_head)
+
     def _check_head(self, row: dict, expected_head) -> None:
-        """Raise StaleRevisionError when the image's head is not `expected_head`."""
+        """Raise StaleRevisionError when the image's head is not `expected_head`. The message names
+        revisions by their per-image number (what the studio shows everywhere), not their row id."""
         if expected_head is ANY_HEAD:
             return
         if expected_head is not None:   # a Revision, or an id as int / numpy int / str from a UI
@@ -125,9 +195,13 @@ class ImagesMixin:
         if row["head_revision_id"] == expected_head:
             return
         head = self.get_revision(row["head_revision_id"]) if row["head_revision_id"] else None
-        opened = f"revision id {expected_head}" if expected_head is not None else "no label"
-        now = (f"revision {head.number} (id {head.id}) by {head.author} at {head.created_at}"
-               if head else "no label")
+        if expected_head is None:
+            opened = "no label"
+        else:
+            found = self.db.execute("SELECT number FROM revisions WHERE id = ? AND image_id = ?",
+                                    [expected_head, row["id"]]).fetchone()
+            opened = f"revision {found[0]}" if found else f"a revision (id {expected_head}) it does not have"
+        now = f"revision {head.number} by {head.author} at {head.created_at}" if head else "no label"
         raise StaleRevisionError(
             f"image {row['id']} ({row['name']}) changed since you opened it ({opened}): it is now "
             f"{now}; reload it and redo your change",

@@ -1,10 +1,12 @@
 """Point pairs (the DA-2K annotation form): two pixels [h, w] and which one is closer.
 
-Pairs belong to the image (they are facts about the scene, not about one label). `flagged`
-says whether the image's head label disagrees with a pair, by the one rule in
-`pipeline.corrections.check_point_pairs`; the store refreshes the flags in the same
+Pairs belong to the image (they are facts about the scene, not about one label). Points are
+[h, w] = (row, column) everywhere: here, in the curation service, the studio's tables and clicks
+(converted once from the page's (x, y)), exports and `pipeline.corrections.check_point_pairs`.
+`flagged` says whether the image's head label disagrees with a pair, by the one rule in
+`check_point_pairs`. The store is the one owner of the flags: it refreshes them in the same
 transaction whenever the head changes (save, undo, redo, restore) or a pair is added, so they
-always describe the current label. Deleting is soft.
+always describe the current label and nobody recomputes them. Deleting is soft.
 """
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ class PointPairsMixin:
         if depth is None:
             depth = self.blobs.read_array(head.depth_sha256, what=f"depth of label revision {head.id}")
         from ..corrections import check_point_pairs  # lazy: scipy is not needed to open a store
-        flags = check_point_pairs(depth, [p.as_correction() for p in pairs], head.kind)
+        flags = check_point_pairs(depth, pairs, head.kind)
         changed = [(int(f), p.id) for p, f in zip(pairs, flags, strict=True) if bool(f) != p.flagged]
         db.conn.executemany("UPDATE point_pairs SET flagged = ? WHERE id = ?", changed)
 

@@ -37,9 +37,11 @@ SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}$")
 # How a person's tool changes the per-pixel origin of the values it touched:
 #   "human": a person set them (default for tools not listed: plane, sky, import, ...)
 #   "model": they are a model's values again (copy from a prediction)
-#   "keep":  a blend of the parent's values keeps their origin (smoothing), or nothing changed
+#   "keep":  a blend of the parent's values keeps their origin (smoothing), or nothing changed;
+#            calibration to metres too: a person chose one scale and shift, the shape is still the
+#            model's, so a calibrated pseudo-label is never evidence against the model that made it
 VALUE_ORIGIN = {"copy": "model", "smooth": "keep", "ignore_mask": "keep", "unignore": "keep",
-                "pseudo_label": "model"}
+                "pseudo_label": "model", "calibrate": "keep"}
 _RESTORED = re.compile(r"restored revision (\d+)")
 
 

@@ -99,13 +99,15 @@ class Revision:
     source: str = "human"       # 'model:<id>' | 'human' | 'ground_truth:<name>'
     human_sha256: str | None = None   # bool (H, W): pixels a person set (None on older 'human' rows: derived)
     valid_sha256: str | None = None   # bool (H, W): ground-truth pixels with a measurement
+    meta: dict = field(default_factory=dict)   # how the values were made (migration 8), e.g. a calibration's fit
 
     @classmethod
     def from_row(cls, row: dict, masks: dict[str, str]) -> Revision:
         return cls(row["id"], row["image_id"], row["parent_id"], row["number"], row["tool"],
                    row["kind"], row["depth_sha256"], dict(masks), row["model_id"],
                    row["prediction_id"], row["author"], row["note"], row["created_at"],
-                   row.get("source") or "human", row.get("human_sha256"), row.get("valid_sha256"))
+                   row.get("source") or "human", row.get("human_sha256"), row.get("valid_sha256"),
+                   _json(row.get("meta"), {}))
 
     @property
     def is_ground_truth(self) -> bool:
@@ -131,6 +133,8 @@ class Label:
 
 @dataclass(frozen=True)
 class PointPair:
+    """A DA-2K style pair: points [h, w] (row, column) everywhere (store, services, studio tables, exports);
+    `pipeline.corrections.check_point_pairs` reads it as it is."""
     id: int
     image_id: int
     point1: tuple[int, int]     # (h, w) = (row, column)
@@ -146,11 +150,6 @@ class PointPair:
         return cls(row["id"], row["image_id"], (row["y1"], row["x1"]), (row["y2"], row["x2"]),
                    row["closer"], row["author"], bool(row["flagged"]), row["revision_id"],
                    row["created_at"])
-
-    def as_correction(self) -> dict:
-        """The form pipeline.corrections.check_point_pairs takes: a/b as (x, y), closer 'a'|'b'."""
-        return {"a": (self.point1[1], self.point1[0]), "b": (self.point2[1], self.point2[0]),
-                "closer": "a" if self.closer == 1 else "b"}
 
 
 @dataclass(frozen=True)

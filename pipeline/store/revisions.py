@@ -8,6 +8,12 @@ starts a new branch; nothing is deleted and `history()` lists every revision.
 Optimistic concurrency: save/undo/redo take `expected_head` (the revision id the caller opened,
 None for "no label yet"); if the head has moved, StaleRevisionError says who moved it when.
 Pass ANY_HEAD to skip the check (batch tools that own the image, e.g. a dataset import).
+
+Status follows the head: a save sets the status it is given ('corrected' by default); moving the
+head to another label (undo, redo, restore) re-opens the review, because an accept / reject was a
+decision about the label that is no longer current: the image becomes 'pending' when the new head
+is a model's label (source 'model:<id>') and 'corrected' otherwise (a person's change, restored
+measurements) (`head_status`). Undoing the only correction therefore gives back a pending pseudo-label.
 """
 from __future__ import annotations
 
@@ -27,6 +33,14 @@ from .records import Label, Revision
 from .schema import DEPTH_KINDS, MASK_NAMES
 
 _INHERIT = object()
+FOLLOW_HEAD = "follow-head"      # restore_revision(status=...): the status `head_status` gives the new head
+
+
+def head_status(rev: Revision) -> str:
+    """An image's status once its head is `rev` by undo / redo / restore: 'pending' for a model's label
+    (not reviewed), 'corrected' for a person's change or restored measurements (a review decision
+    belonged to the label it replaced)."""
+    return "pending" if rev.is_model else "corrected"
 
 
 @dataclass(frozen=True)
@@ -134,7 +148,7 @@ class RevisionsMixin:
                       kind: str | None = None, note: str | None = None,
                       status: str | None = "corrected", model_id=_INHERIT,
                       prediction_id: int | None = None, source: str = "human",
-                      human: np.ndarray | None = None) -> Revision:
+                      human: np.ndarray | None = None, meta: dict | None = None) -> Revision:
         """Append a revision as a child of the head and make it the head. Returns it.
 
         depth: (H, W) float32, or None to keep the parent's. masks: {'ignore'|'sky': bool/uint8
@@ -145,6 +159,7 @@ class RevisionsMixin:
         source: where the values came from: 'human' (default: a person's change), 'model:<id>'
         or 'ground_truth:<name>' (pipeline/store/provenance.py). human: for 'human', the bool
         (H, W) pixels a person set; None derives it from the tool and the pixels that changed.
+        meta: JSON-ready facts about how the values were made (e.g. a calibration's references and fit).
         """
         if status is not None:
             check_statuses([status])
@@ -160,13 +175,14 @@ class RevisionsMixin:
             rev_id = self._insert_revision(db, row, stored_depth, stored_masks, tool=tool,
                                            author=author, kind=kind, note=note, model_id=model_id,
                                            prediction_id=prediction_id, source=source,
-                                           human=stored_human if source == "human" else None)
+                                           human=stored_human if source == "human" else None, meta=meta)
             self._move_head(db, row, rev_id, row["status"] if status is None else status)
             self._refresh_flags(db, row["id"], depth)
         return self.get_revision(rev_id)
 
     def _insert_revision(self, db, row: dict, stored_depth, stored_masks, *, tool, author, kind,
-                         note, model_id, prediction_id, source: str, human=None, valid=None) -> int:
+                         note, model_id, prediction_id, source: str, human=None, valid=None,
+                         meta: dict | None = None) -> int:
         """Insert a child of the image's head (inside a write transaction); returns its id."""
         image_id = row["id"]
         parent = self.get_revision(row["head_revision_id"]) if row["head_revision_id"] else None
@@ -190,10 +206,11 @@ class RevisionsMixin:
         valid_sha = self._array_row(db, valid) if valid is not None else None
         cur = db.conn.execute(
             "INSERT INTO revisions (image_id, parent_id, number, tool, kind, depth_sha256, model_id, "
-            "prediction_id, author, note, created_at, source, human_sha256, valid_sha256) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "prediction_id, author, note, created_at, source, human_sha256, valid_sha256, meta) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (image_id, parent.id if parent else None, number, tool, kind, depth_sha,
-             model_id, prediction_id, author, note, utc_now(), source, human_sha, valid_sha))
+             model_id, prediction_id, author, note, utc_now(), source, human_sha, valid_sha,
+             json.dumps(meta, sort_keys=True) if meta else None))
         rev_id = cur.lastrowid
         db.conn.executemany("INSERT INTO masks (revision_id, name, array_sha256) VALUES (?, ?, ?)",
                             [(rev_id, n, s) for n, s in sorted(mask_shas.items())])
@@ -203,9 +220,10 @@ class RevisionsMixin:
         return rev_id
 
     def restore_revision(self, image_id: int, revision_id: int, *, expected_head, author: str,
-                         status: str | None = "corrected") -> Revision:
+                         status: str | None = FOLLOW_HEAD) -> Revision:
         """Make an older revision's depth and masks current again, as a NEW revision (tool
-        'restore'); the history keeps everything in between. Returns the new head."""
+        'restore'); the history keeps everything in between. Returns the new head. The status
+        follows the restored values' origin (`head_status`) unless given (None keeps it)."""
         old = self.get_revision(revision_id)
         if old.image_id != int(image_id):
             raise InvalidValueError(f"revision {revision_id} belongs to image {old.image_id}, not {image_id}")
@@ -224,7 +242,10 @@ class RevisionsMixin:
                                            author=author, kind=old.kind, model_id=old.model_id,
                                            note=f"restored revision {old.number}", prediction_id=None,
                                            source=old.source, human=stored_human,
-                                           valid=stored[old.valid_sha256] if old.valid_sha256 else None)
+                                           valid=stored[old.valid_sha256] if old.valid_sha256 else None,
+                                           meta=old.meta)
+            if status == FOLLOW_HEAD:
+                status = head_status(old)
             self._move_head(db, row, rev_id, row["status"] if status is None else status)
             self._refresh_flags(db, row["id"])
         return self.get_revision(rev_id)
@@ -238,7 +259,8 @@ class RevisionsMixin:
                         (rev_id, status, utc_now(), row["id"]))
 
     def undo(self, image_id: int, *, author: str, expected_head=ANY_HEAD) -> Revision:
-        """Move the head to its parent; returns the new head. HistoryError at the first revision."""
+        """Move the head to its parent; returns the new head (the status follows it: `head_status`).
+        HistoryError at the first revision, saying so."""
         return self._step(image_id, author, expected_head, "undo")
 
     def redo(self, image_id: int, *, author: str, expected_head=ANY_HEAD) -> Revision:
@@ -258,8 +280,10 @@ class RevisionsMixin:
                 r = db.execute("SELECT max(id) FROM revisions WHERE parent_id = ?", [head_id]).fetchone()
                 target = r[0]
             if target is None:
-                raise HistoryError(f"nothing to {direction} for image {image_id} ({row['name']})")
-            self._move_head(db, row, target, row["status"])
+                where = ("it is at its first revision" if direction == "undo"
+                         else "no revision was undone from this one")
+                raise HistoryError(f"nothing to {direction} for image {image_id} ({row['name']}): {where}")
+            self._move_head(db, row, target, head_status(self.get_revision(target)))
             self._refresh_flags(db, row["id"])
             audit.record(db, author, f"head.{direction}", "image", int(image_id),
                          {"from": head_id, "to": target})

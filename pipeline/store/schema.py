@@ -245,6 +245,68 @@ _V7_COUNTS = (
     END""",
 )
 
+# --------------------------------------------------------------------------- migration 8
+# Curation at scale and calibrated labels (issues 13, 14):
+#   image_tags        free-form tags on images (the gallery's and the CLI's tag filter); a row per
+#                     (tag, image), read by tag (primary key) or by image (index)
+#   confidence_bins   the confidence histogram per status, CONFIDENCE_BINS bins over [0, 1] (values
+#                     outside are counted in the end bins), kept by triggers like image_counts, so the
+#                     gallery's histogram reads 80 rows instead of scanning every image
+#   revisions.meta    JSON: how a revision's values were made (a calibration's references and fit)
+CONFIDENCE_BINS = 20
+_BIN = "min({n} - 1, max(0, CAST({c} * {n} AS INTEGER)))"
+
+
+def _bin(ref: str) -> str:
+    return _BIN.format(n=CONFIDENCE_BINS, c=f"{ref}.confidence")
+
+
+_V8_CURATION = (
+    """CREATE TABLE image_tags (
+        tag TEXT NOT NULL,
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        PRIMARY KEY (tag, image_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX idx_image_tags_image ON image_tags (image_id, tag)",
+    """CREATE TABLE confidence_bins (
+        status TEXT NOT NULL,
+        bin INTEGER NOT NULL,           -- 0 .. CONFIDENCE_BINS - 1: confidence in [bin, bin + 1) / CONFIDENCE_BINS
+        n INTEGER NOT NULL,             -- images with this status and a confidence in the bin; kept by triggers
+        PRIMARY KEY (status, bin)
+    ) WITHOUT ROWID""",
+    *(f"INSERT INTO confidence_bins (status, bin, n) VALUES ('{s}', {b}, 0)"
+      for s in STATUSES for b in range(CONFIDENCE_BINS)),
+    f"""UPDATE confidence_bins SET n = (SELECT count(*) FROM images i WHERE i.status = confidence_bins.status
+        AND i.confidence IS NOT NULL AND {_bin('i')} = confidence_bins.bin)""",
+    f"""CREATE TRIGGER trg_confidence_bins_insert AFTER INSERT ON images WHEN NEW.confidence IS NOT NULL BEGIN
+        UPDATE confidence_bins SET n = n + 1 WHERE status = NEW.status AND bin = {_bin('NEW')};
+    END""",
+    f"""CREATE TRIGGER trg_confidence_bins_delete AFTER DELETE ON images WHEN OLD.confidence IS NOT NULL BEGIN
+        UPDATE confidence_bins SET n = n - 1 WHERE status = OLD.status AND bin = {_bin('OLD')};
+    END""",
+    f"""CREATE TRIGGER trg_confidence_bins_update AFTER UPDATE OF status, confidence ON images
+    WHEN NEW.status IS NOT OLD.status OR NEW.confidence IS NOT OLD.confidence BEGIN
+        UPDATE confidence_bins SET n = n - 1 WHERE OLD.confidence IS NOT NULL AND status = OLD.status
+            AND bin = {_bin('OLD')};
+        UPDATE confidence_bins SET n = n + 1 WHERE NEW.confidence IS NOT NULL AND status = NEW.status
+            AND bin = {_bin('NEW')};
+    END""",
+    "ALTER TABLE revisions ADD COLUMN meta TEXT",
+)
+
+# --------------------------------------------------------------------------- migration 9
+# One record of a trained checkpoint (pipeline/train/registration.py): metrics {"step", "last_loss",
+# "images", "data_sha256"}. Rows written by the two earlier writers said "steps" (the recipe) or
+# "loss" (the studio); they get the one schema's names, so a reader needs no fallbacks.
+_V9_RUN_RECORDS = (
+    "UPDATE checkpoints SET metrics = json_set(json_remove(metrics, '$.steps'), '$.step', "
+    "json_extract(metrics, '$.steps')) WHERE json_valid(metrics) AND json_type(metrics, '$.steps') IS NOT NULL "
+    "AND json_type(metrics, '$.step') IS NULL",
+    "UPDATE checkpoints SET metrics = json_set(json_remove(metrics, '$.loss'), '$.last_loss', "
+    "json_extract(metrics, '$.loss')) WHERE json_valid(metrics) AND json_type(metrics, '$.loss') IS NOT NULL "
+    "AND json_type(metrics, '$.last_loss') IS NULL",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "images, arrays, predictions, revisions, masks, point pairs, audit", _V1),
     Migration(2, "jobs, job metrics and logs, checkpoints", _V2),
@@ -253,6 +315,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "video frames: source clip, frame time and index", _V5_CLIPS),
     Migration(6, "label provenance: source, human pixels, ground-truth validity", _V6_PROVENANCE),
     Migration(7, "image counts per status, kept by triggers", _V7_COUNTS),
+    Migration(8, "image tags, confidence histogram kept by triggers, revision meta", _V8_CURATION),
+    Migration(9, "trained checkpoints: one metrics schema (step, last_loss)", _V9_RUN_RECORDS),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -1,7 +1,7 @@
 """`Store(path)`: the label store's one entry point, cheap to make and safe to share by threads.
 
 It combines the per-table mixins (images, predictions, revisions and their provenance, point
-pairs, jobs, checkpoints, audit) over one SQLite file and its content-addressed files folder:
+pairs, jobs, checkpoints, audit, tags) over one SQLite file and its content-addressed files folder:
     studio.db              the database (WAL: studio.db-wal / -shm beside it)
     studio-files/ab/cd...  image bytes and .npy arrays, named by sha256
 Each thread gets its own connection on first use; writes are serialised by SQLite.
@@ -30,6 +30,7 @@ from .provenance import ProvenanceMixin
 from .records import PointPair, TrainingItem
 from .revisions import RevisionsMixin
 from .schema import user_version
+from .tags import TagsMixin
 
 
 def files_dir_for(db_path: Path) -> Path:
@@ -37,7 +38,7 @@ def files_dir_for(db_path: Path) -> Path:
 
 
 class Store(ImagesMixin, GalleryMixin, PredictionsMixin, RevisionsMixin, ProvenanceMixin, PointPairsMixin, JobsMixin,
-            CheckpointsMixin, AuditMixin):
+            CheckpointsMixin, AuditMixin, TagsMixin):
     """The label store at `path` (created and migrated on first open)."""
 
     def __init__(self, path: str | os.PathLike):

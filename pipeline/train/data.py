@@ -7,7 +7,8 @@ Pools (the batch mixes them labelled : pseudo-labelled, 1 : 2 by default):
   teacher labels them on the fly). These get strong perturbations, CutMix and 10 % trimming.
 
 Every label is *disparity* (larger = closer), float32 (H, W), NaN where unknown; `mask` is
-True where the label may be used. Depth ground truth becomes disparity 1 / depth, normalised to
+True where the label may be used. A metric run (`metric=True`) keeps depth in metres instead
+(NaN where invalid; no normalisation: the SiLog loss compares metres). Depth ground truth becomes disparity 1 / depth, normalised to
 [0, 1] per image by its maximum (the loss is affine-invariant; the normalisation only makes
 labels comparable). Sky is disparity 0 (V1). Items load lazily: only ids and hashes are held.
 
@@ -102,8 +103,15 @@ def _sha256(*paths: Path) -> str:
     return h.hexdigest()
 
 
-def _folder_label(gt: Path, gt_kind: str, mask: Path | None = None) -> np.ndarray:
-    """Disparity label (H, W), NaN where the file has no value or the mask file says not to use it."""
+def metric_label(depth: np.ndarray) -> np.ndarray:
+    """Depth in metres (H, W) -> float32, NaN where invalid (not finite or <= 0)."""
+    depth = np.asarray(depth, dtype=np.float64)
+    return np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
+
+
+def _folder_label(gt: Path, gt_kind: str, mask: Path | None = None, metric: bool = False) -> np.ndarray:
+    """Disparity label (H, W) (metric: depth in metres), NaN where the file has no value or the mask
+    file says not to use it."""
     raw = read_ground_truth(gt)
     keep = _read_mask(mask)
     if keep is not None:
@@ -111,13 +119,15 @@ def _folder_label(gt: Path, gt_kind: str, mask: Path | None = None) -> np.ndarra
             raise TrainDataError(f"mask {mask} is {keep.shape[1]}x{keep.shape[0]} but ground truth {gt.name} "
                                  f"is {raw.shape[1]}x{raw.shape[0]}; they must have the same size")
         raw = np.where(keep, raw, np.nan)
+    if metric:
+        return metric_label(raw)
     return depth_to_disparity(raw) if gt_kind == "depth" else normalise_disparity(raw)
 
 
-def _folder_loader(image: Path, gt: Path, gt_kind: str, mask: Path | None) -> Callable[[], Sample]:
+def _folder_loader(image: Path, gt: Path, gt_kind: str, mask: Path | None, metric: bool) -> Callable[[], Sample]:
     def load() -> Sample:
         rgb = decode_image(image).rgb
-        label = _folder_label(gt, gt_kind, mask)
+        label = _folder_label(gt, gt_kind, mask, metric)
         if label.shape != rgb.shape[:2]:
             raise TrainDataError(f"ground truth {gt.name} is {label.shape[1]}x{label.shape[0]} but image "
                                  f"{image.name} is {rgb.shape[1]}x{rgb.shape[0]}; they must have the same size")
@@ -125,8 +135,9 @@ def _folder_loader(image: Path, gt: Path, gt_kind: str, mask: Path | None) -> Ca
     return load
 
 
-def folder_items(root: str | Path, gt_kind: str = "depth") -> list[TrainItem]:
-    """Image / ground-truth pairs of a folder as labelled items. Images without ground truth are skipped."""
+def folder_items(root: str | Path, gt_kind: str = "depth", metric: bool = False) -> list[TrainItem]:
+    """Image / ground-truth pairs of a folder as labelled items (metric: depth in metres). Images without
+    ground truth are skipped."""
     root = Path(root)
     if not root.is_dir():
         raise TrainDataError(f"data folder {root} does not exist; give a folder of images with same-named ground truth")
@@ -134,9 +145,10 @@ def folder_items(root: str | Path, gt_kind: str = "depth") -> list[TrainItem]:
     for image, gt in layout.image_ground_truth_pairs(root):
         mask = layout.find_mask(image)
         files = (image, gt) if mask is None else (image, gt, mask)
-        items.append(TrainItem(image.stem, "labelled", _folder_loader(image, gt, gt_kind, mask),
+        items.append(TrainItem(image.stem, "labelled", _folder_loader(image, gt, gt_kind, mask, metric),
                                sha256=_sha256(*files), source="folder", extra={"path": str(image)},
-                               has_label_pixels=lambda gt=gt, m=mask: bool(np.isfinite(_folder_label(gt, gt_kind, m)).any())))
+                               has_label_pixels=lambda gt=gt, m=mask: bool(
+                                   np.isfinite(_folder_label(gt, gt_kind, m, metric)).any())))
     if not items:
         raise TrainDataError(f"no image/ground-truth pairs in {root}: put e.g. a.jpg beside a.npy (depth) "
                              f"or use images/ + depth/ subfolders")

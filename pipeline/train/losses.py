@@ -269,3 +269,26 @@ def silog_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
     var = (g * g).sum() / n - lambd * mean_g * mean_g
     ok = var > 1e-12
     return torch.where(ok, torch.sqrt(torch.where(ok, var, torch.ones_like(var))), torch.zeros_like(var))
+
+
+def silog_per_sample(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
+                     lambd: float = SILOG_LAMBDA, min_depth: float = METRIC_MIN_DEPTH,
+                     max_depth: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`silog_loss` per image: ((B,) values, (B,) bool has a valid pixel). The training objective
+    averages these over the global batch, so the loss does not depend on how the batch is split over
+    processes (the official code pools the batch's pixels; on one image the two agree). An image
+    without a valid pixel gives 0 with zero gradient."""
+    pred, target = pred.float(), target.float()
+    valid = valid_mask(target, mask) & (target >= min_depth)
+    if max_depth is not None:
+        valid = valid & (target <= max_depth)
+    safe_t = torch.where(valid, target, torch.ones_like(target))
+    g = torch.where(valid, torch.log(safe_t) - torch.log(pred.clamp(min=min_depth)), torch.zeros_like(pred))
+    b = g.shape[0]
+    n = valid.reshape(b, -1).sum(1)                                             # (B,)
+    nf = n.clamp(min=1).to(g.dtype)
+    mean_g = g.reshape(b, -1).sum(1) / nf
+    var = (g * g).reshape(b, -1).sum(1) / nf - lambd * mean_g * mean_g
+    ok = var > 1e-12
+    values = torch.where(ok, torch.sqrt(torch.where(ok, var, torch.ones_like(var))), torch.zeros_like(var))
+    return values, n > 0

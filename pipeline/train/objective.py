@@ -9,6 +9,8 @@
     L_feat     = 1 - cos(student, frozen DINOv2) over positions below alpha, pseudo images only (V1),
                  and only over tokens whose patch is mostly (> 50 %) valid in the store's mask
     L_rank     = ranking loss on the store's point pairs (own-image pixels only)
+A metric run (cfg.metric, V2's metric fine-tuning) has one term instead:
+    L_silog    = SiLog (lambda `silog_lambda`) per image over ground truth within [min_depth, max_depth]
 
 Each term is a mean over the samples of the *global* batch that have something to score. Under
 DDP every rank contributes (its sum) / (global count) x world_size, so DDP's gradient averaging
@@ -25,7 +27,7 @@ from .batches import Batch
 from .distributed import DistContext, all_reduce_sum
 from .train_config import TrainConfig
 
-TERMS = ("labelled", "pseudo", "feature", "ranking")
+TERMS = ("labelled", "pseudo", "feature", "ranking", "silog")
 
 
 def token_mask(masks: torch.Tensor, n_tokens: int) -> torch.Tensor:
@@ -43,6 +45,9 @@ def token_mask(masks: torch.Tensor, n_tokens: int) -> torch.Tensor:
 def per_sample_terms(pred: torch.Tensor, feats: torch.Tensor | None, frozen: torch.Tensor | None,
                      b: Batch, cfg: TrainConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """term -> ((B,) values, (B,) bool: counts towards the mean). pred (B, S, S) float32."""
+    if cfg.metric:                                          # metres against metric ground truth
+        return {"silog": losses.silog_per_sample(pred, b.labels, b.masks, lambd=cfg.silog_lambda,
+                                                 min_depth=cfg.min_depth, max_depth=cfg.max_depth)}
     lab, ps = ~b.pseudo, b.pseudo
     labelled = losses.depth_loss(pred, b.labels, b.masks, trim=0.0, gradient_weight=cfg.gradient_weight,
                                  reduction="none")
@@ -66,7 +71,7 @@ def per_sample_terms(pred: torch.Tensor, feats: torch.Tensor | None, frozen: tor
     return out
 
 
-WEIGHT = {"labelled": lambda c: 1.0, "pseudo": lambda c: 1.0,
+WEIGHT = {"labelled": lambda c: 1.0, "pseudo": lambda c: 1.0, "silog": lambda c: 1.0,
           "feature": lambda c: c.feature_weight, "ranking": lambda c: c.ranking_weight}
 
 
@@ -75,7 +80,7 @@ def combine(terms: dict[str, tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfi
     """(loss to back-propagate on this rank, {term: global mean value, "loss": global total})."""
     device = next(iter(terms.values()))[0].device
     sums = torch.stack([terms[t][0].mul(terms[t][1]).sum() if t in terms else torch.zeros((), device=device)
-                        for t in TERMS])                                             # (4,) with grad
+                        for t in TERMS])                                             # (T,) with grad
     counts = torch.stack([terms[t][1].sum().float() if t in terms else torch.zeros((), device=device)
                           for t in TERMS])
     raw_counts = all_reduce_sum(counts, ctx)

@@ -3,9 +3,10 @@
     recipe = Recipe(cfg, reporter=reporter)   # reporter: pipeline.job_reporter.JobReporter or None
     result = recipe.run(resume=False)         # setup() -> train() -> cleanup()
 
-setup   joins DDP (torchrun), gathers the data (store and/or folder), builds the student,
-        the frozen teacher and frozen DINOv2 (no grad), AdamW + schedule, the sampler; with
-        `resume` restores weights, optimiser, scheduler, sampler and RNG states.
+setup   joins DDP (torchrun), gathers the data (store and/or folder; `keep_data`: the snapshot the
+        run started with), builds the student (metric runs: pipeline.train.metric_student), the
+        frozen teacher and frozen DINOv2 (no grad), AdamW + schedule, the sampler; with `resume`
+        restores weights, optimiser, scheduler, sampler and RNG states.
 train   per optimiser step: `grad_accum` micro-batches; each draws the global batch
         (labelled : pseudo-labelled), builds this rank's share, lets the teacher label images
         without a stored label, runs the student (bf16 autocast on CUDA), back-propagates the
@@ -13,11 +14,10 @@ train   per optimiser step: `grad_accum` micro-batches; each draws the global ba
         `save_every` steps. A stop request (SIGTERM, the job's cancel) saves and returns.
 save    rank 0 writes the checkpoint (weights + TrainConfig + data snapshot) and then the
         training state, both atomically (state.py).
-cleanup registers the final checkpoint in the store, leaves the process group.
+cleanup registers a finished run in the store (registration.register_run), leaves the process group.
 """
 from __future__ import annotations
 
-import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -34,6 +34,7 @@ from .data import TrainItem, data_snapshot, folder_items, pools, unlabelled_item
 from .distributed import DistContext, any_rank, barrier, cleanup, init_distributed, max_divergence, wrap_ddp
 from .errors import ResumeError, TrainDataError
 from .objective import combine, per_sample_terms
+from .run_folder import FINAL_FILE, RunFolder, step_checkpoint_name
 from .schedule import build_optimizer, build_scheduler
 from .student import StudentForward, build_frozen_dinov2, build_student, build_teacher, freeze_unused, frozen_features
 from .train_config import TrainConfig
@@ -47,33 +48,64 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)   # total loss per step of this process's run
 
 
-def gather_items(cfg: TrainConfig) -> list[TrainItem]:
+def raw_items(cfg: TrainConfig) -> list[TrainItem]:
+    """Every item the settings name, before the check for usable label pixels (no label is read)."""
     items: list[TrainItem] = []
     if cfg.db:
         from .store_source import store_items
-        items += store_items(cfg.db, cfg.holdout, cfg.train_on_ground_truth)
+        items += store_items(cfg.db, cfg.holdout, cfg.train_on_ground_truth, cfg.metric)
     if cfg.data_dir:
-        items += folder_items(cfg.data_dir, cfg.gt_kind)
+        items += folder_items(cfg.data_dir, cfg.gt_kind, cfg.metric)
     if cfg.unlabelled_dir:
         items += unlabelled_items(cfg.unlabelled_dir)
     if not cfg.pseudo_labels:                       # V1 Table 9 row 1: labelled images only
         items = [it for it in items if it.pool == "labelled"]
+    return items
+
+
+def _empty(cfg: TrainConfig) -> TrainDataError:
+    held = f" outside the held-out {cfg.holdout:.0%} (--holdout)" if cfg.holdout else ""
+    if cfg.metric:
+        return TrainDataError(f"the training set is empty: the store has no accepted labels in metres{held} and no "
+                              "folder was given; a metric run needs metric ground truth (--data DIR with depth in "
+                              "metres) or labels in metres (a metric model's, or calibrated ones)")
+    return TrainDataError(f"the training set is empty: the store has no accepted labels{held} and no folder was "
+                          f"given; accept some pseudo-labels{', lower --holdout' if held else ''} or pass --data DIR")
+
+
+def gather_items(cfg: TrainConfig) -> list[TrainItem]:
+    items = raw_items(cfg)
     if not items:
-        held = f" outside the held-out {cfg.holdout:.0%} (--holdout)" if cfg.holdout else ""
-        raise TrainDataError(f"the training set is empty: the store has no accepted labels{held} and no folder was "
-                             f"given; accept some pseudo-labels{', lower --holdout' if held else ''} or pass --data DIR")
+        raise _empty(cfg)
     return validate_items(items, cfg.min_items)
 
 
+def snapshot_gather(cfg: TrainConfig, rows: list[dict]) -> list[TrainItem]:
+    """The items of a saved data snapshot: store rows from their revisions, folder rows by content hash."""
+    from .store_source import STORE_SOURCES, snapshot_items
+    wanted = {(r.get("source"), str(r.get("image_id")), r.get("sha256")) for r in rows}
+    files = [it for it in raw_items(TrainConfig.from_dict({**cfg.to_dict(), "db": None}))
+             if (it.source, str(it.image_id), it.sha256) in wanted] if (cfg.data_dir or cfg.unlabelled_dir) else []
+    stored = snapshot_items(cfg.db, rows, cfg.metric) if cfg.db else []
+    missing = len([r for r in rows if r.get("source") not in STORE_SOURCES]) - len(files)
+    if missing:
+        raise TrainDataError(f"{missing} file(s) of the run's folder data changed or are gone; it cannot continue "
+                             "on its data snapshot: start a new run from its checkpoint instead")
+    return stored + files
+
+
 class Recipe:
-    def __init__(self, cfg: TrainConfig, *, reporter=None, should_stop=None, log=print, job_id: int | None = None):
+    def __init__(self, cfg: TrainConfig, *, reporter=None, should_stop=None, log=print, job_id: int | None = None,
+                 keep_data: bool = False):
         self.cfg = cfg
+        self.keep_data = keep_data
         self.job_id = job_id
         self.reporter = reporter
         self._external_stop = should_stop
         self._log = log
         self._signal_stop = StopLatch()          # re-entrant: a rank gets SIGTERM more than once
         self.out = Path(cfg.out_dir)
+        self.run_folder = RunFolder(cfg.out_dir)
         self.step = 0
         self.last_checkpoint: str | None = None
         self.losses: list[float] = []
@@ -83,13 +115,17 @@ class Recipe:
         cfg = self.cfg
         self.ctx: DistContext = init_distributed(cfg.device)
         torch.manual_seed(cfg.seed)
-        self.items = gather_items(cfg)
+        self.items = self._saved_items() if resume and self.keep_data else gather_items(cfg)
         self.pools = pools(self.items)
         self.snapshot = data_snapshot(self.items)
         if any(it.source == "unlabelled" for it in self.items) and not cfg.teacher:
             raise TrainDataError("some images have no label; pass --teacher CKPT to label them on the fly")
 
-        student, self.init_note = build_student(cfg)
+        if cfg.metric:
+            from .metric_student import build_metric_student
+            student, self.init_note = build_metric_student(cfg)
+        else:
+            student, self.init_note = build_student(cfg)
         self.student: DepthAnything = student.to(self.ctx.device)
         self.teacher = build_teacher(cfg)
         self.teacher = self.teacher.to(self.ctx.device) if self.teacher is not None else None
@@ -113,21 +149,30 @@ class Recipe:
         if resume:
             self._load_state()
         elif self.ctx.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / st.METRICS_FILE).unlink(missing_ok=True)
-            (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            self.run_folder.write_config(cfg.to_dict())
+            self.run_folder.metrics.unlink(missing_ok=True)
         self._install_sigterm()
         self.log(f"feature alignment target: {self.feature_note}")
+        what = (f"metric depth up to {cfg.max_depth:g} m, SiLog loss" if cfg.metric else
+                f"{len(self.pools['pseudo'])} pseudo-labelled images")
         self.log(f"training {cfg.encoder} ({self.init_note}) on {len(self.pools['labelled'])} labelled + "
-                 f"{len(self.pools['pseudo'])} pseudo-labelled images, {cfg.steps} steps, global batch "
+                 f"{what}, {cfg.steps} steps, global batch "
                  f"{cfg.batch_size * self.ctx.world_size * cfg.grad_accum}, device {self.ctx.device}, "
                  f"{self.ctx.world_size} process(es)")
+
+    def _saved_items(self) -> list[TrainItem]:
+        """--keep-data: the data snapshot of the run's last checkpoint (what it started on)."""
+        from ..checkpoints import project_metadata
+        s = st.read_state(self.out)
+        rows = (project_metadata(self.run_folder.file(s["checkpoint"])).get("meta") or {}).get("data", {}).get("items")
+        return validate_items(snapshot_gather(self.cfg, rows or []), self.cfg.min_items)
 
     def _load_state(self) -> None:
         s = st.read_state(self.out)
         if s["data_sha256"] != self.snapshot["sha256"]:
-            raise ResumeError(f"the training data changed since {s['checkpoint']} was written; start a new run "
-                              f"with --init {self.out / s['checkpoint']} instead of --resume")
+            raise ResumeError(f"the training data changed since {s['checkpoint']} was written: continue on the data "
+                              f"it started with (--resume --keep-data) or start a new run from that checkpoint on "
+                              f"the new data (--init {self.out / s['checkpoint']})")
         if s["world_size"] != self.ctx.world_size:
             self.log(f"note: resuming with {self.ctx.world_size} processes; the run was saved with {s['world_size']}")
         from ..checkpoints import load_model
@@ -238,7 +283,7 @@ class Recipe:
         st.append_metrics(self.out, row)
         if self.reporter is not None:
             # latest values + the loss-curve history (the reporter writes at most twice a second and
-            # always at the last step; metrics.jsonl holds every step)
+            # always at the last step; the run folder's metrics file holds every step)
             self.reporter.progress(self.step, self.cfg.steps, **{k: float(v) for k, v in row.items() if k != "step"})
         self.log(f"step {self.step}/{self.cfg.steps} loss {metrics['loss']:.4f} {imgs:.2f} img/s")
 
@@ -257,14 +302,13 @@ class Recipe:
         """Rank 0: weights (atomic) then training state (atomic) naming them; all ranks wait."""
         path = None
         if self.ctx.is_main:
-            name = st.FINAL_FILE if final else st.step_checkpoint_name(self.step)
+            name = FINAL_FILE if final else step_checkpoint_name(self.step)
             model_id = f"{Path(self.cfg.out_dir).name}-step{self.step}"
             path = st.write_checkpoint(self.student, self.out, name, model_id=model_id, meta=self.meta(),
                                        previous=self.last_checkpoint)
             st.write_state(self.out, self.training_state(name))
             previous, self.last_checkpoint = self.last_checkpoint, name
-            step_ckpts = sorted(p.relative_to(self.out).as_posix()
-                                for p in (self.out / st.CKPT_DIR).glob("step-*.safetensors"))
+            step_ckpts = [p.relative_to(self.out).as_posix() for p in self.run_folder.step_checkpoints()]
             st.rotate(self.out, (step_ckpts + [name])[-st.KEEP:] + ([previous] if previous else []))
             self.log(f"saved {path}")
         barrier(self.ctx)
@@ -285,13 +329,9 @@ class Recipe:
             cleanup(self.ctx)
 
     def _register(self, result: TrainResult) -> None:
-        from .store_source import register_checkpoint
-        meta = self.meta()
-        ckpt = register_checkpoint(self.cfg.db, result.checkpoint, model_id=f"{Path(self.cfg.out_dir).name}",
-                                   config={**self.student.config.to_dict(), "train_config": meta["train_config"]},
-                                   metrics={"steps": self.step, "last_loss": meta["last_loss"],
-                                            "images": meta["data"]["count"], "data_sha256": meta["data"]["sha256"]},
-                                   job_id=self.job_id, note=self.init_note)
+        from .registration import register_run
+        from .store_source import open_store
+        ckpt = register_run(open_store(self.cfg.db), self.out, job_id=self.job_id)
         self.log(f"registered {result.checkpoint} in {self.cfg.db} as {ckpt.model_id}")
 
     def run(self, resume: bool = False) -> TrainResult:
@@ -311,10 +351,12 @@ class Recipe:
                 self._log(line)
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, reporter=None, should_stop=None, log=print,
-          job_id: int | None = None) -> TrainResult:
-    """Run a whole training (see module docstring). Raises StudioError subclasses for user errors."""
-    return Recipe(cfg, reporter=reporter, should_stop=should_stop, log=log, job_id=job_id).run(resume)
+def train(cfg: TrainConfig, *, resume: bool = False, keep_data: bool = False, reporter=None, should_stop=None,
+          log=print, job_id: int | None = None) -> TrainResult:
+    """Run a whole training (see module docstring). Raises StudioError subclasses for user errors.
+    `keep_data` (with resume): train on the data snapshot the run started with."""
+    return Recipe(cfg, reporter=reporter, should_stop=should_stop, log=log, job_id=job_id,
+                  keep_data=keep_data).run(resume)
 
 
-__all__ = ["Recipe", "TrainResult", "train", "gather_items"]
+__all__ = ["Recipe", "TrainResult", "train", "gather_items", "raw_items"]

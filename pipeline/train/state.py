@@ -1,11 +1,6 @@
 """Saving and resuming a run: checkpoints, the training-state file, RNG states, rotation.
 
-Layout of a run folder:
-    checkpoints/step-000500.safetensors   weights + config + meta (pipeline.checkpoints format)
-    train_state.pt                        optimiser, scheduler, step, sampler counters, RNG states,
-                                          and the name of the checkpoint it belongs with
-    final.safetensors                     the finished model
-    metrics.jsonl                         one JSON line per logged step
+The folder's layout (file names) is pipeline.train.run_folder's; this module writes and reads them.
 
 Order of writes: the weights first (atomically), then the state (atomically) naming them, then
 old step checkpoints beyond the last `KEEP` are deleted. A crash or a full disk at any point
@@ -28,17 +23,10 @@ import torch
 from ..checkpoints import save_checkpoint
 from ..errors import CheckpointError
 from .errors import CheckpointWriteError, ResumeError
+from .run_folder import CKPT_DIR, FINAL_FILE, METRICS_FILE, STATE_FILE, RunFolder, step_checkpoint_name  # noqa: F401
 
-STATE_FILE = "train_state.pt"
-FINAL_FILE = "final.safetensors"
-METRICS_FILE = "metrics.jsonl"
-CKPT_DIR = "checkpoints"
 KEEP = 2
 STATE_VERSION = 1
-
-
-def step_checkpoint_name(step: int) -> str:
-    return f"{CKPT_DIR}/step-{step:06d}.safetensors"
 
 
 # ----------------------------------------------------------------------------- RNG
@@ -99,13 +87,13 @@ def write_checkpoint(model, out_dir: Path, rel_name: str, *, model_id: str, meta
 
 
 def write_state(out_dir: Path, state: dict) -> None:
-    atomic_torch_save({"version": STATE_VERSION, **state}, out_dir / STATE_FILE)
+    atomic_torch_save({"version": STATE_VERSION, **state}, RunFolder(out_dir).state)
 
 
 def rotate(out_dir: Path, keep_names: list[str]) -> None:
-    """Delete step checkpoints other than `keep_names` (relative names). Never touches final.safetensors."""
+    """Delete step checkpoints other than `keep_names` (relative names). Never touches the final weights."""
     keep = {(out_dir / n).resolve() for n in keep_names}
-    for p in sorted((out_dir / CKPT_DIR).glob("step-*.safetensors")):
+    for p in RunFolder(out_dir).step_checkpoints():
         if p.resolve() not in keep:
             p.unlink(missing_ok=True)
 
@@ -113,13 +101,14 @@ def rotate(out_dir: Path, keep_names: list[str]) -> None:
 # ----------------------------------------------------------------------------- reading
 
 def read_state(out_dir: Path) -> dict:
-    path = out_dir / STATE_FILE
+    path = RunFolder(out_dir).state
     if not path.is_file():
-        raise ResumeError(f"nothing to resume in {out_dir}: {STATE_FILE} not found; start without --resume")
+        raise ResumeError(f"nothing to resume in {out_dir}: {path.name} not found; start without --resume")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ResumeError(f"cannot read {path} ({e}); start a new run with --init {out_dir}/{CKPT_DIR}/<latest>") from e
+        raise ResumeError(f"cannot read {path} ({e}); start a new run with --init "
+                          f"{RunFolder(out_dir).checkpoints}/<latest>") from e
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise ResumeError(f"{path} is not a training state this version understands; start a new run")
     if not (out_dir / state["checkpoint"]).is_file():
@@ -128,7 +117,7 @@ def read_state(out_dir: Path) -> dict:
 
 
 def append_metrics(out_dir: Path, row: dict) -> None:
-    with open(out_dir / METRICS_FILE, "a") as f:
+    with open(RunFolder(out_dir).metrics, "a") as f:
         f.write(json.dumps(row) + "\n")
 
 
@@ -152,7 +141,7 @@ def _metric_rows(path: Path) -> list[tuple[str, dict]]:
 
 def truncate_metrics(out_dir: Path, step: int) -> None:
     """Drop logged rows after `step` (a resumed run rewrites them) and a half-written last line."""
-    path = out_dir / METRICS_FILE
+    path = RunFolder(out_dir).metrics
     if not path.is_file():
         return
     rows = [ln for ln, row in _metric_rows(path) if row.get("step", 0) <= step]
@@ -161,5 +150,5 @@ def truncate_metrics(out_dir: Path, step: int) -> None:
 
 def read_metrics(out_dir: str | Path) -> list[dict]:
     """The logged rows; a last line cut off mid-write is skipped."""
-    path = Path(out_dir) / METRICS_FILE
+    path = RunFolder(out_dir).metrics
     return [row for _, row in _metric_rows(path)] if path.is_file() else []

@@ -86,6 +86,21 @@ HUB_TAG = "lvd142m"                 # timm's DINOv2 weights (the DINOv2 paper's 
 LAST_BIAS = "depth_head.scratch.output_conv2.2.bias"   # the conv feeding the output ReLU (official key)
 
 
+def dinov2_repo(encoder: str) -> str:
+    """timm's Hub repo of the DINOv2 weights of an encoder size."""
+    from ..config import ENCODERS
+    return f"timm/{ENCODERS[encoder].timm_name}.{HUB_TAG}"
+
+
+def dinov2_cached(encoder: str) -> bool:
+    """The DINOv2 weights of this size are in the local Hugging Face cache (no network is asked)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from ..config import ENCODERS
+    return ENCODERS[encoder].public and isinstance(try_to_load_from_cache(dinov2_repo(encoder), "model.safetensors"),
+                                                   str)
+
+
 def dinov2_weights(encoder: str) -> Path:
     """The DINOv2 weights file of an encoder size from timm's Hub repo (cache first, then download).
     CheckpointError (what to pass instead) when offline and not cached, or for test-only sizes."""
@@ -97,7 +112,7 @@ def dinov2_weights(encoder: str) -> Path:
         raise CheckpointError(f"{encoder} is a test-only size with no released DINOv2 weights; pass a weights file "
                               "(--encoder-init / --dinov2 FILE) or go without (--student-init random, "
                               "--feature-target init)")
-    repo = f"timm/{spec.timm_name}.{HUB_TAG}"
+    repo = dinov2_repo(encoder)
     hit = try_to_load_from_cache(repo, "model.safetensors")
     if isinstance(hit, str):
         return Path(hit)
@@ -131,8 +146,8 @@ def build_student(cfg: TrainConfig) -> tuple[DepthAnything, str]:
     if cfg.student_init == "checkpoint":
         loaded = load_model(cfg.init, encoder=cfg.encoder)
         if loaded.config.metric:
-            raise CheckpointError(f"{cfg.init} is a metric-depth model; training supports relative "
-                                  f"(disparity) models only; start from a relative checkpoint")
+            raise CheckpointError(f"{cfg.init} is a metric-depth model; a relative run starts from a relative "
+                                  f"checkpoint (fine-tune it as a metric run: --metric)")
         return loaded.model.train(), f"fine-tuned from {loaded.model_id}"
     model = DepthAnything(ModelConfig(encoder=cfg.encoder, version=cfg.version))
     flipped = revive_output(model)

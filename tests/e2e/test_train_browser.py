@@ -63,10 +63,11 @@ def test_start_a_run_and_watch_it_finish(train_studio, train_page):
     fill(page, "train-name", RUN)
     page.locator("#train-encoder input").click()
     page.get_by_role("option", name="vitt", exact=True).click()
-    for elem_id, value in (("train-steps", "3"), ("train-batch", "2"), ("train-size", "28"),
+    expect(page.locator("#train-start-note")).to_contain_text("Fine-tunes", timeout=30_000)   # the loaded model
+    for elem_id, value in (("train-steps", "3"), ("train-batch-size", "2"), ("train-input-size", "28"),
                            ("train-save-every", "2"), ("train-folder", "pairs")):
         fill(page, elem_id, value)
-    page.locator("#train-feat input[type=checkbox]").uncheck()
+    page.locator("#train-feature-alignment input[type=checkbox]").uncheck()
     page.locator("#train-start").click()
 
     status = page.locator("#train-status")
@@ -82,6 +83,7 @@ def test_start_a_run_and_watch_it_finish(train_studio, train_page):
     job = store.get_job(1)
     assert (job.status, job.done, job.total) == ("done", 3, 3)
     assert 3 in {step for step, name, _ in store.job_metrics(1) if name == "loss"}   # the store's copy is throttled
-    logged = (train_studio.data_dir / "runs" / RUN / "metrics.jsonl").read_text().splitlines()
+    from pipeline.train.run_folder import RunFolder
+    logged = RunFolder(train_studio.data_dir / "runs" / RUN).metrics.read_text().splitlines()
     assert [json.loads(line)["step"] for line in logged] == [1, 2, 3]                 # the curve's every step
     assert [c.model_id for c in store.list_checkpoints()] == [RUN]

@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
+from pipeline.corrections import pair_form
 from pipeline.store import InvalidValueError, PointPair, Prediction
 
 
@@ -39,7 +40,7 @@ def test_point_pairs_are_validated_flagged_and_soft_deleted(store, image, make_d
     head = store.head(image.id).id
     p = store.add_point_pair(image.id, [1, 2], (5, 7), 2, author="ann")
     assert p == PointPair(p.id, image.id, (1, 2), (5, 7), 2, "ann", False, head, p.created_at)
-    assert p.as_correction() == {"a": (2, 1), "b": (7, 5), "closer": "b"}
+    assert pair_form(p) == ((1, 2), (5, 7), 2)                  # what the flag rule reads: the same [h, w]
     q = store.add_point_pair(image.id, [0, 0], [3, 3], 1, author="ann")
     store.set_point_pair_flags({q.id: True})
     assert [x.flagged for x in store.point_pairs(image.id)] == [False, True]

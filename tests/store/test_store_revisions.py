@@ -95,13 +95,51 @@ def test_undo_redo_and_a_new_branch_after_undo(store, image, make_depth):
     assert actions == ["head.redo", "head.undo", "revision.save"]
 
 
-def test_undo_keeps_status(store, image, make_depth):
+def test_the_status_follows_the_head(store, image, make_depth):
+    """Undoing the only correction gives back a pending pseudo-label; redo / restore follow the head too."""
     store.add_prediction(image.id, "m", "disparity", make_depth())
     r1 = store.head(image.id)
-    store.save_revision(image.id, make_depth(2), expected_head=r1.id, tool="plane", author="a")
+    r2 = store.save_revision(image.id, make_depth(2), expected_head=r1.id, tool="plane", author="a")
+    store.set_status(image.id, "accepted", author="a", expected_head=r2.id)
     store.undo(image.id, author="a")
     img = store.get_image(image.id)
-    assert (img.status, img.head_revision_id) == ("corrected", r1.id)
+    assert (img.status, img.head_revision_id) == ("pending", r1.id)
+    store.redo(image.id, author="a")
+    assert store.get_image(image.id).status == "corrected"          # the decision was about another label
+    with pytest.raises(HistoryError, match="nothing to redo .*no revision was undone"):
+        store.redo(image.id, author="a")
+    store.restore_revision(image.id, r1.id, expected_head=r2.id, author="a")
+    assert store.get_image(image.id).status == "pending"            # the model's values again
+    store.undo(image.id, author="a")
+    store.undo(image.id, author="a")
+    with pytest.raises(HistoryError, match="nothing to undo for image .*: it is at its first revision"):
+        store.undo(image.id, author="a")
+    assert store.get_image(image.id).status == "pending"
+    r4 = store.restore_revision(image.id, r2.id, expected_head=r1.id, author="a", status=None)
+    assert (r4.source, store.get_image(image.id).status) == ("human", "pending")     # None keeps the status
+
+
+def test_check_head_reads_without_writing(store, image, make_depth):
+    store.add_prediction(image.id, "m", "disparity", make_depth())
+    r1 = store.head(image.id)
+    before = store.db.execute("SELECT count(*) FROM audit").fetchone()[0]
+    store.check_head(image.id, r1.id)
+    store.check_head(image.id, ANY_HEAD)
+    with pytest.raises(StaleRevisionError, match=r"\(no label\): it is now revision 1 by model:m"):
+        store.check_head(image.id, None)
+    assert store.db.execute("SELECT count(*) FROM audit").fetchone()[0] == before
+    assert not store.db.conn.in_transaction
+
+
+def test_a_revision_keeps_its_meta_and_a_restore_copies_it(store, image, make_depth):
+    store.add_prediction(image.id, "m", "disparity", make_depth())
+    r1 = store.head(image.id)
+    meta = {"calibration": {"scale": 0.5, "references": [{"type": "distance", "given_m": 2.0}]}}
+    r2 = store.save_revision(image.id, make_depth(3), expected_head=r1.id, tool="calibrate", author="a",
+                             kind="metric_depth", meta=meta)
+    assert (r2.meta, store.get_revision(r2.id).meta, r1.meta) == (meta, meta, {})
+    r3 = store.restore_revision(image.id, r2.id, expected_head=r2.id, author="a")
+    assert (r3.meta, r3.kind) == (meta, "metric_depth")
 
 
 def test_stale_save_is_refused_with_who_and_when(store, image, make_depth):
@@ -111,8 +149,8 @@ def test_stale_save_is_refused_with_who_and_when(store, image, make_depth):
     with pytest.raises(StaleRevisionError) as err:
         store.save_revision(image.id, make_depth(3), expected_head=r1.id, tool="smooth", author="carol")
     msg = str(err.value)
-    assert f"image {image.id} (cat.png) changed since you opened it (revision id {r1.id})" in msg
-    assert f"revision 2 (id {r2.id}) by bob at {r2.created_at}; reload" in msg
+    assert f"image {image.id} (cat.png) changed since you opened it (revision 1)" in msg   # per-image numbers,
+    assert f"it is now revision 2 by bob at {r2.created_at}; reload" in msg             # as the studio shows
     assert err.value.current == r2 and err.value.expected == r1.id
     assert [r.id for r in store.history(image.id).revisions] == [r1.id, r2.id]   # nothing saved
     with pytest.raises(StaleRevisionError):

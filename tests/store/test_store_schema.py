@@ -16,7 +16,7 @@ from pipeline.store.schema import MIGRATIONS, migrate, user_version
 
 V1_FIXTURE = Path(__file__).parent / "data" / "v1.db"
 ALL_TABLES = {"arrays", "images", "predictions", "revisions", "masks", "point_pairs", "audit",
-              "jobs", "job_metrics", "job_logs", "checkpoints", "image_counts"}
+              "jobs", "job_metrics", "job_logs", "checkpoints", "image_counts", "image_tags", "confidence_bins"}
 
 
 def tables(conn) -> set[str]:
@@ -29,7 +29,7 @@ def schema_sql(conn) -> list[tuple[str, str]]:
 
 def test_migrations_are_numbered_in_order():
     assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
-    assert SCHEMA_VERSION == MIGRATIONS[-1].version == 7
+    assert SCHEMA_VERSION == MIGRATIONS[-1].version == 9
 
 
 def test_empty_file_migrates_to_current_with_wal_and_foreign_keys(tmp_path):
@@ -67,7 +67,8 @@ def test_migrating_a_v1_database_keeps_its_rows(tmp_path):
     conn = sqlite3.connect(path)
     assert migrate(conn, target=1) == 1
     _fill_v1(conn)
-    assert tables(conn) == ALL_TABLES - {"jobs", "job_metrics", "job_logs", "checkpoints", "image_counts"}
+    assert tables(conn) == ALL_TABLES - {"jobs", "job_metrics", "job_logs", "checkpoints", "image_counts",
+                                         "image_tags", "confidence_bins"}
     conn.close()
     store = Store(path)
     assert store.schema_version == SCHEMA_VERSION

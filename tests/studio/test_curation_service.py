@@ -124,7 +124,7 @@ def test_tool_errors_save_nothing(service, labelled):
     head = service.store.head(labelled.id)
     with pytest.raises(CurationError, match="empty"):
         service.apply_tool(labelled.id, "ignore_mask", np.zeros((H, W)), expected_head=head.id)
-    with pytest.raises(CurationError, match="paint on the image shown"):
+    with pytest.raises(CurationError, match="select on the image shown"):
         service.apply_tool(labelled.id, "sky", np.ones((3, 3)), expected_head=head.id)
     with pytest.raises(CurationError, match="unknown tool"):
         service.apply_tool(labelled.id, "erase_all", region(), expected_head=head.id)
@@ -163,19 +163,21 @@ def test_accept_and_reject(service, labelled):
 
 
 def test_point_pairs_are_flagged_when_the_label_disagrees(service, labelled):
-    # disparity grows with x and y: (15, 11) is closer than (0, 0)
-    good = service.add_point_pair(labelled.id, (15, 11), (0, 0), "a", author="ann")
-    bad = service.add_point_pair(labelled.id, (15, 11), (0, 0), "b", author="ann")
+    # disparity grows with rows and columns: [11, 15] (row, column) is closer than [0, 0]
+    good = service.add_point_pair(labelled.id, (11, 15), (0, 0), 1, author="ann")
+    bad = service.add_point_pair(labelled.id, (11, 15), (0, 0), 2, author="ann")
     assert (good.flagged, bad.flagged) == (False, True)
-    assert good.point1 == (11, 15)                          # stored as (row, column)
+    assert good.point1 == (11, 15)                          # [h, w] in and out: one convention
     head = service.store.head(labelled.id).id
     service.apply_tool(labelled.id, "sky", region(slice(10, 12), slice(14, 16)), expected_head=head)
     flags = {p.id: p.flagged for p in service.store.point_pairs(labelled.id)}
     assert flags == {good.id: True, bad.id: False}          # the sky point is now the farthest
     view = service.open(labelled.id)
-    assert [(p.a, p.closer, p.flagged) for p in view.pairs] == [((15, 11), "a", True), ((15, 11), "b", False)]
-    with pytest.raises(CurationError, match="which point is closer"):
+    assert [(p.point1, p.closer, p.flagged) for p in view.pairs] == [((11, 15), 1, True), ((11, 15), 2, False)]
+    with pytest.raises(CurationError, match="which point is closer: 1 or 2"):
         service.add_point_pair(labelled.id, (1, 1), (2, 2), "c")
+    with pytest.raises(CurationError, match=r"point 2 \[h=12, w=0\] is outside the 16x12 image"):
+        service.add_point_pair(labelled.id, (1, 1), (12, 0), 1)
     other = add_labelled(service.store, 7, plane_disparity(), confidence=0.3)
     with pytest.raises(CurationError, match=f"image {other.id} has no point pair {good.id}"):
         service.delete_point_pair(other.id, good.id)

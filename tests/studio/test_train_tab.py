@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,11 +14,12 @@ import pytest
 
 from pipeline import jobs
 from pipeline.store import Store
+from pipeline.train.run_folder import RunFolder
 from pipeline.training_service import TrainingService
 from studio.app import Services, build_app
+from studio.train_compare_view import COMPARE_HEADERS
 from studio.train_handlers import (
     CKPT_HEADERS,
-    COMPARE_HEADERS,
     IDLE_POLL_S,
     POLL_S,
     RUN_HEADERS,
@@ -39,24 +39,13 @@ add_accepted = _load_train_data().add_accepted
 add_with_ground_truth = _load_train_data().add_with_ground_truth
 
 FORM = dict(name="", init="random", encoder="vitt", steps=5, batch_size=2, lr_encoder=5e-6, decoder_lr_mult=10,
-            ratio="1:2", input_size=28, feature_alignment=False, folder="", gt_kind="depth", save_every=2)
+            labelled_ratio="1:2", input_size=28, feature_alignment=False, folder="", gt_kind="depth", save_every=2)
 
 
 @pytest.fixture
-def spawned(monkeypatch):
-    """Jobs start a detached `sleep` instead of `python -m pipeline train`; killed at teardown."""
-    procs = []
-
-    def fake_spawn(db_path, job):
-        p = subprocess.Popen(["sleep", "60"], start_new_session=True)
-        procs.append(p)
-        return p.pid
-    monkeypatch.setattr(jobs, "_spawn", fake_spawn)
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+def spawned(sleeping_jobs):
+    """Jobs start a detached `sleep` instead of `python -m pipeline train` (tests/conftest.py)."""
+    return sleeping_jobs
 
 
 @pytest.fixture
@@ -71,7 +60,15 @@ def h(service):
 
 
 def form(**changes):
-    return list({**FORM, **changes}.values())
+    """What the page's Start button sends /train_start: the settings by name."""
+    return {**FORM, **changes}
+
+
+def saved_settings(service, job_id) -> dict:
+    """The settings file the run's job reads (train --config FILE)."""
+    info = service.status(job_id)
+    assert info.argv[:2] == ["train", "--config"]
+    return RunFolder(info.params["out_dir"]).read_config()
 
 
 def wait_status(service, job_id, status, timeout=20):
@@ -91,15 +88,17 @@ def test_the_tab_builds_with_its_endpoints(settings, vitt_service, service):
     assert {"train-start", "train-status", "train-curves", "train-log", "train-cancel", "train-resume",
             "train-checkpoints", "train-compare-gallery"} <= ids
     start = next(fn for fn in demo.fns.values() if fn.api_name == "train_start")
-    assert [b.elem_id for b in start.inputs][-3:] == ["train-save-every", "train-holdout",   # the comparison's share
-                                                      "train-feat-target"]
+    assert [type(b).__name__ for b in start.inputs] == ["JSON"]                # one object of settings by name
+    shown = [fn for fn in demo.fns.values() if "train-data-note" in [getattr(o, "elem_id", None) for o in fn.outputs]]
+    events = {(type(demo.blocks[b]).__name__ if b in demo.blocks else "page", e) for fn in shown for b, e in fn.targets}
+    assert events == {("Tab", "select"), ("page", "load")}                   # read whenever the tab is shown
 
 
 def test_poll_without_runs(h):
     job, status, curves, log, runs, ckpts, cancel, resume, timer = h.poll(None)
     assert job["value"] is None and "No training run yet" in status and timer.value == IDLE_POLL_S
     assert list(runs.columns) == RUN_HEADERS and runs.empty and list(ckpts.columns) == CKPT_HEADERS
-    assert curves.empty and log == "" and cancel["interactive"] is False and resume["interactive"] is False
+    assert curves["value"].empty and log == "" and cancel["interactive"] is False and resume["interactive"] is False
 
 
 @pytest.fixture
@@ -108,9 +107,9 @@ def curated(service):
 
 
 def test_start_queue_cancel_resume(h, service, spawned, curated):
-    first, text = h.start(*form(name="one"))
+    first, text = h.start(form(name="one"))
     assert first["value"] == 1 and "**one** (job 1): **running**" in text
-    second, text = h.start(*form(name="two"))
+    second, text = h.start(form(name="two"))
     assert second["value"] == 2 and "Queued" in text                       # one GPU job at a time
     job, status, *_rest, cancel, resume, timer = h.poll(None)             # newest run shown
     assert job["value"] == 2 and "queued" in status and cancel["interactive"] and not resume["interactive"]
@@ -119,42 +118,43 @@ def test_start_queue_cancel_resume(h, service, spawned, curated):
 
     assert "cancelling" in h.cancel(1)
     wait_status(service, 1, "cancelled")
-    assert service.status(2).status == "running"                          # the queue moved on
+    wait_status(service, 2, "running")                                    # the queue moved on
     job, status, *_rest, cancel, resume, _timer = h.poll(1)
     assert "Press **Resume**" in status and resume["interactive"] and not cancel["interactive"]
-    new, text = h.resume(1)
-    assert new["value"] == 3 and "Queued" in text
+    new, text, choice, _ = h.resume(1)
+    assert new["value"] == 3 and "Queued" in text and choice["visible"] is False
     info = service.status(3)
     assert info.params["resumed_from"] == 1 and "--resume" not in info.argv   # nothing saved yet: a fresh start
     assert info.argv == service.status(1).argv
 
 
 def test_the_held_out_share_reaches_the_train_command(h, service, spawned, curated):
-    first, _ = h.start(*form(name="held"), 0.2)
-    argv = service.status(first["value"]).argv
-    assert argv[argv.index("--holdout") + 1] == "0.2"
-    second, _ = h.start(*form(name="none"))                               # API callers that omit it: none held out
-    argv = service.status(second["value"]).argv
-    assert argv[argv.index("--holdout") + 1] == "0.0"
-    assert argv[argv.index("--feature-target") + 1] == "dinov2"           # the paper's target unless asked
-    assert argv[argv.index("--student-init") + 1] == "random" and "--no-feature-alignment" in argv
-    third, _ = h.start(*form(name="own", init="", feature_alignment=True), 0.0, "init")
-    argv = service.status(third["value"]).argv
-    assert argv[argv.index("--feature-target") + 1] == "init" and "--feature-alignment" in argv
-    assert argv[argv.index("--student-init") + 1] == "dinov2"              # "" = the paper's DINOv2 start
+    first, _ = h.start(form(name="held", holdout=0.2))
+    assert saved_settings(service, first["value"])["holdout"] == 0.2
+    second, _ = h.start(form(name="none"))                                # API callers that omit it: none held out
+    saved = saved_settings(service, second["value"])
+    assert saved["holdout"] == 0.0
+    assert saved["feature_target"] == "dinov2"                            # the paper's target unless asked
+    assert saved["student_init"] == "random" and saved["feature_alignment"] is False
+    third, _ = h.start(form(name="own", init="", feature_alignment=True, feature_target="init"))
+    saved = saved_settings(service, third["value"])
+    assert saved["feature_target"] == "init" and saved["feature_alignment"] is True
+    assert saved["student_init"] == "dinov2"                               # "" = the paper's DINOv2 start
 
 
 def test_errors_are_messages_not_tracebacks(h, service, spawned):
     with pytest.raises(gr.Error, match="nothing to train on"):
-        h.start(*form())
+        h.start(form())
     add_accepted(service.store, 0)
     with pytest.raises(gr.Error, match="multiple of 14"):
-        h.start(*form(input_size=30))
+        h.start(form(input_size=30))
     with pytest.raises(gr.Error, match="outside the allowed import folder"):
-        h.start(*form(folder="/etc"))
+        h.start(form(folder="/etc"))
+    with pytest.raises(gr.Error, match="JSON object"):
+        h.start(["steps", 3])
     with pytest.raises(gr.Error, match="choose a run"):
         h.cancel(None)
-    h.start(*form(name="busy"))
+    h.start(form(name="busy"))
     with pytest.raises(gr.Error, match="only failed or cancelled"):
         h.resume(1)
     with pytest.raises(gr.Error, match="does not exist"):
@@ -162,19 +162,17 @@ def test_errors_are_messages_not_tracebacks(h, service, spawned):
 
 
 def test_a_crashed_run_is_failed_and_resumes_from_its_checkpoint(h, service, spawned, curated):
-    first, _ = h.start(*form(name="crashy"))
-    out = service.runs_dir / "crashy"
-    out.mkdir()
-    (out / "train_state.pt").write_bytes(b"saved")                        # as if a checkpoint was written
-    (out / "train_config.json").write_text("{}")
-    os.killpg(spawned[0].pid, signal.SIGKILL)                             # the process dies (crash, OOM, reboot)
-    spawned[0].wait()
+    first, _ = h.start(form(name="crashy"))
+    run = RunFolder(service.runs_dir / "crashy")                          # the settings file is there already
+    run.state.write_bytes(b"saved")                                       # as if a checkpoint was written
+    os.killpg(spawned[1].pid, signal.SIGKILL)                             # the process dies (crash, OOM, reboot)
+    spawned[1].wait()
     info = wait_status(service, 1, "failed")
     assert "crashed or killed" in info.error
     _job, status, *_rest, cancel, resume, _timer = h.poll(1)
     assert "Press **Resume**" in status and resume["interactive"] and not cancel["interactive"]
-    new, _ = h.resume(1)
-    assert service.status(new["value"]).argv == service.status(1).argv + ["--resume"]
+    new, _status, choice, _ = h.resume(1)                                 # nothing saved to compare: resumes
+    assert service.status(new["value"]).argv == service.status(1).argv + ["--resume"] and not choice["visible"]
 
 
 def test_poll_shows_curves_log_and_metrics(h, service):
@@ -183,9 +181,11 @@ def test_poll_shows_curves_log_and_metrics(h, service):
     store.request_cancel(job.id)
     for step, loss in ((1, 3.0), (2, 2.5)):
         store.append_metrics(job.id, step, {"loss": loss, "labelled": loss, "lr": 1e-5})
-    _job, status, curves, *_ = h.poll(job.id)
+    _job, status, plot, *_ = h.poll(job.id)
+    curves = plot["value"]
     assert sorted(curves["series"].unique()) == ["labelled", "loss"]
     assert curves[curves.series == "loss"][["step", "value"]].values.tolist() == [[1, 3.0], [2, 2.5]]
+    assert curves["step"].dtype == "int64" and plot["x_lim"] == [0, 10]  # whole-step ticks: at least 0..10
     assert "**r1** (job 1): **cancelled**" in status
 
 

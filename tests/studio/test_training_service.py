@@ -1,4 +1,4 @@
-"""TrainingService on a tmp store: form -> train command line, held-out split, teacher vs student
+"""TrainingService on a tmp store: form -> settings file -> train command, held-out split, teacher vs student
 scores equal to pipeline.evaluation on the same arrays, loss curves across resumes, checkpoint
 registration, and (slow) a real tiny vitt run started, cancelled, resumed and finished as jobs."""
 from __future__ import annotations
@@ -11,14 +11,25 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from train_data import H, W, add_accepted, add_with_ground_truth, ground_truth, label, png  # on sys.path (pytest)
+from train_data import (  # on sys.path (pytest)
+    H,
+    W,
+    add_accepted,
+    add_with_ground_truth,
+    fake_job,
+    finished_run,
+    ground_truth,
+    label,
+    png,
+)
 
 from pipeline import evaluation as ev
 from pipeline import holdout_compare as hc
 from pipeline import jobs
 from pipeline.errors import ConfigError
 from pipeline.store import Store
-from pipeline.training_service import RunSettings, TrainingService, TrainingServiceError, config_argv
+from pipeline.train.run_folder import RunFolder
+from pipeline.training_service import TrainingService, TrainingServiceError
 
 
 @pytest.fixture
@@ -52,45 +63,32 @@ def parse_train(argv: list[str]):
 
 # ---------------------------------------------------------------------------- the form
 def test_form_becomes_the_same_config_through_the_train_command(service, pairs_folder, vitt_service):
-    run = RunSettings(name="s1", init=vitt_service.default_key, encoder="vitt", steps=7, batch_size=3,
-                      lr_encoder=2e-5, decoder_lr_mult=5, ratio="2:1", input_size=42, feature_alignment=False,
-                      folder="pairs", gt_kind="depth", save_every=3, holdout=0.3)
-    cfg = service.train_config(run)
+    form = dict(name="s1", init=vitt_service.default_key, encoder="vitt", steps=7, batch_size=3,
+                lr_encoder=2e-5, decoder_lr_mult=5, labelled_ratio="2:1", input_size=42, feature_alignment=False,
+                folder="pairs", gt_kind="depth", save_every=3, holdout=0.3)
+    cfg = service.train_config(form)
     assert cfg.holdout == 0.3
     assert cfg.out_dir == str(service.runs_dir / "s1") and cfg.data_dir == str(pairs_folder.resolve())
     assert cfg.init == str(vitt_service.choice(vitt_service.default_key).source)
     assert (cfg.lr_encoder, cfg.lr_decoder, cfg.labelled_ratio, cfg.feature_alignment) == (2e-5, 1e-4, (2, 1), False)
     assert (cfg.student_init, cfg.feature_target) == ("checkpoint", "dinov2")      # a fine-tune, the paper's target
-    argv = config_argv(cfg)
-    assert argv[0] == "train" and "--db" not in argv                 # jobs add --db and --job-id
-    assert parse_train(argv[1:] + ["--db", str(service.db_path)]) == cfg
-    assert service.command_line(cfg).startswith("python -m pipeline train ")
+    config_file = RunFolder(cfg.out_dir).write_config(cfg.to_dict())        # what the job reads
+    assert parse_train(["--config", str(config_file), "--db", str(service.db_path)]) == cfg
+    assert service.command_line(config_file) == f"python -m pipeline train --config {config_file} --db {service.db_path}"
 
 
 @pytest.fixture
-def sleepers(monkeypatch):
-    """Jobs start a detached `sleep` instead of the real command; killed at teardown."""
-    import subprocess
-    procs = []
-
-    def spawn(db_path, job):
-        procs.append(subprocess.Popen(["sleep", "60"], start_new_session=True))
-        return procs[-1].pid
-    monkeypatch.setattr(jobs, "_spawn", spawn)
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
+def sleepers(sleeping_jobs):
+    """Jobs start a detached `sleep` instead of the real command (tests/conftest.py)."""
+    return sleeping_jobs
 
 
 def test_several_gpus_start_runs_through_torchrun_and_resume_keeps_it(store, settings, tmp_path, sleepers):
     add_accepted(store, 0)
     svc = TrainingService(store, settings, None, data_root=tmp_path / "root", device="cuda", gpus=4)
-    cfg = svc.train_config(RunSettings(name="m", encoder="vitt"))
-    assert svc.command_line(cfg).startswith("torchrun --nproc-per-node=4 -m pipeline train ")
+    assert svc.command_line("c.json").startswith("torchrun --nproc-per-node=4 -m pipeline train --config c.json")
     assert "uses all 4" in svc.launch_note()
-    job = svc.start(RunSettings(name="m", encoder="vitt"))
+    job = svc.start(dict(name="m", encoder="vitt"))
     got = store.get_job(job)
     assert got.params["launcher"] == jobs.torchrun(4) and got.params["processes"] == 4
     assert jobs._command(svc.db_path, got)[1:7] == ["-m", "torch.distributed.run", "--standalone",
@@ -104,39 +102,42 @@ def test_several_gpus_start_runs_through_torchrun_and_resume_keeps_it(store, set
     assert TrainingService(store, settings, None, data_root=tmp_path / "root", gpus=1).launcher() is None
 
 
-@pytest.mark.parametrize("run, error, words", [
-    (RunSettings(folder="../elsewhere"), TrainingServiceError, "outside"),
-    (RunSettings(folder="missing"), TrainingServiceError, "not a folder"),
-    (RunSettings(ratio="one to two"), ConfigError, "1:2"),
-    (RunSettings(input_size=100), ConfigError, "multiple of 14"),
-    (RunSettings(name="bad name!"), ConfigError, "letters"),
-    (RunSettings(encoder="vitb", init="tiny_vitt"), ConfigError, "vitt encoder"),
+@pytest.mark.parametrize("form, error, words", [
+    (dict(folder="../elsewhere"), TrainingServiceError, "outside"),
+    (dict(folder="missing"), TrainingServiceError, "not a folder"),
+    (dict(labelled_ratio="one to two"), ConfigError, "1:2"),
+    (dict(input_size=100), ConfigError, "multiple of 14"),
+    (dict(steps="many"), ConfigError, "steps must be a whole number"),
+    (dict(name="bad name!"), ConfigError, "letters"),
+    (dict(encoder="vitb", init="tiny_vitt"), ConfigError, "vitt encoder"),
+    (dict(out_dir="/tmp/elsewhere"), ConfigError, "set by the studio"),
+    (dict(no_such_setting=1), ConfigError, "unknown training settings"),
 ])
-def test_form_errors_name_the_value(service, vitt_service, tmp_path, run, error, words):
+def test_form_errors_name_the_value(service, vitt_service, tmp_path, form, error, words):
     (tmp_path / "elsewhere").mkdir()
-    if run.init:
-        run = RunSettings(encoder=run.encoder, init=vitt_service.default_key)
+    if form.get("init"):
+        form = dict(encoder=form["encoder"], init=vitt_service.default_key)
     with pytest.raises(error, match=words):
-        service.train_config(run)
+        service.train_config({"init": "random", **form})
 
 
 def test_nothing_to_train_on_is_refused_before_a_job_starts(service):
     with pytest.raises(TrainingServiceError, match="nothing to train on"):
-        service.start(RunSettings(encoder="vitt"))
+        service.start(dict(encoder="vitt"))
     assert service.runs() == []
 
 
 def test_runs_need_images_outside_the_held_out_share(service, store):
     add_accepted(store, 0)
     with pytest.raises(TrainingServiceError, match="lower the held-out share"):
-        service.start(RunSettings(encoder="vitt", holdout=0.999999))
+        service.start(dict(encoder="vitt", holdout=0.999999))
     assert service.runs() == []
 
 
 def test_run_names_are_unique(service):
     (service.runs_dir / "taken").mkdir(parents=True)
     with pytest.raises(ConfigError, match="already exists"):
-        service.train_config(RunSettings(name="taken", encoder="vitt"))
+        service.train_config(dict(name="taken", encoder="vitt"))
 
 
 # ---------------------------------------------------------------------------- held-out split
@@ -234,8 +235,8 @@ def test_the_checkpoint_figure_names_what_it_was_measured_against(store, setting
     service = TrainingService(store, settings, depth, data_root=tmp_path / "root", device="cpu", threads=1, gpus=0)
     run = service.runs_dir / "stud"
     run.mkdir(parents=True)
-    shutil.copy(vitt_checkpoint, run / "final.safetensors")
-    ckpt = store.register_checkpoint(str(run / "final.safetensors"), "stud", {"encoder": "vitt"},
+    shutil.copy(vitt_checkpoint, RunFolder(run).final)
+    ckpt = store.register_checkpoint(str(RunFolder(run).final), "stud", {"encoder": "vitt"},
                                      metrics={"holdout_abs_rel": 4.7e-15})             # an old circular figure
     assert service.checkpoints()[0]["abs_rel"] is None                                 # not shown
     for s in range(3):
@@ -259,17 +260,6 @@ def test_motorcycle_sample_uses_true_depth(service, vitt_service):
 
 
 # ---------------------------------------------------------------------------- curves, checkpoints
-def fake_job(store: Store, out_dir, resumed_from=None, metrics=()):
-    params = {"run": "r", "out_dir": str(out_dir), "gpu": False}
-    if resumed_from:
-        params["resumed_from"] = resumed_from
-    job = store.create_job("train", ["train"], params=params)
-    store.request_cancel(job.id)                       # queued -> cancelled: never spawned
-    for step, values in metrics:
-        store.append_metrics(job.id, step, values)
-    return job.id
-
-
 def test_curves_follow_a_resumed_run(service, store, tmp_path):
     a = fake_job(store, tmp_path / "r", metrics=[(1, {"loss": 5.0, "lr": 1e-5}), (2, {"loss": 4.0}),
                                                  (3, {"loss": 3.5})])
@@ -277,26 +267,25 @@ def test_curves_follow_a_resumed_run(service, store, tmp_path):
     curve = [(p["step"], p["value"]) for p in service.curves(b) if p["series"] == "loss"]
     assert curve == [(1, 5.0), (2, 4.0), (3, 3.0), (4, 2.0)]           # the resumed job's step 3 wins
     assert all(p["series"] != "lr" for p in service.curves(b))
-    (tmp_path / "r").mkdir()
-    (tmp_path / "r" / "metrics.jsonl").write_text('{"step": 5, "loss": 1.5, "lr": 1e-6}\n{"step": 6, "lo')
+    RunFolder(tmp_path / "r").path.mkdir()
+    RunFolder(tmp_path / "r").metrics.write_text('{"step": 5, "loss": 1.5, "lr": 1e-6}\n{"step": 6, "lo')
     assert service.curves(b)[-1] == {"step": 5, "value": 1.5, "series": "loss"}   # half-written line skipped
 
 
-def test_finished_run_is_registered_once_and_reaches_the_model_picker(service, store, settings, tmp_path,
-                                                                      vitt_checkpoint):
-    import shutil
-
+def test_a_run_that_finished_while_the_studio_was_down_is_registered_once_at_start(service, store, tmp_path):
     from pipeline.depth_service import store_choices
-    run = tmp_path / "runs" / "stud"
-    run.mkdir(parents=True)
-    shutil.copy(vitt_checkpoint, run / "final.safetensors")
-    (run / "train_config.json").write_text(json.dumps({"encoder": "vitt", "version": "v2"}))
-    job = fake_job(store, run)
-    assert service.sync_checkpoints() == [1] and service.sync_checkpoints() == []
-    rows = service.checkpoints()
-    assert [(r["model"], r["encoder"], r["job"]) for r in rows] == [("r", "vitt", job)]
+    run = finished_run(service.runs_dir / "stud", metric=True)
+    job = fake_job(store, run.path)
+    assert store.list_checkpoints() == [] and service.checkpoints() == []         # reading registers nothing
+    assert service.startup() == [1] and service.startup() == []                   # once
+    (row,) = service.checkpoints()
+    assert (row["model"], row["encoder"], row["job"], row["step"], row["loss"]) == ("stud", "vitt", job, 5, 0.25)
+    assert (row["metric"], row["max_depth"]) == (True, 20.0)                     # the second writer lost these
+    ckpt = store.get_checkpoint(1)
+    assert ckpt.metrics == {"step": 5, "last_loss": 0.25, "images": 2, "data_sha256": "ab" * 32}
+    assert ckpt.config["train_config"] == {"encoder": "vitt"} and ckpt.note == "random initialisation"
     picker = store_choices(store.path)()
-    assert [c.key for c in picker] == ["trained:1"] and picker[0].config.encoder == "vitt"
+    assert [c.key for c in picker] == ["trained:1"] and picker[0].config.metric and picker[0].config.encoder == "vitt"
 
 
 # ---------------------------------------------------------------------------- real jobs
@@ -313,8 +302,8 @@ def wait_until(pred, timeout=240.0, poll=0.3):
 @pytest.mark.slow
 def test_real_run_finishes_cancels_and_resumes(service, store, pairs_folder):
     small = dict(encoder="vitt", init="random", batch_size=2, input_size=28, folder="pairs", feature_alignment=False)
-    done = service.start(RunSettings(name="tiny", steps=3, save_every=2, **small))
-    long = service.start(RunSettings(name="long", steps=400, save_every=1000, **small))
+    done = service.start(dict(name="tiny", steps=3, save_every=2, **small))
+    long = service.start(dict(name="long", steps=400, save_every=1000, **small))
     assert service.status(long).status == "queued"                    # one GPU job at a time
     info = jobs.wait_for(service.db_path, done, timeout=240)
     assert info.status == "done", info.error or info.log_tail
@@ -325,7 +314,7 @@ def test_real_run_finishes_cancels_and_resumes(service, store, pairs_folder):
     service.cancel(long)
     cancelled = jobs.wait_for(service.db_path, long, timeout=120)
     assert cancelled.status == "cancelled"
-    stopped_at = json.loads((service.runs_dir / "long" / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    stopped_at = json.loads(RunFolder(service.runs_dir / "long").metrics.read_text().splitlines()[-1])["step"]
     resumed = service.resume(long)
     assert "--resume" in jobs.job_status(service.db_path, resumed).argv
     wait_until(lambda: service.status(resumed).step > stopped_at)

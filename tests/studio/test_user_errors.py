@@ -13,7 +13,9 @@ from PIL import Image
 from pipeline.curation_service import CurationService
 from pipeline.errors import ConfigError
 from pipeline.store import Store
-from studio import curate_handlers as ch
+from studio.curate_image import VIEW_FIELDS
+from studio.curate_tab import CurateHandlers
+from studio.curate_text import import_markdown
 from studio.errors import user_errors
 from studio.text import html_text, md
 
@@ -37,7 +39,7 @@ def curation(tmp_path, settings):
 
 @pytest.fixture
 def h(curation):
-    return ch.CurateHandlers(curation)
+    return CurateHandlers(curation)
 
 
 def test_the_decorator_turns_user_errors_into_one_escaped_line():
@@ -73,15 +75,20 @@ def test_no_handler_catches_studio_errors_by_hand():
 
 
 @pytest.mark.parametrize("call, words", [
-    (lambda h: h.show("abc"), "image id must be a whole number"),
-    (lambda h: h.show("1; DROP TABLE images"), "image id must be a whole number"),
-    (lambda h: h.show(2 ** 80), "image id must be a whole number"),
-    (lambda h: h.gallery("all", "name", "two"), "page must be a whole number"),
-    (lambda h: h.delete_pair({"image_id": 1, "head_id": 1}, "x"), "point pair number must be"),
-    (lambda h: h.poll_job("seven"), "job id must be"),
-    (lambda h: h.cancel_job(-3), "job id must be"),
-    (lambda h: h.cancel_job(99), "job 99 does not exist"),
-    (lambda h: h.import_folder("sub\x00dir"), "control character"),
+    (lambda h: h.image.show("abc"), "image id must be a whole number"),
+    (lambda h: h.image.show("1; DROP TABLE images"), "image id must be a whole number"),
+    (lambda h: h.image.show(2 ** 80), "image id must be a whole number"),
+    (lambda h: h.gallery.gallery("all", "name", "two"), "page must be a whole number"),
+    (lambda h: h.gallery.gallery("all", "name", 1, None, None, None, "high"), "confidence bound must be"),
+    (lambda h: h.image.delete_pair({"image_id": 1, "head_id": 1}, "x"), "point pair number must be"),
+    (lambda h: h.image.select_at({"image_id": 1, "head_id": 1}, 2, 3, "wand_depth", "add", 7, "slic", 100,
+                                 None, []), "selection tolerance"),
+    (lambda h: h.image.calibrate({"image_id": 1, "head_id": 1}, [{"image_id": 1, "type": "depth", "point": [1, 1],
+                                                                 "metres": "far"}], None, False), "known length"),
+    (lambda h: h.intake.poll_job("seven"), "job id must be"),
+    (lambda h: h.intake.cancel_job(-3), "job id must be"),
+    (lambda h: h.intake.cancel_job(99), "job 99 does not exist"),
+    (lambda h: h.intake.import_folder("sub\x00dir"), "control character"),
 ])
 def test_bad_values_are_one_line_errors(h, call, words):
     with pytest.raises(gr.Error) as e:
@@ -91,20 +98,20 @@ def test_bad_values_are_one_line_errors(h, call, words):
 
 @pytest.mark.parametrize("sigma", [2e7, 1e9, float("nan"), "huge", 0])
 def test_a_huge_sigma_is_refused_before_any_work(h, curation, sigma):
-    sel = h.show(1)[ch.VIEW_FIELDS.index("sel")]
+    sel = h.image.show(1)[VIEW_FIELDS.index("sel")]
     layer = np.zeros((12, 16, 4), np.uint8)
     layer[2:6, 3:8] = (255, 0, 255, 150)
     with pytest.raises(gr.Error, match="smoothing sigma \\(pixels\\) must be a number from 0.1 to 100"):
-        h.apply_tool(sel, "smooth", {"layers": [layer]}, sigma, None)
+        h.image.apply_tool(sel, "smooth", {"layers": [layer]}, sigma, None, "add", None)
     assert len(curation.store.history(1).revisions) == 1
 
 
 def test_names_are_escaped_in_the_header_and_the_import_report(h, curation, tmp_path):
-    header = h.show(1)[ch.VIEW_FIELDS.index("header")]
+    header = h.image.show(1)[VIEW_FIELDS.index("header")]
     assert "<img" not in header and "&lt;img src=x onerror=alert\\(1\\)&gt;" in header
-    assert "\\*\\*bold\\*\\*\\`tick\\`" in header and header.count("\n") == 1      # the name stays on its line
+    assert "\\*\\*bold\\*\\*\\`tick\\`" in header and header.count("\n") == 0      # the header is one line
     (tmp_path / "root").mkdir(exist_ok=True)
-    report = ch.import_markdown(curation.import_uploads([(EVIL, png(0))]))
+    report = import_markdown(curation.import_uploads([(EVIL, png(0))]))
     assert "<img" not in report and "&lt;img" in report and report.count("\n") == 1
 
 
@@ -119,7 +126,7 @@ def test_job_endpoints_take_the_job_id(h, curation):
     job = store.create_job("pseudo_label", ["pseudo-label"], total=3)
     store.claim_job(job.id, os.getpid())
     store.finish_job(job.id, "failed", error="<b>boom</b>\nline two")
-    job_id, html, _ = h.poll_job(str(job.id))                   # the API may send the id as text
+    job_id, html, _ = h.intake.poll_job(str(job.id))                   # the API may send the id as text
     assert job_id == job.id and "&lt;b&gt;boom&lt;/b&gt; line two" in html and "<b>boom" not in html
 
 
@@ -128,6 +135,6 @@ def test_import_messages_name_the_upload_not_the_server_path(h, tmp_path):
     folder.mkdir(parents=True)
     (folder / "truncated.jpg").write_bytes(png(3)[:40])
     (tmp_path / "root").mkdir(exist_ok=True)
-    text = h.import_files([str(folder / "truncated.jpg"), str(folder / "vanished.png")])
+    text = h.intake.import_files([str(folder / "truncated.jpg"), str(folder / "vanished.png")])
     assert "truncated.jpg" in text and "vanished.png" in text and str(tmp_path) not in text
 

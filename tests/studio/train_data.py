@@ -1,4 +1,5 @@
-"""Tiny curated store data for the train tab's tests: random images with accepted plane disparity labels."""
+"""Tiny curated store data for the train tab's tests: random images with accepted plane disparity labels,
+training jobs that never ran a process, and finished run folders."""
 from __future__ import annotations
 
 import io
@@ -39,3 +40,28 @@ def add_with_ground_truth(store, seed: int) -> int:
 
 def ground_truth(seed: int) -> np.ndarray:
     return (2.0 * label(seed) + 0.3).astype(np.float32)
+
+
+def fake_job(store, out_dir, resumed_from=None, metrics=()):
+    params = {"run": "r", "out_dir": str(out_dir), "gpu": False}
+    if resumed_from:
+        params["resumed_from"] = resumed_from
+    job = store.create_job("train", ["train"], params=params)
+    store.request_cancel(job.id)                       # queued -> cancelled: never spawned
+    for step, values in metrics:
+        store.append_metrics(job.id, step, values)
+    return job.id
+
+
+def finished_run(folder, *, metric: bool = False, step: int = 5):
+    """A run folder whose final weights carry the meta the recipe writes (tiny vitt, metric or not)."""
+    from pipeline.checkpoints import save_checkpoint
+    from pipeline.config import ModelConfig
+    from pipeline.model import DepthAnything
+    from pipeline.train.run_folder import RunFolder
+    run = RunFolder(folder)
+    meta = {"step": step, "last_loss": 0.25, "init": "random initialisation", "train_config": {"encoder": "vitt"},
+            "data": {"count": 2, "sha256": "ab" * 32, "items": []}}
+    save_checkpoint(DepthAnything(ModelConfig("vitt", metric=metric, max_depth=20.0)), run.final,
+                    model_id=f"{run.name}-step{step}", meta=meta)
+    return run
