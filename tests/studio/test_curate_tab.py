@@ -204,6 +204,7 @@ def test_pseudo_label_job_runs_in_the_background(tmp_path, settings, vitt_servic
 
 def test_the_page_wires_named_endpoints_and_shortcut_buttons(vitt_service, curation):
     from services import make_services
+
     from studio.app import build_app
     demo = build_app(make_services(vitt_service, curation=curation))
     names = {f.api_name for f in demo.fns.values()}

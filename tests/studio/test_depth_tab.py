@@ -8,8 +8,8 @@ import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
-
 from services import make_services
+
 from studio import banner, depth_tab
 from studio.app import build_app, launch_kwargs
 from studio.depth_handlers import DepthHandlers

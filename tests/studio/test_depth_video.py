@@ -7,12 +7,12 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+from services import make_services
 from skimage.data import astronaut
 
 from pipeline.predictor import Predictor
 from pipeline.video import synthetic
 from pipeline.video.io import VideoReader
-from services import make_services
 from studio.app import build_app
 from studio.depth_video import VideoHandlers, format_video_summary
 

@@ -30,9 +30,10 @@ def help_text(config_cls=TrainConfig) -> str:
 
 
 def test_help_form_and_config_walk_the_same_definition(settings, vitt_service, tmp_path):
+    from services import make_services
+
     from pipeline.store import Store
     from pipeline.training_service import TrainingService
-    from services import make_services
     from studio.app import build_app
     text = help_text()
     for s in SETTINGS:                                             # --help: option, help, range and default
