@@ -18,7 +18,8 @@ if spaces_available():      # ZeroGPU wants `spaces` imported before torch
     import spaces  # noqa: F401
 
 from pipeline.curation_service import CurationService  # noqa: E402
-from pipeline.depth_service import DepthService, registry_choices, store_choices  # noqa: E402
+from pipeline.depth_models import registry_choices, store_choices  # noqa: E402
+from pipeline.depth_service import DepthService  # noqa: E402
 from pipeline.runtime.registry import CHOICES  # noqa: E402
 from pipeline.settings import StudioSettings  # noqa: E402
 from pipeline.store import Store  # noqa: E402

@@ -125,7 +125,8 @@ def test_untrained_result_shows_the_banner(handlers, small_rgb):
 def test_model_info_names_the_licence_and_missing_weights(settings, vitt_checkpoint, monkeypatch, tmp_path):
     import huggingface_hub.constants as hc
 
-    from pipeline.depth_service import DepthService, registry_choices
+    from pipeline.depth_models import registry_choices
+    from pipeline.depth_service import DepthService
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     service = DepthService(settings, sources=[registry_choices], default=str(vitt_checkpoint))
@@ -231,7 +232,8 @@ def test_unknown_model_over_the_api_names_the_choices(handlers, small_rgb):
 
 
 def test_refreshing_the_picker_lists_new_choices(settings, vitt_checkpoint):
-    from pipeline.depth_service import DepthService, ModelChoice
+    from pipeline.depth_models import ModelChoice
+    from pipeline.depth_service import DepthService
     extra = []
     service = DepthService(settings, sources=[lambda: list(extra)], default=str(vitt_checkpoint))
     h = DepthHandlers(service, infer=service.infer)
