@@ -27,7 +27,7 @@ def test_recolour_clips_the_range_and_remembers_it(metric_service, metric_result
     assert legend["histogram"]["below"] > 0 and legend["histogram"]["above"] > 0
     record = metric_service.results.open(rid).record
     assert (record.cmap, record.vmin, record.vmax) == ("viridis", lo, hi)
-    with pytest.raises(ConfigError, match="min < max"):
+    with pytest.raises(ConfigError, match="lower limit below its upper one"):
         metric_service.results.recolour(rid, "viridis", hi, lo)
     with pytest.raises(ConfigError, match="unknown colour map"):
         metric_service.results.recolour(rid, "nope")
