@@ -17,9 +17,14 @@ from studio.gpu import spaces_available
 if spaces_available():      # ZeroGPU wants `spaces` imported before torch
     import spaces  # noqa: F401
 
-from pipeline.depth_service import DepthService, registry_choices, store_choices  # noqa: E402
+from pipeline.curation_service import CurationService  # noqa: E402
+from pipeline.depth_models import registry_choices, store_choices  # noqa: E402
+from pipeline.depth_service import DepthService  # noqa: E402
 from pipeline.runtime.registry import CHOICES  # noqa: E402
 from pipeline.settings import StudioSettings  # noqa: E402
+from pipeline.store import Store  # noqa: E402
+from pipeline.store.gc import PeriodicCollector  # noqa: E402
+from pipeline.training_service import TrainingService  # noqa: E402
 from studio.app import Services, build_app, launch_kwargs  # noqa: E402
 
 
@@ -50,28 +55,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_services(settings: StudioSettings) -> Services:
+    """The three services the tabs call, over one label store."""
     depth = DepthService(settings, sources=[registry_choices, store_choices(settings.database)])
     loaded = depth.model()                 # load the default now: downloads on first start, else cached
     if loaded.notice:
         print(f"WARNING: {loaded.notice}", file=sys.stderr, flush=True)
-    extra = curation_services(settings)
-    extra["training"] = training_service(settings, depth, extra["store"])
-    return Services(settings=settings, depth=depth, extra=extra)
+    store = label_store(settings)
+    return Services(depth=depth, curation=CurationService(store, settings),
+                    training=training_service(settings, depth, store))
 
 
-def curation_services(settings: StudioSettings) -> dict:
-    """The label store and the curate tab's service (pipeline/curation_service.py)."""
-    from pipeline.curation_service import CurationService
-    from pipeline.store import Store
-    from pipeline.store.gc import PeriodicCollector
+def label_store(settings: StudioSettings) -> Store:
+    """The label store, with the collector that removes files nothing refers to (safe beside writers)."""
     store = Store(settings.database)
-    PeriodicCollector(store).start()       # removes files nothing refers to (safe beside writers)
-    return {"store": store, "curation": CurationService(store, settings)}
+    PeriodicCollector(store).start()
+    return store
 
 
-def training_service(settings: StudioSettings, depth: DepthService, store):
+def training_service(settings: StudioSettings, depth: DepthService, store: Store) -> TrainingService:
     """The train tab's service (pipeline/training_service.py): runs, progress, teacher vs student."""
-    from pipeline.training_service import TrainingService
     service = TrainingService(store, settings, depth)
     service.startup()                      # jobs and runs that ended while the studio was down
     return service

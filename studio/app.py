@@ -1,73 +1,59 @@
 """`build_app(services) -> gr.Blocks`: the studio page, composed from tab modules.
 
-A tab is a module `studio/<name>.py` with
-    TITLE: str                      # the tab's label
-    REQUIRES: tuple[str, ...]       # services it needs, e.g. ("depth",) or ("store", "jobs")
-    def build(services, banner) -> None  # creates its components inside the current gr.Tab;
+`Services` names the three pipeline services the tabs call (app.py builds them). A tab is a module
+of this package with
+    TITLE: str                           # the tab's label
+    def build(services, banner) -> ...   # creates its components inside the current gr.Tab;
                                          # `banner` is the page's gr.HTML warning banner (an output)
-and is listed in TABS. A listed module that does not exist yet, or whose services are not
-provided, is left out, so tabs can land one at a time.
+and TABS lists the modules themselves, in page order: a tab that fails to import fails the
+import of this module (nothing is skipped quietly), and a missing service is a TypeError here.
 """
 from __future__ import annotations
 
-import importlib
-import logging
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from . import banner, theme
+from . import banner, curate_tab, depth_tab, theme, train_tab
 
 if TYPE_CHECKING:
+    from pipeline.curation_service import CurationService
+    from pipeline.depth_service import DepthService
     from pipeline.settings import StudioSettings
+    from pipeline.training_service import TrainingService
 
-log = logging.getLogger(__name__)
-
-TABS: tuple[str, ...] = ("depth_tab", "curate_tab", "train_tab")   # page order
+TABS: tuple[ModuleType, ...] = (depth_tab, curate_tab, train_tab)   # page order
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
-    """The pipeline services the tabs call. `extra` holds later ones (store, jobs, ...) by name."""
+    """What the tabs call: the depth explorer, label curation, and training (each owns its store use)."""
 
-    settings: StudioSettings
-    depth: Any = None                          # pipeline.depth_service.DepthService
-    extra: dict[str, Any] = field(default_factory=dict)
+    depth: DepthService
+    curation: CurationService
+    training: TrainingService
 
-    def get(self, name: str) -> Any:
-        return getattr(self, name, None) if name in ("settings", "depth") else self.extra.get(name)
+    def __post_init__(self):
+        missing = [f.name for f in fields(self) if getattr(self, f.name) is None]
+        if missing:
+            raise TypeError(f"Services needs every service; missing: {', '.join(missing)}")
 
-    def __getattr__(self, name: str) -> Any:   # services.store, services.jobs, ...
-        extra = self.__dict__.get("extra", {})
-        if name in extra:
-            return extra[name]
-        raise AttributeError(name)
-
-
-def tab_modules(names: tuple[str, ...] = TABS) -> list:
-    mods = []
-    for name in names:
-        try:
-            mods.append(importlib.import_module(f"{__package__}.{name}"))
-        except ModuleNotFoundError as e:
-            if e.name != f"{__package__}.{name}":
-                raise                          # the tab exists but something it imports is missing
-            log.info("tab %s not present; skipped", name)
-    return mods
+    @property
+    def settings(self) -> StudioSettings:
+        """The studio's settings (the depth service's: the services are built from one settings object)."""
+        return self.depth.settings
 
 
-def build_app(services: Services, tabs: tuple[str, ...] = TABS) -> gr.Blocks:
-    depth = services.depth
-    notice = depth.notice() if depth is not None else None
+def build_app(services: Services, tabs: Sequence[ModuleType] = TABS) -> gr.Blocks:
+    """The page with `tabs` (default: all, in page order); tests build one tab at a time."""
+    notice = services.depth.notice()
     with gr.Blocks(title="Depth Anything Studio", delete_cache=(3600, 6 * 3600)) as demo:
         gr.Markdown("# Depth Anything Studio\nDepth maps, point clouds, label curation and retraining.")
         banner_box = gr.HTML(banner.banner_html(notice), elem_id=banner.BANNER_ID, visible=bool(notice))
-        for module in tab_modules(tabs):
-            missing = [s for s in getattr(module, "REQUIRES", ()) if services.get(s) is None]
-            if missing:
-                log.info("tab %s needs %s; skipped", module.TITLE, ", ".join(missing))
-                continue
+        for module in tabs:
             with gr.Tab(module.TITLE):
                 module.build(services, banner_box)
     demo.queue(max_size=64, default_concurrency_limit=services.settings.gpu_concurrency)

@@ -85,6 +85,7 @@ class GalleryHandlers:
         page = page + 1 if delta > 0 else (page - 1 if g.prev_cursor is not None else 1)
         return self._out(g, [status, sort, *flt.values()], status, max(1, page))
 
+    @user_errors("Cannot list the clips")
     def clip_choices(self, clip=None):
         """The clip filter's choices: every video imported (frames in the store), 'all images' first."""
         clips = self.curation.clips()
@@ -92,6 +93,7 @@ class GalleryHandlers:
         keep = clip if clip in {c for c, _ in clips} else ALL_CLIPS
         return gr.update(choices=choices, value=keep)
 
+    @user_errors("Cannot list the tags")
     def tag_choices(self, tag=None):
         tags = self.curation.tag_choices()
         choices = [("any tag", ALL_TAGS)] + [(f"{t} ({n})", t) for t, n in tags]

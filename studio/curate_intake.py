@@ -46,15 +46,17 @@ class IntakeHandlers:
         lines += [f"- rejected: **{md(name)}**: {md(why)}" for name, why in report.rejected[:50]]
         return "\n".join(lines)
 
+    @user_errors("Cannot count the images")
     def open_panels(self):
         """On page load: open the step a new user needs (import into an empty store, pseudo-label
         images that have no label yet), keep the others folded."""
-        counts = self.curation.store.count_by_status()
+        counts = self.curation.status_counts()
         empty = not any(counts.values())
         unlabelled = not empty and self.curation.histogram().unscored > 0
         return gr.update(open=empty), gr.update(open=unlabelled)
 
     # ---- pseudo-label jobs -------------------------------------------------------------------
+    @user_errors("Cannot list the models")
     def teacher_choices(self) -> list[tuple[str, str]]:
         return [(c.label, c.key) for c in self.depth.choices()] if self.depth is not None else []
 
@@ -73,6 +75,7 @@ class IntakeHandlers:
         running = info is not None and not info.finished
         return (info.id if info else None), job_html(info), gr.update(active=running)
 
+    @user_errors("Cannot show the job")
     def job_moved(self, job_id, seen):
         """(job id, progress HTML, timer, seen, moved): `seen` is the (job id, step, status) of the
         previous tick; `moved` says whether the gallery should be read again."""

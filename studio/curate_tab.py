@@ -32,9 +32,9 @@ from .curate_gallery import FILTER_FIELDS, GALLERY_FIELDS, GalleryHandlers
 from .curate_image import SELECT_FIELDS, VIEW_FIELDS, ImageHandlers
 from .curate_intake import IntakeHandlers
 from .curate_js import KEYBOARD_JS, PANEL_ID
+from .errors import user_errors
 
 TITLE = "Curate"
-REQUIRES = ("curation",)
 JOB_POLL_S = 1.0
 PRIVATE = {"api_visibility": "private"}
 
@@ -48,6 +48,7 @@ class CurateHandlers:
         self.gallery = GalleryHandlers(curation)
         self.intake = IntakeHandlers(curation, depth)
 
+    @user_errors("Cannot show the job")
     def poll_and_refresh(self, job_id, seen, *filters):
         """Timer tick: progress, and the gallery only when the job wrote something new (a reviewer's
         page does not re-render every second)."""
@@ -58,7 +59,7 @@ class CurateHandlers:
 
 
 def build(services, banner_box: gr.HTML) -> CurateHandlers:
-    curation, depth = services.curation, services.get("depth")
+    curation, depth = services.curation, services.depth
     h = CurateHandlers(curation, depth)
     state = {"sel": gr.State({}), "page_ids": gr.State([]), "cursors": gr.State({}), "selection": gr.State(None),
              "clicks": gr.State([]), "refs": gr.State([]), "job_seen": gr.State()}

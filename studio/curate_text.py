@@ -5,7 +5,7 @@ messages and the Train tab's comparison name them.
 """
 from __future__ import annotations
 
-import numpy as np
+from pipeline.picture_marks import mask_area
 
 from .text import html_text, md
 
@@ -38,10 +38,10 @@ def pair_rows(pairs) -> list[list]:
 
 
 def selection_markdown(selection) -> str:
-    if selection is None or not np.any(selection):
+    n, total = mask_area(selection)
+    if not n:
         return "Nothing selected: click the image with the magic wand, or paint in the Brush tab."
-    n = int(np.count_nonzero(selection))
-    return f"Selected: **{n:,} px** ({100.0 * n / np.asarray(selection).size:.1f}% of the image)"
+    return f"Selected: **{n:,} px** ({100.0 * n / total:.1f}% of the image)"
 
 
 def _where(ref: dict) -> str:
@@ -50,7 +50,7 @@ def _where(ref: dict) -> str:
     if ref.get("point") is not None:
         return f"{list(ref['point'])}"
     parts = [ref.get("region"), ref.get("region_b")]
-    sizes = [f"{int(np.count_nonzero(p)):,} px" for p in parts if p is not None]
+    sizes = [f"{mask_area(p)[0]:,} px" for p in parts if p is not None]
     if ref["type"] == "right_angle" and ref.get("region_b") is None:
         sizes.append("select the second plane, add again")
     return " and ".join(sizes)

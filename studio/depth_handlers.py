@@ -9,11 +9,11 @@ from __future__ import annotations
 import gradio as gr
 
 from pipeline.depth_outputs import EXPORTS
-from pipeline.errors import StudioError
+from pipeline.picture_marks import draw_points
 
 from . import banner
-from .depth_readout import EMPTY_LEGEND, MEASURE_HINT, draw_points, legend_html, measure_markdown
-from .errors import refuse, user_errors
+from .depth_readout import EMPTY_LEGEND, MEASURE_HINT, legend_html, measure_markdown
+from .errors import refuse, said_in_panel, user_errors
 from .gpu import gpu
 from .summary import format_summary
 from .text import html_text, md
@@ -50,13 +50,14 @@ class DepthHandlers:
             return self.cleared()[6:]
         f, summary = view["files"], view["summary"]
         notice = summary.get("notice")
-        try:
-            legend = legend_html(self.results.legend(view["request"]))
-        except StudioError as e:
-            legend = f"<p>{html_text(e)}</p>"
         return (f["color"], f.get("ply"), gr.update(value=banner.banner_html(notice), visible=bool(notice)),
-                format_summary(summary), legend, list(f.values()), MEASURE_HINT, [], CLOUD_VIEWS[0], None,
+                format_summary(summary), self.legend(view["request"]), list(f.values()), MEASURE_HINT, [], CLOUD_VIEWS[0], None,
                 view["request"])
+
+    @said_in_panel(lambda e: f"<p>{html_text(e)}</p>")
+    def legend(self, request: str) -> str:
+        """The colour bar, histogram and hover grid of a request (a read-out: a problem is said in it)."""
+        return legend_html(self.results.legend(request))
 
     def cleared(self):
         """Every output of predict + show emptied: a failed prediction leaves nothing of the previous one."""
@@ -81,12 +82,13 @@ class DepthHandlers:
             refuse("compute depth first, then click on the depth map")
         pts = list(pending or [])
         pts = ([] if len(pts) >= 2 else pts) + [[int(evt.index[0]), int(evt.index[1])]]
-        try:
-            m = self.results.measure(view["request"], pts)
-            picture = draw_points(self.results.colour_rgb(view["request"]), pts)
-        except StudioError as e:                 # a read-out, not a refused action: said in the panel
-            return gr.update(), [], f"**Cannot measure here:** {md(e)}"
-        return picture, pts, measure_markdown(m)
+        return self._measured(view["request"], pts)
+
+    @said_in_panel(lambda e: (gr.update(), [], f"**Cannot measure here:** {md(e)}"))
+    def _measured(self, request: str, pts: list) -> tuple:
+        """(the depth picture with the points, the points, the read-out): a read-out, not a refused action."""
+        m = self.results.measure(request, pts)
+        return draw_points(self.results.colour_rgb(request), pts), pts, measure_markdown(m)
 
     @user_errors("Cannot measure")
     def measure(self, request: str, ax: float, ay: float, bx: float | None = None, by: float | None = None) -> dict:
@@ -117,30 +119,27 @@ class DepthHandlers:
         return next(f for f in files if f.endswith("_mesh.glb"))
 
     # ---- model picker and image info -----------------------------------------------------
+    @user_errors("Cannot list the models")
     def refresh_models(self, model: str | None):
         """The picker's choices again (a student registered since the page loaded shows up)."""
         return gr.update(choices=model_choices(self.service), value=model)
 
+    @said_in_panel(lambda e: f"**{md(e)}**")
     def model_info(self, model: str | None) -> str:
         """Licence and source of a model, and whether its weights are at hand (no loading, no download)."""
-        try:
-            choice = self.service.choice(model)
-            problem = self.service.weights_problem(choice.key)
-        except StudioError as e:                 # informational: said in the panel
-            return f"**{md(e)}**"
+        choice = self.service.choice(model)
+        problem = self.service.weights_problem(choice.key)
         text = f"**{md(choice.title)}** · licence: **{md(choice.licence)}**"
         if choice.note:
             text += f" · source: {md(choice.note)}"
         return text + (f"\n\n**Weights missing ({problem}): this model would run untrained.**" if problem else "")
 
+    @said_in_panel(lambda e: (0, f"**Cannot use this image:** {md(e)}"))
     def inspect(self, image):
         """On a new input: the focal length to prefill (EXIF, else 0 = automatic) and a line about it."""
         if image is None:
             return 0, ""
-        try:
-            decoded = self.service.decode(image)
-        except StudioError as e:                 # informational: said in the panel
-            return 0, f"**Cannot use this image:** {md(e)}"
+        decoded = self.service.decode(image)
         h, w = decoded.rgb.shape[:2]
         focal = f"EXIF focal length {decoded.focal_px:.1f} px" if decoded.focal_px else \
             "no EXIF focal length (a 60° field of view is assumed; type one to override)"

@@ -9,9 +9,6 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw
-
 from .summary import ordinal
 
 LEGEND_ID = "depth-legend"
@@ -26,8 +23,8 @@ def _what(kind: str) -> str:
 
 
 def _histogram_bars(hist: dict, colors: list[str]) -> str:
-    counts = np.asarray(hist["counts"], dtype=float)
-    top = counts.max() if counts.size and counts.max() > 0 else 1.0
+    counts = [float(c) for c in hist["counts"]]
+    top = max(counts, default=0.0) or 1.0
     bars = []
     for i, c in enumerate(counts):
         colour = colors[min(len(colors) - 1, int(i * len(colors) / max(len(counts), 1)))]
@@ -95,17 +92,3 @@ def measure_markdown(m: dict) -> str:
     elif len(m["points"]) == 1:
         line += " · now click point B"
     return line
-
-
-def draw_points(rgb: np.ndarray, points) -> np.ndarray:
-    """The depth picture with the clicked points (A, B) and the line between them."""
-    img = Image.fromarray(rgb).convert("RGB")
-    d = ImageDraw.Draw(img)
-    r = max(3, round(min(img.size) / 90))
-    pts = [tuple(int(c) for c in p) for p in points]
-    if len(pts) == 2:
-        d.line(pts, fill=(255, 255, 255), width=max(2, r // 2))
-    for i, (x, y) in enumerate(pts):
-        d.ellipse([x - r, y - r, x + r, y + r], fill=(255, 255, 255), outline=(0, 0, 0), width=2)
-        d.text((x + r + 3, y - r - 2), "AB"[i], fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
-    return np.asarray(img)

@@ -30,7 +30,6 @@ from .depth_readout import EMPTY_LEGEND, MEASURE_HINT, READOUT_JS
 from .gpu import CONCURRENCY_ID
 
 TITLE = "Depth"
-REQUIRES = ("depth",)
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
 

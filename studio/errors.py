@@ -9,12 +9,21 @@ A `StudioError` raised inside (a refused edit, an unknown id, a value out of ran
 The message is made one line (`pipeline.errors.one_line`) and HTML-escaped, because Gradio
 renders toast messages as HTML (a file named `<img src=...>.jpg` must not load anything).
 `refuse(message)` raises such an error from the studio itself (nothing selected, ...).
+
+A read-out that is not an action (a legend, a model's licence line, what an image is) says a
+StudioError in its own panel instead of a toast:
+
+    @said_in_panel(lambda e: f"**{md(e)}**")
+    def model_info(self, model): ...
+
+These two decorators are the only places the studio catches a StudioError.
 """
 from __future__ import annotations
 
 import functools
 import html
 from collections.abc import Callable
+from typing import Any
 
 import gradio as gr
 
@@ -42,5 +51,19 @@ def user_errors(title: str) -> Callable:
                 return fn(*args, **kwargs)
             except StudioError as e:
                 raise as_gr_error(e, title) from None
+        return handler
+    return decorate
+
+
+def said_in_panel(fallback: Callable[[StudioError], Any]) -> Callable:
+    """Decorator for read-outs: a StudioError -> what `fallback(error)` returns (shown in the panel the
+    handler fills; `fallback` escapes the message as its panel needs). Everything else passes through."""
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def handler(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except StudioError as e:
+                return fallback(e)
         return handler
     return decorate

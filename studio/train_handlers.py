@@ -117,6 +117,7 @@ class TrainHandlers:
         self.run_compare = compare or gpu(service.compare, duration=120)
 
     # ---- what the tab shows when it is shown -----------------------------------------
+    @user_errors("Cannot show the training form")
     def show(self, start, teacher, student, encoder=None, metric=False, feature_alignment=True,
              feature_target="dinov2"):
         """Everything the form and pickers read from the store and the model list, read now (tab shown,
@@ -142,6 +143,7 @@ class TrainHandlers:
                                            feature_alignment=bool(feature_alignment),
                                            feature_target=feature_target or "dinov2")
 
+    @user_errors("Cannot describe the run")
     def start_changed(self, start, encoder=None, metric=False, feature_alignment=True, feature_target="dinov2"):
         """-> (the sentence, encoder, metric, max depth): fine-tuning a model fixes the encoder to the
         model's; a metric model is fine-tuned as a metric run up to its own max depth."""
@@ -220,10 +222,12 @@ class TrainHandlers:
         info = self.service.status(job_id)
         return gr.update(choices=run_choices(self.service.runs()), value=job_id), status_markdown(info)
 
+    @user_errors("Cannot list the checkpoints")
     def checkpoints(self) -> pd.DataFrame:
         """The trained checkpoints table (reads only)."""
         return checkpoints_table(self.service.checkpoints())
 
+    @user_errors("Cannot list the models")
     def compare_choices(self) -> list[tuple[str, str]]:
         depth = self.service.depth
         return [(c.label, c.key) for c in depth.choices()] if depth is not None else []

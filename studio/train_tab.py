@@ -34,7 +34,6 @@ from .train_compare_view import COMPARE_HEADERS
 from .train_handlers import CKPT_HEADERS, POLL_S, RUN_HEADERS, TrainHandlers
 
 TITLE = "Train"
-REQUIRES = ("training",)
 GALLERY_CSS = ("#train-compare-gallery .thumbnail-item {aspect-ratio: auto !important; height: auto !important}"
                " #train-compare-gallery .thumbnail-item img {height: auto !important}"
                " #train-compare-gallery .grid-container {grid-auto-rows: auto !important}")   # wide rows, not squares
@@ -170,7 +169,7 @@ def form_components(f: dict, c: dict) -> dict:
 def build(services, banner_box: gr.HTML) -> TrainHandlers:
     h = TrainHandlers(services.training)
     tab = get_render_context()                       # the gr.Tab studio/app.py builds this tab in
-    depth = services.get("depth")
+    depth = services.depth
     f = _form(h)
     r = _runs_panel()
     c = _compare_panel(h, depth.default_key if depth is not None else None)

@@ -77,7 +77,11 @@ class GalleryViews(Base):
                                       **confidence_bounds(min_confidence, max_confidence))
         items = [(self.render.thumbnail(rec), caption(rec)) for rec in page.items]
         return GalleryPage(items, [r.id for r in page.items], page.total, page.offset, page.limit,
-                           self.store.count_by_status(), page.next_cursor, page.prev_cursor)
+                           self.status_counts(), page.next_cursor, page.prev_cursor)
+
+    def status_counts(self) -> dict[str, int]:
+        """Images per status (pending, accepted, rejected, corrected), kept by the store."""
+        return self.store.count_by_status()
 
     def histogram(self, status: str | None = None) -> Histogram:
         """The confidence histogram of a status filter (kept by the store; the same cost at any size)."""

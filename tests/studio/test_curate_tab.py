@@ -202,9 +202,11 @@ def test_pseudo_label_job_runs_in_the_background(tmp_path, settings, vitt_servic
         h.resume_job(job_id)
 
 
-def test_the_page_wires_named_endpoints_and_shortcut_buttons(settings, curation):
-    from studio.app import Services, build_app
-    demo = build_app(Services(settings=settings, extra={"curation": curation}))
+def test_the_page_wires_named_endpoints_and_shortcut_buttons(vitt_service, curation):
+    from services import make_services
+
+    from studio.app import build_app
+    demo = build_app(make_services(vitt_service, curation=curation))
     names = {f.api_name for f in demo.fns.values()}
     assert {"curate_open", "curate_apply", "curate_accept", "curate_reject", "curate_undo", "curate_redo",
             "curate_add_pair", "curate_import", "curate_import_folder", "curate_import_ground_truth",

@@ -11,7 +11,8 @@ from PIL import Image
 
 from pipeline import depth_png, render
 from pipeline.config import ModelConfig
-from pipeline.depth_service import DepthService, ModelCache, ModelChoice, registry_choices
+from pipeline.depth_models import ModelCache, ModelChoice, registry_choices
+from pipeline.depth_service import DepthService
 from pipeline.errors import ConfigError, ImageError
 from pipeline.runtime import resolve_auto
 
@@ -261,7 +262,7 @@ def test_a_flat_prediction_still_gives_every_output_but_the_cloud(vitt_service, 
 
 
 def test_students_registered_in_the_store_become_choices(settings, vitt_checkpoint, small_rgb):
-    from pipeline.depth_service import store_choices
+    from pipeline.depth_models import store_choices
     from pipeline.store import Store
     source = store_choices(settings.database)
     assert source() == [] and not settings.database.exists()          # listing never creates the db

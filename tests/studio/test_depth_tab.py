@@ -8,9 +8,10 @@ import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
+from services import make_services
 
-from studio import banner
-from studio.app import Services, build_app, launch_kwargs, tab_modules
+from studio import banner, depth_tab
+from studio.app import build_app, launch_kwargs
 from studio.depth_handlers import DepthHandlers
 from studio.depth_tab import example_images
 from studio.summary import format_summary
@@ -53,7 +54,7 @@ def test_predict_returns_slider_pair_files_and_summary(handlers, tmp_path, small
 
 def test_a_failed_prediction_clears_every_output(vitt_service):
     """The failure step empties what predict and show fill, so no earlier result stays beside the error."""
-    demo = build_app(Services(settings=vitt_service.settings, depth=vitt_service), tabs=("depth_tab",))
+    demo = build_app(make_services(vitt_service), tabs=(depth_tab,))
     config = demo.get_config_file()
     deps = config["dependencies"]
     predict = next(d for d in deps if d.get("api_name") == "predict")
@@ -124,7 +125,8 @@ def test_untrained_result_shows_the_banner(handlers, small_rgb):
 def test_model_info_names_the_licence_and_missing_weights(settings, vitt_checkpoint, monkeypatch, tmp_path):
     import huggingface_hub.constants as hc
 
-    from pipeline.depth_service import DepthService, registry_choices
+    from pipeline.depth_models import registry_choices
+    from pipeline.depth_service import DepthService
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     service = DepthService(settings, sources=[registry_choices], default=str(vitt_checkpoint))
@@ -153,7 +155,7 @@ def test_inspect_prefills_the_exif_focal(handlers, tmp_path, small_rgb):
 
 
 def test_page_has_named_endpoints_and_the_banner(vitt_service):
-    demo = build_app(Services(settings=vitt_service.settings, depth=vitt_service))
+    demo = build_app(make_services(vitt_service))
     api = demo.get_api_info()["named_endpoints"]
     assert {"/predict", "/model_info", "/inspect"} <= set(api)
     params = [p["parameter_name"] for p in api["/predict"]["parameters"]]
@@ -167,11 +169,22 @@ def test_page_has_named_endpoints_and_the_banner(vitt_service):
     assert predict_fn.concurrency_id == "gpu"
 
 
-def test_tabs_compose_from_modules_and_skip_absent_ones(vitt_service):
-    names = [m.TITLE for m in tab_modules(("depth_tab", "no_such_tab"))]
-    assert names == ["Depth"]
-    demo = build_app(Services(settings=vitt_service.settings), tabs=("depth_tab",))   # no depth service
-    assert "/predict" not in demo.get_api_info()["named_endpoints"]
+def test_the_page_is_its_tab_modules_in_order_and_every_service_is_required(vitt_service):
+    from studio import app, curate_tab, train_tab
+    assert app.TABS == (depth_tab, curate_tab, train_tab)          # module objects: a broken tab fails the import
+    services = make_services(vitt_service)
+    with pytest.raises(AttributeError):
+        services.depth = None                                      # frozen: what a tab gets is what app.py built
+    assert services.settings is vitt_service.settings
+    with pytest.raises(TypeError, match="missing: curation, training"):
+        app.Services(depth=vitt_service, curation=None, training=None)
+    with pytest.raises(TypeError):
+        app.Services(depth=vitt_service)                           # no defaults: every field is named
+    demo = build_app(services)
+    tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab) and b.parent.parent is demo]
+    assert tabs == ["Depth", "Curate", "Train"]
+    api = demo.get_api_info()["named_endpoints"]
+    assert {"/predict", "/curate_open", "/train_start"} <= set(api)
 
 
 def test_launch_serves_only_page_outputs_and_caps_uploads(settings):
@@ -219,7 +232,8 @@ def test_unknown_model_over_the_api_names_the_choices(handlers, small_rgb):
 
 
 def test_refreshing_the_picker_lists_new_choices(settings, vitt_checkpoint):
-    from pipeline.depth_service import DepthService, ModelChoice
+    from pipeline.depth_models import ModelChoice
+    from pipeline.depth_service import DepthService
     extra = []
     service = DepthService(settings, sources=[lambda: list(extra)], default=str(vitt_checkpoint))
     h = DepthHandlers(service, infer=service.infer)

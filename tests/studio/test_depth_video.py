@@ -7,12 +7,13 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+from services import make_services
 from skimage.data import astronaut
 
 from pipeline.predictor import Predictor
 from pipeline.video import synthetic
 from pipeline.video.io import VideoReader
-from studio.app import Services, build_app
+from studio.app import build_app
 from studio.depth_video import VideoHandlers, format_video_summary
 
 
@@ -74,7 +75,7 @@ def test_a_bad_clip_is_a_readable_gradio_error(vitt_service, tmp_path):
 
 
 def test_named_endpoint(vitt_service):
-    demo = build_app(Services(settings=vitt_service.settings, depth=vitt_service))
+    demo = build_app(make_services(vitt_service))
     api = demo.get_api_info()["named_endpoints"]
     params = [p["parameter_name"] for p in api["/predict_video"]["parameters"]]
     assert params == ["video", "model", "input_size", "cmap", "stride", "max_frames", "align"]

@@ -30,9 +30,11 @@ def help_text(config_cls=TrainConfig) -> str:
 
 
 def test_help_form_and_config_walk_the_same_definition(settings, vitt_service, tmp_path):
+    from services import make_services
+
     from pipeline.store import Store
     from pipeline.training_service import TrainingService
-    from studio.app import Services, build_app
+    from studio.app import build_app
     text = help_text()
     for s in SETTINGS:                                             # --help: option, help, range and default
         line = next(ln for ln in text.splitlines() if ln.strip().startswith(s.option))
@@ -43,7 +45,7 @@ def test_help_form_and_config_walk_the_same_definition(settings, vitt_service, t
             assert f"(default {s.shown_default()})" in line, s.name
     service = TrainingService(Store(settings.ensure_dirs().database), settings, vitt_service,
                               data_root=tmp_path / "root", gpus=0)
-    demo = build_app(Services(settings=settings, depth=vitt_service, extra={"training": service}), tabs=("train_tab",))
+    demo = build_app(make_services(vitt_service, training=service), tabs=(train_tab,))
     by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
     for s in form_settings():                                      # the form: a widget per setting, its default
         widget = by_id["train-holdout" if s.name == "holdout" else train_tab.elem_id(s.name)]

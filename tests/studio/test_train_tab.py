@@ -11,12 +11,14 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+from services import make_services
 
 from pipeline import jobs
 from pipeline.store import Store
 from pipeline.train.run_folder import RunFolder
 from pipeline.training_service import TrainingService
-from studio.app import Services, build_app
+from studio import train_tab
+from studio.app import build_app
 from studio.train_compare_view import COMPARE_HEADERS
 from studio.train_handlers import (
     CKPT_HEADERS,
@@ -80,7 +82,7 @@ def wait_status(service, job_id, status, timeout=20):
 
 
 def test_the_tab_builds_with_its_endpoints(settings, vitt_service, service):
-    demo = build_app(Services(settings=settings, depth=vitt_service, extra={"training": service}), tabs=("train_tab",))
+    demo = build_app(make_services(vitt_service, training=service), tabs=(train_tab,))
     names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
     assert {"train_start", "train_status", "train_cancel", "train_resume", "train_checkpoints", "train_compare",
             "train_compare_sample"} <= names

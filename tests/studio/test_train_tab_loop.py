@@ -21,7 +21,8 @@ from studio.train_handlers import TrainHandlers
 @pytest.fixture
 def vitt_service(settings, vitt_checkpoint):
     """The studio's model list as app.py builds it: the loaded model, then the store's trained models."""
-    from pipeline.depth_service import DepthService, store_choices
+    from pipeline.depth_models import store_choices
+    from pipeline.depth_service import DepthService
     return DepthService(settings, sources=[store_choices(settings.ensure_dirs().database)],
                         default=str(vitt_checkpoint))
 

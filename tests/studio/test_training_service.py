@@ -230,7 +230,8 @@ def test_a_store_of_teacher_labels_has_nothing_independent_to_score(service, sto
 def test_the_checkpoint_figure_names_what_it_was_measured_against(store, settings, vitt_checkpoint, tmp_path):
     import shutil
 
-    from pipeline.depth_service import DepthService, store_choices
+    from pipeline.depth_models import store_choices
+    from pipeline.depth_service import DepthService
     depth = DepthService(settings, sources=[store_choices(store.path)], default=str(vitt_checkpoint))
     service = TrainingService(store, settings, depth, data_root=tmp_path / "root", device="cpu", threads=1, gpus=0)
     run = service.runs_dir / "stud"
@@ -273,7 +274,7 @@ def test_curves_follow_a_resumed_run(service, store, tmp_path):
 
 
 def test_a_run_that_finished_while_the_studio_was_down_is_registered_once_at_start(service, store, tmp_path):
-    from pipeline.depth_service import store_choices
+    from pipeline.depth_models import store_choices
     run = finished_run(service.runs_dir / "stud", metric=True)
     job = fake_job(store, run.path)
     assert store.list_checkpoints() == [] and service.checkpoints() == []         # reading registers nothing
