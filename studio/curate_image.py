@@ -272,10 +272,10 @@ class ImageHandlers:
                 half["region_b"] = selection
                 ref = None
         refs = refs + ([ref] if ref is not None else [])
-        return refs, gr.update(value=reference_rows(refs)), *self._selection_out(sel, None, [])
+        return refs, reference_rows(refs), *self._selection_out(sel, None, [])
 
     def clear_references(self):
-        return [], gr.update(value=[]), ""
+        return [], [], ""
 
     @user_errors("Cannot calibrate")
     def calibrate(self, sel, refs, focal_px, zero_shift, request: gr.Request = None, progress=gr.Progress()):
