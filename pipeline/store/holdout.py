@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+RULE = "held-out images: first 64 bits of the image's sha256 / 2^64 < the held-out share"   # what reports say
+
 
 def holdout_bound(fraction: float) -> str | None:
     """The 16-hex-digit bound of the split (hashes below it are held out); None when every image is
