@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.store import LAST_PAGE, Store  # noqa: E402
+from pipeline.store.arrays import add_array_row  # noqa: E402
 
 GOAL_MS, GOAL_GROWTH = 50.0, 2.0
 STATUS_SHARE = (("pending", 0.70), ("accepted", 0.15), ("rejected", 0.05), ("corrected", 0.10))
@@ -46,7 +47,7 @@ def label_pool(store: Store, n: int = 64) -> list[str]:
     with store.write() as db:
         for _ in range(n):
             stored = store.blobs.put_array(rng.random((48, 64), dtype=np.float32))
-            store._array_row(db, stored)
+            add_array_row(db, stored)
             shas.append(stored.sha256)
     return shas
 
@@ -171,9 +172,10 @@ def cases(path: Path, n: int) -> dict[str, tuple[callable, bool]]:
 
 def _cursor_at(store: Store, image_id: int, sort: str) -> str:
     """The cursor of a page ending on `image_id` (what the gallery hands back)."""
-    from pipeline.store.gallery import _order
-    order = _order(sort, False)
-    return order.token(order.key(store._image_row(image_id)))
+    from pipeline.store.gallery import order_of
+    from pipeline.store.images import image_row
+    order = order_of(sort, False)
+    return order.token(order.key(image_row(store.db, image_id)))
 
 
 def main(argv=None) -> int:

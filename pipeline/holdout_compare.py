@@ -13,9 +13,8 @@ truth and relative labels in disparity space (never 1/label); fitted scale per i
 <= 0 is a failed alignment; the constant and image-row-prior baselines on the same pixels; the
 verdict says whether each model beats both.
 
-Held-out split: an image is held out when the first 64 bits of its content hash, read as a
-fraction of 2**64, fall below `fraction` (pipeline/train/train_config.py owns the rule; `train
---holdout` leaves the same images out of training). A human-corrected region is a plane fitted to
+Held-out split: the store's `held_out_ids(fraction)`, one query (pipeline/store/holdout.py owns the
+rule; `train --holdout` leaves the same images out of training with the same condition). A human-corrected region is a plane fitted to
 the values of the label it corrected: rows say which model made that label, since it leans
 towards that model.
 """
@@ -31,7 +30,8 @@ from PIL import Image
 from . import evaluation as ev
 from . import render
 from .errors import ConfigError
-from .train.train_config import in_holdout  # the rule's owner: `train --holdout` uses it too
+from .store.holdout import RULE as SPLIT_RULE
+from .store.holdout import in_holdout  # noqa: F401  (re-exported for callers that ask about one hash)
 
 PANEL_HEIGHT = 160                      # px: each picture of a side-by-side row
 MAX_IMAGES_LIMIT = 50                   # a comparison runs inside the request: keep it bounded
@@ -95,9 +95,7 @@ def evidence_items(store, fraction: float = 0.1) -> tuple[list[CompareItem], lis
     fraction = _check_fraction(fraction)
     candidates = set(store.evidence_image_ids())
     items, skipped = [], []
-    for image_id, sha in store.image_hashes():
-        if not in_holdout(sha, fraction):
-            continue
+    for image_id in store.held_out_ids(fraction):
         item = _item(store, image_id) if image_id in candidates else None
         if item is None:
             skipped.append({"name": f"#{image_id}", "reason": _why_not(store, image_id)})
@@ -214,7 +212,7 @@ def compare(items: Iterable[CompareItem], predictors: dict[str, Predict], titles
     protocol = {"labels": [p.describe(sorted(kinds) or ["disparity"]) for p in protocols],
                 "evidence": "ground truth, the pixels of a label a person set, point pairs by people; never a "
                             "model's pseudo-label",
-                "split": "held-out images: first 64 bits of the image's sha256 / 2^64 < the held-out share"}
+                "split": SPLIT_RULE}
     return Comparison(dict(titles), rows, {role: ev.summarize(r) for role, r in records.items()},
                       ev.clean_json(protocol), panels, held_out or len(items), list(skipped or []), evidence)
 

@@ -16,7 +16,6 @@ from .config import PATCH_SIZE
 from .errors import ConfigError, StudioError
 from .preprocess import MAX_INPUT_SIZE
 from .ranges import Range
-from .train.train_config import in_holdout
 
 RANGES = {          # every number the compare endpoints take, checked here whatever the widget allowed
     "fraction": Range("held-out share", 0.01, 1.0),
@@ -78,15 +77,9 @@ class TeacherStudent:
         ids = {str(r.get("image_id")) for r in items
                if isinstance(r, dict) and r.get("source") in ("store", "store-ground-truth")}
         held = float(meta.get("holdout") or (meta.get("train_config") or {}).get("holdout") or 0.0)
-        if held > 0:
-            ids = {i for i in ids if not (i.isdigit() and self._held(int(i), held))}
+        if held > 0:                                         # one store query (pipeline/store/holdout.py)
+            ids -= {str(i) for i in self.store.held_out_ids(held)}
         return ids
-
-    def _held(self, image_id: int, fraction: float) -> bool:
-        try:
-            return in_holdout(self.store.get_image(image_id).sha256, fraction)
-        except LookupError:                                  # deleted since the run: not shown anyway
-            return False
 
     def _record(self, roles: dict, titles: dict, result, fraction: float) -> None:
         """Store each trained checkpoint's figure with what it was measured against (the checkpoint

@@ -3,6 +3,7 @@ checkpoints and an audit log in one SQLite file (+ content-addressed files besid
 
     from pipeline.store import Store, ANY_HEAD, StaleRevisionError
     store = Store("data/studio.db")
+`Store` is a facade over table modules of plain functions taking the connection (store.py lists them).
 See docs/STORE.md for the API and the rules (append-only revisions, optimistic concurrency).
 """
 from .blobs import BlobStore, StoredArray
@@ -17,7 +18,8 @@ from .errors import (
     StoreError,
 )
 from .gallery import LAST_PAGE, SORTS, GalleryFilter, Histogram
-from .images import ANY_HEAD, StatusChanges
+from .holdout import in_holdout
+from .images import ANY_HEAD
 from .provenance import Evidence, check_source
 from .records import (
     AuditEntry,
@@ -32,6 +34,7 @@ from .records import (
     Revision,
     TrainingItem,
 )
+from .review import StatusChanges
 from .revisions import History
 from .schema import CONFIDENCE_BINS, DEPTH_KINDS, JOB_STATUSES, MASK_NAMES, SCHEMA_VERSION, STATUSES
 from .store import Store, files_dir_for
@@ -43,6 +46,6 @@ __all__ = [
     "SchemaVersionError", "InvalidValueError", "JobStateError",
     "ImageRecord", "Page", "Location", "Prediction", "Revision", "Label", "History", "PointPair",
     "TrainingItem", "Job", "Checkpoint", "AuditEntry", "Evidence", "check_source",
-    "GalleryFilter", "Histogram", "StatusChanges", "check_tag", "check_tags",
+    "GalleryFilter", "Histogram", "StatusChanges", "check_tag", "check_tags", "in_holdout",
     "STATUSES", "JOB_STATUSES", "MASK_NAMES", "DEPTH_KINDS", "SCHEMA_VERSION", "CONFIDENCE_BINS",
 ]

@@ -18,17 +18,16 @@ def record(db: sqlite_utils.Database, actor: str, action: str, entity: str,
          json.dumps(detail, sort_keys=True) if detail else None))
 
 
-class AuditMixin:
-    def audit_log(self, *, entity: str | None = None, entity_id: int | None = None,
-                  limit: int = 100) -> list[AuditEntry]:
-        """Newest first; optionally only one entity ('image', 'job', ...) or one of its ids."""
-        where, params = [], []
-        if entity is not None:
-            where.append("entity = ?")
-            params.append(entity)
-        if entity_id is not None:
-            where.append("entity_id = ?")
-            params.append(entity_id)
-        sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self.db.query(sql + " ORDER BY id DESC LIMIT ?", [*params, int(limit)])
-        return [AuditEntry.from_row(r) for r in rows]
+def audit_log(db, *, entity: str | None = None, entity_id: int | None = None,
+              limit: int = 100) -> list[AuditEntry]:
+    """Newest first; optionally only one entity ('image', 'job', ...) or one of its ids."""
+    where, params = [], []
+    if entity is not None:
+        where.append("entity = ?")
+        params.append(entity)
+    if entity_id is not None:
+        where.append("entity_id = ?")
+        params.append(entity_id)
+    sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
+    rows = db.query(sql + " ORDER BY id DESC LIMIT ?", [*params, int(limit)])
+    return [AuditEntry.from_row(r) for r in rows]

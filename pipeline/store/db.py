@@ -30,6 +30,12 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def store_name(db: sqlite_utils.Database) -> str:
+    """The database file's name (for messages: "image 42 is not in the store studio.db")."""
+    row = db.conn.execute("PRAGMA database_list").fetchone()
+    return Path(row[2]).name if row and row[2] else "(in memory)"
+
+
 def connect(path: str | os.PathLike, *, migrate_schema: bool = True) -> sqlite_utils.Database:
     """Open (creating if needed) the store database at `path`, migrated to the current schema."""
     path = Path(path)

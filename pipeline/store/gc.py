@@ -3,7 +3,7 @@
 Nothing is overwritten in the store, but files still become unreferenced: a correction refused
 as stale after its arrays were written, two jobs writing the same prediction, a writer killed
 between its file and its row, rows removed by a later feature (images deleted, predictions
-dropped). `collect_garbage(store)`:
+dropped). `collect_garbage(db, blobs)` (the connection and the files; `Store.collect_garbage`):
 
 1. puts back files a killed collector left under a trash name (`BlobStore.restore_trash`);
 2. in one write transaction, deletes `arrays` rows older than the grace period that no column
@@ -13,7 +13,7 @@ dropped). `collect_garbage(store)`:
 3. deletes every blob file whose sha256 no such column holds (images' and arrays' own included),
    last modified before the grace period (`BlobStore.remove_if_stale`: moved to a trash name,
    looked at again, then deleted), and temporary files killed writers left
-   (`Store.sweep_temp_files`).
+   (`sweep_temp_files`).
 
 Concurrent writers: a writer puts its file, then commits the row that refers to it. A file
 younger than the grace period is never removed, and `BlobStore.put_bytes` refreshes the time of
@@ -32,6 +32,10 @@ import fcntl
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+
+from .blobs import BlobStore
+from .db import write
+from .errors import CorruptRecordError
 
 DEFAULT_GRACE_S = 3600.0
 
@@ -79,16 +83,16 @@ def _iso(posix: float) -> str:
     return datetime.fromtimestamp(posix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _delete_unreferenced_rows(store, cutoff: float) -> int:
-    with store.write() as db:
+def _delete_unreferenced_rows(db, cutoff: float) -> int:
+    with write(db):
         refs = array_references(db.conn)
         unused = " AND ".join(f'NOT EXISTS (SELECT 1 FROM "{t}" WHERE "{t}"."{c}" = arrays.sha256)' for t, c in refs)
         sql = "DELETE FROM arrays WHERE created_at < ?" + (f" AND {unused}" if unused else "")
         return db.conn.execute(sql, [_iso(cutoff)]).rowcount
 
 
-def _referenced_shas(store) -> set[str]:
-    conn = store.db.conn
+def _referenced_shas(db) -> set[str]:
+    conn = db.conn
     shas: set[str] = set()
     for table, column in sha_columns(conn):
         shas.update(r[0] for r in conn.execute(f'SELECT "{column}" FROM "{table}" WHERE "{column}" IS NOT NULL'))
@@ -96,9 +100,9 @@ def _referenced_shas(store) -> set[str]:
 
 
 @contextlib.contextmanager
-def _exclusive(store):
-    store.files_dir.mkdir(parents=True, exist_ok=True)
-    with open(store.files_dir / ".gc.lock", "a") as f:
+def _exclusive(blobs: BlobStore):
+    blobs.root.mkdir(parents=True, exist_ok=True)
+    with open(blobs.root / ".gc.lock", "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -110,19 +114,19 @@ def _exclusive(store):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def collect_garbage(store, *, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False) -> GcReport:
+def collect_garbage(db, blobs: BlobStore, *, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False) -> GcReport:
     """Remove files (and `arrays` rows) nothing refers to, older than `grace_s` seconds. See above."""
     report = GcReport()
-    with _exclusive(store) as mine:
+    with _exclusive(blobs) as mine:
         if not mine:
             report.skipped = "another garbage collection of this store is running; nothing done"
             return report
         cutoff = time.time() - float(grace_s)
-        report.restored = store.blobs.restore_trash()
+        report.restored = blobs.restore_trash()
         if not dry_run:
-            report.removed_rows = _delete_unreferenced_rows(store, cutoff)
-        referenced = _referenced_shas(store)              # after the rows went: their files go too
-        for sha, _ext, path in store.blobs.blob_files():
+            report.removed_rows = _delete_unreferenced_rows(db, cutoff)
+        referenced = _referenced_shas(db)              # after the rows went: their files go too
+        for sha, _ext, path in blobs.blob_files():
             if sha in referenced:
                 continue
             try:
@@ -135,12 +139,39 @@ def collect_garbage(store, *, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = 
                 report.removed_files += 1
                 report.removed_bytes += path.stat().st_size
             else:
-                removed = store.blobs.remove_if_stale(path, cutoff)
+                removed = blobs.remove_if_stale(path, cutoff)
                 report.removed_files += bool(removed)
                 report.removed_bytes += removed
         if not dry_run:
-            report.temp_files = store.sweep_temp_files(older_than_s=grace_s)
+            report.temp_files = sweep_temp_files(blobs, older_than_s=grace_s)
     return report
+
+
+def sweep_temp_files(blobs: BlobStore, older_than_s: float = 3600.0) -> int:
+    """Delete temporary blob files older than `older_than_s` (left by killed writers); count."""
+    cutoff, n = time.time() - older_than_s, 0
+    for p in blobs.temp_files():
+        with contextlib.suppress(FileNotFoundError):
+            if p.stat().st_mtime <= cutoff:
+                p.unlink()
+                n += 1
+    return n
+
+
+def verify(db, blobs: BlobStore) -> list[str]:
+    """Check every stored file against its hash; return one line per problem ([] = healthy)."""
+    problems = []
+    for r in db.query("SELECT id, name, sha256, ext FROM images ORDER BY id"):
+        try:
+            blobs.read_bytes(r["sha256"], r["ext"], what=f"image {r['id']} ({r['name']})")
+        except CorruptRecordError as e:
+            problems.append(str(e))
+    for r in db.query("SELECT sha256 FROM arrays ORDER BY sha256"):
+        try:
+            blobs.read_array(r["sha256"])
+        except CorruptRecordError as e:
+            problems.append(str(e))
+    return problems
 
 
 class PeriodicCollector:
@@ -174,7 +205,7 @@ class PeriodicCollector:
         delay = self.first_after_s
         while not self._stop.wait(delay):
             try:
-                self.last = collect_garbage(self.store, grace_s=self.grace_s)
+                self.last = self.store.collect_garbage(grace_s=self.grace_s)
                 logging.getLogger(__name__).info("store gc: %s", self.last.summary())
             except Exception:                      # a full disk or a locked file must not end the pass for good
                 logging.getLogger(__name__).exception("store gc failed; retrying in %.0f s", self.every_s)

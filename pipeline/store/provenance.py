@@ -14,7 +14,7 @@ the image's head, so importing ground truth never replaces the pseudo-label trai
 (pipeline/train/store_source.py uses it only when a run asks for it: `train_on_ground_truth`).
 Point pairs are always a person's (the studio and the DA-2K import are their only writers).
 
-Independent evidence of an image (`evidence`): its newest ground truth, the human pixels of its
+Functions of the connection (`db`) and the blob store (`blobs`). Independent evidence of an image (`evidence`): its newest ground truth, the human pixels of its
 head label, and its point pairs. Revisions written before migration 5 record no human mask: for
 those, `human_pixels` derives it on read by walking the chain with the same per-tool rules
 (pixels whose value changed from the parent; a first label typed in by a person is human when it
@@ -28,9 +28,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import audit
-from .db import utc_now
+from .arrays import add_array_row, check_depth, check_mask
+from .blobs import BlobStore
+from .db import utc_now, write
 from .errors import InvalidValueError, NotFoundError
+from .images import image_row, image_shape
+from .points import point_pairs
 from .records import PointPair, Revision
+from .revisions import get_revision
 from .schema import DEPTH_KINDS, GROUND_TRUTH_TOOL
 
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}$")
@@ -95,162 +100,151 @@ class Evidence:
             parts.append(f"{len(self.pairs)} point pair(s)")
         return " + ".join(parts) if parts else "nothing independent"
 
+# ------------------------------------------------------------------ ground truth
+def add_ground_truth(db, blobs: BlobStore, image_id: int, values: np.ndarray, *, kind: str, source: str,
+                     author: str, valid: np.ndarray | None = None, note: str | None = None) -> tuple[Revision, bool]:
+    """Store measured depth ('metric_depth', metres) or disparity for an image, beside its labels.
 
-class ProvenanceMixin:
-    # ------------------------------------------------------------------ ground truth
-    def add_ground_truth(self, image_id: int, values: np.ndarray, *, kind: str, source: str, author: str,
-                         valid: np.ndarray | None = None, note: str | None = None) -> tuple[Revision, bool]:
-        """Store measured depth ('metric_depth', metres) or disparity for an image, beside its labels.
+    values: (H, W) float32; valid: bool (H, W) (default: finite and > 0). The revision is a
+    separate root: the head (the training label) does not move. Importing the same values
+    from the same source again returns the existing revision (created=False).
+    """
+    if kind not in DEPTH_KINDS:
+        raise InvalidValueError(f"ground truth kind must be one of {DEPTH_KINDS} (metres or disparity); got {kind!r}")
+    if not SOURCE_NAME.match(str(source)):
+        raise InvalidValueError(f"ground-truth source {source!r}: use letters, digits and . _ - : / @ + "
+                                "(e.g. 'middlebury2014' or 'lidar-2024')")
+    shape = image_shape(db, image_id)
+    arr = check_depth(values, shape, f"ground truth of image {image_id}")
+    if valid is None:
+        with np.errstate(invalid="ignore"):
+            valid = np.isfinite(arr) & (arr > 0)
+    valid = check_mask(valid, "valid", shape, ("valid",)).astype(bool)
+    if not valid.any():
+        raise InvalidValueError(f"the ground truth of image {image_id} has no valid pixel; nothing to store")
+    full = f"ground_truth:{source}"
+    stored, stored_valid = blobs.put_array(arr), blobs.put_array(valid)
+    with write(db):
+        row = image_row(db, image_id)
+        same = db.execute("SELECT id FROM revisions WHERE image_id = ? AND source = ? AND depth_sha256 = ? "
+                          "AND valid_sha256 = ?", [row["id"], full, stored.sha256, stored_valid.sha256]).fetchone()
+        if same is not None:
+            return get_revision(db, same[0]), False
+        depth_sha, valid_sha = add_array_row(db, stored), add_array_row(db, stored_valid)
+        number = db.execute("SELECT coalesce(max(number), 0) + 1 FROM revisions WHERE image_id = ?",
+                            [row["id"]]).fetchone()[0]
+        cur = db.conn.execute(
+            "INSERT INTO revisions (image_id, parent_id, number, tool, kind, depth_sha256, model_id, prediction_id, "
+            "author, note, created_at, source, human_sha256, valid_sha256) "
+            "VALUES (?, NULL, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, NULL, ?)",
+            (row["id"], number, GROUND_TRUTH_TOOL, kind, depth_sha, author, note, utc_now(), full, valid_sha))
+        audit.record(db, author, "ground_truth.add", "image", row["id"],
+                     {"revision_id": cur.lastrowid, "source": full, "kind": kind})
+    return get_revision(db, cur.lastrowid), True
 
-        values: (H, W) float32; valid: bool (H, W) (default: finite and > 0). The revision is a
-        separate root: the head (the training label) does not move. Importing the same values
-        from the same source again returns the existing revision (created=False).
-        """
-        from .revisions import check_depth, check_mask
-        if kind not in DEPTH_KINDS:
-            raise InvalidValueError(f"ground truth kind must be one of {DEPTH_KINDS} (metres or disparity); got {kind!r}")
-        if not SOURCE_NAME.match(str(source)):
-            raise InvalidValueError(f"ground-truth source {source!r}: use letters, digits and . _ - : / @ + "
-                                    "(e.g. 'middlebury2014' or 'lidar-2024')")
-        shape = self._shape(image_id)
-        arr = check_depth(values, shape, f"ground truth of image {image_id}")
-        if valid is None:
-            with np.errstate(invalid="ignore"):
-                valid = np.isfinite(arr) & (arr > 0)
-        valid = check_mask(valid, "valid", shape, ("valid",)).astype(bool)
-        if not valid.any():
-            raise InvalidValueError(f"the ground truth of image {image_id} has no valid pixel; nothing to store")
-        full = f"ground_truth:{source}"
-        stored, stored_valid = self.blobs.put_array(arr), self.blobs.put_array(valid)
-        with self.write() as db:
-            row = self._image_row(image_id)
-            same = db.execute("SELECT id FROM revisions WHERE image_id = ? AND source = ? AND depth_sha256 = ? "
-                              "AND valid_sha256 = ?", [row["id"], full, stored.sha256, stored_valid.sha256]).fetchone()
-            if same is not None:
-                return self.get_revision(same[0]), False
-            depth_sha, valid_sha = self._array_row(db, stored), self._array_row(db, stored_valid)
-            number = db.execute("SELECT coalesce(max(number), 0) + 1 FROM revisions WHERE image_id = ?",
-                                [row["id"]]).fetchone()[0]
-            cur = db.conn.execute(
-                "INSERT INTO revisions (image_id, parent_id, number, tool, kind, depth_sha256, model_id, prediction_id, "
-                "author, note, created_at, source, human_sha256, valid_sha256) "
-                "VALUES (?, NULL, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, NULL, ?)",
-                (row["id"], number, GROUND_TRUTH_TOOL, kind, depth_sha, author, note, utc_now(), full, valid_sha))
-            audit.record(db, author, "ground_truth.add", "image", row["id"],
-                         {"revision_id": cur.lastrowid, "source": full, "kind": kind})
-        return self.get_revision(cur.lastrowid), True
 
-    def ground_truth(self, image_id: int) -> Revision | None:
-        """The image's newest ground-truth revision (None when it has none)."""
-        r = self.db.execute("SELECT id FROM revisions WHERE image_id = ? AND source LIKE 'ground_truth:%' "
-                            "ORDER BY id DESC LIMIT 1", [int(image_id)]).fetchone()
-        return self.get_revision(r[0]) if r else None
+def ground_truth(db, image_id: int) -> Revision | None:
+    """The image's newest ground-truth revision (None when it has none)."""
+    r = db.execute("SELECT id FROM revisions WHERE image_id = ? AND source LIKE 'ground_truth:%' "
+                   "ORDER BY id DESC LIMIT 1", [int(image_id)]).fetchone()
+    return get_revision(db, r[0]) if r else None
 
-    def valid_pixels(self, revision: Revision) -> np.ndarray | None:
-        """A ground-truth revision's validity mask (None: every finite value is valid)."""
-        if not revision.valid_sha256:
-            return None
-        return self.blobs.read_array(revision.valid_sha256, what=f"validity mask of revision {revision.id}").astype(bool)
 
-    # ------------------------------------------------------------------ human pixels
-    def human_pixels(self, revision: Revision) -> np.ndarray | None:
-        """bool (H, W) of the pixels whose value a person set; None when none did (model / ground truth)."""
-        if revision.source != "human":
-            return None
-        if revision.human_sha256:
-            return self.blobs.read_array(revision.human_sha256, what=f"human mask of revision {revision.id}").astype(bool)
-        return self._derived_chain(revision)
+def require_ground_truth(db, image_id: int) -> Revision:
+    gt = ground_truth(db, image_id)
+    if gt is None:
+        raise NotFoundError(f"image {image_id} has no ground truth; import it with `python -m pipeline "
+                            "import-ground-truth`")
+    return gt
 
-    def _derived_chain(self, revision: Revision) -> np.ndarray:
-        """Human pixels of a revision written before migration 5 (no mask recorded): walk up to the
-        first revision whose pixels are known, then apply each step's tool rule on the way down."""
-        chain, rev = [], revision
-        while rev.source == "human" and not rev.human_sha256 and rev.tool != "restore" and rev.parent_id is not None:
-            chain.append(rev)
-            rev = self.get_revision(rev.parent_id)
-        shape = self._shape(revision.image_id)
-        if rev.source != "human":
-            human = np.zeros(shape, bool)
-        elif rev.human_sha256:
-            human = self.human_pixels(rev)
-        elif rev.tool == "restore":
-            human = self._restored_human(rev, shape)
-        else:                               # a first label by a person: theirs unless it started from a model
-            human = np.full(shape, rev.model_id is None)
-        for step in reversed(chain):
-            parent = self.get_revision(step.parent_id)
-            changed = changed_pixels(self._depth(step), self._depth(parent))
-            human = next_human(step.tool, human, changed)
-        return human
 
-    def _restored_human(self, rev: Revision, shape) -> np.ndarray:
-        m = _RESTORED.search(rev.note or "")
-        if m:
-            row = self.db.execute("SELECT id FROM revisions WHERE image_id = ? AND number = ?",
-                                  [rev.image_id, int(m.group(1))]).fetchone()
-            if row is not None:
-                found = self.human_pixels(self.get_revision(row[0]))
-                return np.zeros(shape, bool) if found is None else found
-        return np.zeros(shape, bool)                 # unknown: claim nothing
+def valid_pixels(blobs: BlobStore, revision: Revision) -> np.ndarray | None:
+    """A ground-truth revision's validity mask (None: every finite value is valid)."""
+    if not revision.valid_sha256:
+        return None
+    return blobs.read_array(revision.valid_sha256, what=f"validity mask of revision {revision.id}").astype(bool)
 
-    def _depth(self, rev: Revision) -> np.ndarray:
-        return self.blobs.read_array(rev.depth_sha256, what=f"depth of label revision {rev.id}")
+# ------------------------------------------------------------------ human pixels
+def human_pixels(db, blobs: BlobStore, revision: Revision) -> np.ndarray | None:
+    """bool (H, W) of the pixels whose value a person set; None when none did (model / ground truth)."""
+    if revision.source != "human":
+        return None
+    if revision.human_sha256:
+        return blobs.read_array(revision.human_sha256, what=f"human mask of revision {revision.id}").astype(bool)
+    return _derived_chain(db, blobs, revision)
 
-    def _derived_human(self, row: dict, depth: np.ndarray | None, tool: str):
-        """Inside a save: the new revision's human pixels from the head it replaces (stored array)."""
-        shape = (row["height"], row["width"])
-        if row["head_revision_id"] is None:
-            human = np.ones(shape, bool)                       # a first label, typed in by a person
-        else:
-            parent = self.get_revision(row["head_revision_id"])
-            before = self.human_pixels(parent) if parent.source == "human" else None
-            changed = np.zeros(shape, bool) if depth is None else changed_pixels(depth, self._depth(parent))
-            human = next_human(tool, before, changed)
-        return self.blobs.put_array(human)
 
-    # ------------------------------------------------------------------ evidence
-    def evidence(self, image_id: int) -> Evidence:
-        """The image's independent labels: ground truth, the head's human pixels, point pairs."""
-        image_id = int(image_id)
-        gt = self.ground_truth(image_id)
-        head_id = self._image_row(image_id)["head_revision_id"]
-        human = None
-        if head_id is not None:
-            head = self.get_revision(head_id)
-            mask = self.human_pixels(head)
-            if mask is not None and mask.any():
-                human = head
-        return Evidence(image_id, gt, human, self.point_pairs(image_id))
+def _derived_chain(db, blobs: BlobStore, revision: Revision) -> np.ndarray:
+    """Human pixels of a revision written before migration 5 (no mask recorded): walk up to the
+    first revision whose pixels are known, then apply each step's tool rule on the way down."""
+    chain, rev = [], revision
+    while rev.source == "human" and not rev.human_sha256 and rev.tool != "restore" and rev.parent_id is not None:
+        chain.append(rev)
+        rev = get_revision(db, rev.parent_id)
+    shape = image_shape(db, revision.image_id)
+    if rev.source != "human":
+        human = np.zeros(shape, bool)
+    elif rev.human_sha256:
+        human = human_pixels(db, blobs, rev)
+    elif rev.tool == "restore":
+        human = _restored_human(db, blobs, rev, shape)
+    else:                               # a first label by a person: theirs unless it started from a model
+        human = np.full(shape, rev.model_id is None)
+    for step in reversed(chain):
+        parent = get_revision(db, step.parent_id)
+        changed = changed_pixels(_depth(blobs, step), _depth(blobs, parent))
+        human = next_human(step.tool, human, changed)
+    return human
 
-    def evidence_image_ids(self) -> list[int]:
-        """Images that may hold independent evidence (ground truth, a head a person edited, point
-        pairs), in id order. A candidate whose head has no human pixel turns out empty in `evidence`."""
-        rows = self.db.execute(
-            "SELECT id FROM images i WHERE EXISTS (SELECT 1 FROM revisions r WHERE r.image_id = i.id AND "
-            "r.source LIKE 'ground_truth:%') OR EXISTS (SELECT 1 FROM revisions h WHERE h.id = i.head_revision_id "
-            "AND h.source = 'human') OR EXISTS (SELECT 1 FROM point_pairs p WHERE p.image_id = i.id AND "
-            "p.deleted_at IS NULL) ORDER BY id").fetchall()
-        return [r[0] for r in rows]
 
-    def image_hashes(self) -> list[tuple[int, str]]:
-        """(id, sha256) of every image, in id order (the held-out split is decided by the hash)."""
-        return [(r[0], r[1]) for r in self.db.execute("SELECT id, sha256 FROM images ORDER BY id").fetchall()]
+def _restored_human(db, blobs: BlobStore, rev: Revision, shape) -> np.ndarray:
+    m = _RESTORED.search(rev.note or "")
+    if m:
+        row = db.execute("SELECT id FROM revisions WHERE image_id = ? AND number = ?",
+                         [rev.image_id, int(m.group(1))]).fetchone()
+        if row is not None:
+            found = human_pixels(db, blobs, get_revision(db, row[0]))
+            return np.zeros(shape, bool) if found is None else found
+    return np.zeros(shape, bool)                 # unknown: claim nothing
 
-    def ground_truth_training_items(self) -> list:
-        """TrainingItem of the newest ground truth of every image that is not rejected, in id order
-        (what `train --train-on-ground-truth` trains on instead of those images' labels)."""
-        rows = list(self.db.query(
-            "SELECT i.id AS image_id, i.sha256, i.ext, i.status, r.* FROM images i JOIN revisions r ON r.id = "
-            "(SELECT max(g.id) FROM revisions g WHERE g.image_id = i.id AND g.source LIKE 'ground_truth:%') "
-            "WHERE i.status != 'rejected' ORDER BY i.id"))
-        pairs: dict[int, list[PointPair]] = {}
-        for p in self.db.query("SELECT * FROM point_pairs WHERE deleted_at IS NULL ORDER BY id"):
-            pairs.setdefault(p["image_id"], []).append(PointPair.from_row(p))
-        return self._training_records(rows, {r["id"]: {} for r in rows}, pairs)
 
-    def require_ground_truth(self, image_id: int) -> Revision:
-        gt = self.ground_truth(image_id)
-        if gt is None:
-            raise NotFoundError(f"image {image_id} has no ground truth; import it with `python -m pipeline "
-                                "import-ground-truth`")
-        return gt
+def _depth(blobs: BlobStore, rev: Revision) -> np.ndarray:
+    return blobs.read_array(rev.depth_sha256, what=f"depth of label revision {rev.id}")
+
+
+def derived_human(db, blobs: BlobStore, row: dict, depth: np.ndarray | None, tool: str):
+    """Inside a save: the new revision's human pixels from the head it replaces (stored array)."""
+    shape = (row["height"], row["width"])
+    if row["head_revision_id"] is None:
+        human = np.ones(shape, bool)                       # a first label, typed in by a person
+    else:
+        parent = get_revision(db, row["head_revision_id"])
+        before = human_pixels(db, blobs, parent) if parent.source == "human" else None
+        changed = np.zeros(shape, bool) if depth is None else changed_pixels(depth, _depth(blobs, parent))
+        human = next_human(tool, before, changed)
+    return blobs.put_array(human)
+
+# ------------------------------------------------------------------ evidence
+def evidence(db, blobs: BlobStore, image_id: int) -> Evidence:
+    """The image's independent labels: ground truth, the head's human pixels, point pairs."""
+    image_id = int(image_id)
+    gt = ground_truth(db, image_id)
+    head_id = image_row(db, image_id)["head_revision_id"]
+    human = None
+    if head_id is not None:
+        head = get_revision(db, head_id)
+        mask = human_pixels(db, blobs, head)
+        if mask is not None and mask.any():
+            human = head
+    return Evidence(image_id, gt, human, point_pairs(db, image_id))
+
+
+def evidence_image_ids(db) -> list[int]:
+    """Images that may hold independent evidence (ground truth, a head a person edited, point
+    pairs), in id order. A candidate whose head has no human pixel turns out empty in `evidence`."""
+    rows = db.execute(
+        "SELECT id FROM images i WHERE EXISTS (SELECT 1 FROM revisions r WHERE r.image_id = i.id AND "
+        "r.source LIKE 'ground_truth:%') OR EXISTS (SELECT 1 FROM revisions h WHERE h.id = i.head_revision_id "
+        "AND h.source = 'human') OR EXISTS (SELECT 1 FROM point_pairs p WHERE p.image_id = i.id AND "
+        "p.deleted_at IS NULL) ORDER BY id").fetchall()
+    return [r[0] for r in rows]

@@ -11,7 +11,9 @@ import re
 from collections.abc import Iterable
 
 from . import audit
+from .db import write
 from .errors import InvalidValueError
+from .images import image_row
 
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,39}$")
 
@@ -34,42 +36,44 @@ def check_tags(tags: str | Iterable[str]) -> list[str]:
     return out
 
 
-class TagsMixin:
-    def add_tags(self, image_ids: Iterable[int], tags: str | Iterable[str], *, author: str) -> int:
-        """Put `tags` on every image (one transaction); returns the number of (image, tag) rows added."""
-        tags, ids = check_tags(tags), [int(i) for i in image_ids]
-        with self.write() as db:
-            for i in ids:
-                self._image_row(i)
-            before = db.conn.total_changes
-            db.conn.executemany("INSERT OR IGNORE INTO image_tags (tag, image_id) VALUES (?, ?)",
-                                [(t, i) for i in ids for t in tags])
-            added = db.conn.total_changes - before
-            if added:
-                audit.record(db, author, "image.tags.add", "image", ids[0] if len(ids) == 1 else None,
-                             {"tags": tags, "images": ids[:1000], "added": added})
-        return added
+def add_tags(db, image_ids: Iterable[int], tags: str | Iterable[str], *, author: str) -> int:
+    """Put `tags` on every image (one transaction); returns the number of (image, tag) rows added."""
+    tags, ids = check_tags(tags), [int(i) for i in image_ids]
+    with write(db):
+        for i in ids:
+            image_row(db, i)
+        before = db.conn.total_changes
+        db.conn.executemany("INSERT OR IGNORE INTO image_tags (tag, image_id) VALUES (?, ?)",
+                            [(t, i) for i in ids for t in tags])
+        added = db.conn.total_changes - before
+        if added:
+            audit.record(db, author, "image.tags.add", "image", ids[0] if len(ids) == 1 else None,
+                         {"tags": tags, "images": ids[:1000], "added": added})
+    return added
 
-    def remove_tags(self, image_ids: Iterable[int], tags: str | Iterable[str], *, author: str) -> int:
-        """Take `tags` off every image (one transaction); returns the number of rows removed."""
-        tags, ids = check_tags(tags), [int(i) for i in image_ids]
-        with self.write() as db:
-            before = db.conn.total_changes
-            db.conn.executemany("DELETE FROM image_tags WHERE tag = ? AND image_id = ?",
-                                [(t, i) for i in ids for t in tags])
-            removed = db.conn.total_changes - before
-            if removed:
-                audit.record(db, author, "image.tags.remove", "image", ids[0] if len(ids) == 1 else None,
-                             {"tags": tags, "images": ids[:1000], "removed": removed})
-        return removed
 
-    def tags_of(self, image_id: int) -> list[str]:
-        """An image's tags, sorted."""
-        return [r[0] for r in self.db.execute("SELECT tag FROM image_tags WHERE image_id = ? ORDER BY tag",
-                                              [int(image_id)]).fetchall()]
+def remove_tags(db, image_ids: Iterable[int], tags: str | Iterable[str], *, author: str) -> int:
+    """Take `tags` off every image (one transaction); returns the number of rows removed."""
+    tags, ids = check_tags(tags), [int(i) for i in image_ids]
+    with write(db):
+        before = db.conn.total_changes
+        db.conn.executemany("DELETE FROM image_tags WHERE tag = ? AND image_id = ?",
+                            [(t, i) for i in ids for t in tags])
+        removed = db.conn.total_changes - before
+        if removed:
+            audit.record(db, author, "image.tags.remove", "image", ids[0] if len(ids) == 1 else None,
+                         {"tags": tags, "images": ids[:1000], "removed": removed})
+    return removed
 
-    def tag_counts(self, limit: int = 200) -> list[tuple[str, int]]:
-        """(tag, images) of the most used tags, most used first (the tag filter's choices)."""
-        rows = self.db.execute("SELECT tag, count(*) AS n FROM image_tags GROUP BY tag ORDER BY n DESC, tag LIMIT ?",
-                               [int(limit)]).fetchall()
-        return [(r[0], int(r[1])) for r in rows]
+
+def tags_of(db, image_id: int) -> list[str]:
+    """An image's tags, sorted."""
+    return [r[0] for r in db.execute("SELECT tag FROM image_tags WHERE image_id = ? ORDER BY tag",
+                                          [int(image_id)]).fetchall()]
+
+
+def tag_counts(db, limit: int = 200) -> list[tuple[str, int]]:
+    """(tag, images) of the most used tags, most used first (the tag filter's choices)."""
+    rows = db.execute("SELECT tag, count(*) AS n FROM image_tags GROUP BY tag ORDER BY n DESC, tag LIMIT ?",
+                           [int(limit)]).fetchall()
+    return [(r[0], int(r[1])) for r in rows]

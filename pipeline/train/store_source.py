@@ -6,7 +6,8 @@ corrected (status "corrected") goes to "labelled" (flip only, no trimming); a te
 pseudo-label accepted unchanged (status "accepted") goes to "pseudo" (strong perturbations,
 CutMix, trimming). Imported ground truth is used only with `train_on_ground_truth` (labelled).
 Ignore masks make pixels invalid; sky is disparity 0 (V1). With a held-out share, the images of
-the held-out split (train_config.in_holdout) are left out.
+the held-out split are left out by the store's query (`training_items(holdout=...)`, the rule in
+pipeline/store/holdout.py).
 
 Metric runs (`metric=True`) take only labels in metres (revisions of kind `metric_depth`: a metric
 model's accepted pseudo-label, a label calibrated to metres by a person, metric ground truth) as
@@ -26,7 +27,6 @@ from ..image_io import decode_image
 from .augment import from_numpy
 from .data import TrainItem, depth_to_disparity, metric_label, normalise_disparity
 from .errors import TrainDataError
-from .train_config import in_holdout
 
 
 def _pairs_array(pairs) -> np.ndarray | None:
@@ -102,22 +102,20 @@ def open_store(db_path: str | Path):
 def store_items(db_path: str | Path, holdout: float = 0.0, ground_truth: bool = False,
                 metric: bool = False) -> list[TrainItem]:
     """Newest accepted / corrected revision of each image in the store at `db_path`, leaving out the
-    images in the held-out split (`in_holdout(image sha256, holdout)`) when `holdout` > 0.
+    images in the held-out split when `holdout` > 0 (left out by the store's query, not here).
 
     ground_truth: images with imported ground truth (and not rejected) train on it instead of their
     label (labelled pool). Off by default: ground truth is the comparison's evidence, and an image a
     model trained on its ground truth would flatter that model (the comparison's rows say so).
     metric: only labels in metres (kind metric_depth)."""
     store = open_store(db_path)
-    records = [(r, False) for r in store.training_items(("accepted", "corrected"))]
+    records = [(r, False) for r in store.training_items(("accepted", "corrected"), holdout=holdout)]
     if ground_truth:
-        truth = {r.image_id: r for r in store.ground_truth_training_items()}
+        truth = {r.image_id: r for r in store.ground_truth_training_items(holdout=holdout)}
         records = [(r, False) for r, _ in records if r.image_id not in truth] + [(r, True) for r in truth.values()]
         records.sort(key=lambda x: x[0].image_id)
     if metric:
         records = [(r, g) for r, g in records if r.kind == "metric_depth"]
-    if holdout > 0:
-        records = [(r, g) for r, g in records if not in_holdout(store.get_image(r.image_id).sha256, holdout)]
     return [item_from_record(r, g, metric) for r, g in records]
 
 

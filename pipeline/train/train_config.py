@@ -23,8 +23,8 @@ AdamW (0.9, 0.999), weight decay 0.01, poly decay 0.9 (the decay default when me
 pseudo-labels, perturbations or feature alignment (the official metric fine-tuning has none).
 
 `holdout` > 0 keeps the store's images in the held-out split (`in_holdout`, by image hash) out of
-training: the split the train tab's teacher-vs-student comparison scores on. This module owns the
-rule; pipeline/holdout_compare.py uses it.
+training: the split the train tab's teacher-vs-student comparison scores on. pipeline/store/holdout.py
+owns the rule (the store applies it in its query; `in_holdout` is re-exported here for shards).
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from ..config import ENCODERS, PATCH_SIZE, VERSIONS
 from ..errors import ConfigError
 from ..preprocess import MAX_INPUT_SIZE
 from ..ranges import Range
+from ..store.holdout import in_holdout  # the rule's owner; re-exported for pipeline/train/shard_source.py
 from .config_fields import describe, parse_pair, parse_ratio, setting
 
 DECAYS = ("linear", "poly", "constant")
@@ -273,19 +274,9 @@ class TrainConfig:
 SETTINGS = describe(TrainConfig)
 
 
-def holdout_position(sha256: str) -> float:
-    """An image's place in [0, 1) from its content hash (sha256 hex of the image bytes, first 64 bits)."""
-    return int(sha256[:16], 16) / float(1 << 64)
-
-
-def in_holdout(sha256: str, fraction: float) -> bool:
-    """The held-out split: the same on every call and machine, nested as `fraction` grows."""
-    return holdout_position(sha256) < fraction
-
-
 def _check(ok, message: str) -> None:
     if not ok:
         raise ConfigError(message)
 
 
-__all__ = ["TrainConfig", "SETTINGS", "in_holdout", "holdout_position", "parse_ratio", "parse_pair"]
+__all__ = ["TrainConfig", "SETTINGS", "in_holdout", "parse_ratio", "parse_pair"]

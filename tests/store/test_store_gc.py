@@ -150,7 +150,7 @@ def test_dry_run_and_a_second_collector_change_nothing(store, labelled):
     _age_all(store)
     assert store.collect_garbage(dry_run=True).removed_files == 1 and path.exists()
     from pipeline.store.gc import _exclusive
-    with _exclusive(store) as mine:
+    with _exclusive(store.blobs) as mine:
         assert mine
         assert "another garbage collection" in store.collect_garbage().summary()
     assert path.exists()
