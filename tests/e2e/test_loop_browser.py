@@ -209,3 +209,138 @@ def walk_to_the_train_tab(page, app) -> dict[str, int]:
 
 def test_import_label_correct_accept_and_the_train_tab_counts(loop_studio, page):
     walk_to_the_train_tab(page, loop_studio)
+
+
+STEPS = 40                # enough that the run is still going when Cancel lands (a step is 0.1-1 s here)
+
+
+def run_status(page) -> str:
+    return page.locator("#train-status").inner_text()
+
+
+def wait_for_status(page, pattern: str, timeout: float = LONG / 1000) -> re.Match:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(pattern, run_status(page))
+        if found:
+            return found
+        time.sleep(0.25)
+    raise AssertionError(f"the run status never matched {pattern!r}: {run_status(page)!r}")
+
+
+def start_a_run(page) -> None:
+    from playwright.sync_api import expect
+    fill(page, "train-name", RUN)
+    for elem_id, value in (("train-steps", str(STEPS)), ("train-batch-size", "2"), ("train-input-size", "56"),
+                           ("train-save-every", "1000")):
+        fill(page, elem_id, value)
+    page.locator("#train-feature-alignment input[type=checkbox]").uncheck()     # vitt has no DINOv2 to align to
+    expect(page.locator("#train-start-note")).not_to_contain_text("the run stops at its start", timeout=30_000)
+    page.locator("#train-start").click()
+    expect(page.locator("#train-status")).to_contain_text(f"{RUN} (job 2)", timeout=60_000)  # job 1: pseudo-label
+
+
+def cancel_while_running(page, app) -> int:
+    """Cancel once the run has made a step; -> the step its checkpoint was saved at."""
+    from playwright.sync_api import expect
+    found = wait_for_status(page, rf"running · step ([1-9]\d*)/{STEPS}|done")
+    assert found.group(0) != "done", f"the run finished before it could be cancelled: raise STEPS ({STEPS})"
+    page.locator("#train-cancel").click()
+    wait_for_status(page, r"cancelled")
+    status = run_status(page)
+    assert "Press Resume" in status, status
+    step = int(re.search(rf"step (\d+)/{STEPS}", status).group(1))
+    assert 1 <= step < STEPS, status
+    expect(page.locator("#train-resume")).to_be_enabled(timeout=30_000)
+    expect(page.locator("#train-cancel")).to_be_disabled()
+    assert store_of(app).get_job(2).status == "cancelled"
+    shot(page, "cancelled")
+    return step
+
+
+def edit_a_trained_label(page, app, ids: dict[str, int]) -> None:
+    """Smooth a wand selection of chelsea.jpg (accepted, in the training data): revision 2, corrected."""
+    from playwright.sync_api import expect
+    page.get_by_role("tab", name="Curate").click()
+    open_image(page, ids["chelsea.jpg"], "chelsea.jpg")
+    header = page.locator("#curate-header")
+    expect(header).to_contain_text("accepted")
+    expect(header).to_contain_text("revision 1 of 1")
+    click_view_centre(page, -0.1, 0.1)
+    expect(page.locator("#curate-selection-info")).to_contain_text("Selected:", timeout=60_000)
+    choose(page, "curate-tool", "Smooth the selection")
+    page.locator("#curate-apply").click()
+    expect(header).to_contain_text("revision 2 of 2 (smooth by", timeout=60_000)
+    expect(header).to_contain_text("corrected")
+    shot(page, "edited")
+
+
+def resume_offers_the_choice(page, app, step: int) -> None:
+    """Resume on changed data: nothing starts, the page asks; 'new run from its checkpoint' is taken."""
+    from playwright.sync_api import expect
+    train_tab_shows_counts(page, 1, 2)
+    choose(page, "train-job", f"2: {RUN} (cancelled)")
+    expect(page.locator("#train-resume")).to_be_enabled(timeout=30_000)
+    page.locator("#train-resume").click()
+    choice = page.locator("#train-resume-choice").first          # gr.Group puts its elem_id on two nested divs
+    expect(choice).to_be_visible(timeout=60_000)
+    expect(choice).to_contain_text(f"The training data changed since {RUN} saved its checkpoint at step {step} "
+                                   "(2 images then, 2 now)")
+    status = run_status(page)
+    assert "cancelled" in status and "--init" not in status and "--resume" not in status, status   # no CLI advice
+    assert [j.id for j in store_of(app).list_jobs(kind="train")] == [2]                  # nothing started
+    shot(page, "resume-choice")
+    page.locator("#train-restart").click()
+    expect(choice).to_be_hidden(timeout=60_000)
+    expect(page.locator("#train-status")).to_contain_text(f"{RUN}-from-step{step} (job 3)", timeout=60_000)
+
+
+def choose_containing(page, elem_id: str, text: str) -> None:
+    page.locator(f"#{elem_id} input").first.click()
+    page.get_by_role("option").filter(has_text=text).first.click()
+
+
+def restarted_run_finishes(page, app, step: int) -> str:
+    from playwright.sync_api import expect
+    name = f"{RUN}-from-step{step}"
+    wait_for_status(page, rf"{re.escape(name)}\*?\*? \(job 3\): \*?\*?done|done")
+    status = run_status(page)
+    assert f"{name} (job 3): done" in status and f"step {STEPS}/{STEPS}" in status, status
+    expect(page.locator("#train-checkpoints")).to_contain_text(name, timeout=30_000)
+    job = store_of(app).get_job(3)
+    assert (job.status, job.done, job.total) == ("done", STEPS, STEPS)
+    assert [c.model_id for c in store_of(app).list_checkpoints()] == [name]     # the cancelled run registered nothing
+    shot(page, "restarted-done")
+    return name
+
+
+def compare_teacher_and_student(page, student: str) -> None:
+    """The new student appears in the pickers when the tab is shown again; both score the held-out plane."""
+    from playwright.sync_api import expect
+    page.get_by_role("tab", name="Curate").click()
+    page.get_by_role("tab", name="Train").click()
+    assert "vitt" in page.locator("#train-teacher input").first.input_value()      # the loaded model
+    choose_containing(page, "train-student", student)
+    assert student in page.locator("#train-student input").first.input_value()
+    fill(page, "train-compare-size", "112")
+    page.locator("#train-compare").click()
+    summary = page.locator("#train-compare-summary")
+    expect(summary).to_contain_text("Scored 1 of 1 held-out image(s)", timeout=LONG)
+    table = page.locator("#train-compare-table")
+    expect(table).to_contain_text(HELD_OUT)
+    for role in ("teacher", "student"):     # columns: model, name, AbsRel mean, median, δ1, images, failed alignments
+        cells = summary.locator("tbody tr", has_text=role).first.locator("td").all_inner_texts()
+        assert cells[0] == role and int(cells[5]) + int(cells[6]) == 1, cells      # coffee.jpg: scored or failed
+    shot(page, "compared")
+
+
+@pytest.mark.slow          # two training processes and a comparison: several minutes on a loaded 2-core machine
+def test_train_cancel_edit_a_label_restart_from_the_page_and_compare(loop_studio, page):
+    app = loop_studio
+    ids = walk_to_the_train_tab(page, app)
+    start_a_run(page)
+    step = cancel_while_running(page, app)
+    edit_a_trained_label(page, app, ids)
+    resume_offers_the_choice(page, app, step)
+    student = restarted_run_finishes(page, app, step)
+    compare_teacher_and_student(page, student)
