@@ -334,7 +334,8 @@ def compare_teacher_and_student(page, student: str) -> None:
     shot(page, "compared")
 
 
-@pytest.mark.slow          # two training processes and a comparison: several minutes on a loaded 2-core machine
+@pytest.mark.slow          # two training processes and a comparison: about 8 min on a loaded 2-core machine
+@pytest.mark.timeout(1500)
 def test_train_cancel_edit_a_label_restart_from_the_page_and_compare(loop_studio, page):
     app = loop_studio
     ids = walk_to_the_train_tab(page, app)
