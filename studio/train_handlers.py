@@ -82,9 +82,13 @@ def checkpoints_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=CKPT_HEADERS)
 
 
+CURVE_TYPES = {"step": "int64", "value": "float64", "series": "str"}
+
+
 def curves_frame(points: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(points, columns=CURVE_COLUMNS)
-    return frame.astype({"step": "int64"}) if len(frame) else frame
+    """Typed even when empty: a plot first shown with untyped (object) columns keeps discrete axes and
+    draws nothing when the poll later fills it."""
+    return pd.DataFrame(points, columns=CURVE_COLUMNS).astype(CURVE_TYPES)
 
 
 def curves_plot(points: list[dict], total: int | None = None) -> dict:

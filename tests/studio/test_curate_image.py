@@ -166,7 +166,7 @@ def test_calibration_from_a_distance_and_a_right_angle_makes_a_metric_revision(h
     with pytest.raises(gr.Error, match="needs its second plane"):
         h.calibrate(sel, refs, scene.focal, False)
     refs, table = h.add_reference(sel, "right_angle", None, [], scene.wall, refs)[:2]
-    assert [r[1] for r in table["value"]] == ["distance", "right angle"] and len(refs) == 2
+    assert [r[1] for r in table] == ["distance", "right angle"] and len(refs) == 2
     out = h.calibrate(sel, refs, scene.focal, False)
     head = curation.store.head(1)
     assert (head.tool, head.kind, head.source) == ("calibrate", "metric_depth", "human")

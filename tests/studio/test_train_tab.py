@@ -217,3 +217,12 @@ def test_compare_handler_fills_table_gallery_and_protocol(h, service, vitt_servi
     assert all(os.path.isfile(path) for path, _caption in gallery)
     with pytest.raises(gr.Error, match="max images"):
         h.compare(key, key, 1.0, 500, 42)
+
+
+def test_an_empty_curve_frame_is_typed_like_a_full_one():
+    """The plot's axis types come from the first frame it is shown: an empty frame with object columns
+    left the step axis discrete and the curve undrawn once the poll filled it."""
+    from studio.train_handlers import curves_frame
+    empty, full = curves_frame([]), curves_frame([{"step": 3, "value": 0.5, "series": "loss"}])
+    assert empty.dtypes.to_dict() == full.dtypes.to_dict()
+    assert str(empty.dtypes["step"]) == "int64" and str(empty.dtypes["value"]) == "float64"
