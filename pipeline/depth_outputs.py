@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from . import exports, pointcloud, render
+from .atomic import atomic_path, atomic_write
 from .errors import ConfigError, StudioError
 from .ranges import Range
 
@@ -99,7 +100,7 @@ class Request:
         return {k: self.path(s) for k, s in BASIC if self.path(s).exists()}
 
     def save(self) -> None:
-        (self.folder / REQUEST_FILE).write_text(json.dumps(asdict(self.record)))
+        atomic_write(self.folder / REQUEST_FILE, json.dumps(asdict(self.record)))
 
 
 def open_request(temp_dir: Path, request_id: str) -> Request:
@@ -283,14 +284,11 @@ def build_exports(req: Request, keys, progress: Callable[[float, str], None] | N
 def zip_outputs(req: Request, files: list[Path]) -> Path:
     """One zip of the given files of a request (PNGs and JPEGs stored, the rest deflated)."""
     path = req.path("_all.zip")
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with zipfile.ZipFile(tmp, "w", compresslevel=1) as z:
+        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compresslevel=1) as z:
             for f in files:
                 stored = f.suffix.lower() in (".png", ".jpg", ".glb")
                 z.write(f, f.name, compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
-        tmp.replace(path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise StudioError(f"cannot write the zip of request {req.record.id}: {e.strerror or e}") from None
     return path

@@ -32,6 +32,7 @@ from PIL import Image
 from trimesh.visual import TextureVisuals
 from trimesh.visual.material import PBRMaterial
 
+from .atomic import atomic_path
 from .depth_png import UNITS
 from .errors import ConfigError, ImageError, StudioError
 from .normals import normals_from_depth, normals_note, normals_picture
@@ -46,12 +47,10 @@ DEFAULT_MAX_VERTICES = 400_000
 
 def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            write(tmp)
     except (OSError, RuntimeError) as e:                                    # OpenEXR raises RuntimeError
-        tmp.unlink(missing_ok=True)
         reason = getattr(e, "strerror", None) or e
         raise StudioError(f"cannot write {path}: {reason}; check the folder exists and is writable") from None
     return path

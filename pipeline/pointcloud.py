@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import open3d as o3d
 
+from .atomic import atomic_path
 from .errors import ConfigError, StudioError
 
 DEFAULT_FOV_DEG = 60.0
@@ -204,13 +205,10 @@ def write_ply(path: str | os.PathLike, pcd: o3d.geometry.PointCloud) -> Path:
     header = "".join(["ply\nformat binary_little_endian 1.0\ncomment Depth Anything Studio\n",
                       f"element vertex {len(points)}\n",
                       *(f"property {kinds[t]} {n}\n" for n, t in fields), "end_header\n"])
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             f.write(header.encode("ascii"))
             table.tofile(f)
-        os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise StudioError(f"cannot write {path}: {e.strerror or e}; check the folder exists and is writable") from None
     return path

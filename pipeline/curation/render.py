@@ -11,9 +11,7 @@ image = view / scale).
 from __future__ import annotations
 
 import math
-import os
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from .. import pointcloud, render
+from ..atomic import atomic_path
 from ..errors import ConfigError
 from ..image_io import decode_image
 from ..store import ImageRecord, Label, Revision, Store
@@ -142,9 +141,7 @@ class Renderer:
                                               focal_px=focal / step, axes=pointcloud.VIEWER_AXES)
         except ConfigError as e:
             return None, f"No point cloud: {e}"
-        tmp = path.with_name(f".{path.stem}-{os.getpid()}-{time.time_ns()}.ply")
-        pointcloud.write_ply(tmp, pcd)
-        os.replace(tmp, path)
+        pointcloud.write_ply(path, pcd)
         return path, note
 
     # ---- the editor's view ----------------------------------------------------------------
@@ -204,6 +201,5 @@ def _fit_height(rgb: np.ndarray, height: int) -> np.ndarray:
 
 
 def _save_atomic(img: Image.Image, path: Path, **kwargs) -> None:
-    tmp = path.with_name(f".{path.stem}-{os.getpid()}-{time.time_ns()}{path.suffix}")
-    img.save(tmp, **kwargs)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, **kwargs)
