@@ -10,7 +10,6 @@ image = view / scale).
 """
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -93,8 +92,7 @@ class Renderer:
 
     def label_rgb(self, label: Label) -> np.ndarray:
         """The colour label (near = warm for both kinds), ignored pixels greyed."""
-        near_high = label.revision.kind == "metric_depth"
-        rgb = render.colorize(label.depth, self.cmap, invert=near_high).astype(np.float32)   # (H, W, 3)
+        rgb = render.colorize(label.depth, self.cmap, kind=label.revision.kind).astype(np.float32)   # (H, W, 3)
         ignore = label.masks.get("ignore")
         if ignore is not None:
             m = np.asarray(ignore, bool)
@@ -133,12 +131,9 @@ class Renderer:
         if path.exists():
             return path, note
         rgb, depth = self.rgb(rec), label.depth                                # (H, W, 3), (H, W)
-        h, w = depth.shape
-        step = max(1, math.ceil(math.sqrt(h * w / self.max_cloud_points)))
-        focal, _ = pointcloud.resolve_focal(w, h)
+        focal, _ = pointcloud.resolve_focal(depth.shape[1], depth.shape[0])
         try:
-            pcd = pointcloud.make_point_cloud(rgb[::step, ::step], depth[::step, ::step], kind,
-                                              focal_px=focal / step, axes=pointcloud.VIEWER_AXES)
+            pcd, _ = pointcloud.strided_cloud(rgb, depth, kind, focal, self.max_cloud_points)
         except ConfigError as e:
             return None, f"No point cloud: {e}"
         pointcloud.write_ply(path, pcd)
