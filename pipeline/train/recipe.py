@@ -3,7 +3,7 @@
     recipe = Recipe(cfg, reporter=reporter)   # reporter: pipeline.job_reporter.JobReporter or None
     result = recipe.run(resume=False)         # setup() -> train() -> cleanup()
 
-setup   joins DDP (torchrun), gathers the data (store and/or folder; `keep_data`: the snapshot the
+setup   joins DDP (torchrun), gathers the data (store, folder and/or shards; `keep_data`: the snapshot the
         run started with), builds the student (metric runs: pipeline.train.metric_student), the
         frozen teacher and frozen DINOv2 (no grad), AdamW + schedule, the sampler; with `resume`
         restores weights, optimiser, scheduler, sampler and RNG states.
@@ -58,6 +58,9 @@ def raw_items(cfg: TrainConfig) -> list[TrainItem]:
         items += folder_items(cfg.data_dir, cfg.gt_kind, cfg.metric)
     if cfg.unlabelled_dir:
         items += unlabelled_items(cfg.unlabelled_dir)
+    if cfg.shards:
+        from .shard_source import shard_items
+        items += shard_items(cfg.shards, holdout=cfg.holdout, min_confidence=cfg.shard_min_confidence)
     if not cfg.pseudo_labels:                       # V1 Table 9 row 1: labelled images only
         items = [it for it in items if it.pool == "labelled"]
     return items
@@ -85,7 +88,7 @@ def snapshot_gather(cfg: TrainConfig, rows: list[dict]) -> list[TrainItem]:
     from .store_source import STORE_SOURCES, snapshot_items
     wanted = {(r.get("source"), str(r.get("image_id")), r.get("sha256")) for r in rows}
     files = [it for it in raw_items(TrainConfig.from_dict({**cfg.to_dict(), "db": None}))
-             if (it.source, str(it.image_id), it.sha256) in wanted] if (cfg.data_dir or cfg.unlabelled_dir) else []
+             if (it.source, str(it.image_id), it.sha256) in wanted] if (cfg.data_dir or cfg.unlabelled_dir or cfg.shards) else []
     stored = snapshot_items(cfg.db, rows, cfg.metric) if cfg.db else []
     missing = len([r for r in rows if r.get("source") not in STORE_SOURCES]) - len(files)
     if missing:

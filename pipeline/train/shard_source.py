@@ -7,8 +7,8 @@ confidence >= `min_confidence`, leaving out the held-out split (`in_holdout(cont
 the rule the store source uses). Only the shard manifests are read up front; `load()` reads
 the image from the source the shard names (bytes checked against the content hash) and the
 label by its tar offset (checked against its own sha256).
-Hook (pipeline/train is not changed here): `recipe.gather_items` adds
-`shard_items(cfg.shards_dir, holdout=cfg.holdout)` when a `--shards DIR` option is given.
+`recipe.raw_items` adds them when `TrainConfig.shards` (`--shards DIR`) is given, with the run's
+hold-out share and `shard_min_confidence`.
 """
 from __future__ import annotations
 
