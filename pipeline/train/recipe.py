@@ -76,11 +76,12 @@ def _empty(cfg: TrainConfig) -> TrainDataError:
                           f"given; accept some pseudo-labels{', lower --holdout' if held else ''} or pass --data DIR")
 
 
-def gather_items(cfg: TrainConfig) -> list[TrainItem]:
+def gather_items(cfg: TrainConfig, dropped: list[dict] | None = None) -> list[TrainItem]:
+    """The run's usable items; what data validation left out (and why) is appended to `dropped`."""
     items = raw_items(cfg)
     if not items:
         raise _empty(cfg)
-    return validate_items(items, cfg.min_items)
+    return validate_items(items, cfg.min_items, cfg.input_size, dropped)
 
 
 def snapshot_gather(cfg: TrainConfig, rows: list[dict]) -> list[TrainItem]:
@@ -118,9 +119,12 @@ class Recipe:
         cfg = self.cfg
         self.ctx: DistContext = init_distributed(cfg.device)
         torch.manual_seed(cfg.seed)
-        self.items = self._saved_items() if resume and self.keep_data else gather_items(cfg)
+        self.dropped: list[dict] = []
+        self.items = self._saved_items() if resume and self.keep_data else gather_items(cfg, self.dropped)
+        for d in self.dropped:
+            self.log(f"left out of training: {d['source']} image {d['image_id']}: {d['reason']}")
         self.pools = pools(self.items)
-        self.snapshot = data_snapshot(self.items)
+        self.snapshot = data_snapshot(self.items, self.dropped)
         if any(it.source == "unlabelled" for it in self.items) and not cfg.teacher:
             raise TrainDataError("some images have no label; pass --teacher CKPT to label them on the fly")
 
@@ -168,7 +172,8 @@ class Recipe:
         from ..checkpoints import project_metadata
         s = st.read_state(self.out)
         rows = (project_metadata(self.run_folder.file(s["checkpoint"])).get("meta") or {}).get("data", {}).get("items")
-        return validate_items(snapshot_gather(self.cfg, rows or []), self.cfg.min_items)
+        return validate_items(snapshot_gather(self.cfg, rows or []), self.cfg.min_items, self.cfg.input_size,
+                              self.dropped)
 
     def _load_state(self) -> None:
         s = st.read_state(self.out)

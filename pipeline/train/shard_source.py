@@ -65,7 +65,8 @@ def shard_items(folder: str | Path, *, holdout: float = 0.0, min_confidence: flo
                                    sha256=hashlib.sha256(f"{entry['sha256']}:{entry['label_sha256']}".encode()).hexdigest(),
                                    source="shards", extra={"model_id": m["model_id"], "source": entry["source"],
                                                            "confidence": entry["confidence"]},
-                                   has_label_pixels=has_pixels))
+                                   has_label_pixels=has_pixels,
+                                   image_size=lambda e=entry: (int(e["height"]), int(e["width"]))))
     if not items:
         raise TrainDataError(f"no usable labelled images in the shards of {folder}"
                              + (f" with confidence >= {min_confidence}" if min_confidence is not None else ""))
