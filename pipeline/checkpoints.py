@@ -19,7 +19,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 from safetensors import SafetensorError
 
 from . import checkpoint_registry as registry
+from .atomic import atomic_path
 from .config import ENCODERS, METRIC_MAX_DEPTH, ModelConfig
 from .errors import CheckpointError
 from .model import DepthAnything
@@ -382,38 +382,16 @@ def untrained_model(config: ModelConfig) -> LoadedCheckpoint:
 
 
 def _atomic_write(path: Path, write) -> Path:
-    """Write via `write(tmp_path)` to a temp file beside `path`, fsync, then os.replace (crash-safe)."""
+    """Write via `write(tmp_path)` (pipeline.atomic: temp file, fsync, rename, fsync of the folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
+        with atomic_path(path) as tmp:
+            write(tmp)
+    except (OSError, SafetensorError) as e:
         # A full disk surfaces as OSError from torch.save but as SafetensorError ("File too
         # large") from safetensors: both are the same user-facing failure.
-        if isinstance(e, (OSError, SafetensorError)):
-            raise CheckpointError(f"could not write checkpoint {path}: {e}; the previous file is untouched") from e
-        raise
-    _fsync_dir(path.parent)
+        raise CheckpointError(f"could not write checkpoint {path}: {e}; the previous file is untouched") from e
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _model_and_config(model) -> tuple[DepthAnything, ModelConfig]:

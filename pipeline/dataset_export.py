@@ -29,6 +29,7 @@ import numpy as np
 from huggingface_hub import HfApi
 from PIL import Image
 
+from .atomic import atomic_path, atomic_write
 from .depth_png import write_depth_png
 from .errors import StudioError
 from .image_io import decode_image
@@ -189,12 +190,9 @@ def _export_ground_truth(store: Store, gt, key: str, out: Path) -> dict:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write(path, data)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise DatasetError(f"cannot write {path}: {e.strerror or e}; check the folder is writable") from None
 
 
@@ -204,9 +202,8 @@ def _write_text(path: Path, text: str) -> None:
 
 def _write_mask_png(path: Path, mask: np.ndarray) -> None:
     m = mask.astype(np.uint8) * 255 if mask.dtype == np.bool_ else mask.astype(np.uint8)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(m, mode="L").save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(m, mode="L").save(tmp, format="PNG")
 
 
 def _dataset_card(report: ExportReport, statuses: tuple[str, ...]) -> str:

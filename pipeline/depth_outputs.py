@@ -22,7 +22,6 @@ so the viewer and full clouds share one scale.
 from __future__ import annotations
 
 import json
-import math
 import re
 import zipfile
 from collections.abc import Callable
@@ -33,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from . import exports, pointcloud, render
+from .atomic import atomic_path, atomic_write
 from .errors import ConfigError, StudioError
 from .ranges import Range
 
@@ -99,7 +99,7 @@ class Request:
         return {k: self.path(s) for k, s in BASIC if self.path(s).exists()}
 
     def save(self) -> None:
-        (self.folder / REQUEST_FILE).write_text(json.dumps(asdict(self.record)))
+        atomic_write(self.folder / REQUEST_FILE, json.dumps(asdict(self.record)))
 
 
 def open_request(temp_dir: Path, request_id: str) -> Request:
@@ -120,34 +120,13 @@ def open_request(temp_dir: Path, request_id: str) -> Request:
 
 # ----------------------------------------------------------------------------- light set
 
-def strided_principal(width: int, height: int, step: int) -> tuple[float, float]:
-    """Principal point of the every-`step`-th-pixel grid of a (width, height) image with a centred camera."""
-    return ((width / 2.0 - 0.5) / step + 0.5, (height / 2.0 - 0.5) / step + 0.5)
-
-
-def viewer_stride(height: int, width: int, max_points: int) -> int:
-    return max(1, math.ceil(math.sqrt(height * width / max(int(max_points), 1))))
-
-
-def viewer_cloud(rgb: np.ndarray, array: np.ndarray, kind: str, focal_px: float, max_points: int,
-                 voxel_size: float | None = None, remove_outliers: bool = False):
-    """(open3d cloud of every step-th pixel in viewer axes, step); the full image's camera (module docstring)."""
-    h, w = array.shape
-    step = viewer_stride(h, w, max_points)
-    depth = pointcloud.depth_for_point_cloud(array, kind)[::step, ::step]            # (h', w') metres or pseudo
-    pcd = pointcloud.make_point_cloud(np.ascontiguousarray(rgb[::step, ::step]), depth, "metric_depth",
-                                      focal_px=focal_px / step, voxel_size=voxel_size or None,
-                                      remove_outliers=bool(remove_outliers), axes=pointcloud.VIEWER_AXES,
-                                      principal=strided_principal(w, h, step))
-    return pcd, step
-
-
 def write_viewer_cloud(path: Path, rgb, array, kind: str, focal_px: float, max_points: int, voxel_size=None,
                        remove_outliers: bool = False) -> tuple[int, int, str]:
     """The viewer's .ply -> (points, pixel stride, note); 0 points and no file when no cloud can be made."""
-    step = viewer_stride(*array.shape, max_points)
+    step = pointcloud.cloud_stride(*array.shape, max_points)
     try:
-        pcd, step = viewer_cloud(rgb, array, kind, focal_px, max_points, voxel_size, remove_outliers)
+        pcd, step = pointcloud.strided_cloud(rgb, array, kind, focal_px, max_points, voxel_size=voxel_size,
+                                             remove_outliers=remove_outliers)
         if len(pcd.points) == 0:
             raise ConfigError("every point was removed; use a smaller voxel size or keep outliers")
         pointcloud.write_ply(path, pcd)
@@ -169,7 +148,7 @@ def write_views(request: Request, rgb: np.ndarray, array: np.ndarray, color: np.
 def colour_picture(array: np.ndarray, kind: str, cmap: str, vmin: float | None = None,
                    vmax: float | None = None) -> np.ndarray:
     """(H, W, 3) uint8 colour map; near is the map's end (red in Spectral_r) for disparity and metres alike."""
-    return render.colorize(array, cmap, vmin, vmax, invert=kind == "metric_depth")
+    return render.colorize(array, cmap, vmin, vmax, kind=kind)
 
 
 COLOUR_LIMIT = Range("colour range limit", -1e30, 1e30)      # any finite value of a prediction
@@ -229,7 +208,7 @@ def _write_normals(src: DepthSource, paths: list[Path]) -> None:
 
 
 def _write_gray(src: DepthSource, paths: list[Path]) -> None:
-    gray = render.grayscale(src.array, invert=src.kind == "metric_depth")
+    gray = render.grayscale(src.array, kind=src.kind)
     Image.fromarray(gray).save(paths[0], compress_level=1)
 
 
@@ -283,14 +262,11 @@ def build_exports(req: Request, keys, progress: Callable[[float, str], None] | N
 def zip_outputs(req: Request, files: list[Path]) -> Path:
     """One zip of the given files of a request (PNGs and JPEGs stored, the rest deflated)."""
     path = req.path("_all.zip")
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with zipfile.ZipFile(tmp, "w", compresslevel=1) as z:
+        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compresslevel=1) as z:
             for f in files:
                 stored = f.suffix.lower() in (".png", ".jpg", ".glb")
                 z.write(f, f.name, compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
-        tmp.replace(path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise StudioError(f"cannot write the zip of request {req.record.id}: {e.strerror or e}") from None
     return path

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from .atomic import atomic_path
 from .errors import ConfigError, ImageError, StudioError
 
 TEXT_KEY = "depth-anything-studio"
@@ -82,13 +83,11 @@ def write_depth_png(path: str | os.PathLike, array: np.ndarray, *, kind: str | N
     info = PngImagePlugin.PngInfo()
     info.add_text(TEXT_KEY, json.dumps(meta))
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        # mode I;16 -> 16-bit gray; zlib level 1: half the encode time of the default, lossless all the same
-        Image.fromarray(codes).save(tmp, format="PNG", pnginfo=info, compress_level=1)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            # mode I;16 -> 16-bit gray; zlib level 1: half the encode time of the default, lossless all the same
+            Image.fromarray(codes).save(tmp, format="PNG", pnginfo=info, compress_level=1)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise StudioError(f"cannot write {path}: {e.strerror or e}; check the folder exists and is writable") from None
     return {"path": str(path), **meta}
 

@@ -3,7 +3,7 @@
 Pure functions on a prediction array (no I/O, no UI); the studio draws what they return.
 - `colour_bar`: the colours from the low end of the range to the high end and "nice" tick values,
   in the prediction's unit (metres, or relative disparity), matching pipeline.render's direction
-  (metric depth is drawn inverted so near stays at the map's end).
+  (render.colour_position: near at the map's end).
 - `histogram`: counts over the colour range, plus how many values fall below / above it (clipped)
   and how many pixels have none.
 - `hover_grid`: the prediction sampled every `step`-th pixel (at most `max_side` samples a side),
@@ -38,7 +38,7 @@ def value_range(array: np.ndarray, vmin: float | None = None, vmax: float | None
 def colour_bar(kind: str, cmap: str, vmin: float, vmax: float, *, stops: int = 16, ticks: int = 6) -> dict:
     """{"colors": hex stops from vmin to vmax, "ticks": [(position 0..1, label)], "vmin", "vmax", "unit"}."""
     t = np.linspace(0.0, 1.0, stops)
-    unit_pos = 1.0 - t if kind == "metric_depth" else t                    # render.colorize(invert=metric)
+    unit_pos = render.colour_position(t, kind)                              # as render.colorize draws it
     lut = render.colormap_table(cmap)
     rows = lut[np.rint(unit_pos * (len(lut) - 1)).astype(int)]                 # (stops, 3) uint8
     colors = ["#" + bytes(row.tolist()).hex() for row in rows]

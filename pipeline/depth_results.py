@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from . import depth_outputs, depth_readout, measure
+from .atomic import atomic_path
 from .depth_outputs import Request, check_range
 from .errors import ConfigError
 from .settings import COLORMAPS, StudioSettings
@@ -53,9 +54,8 @@ class DepthResults:
         r, array = req.record, req.array()
         color = depth_outputs.colour_picture(array, r.kind, cmap, vmin, vmax)
         path = req.path("_depth_color.png")
-        tmp = path.with_name(f".{path.name}.tmp")
-        Image.fromarray(color).save(tmp, format="PNG", compress_level=1)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            Image.fromarray(color).save(tmp, format="PNG", compress_level=1)
         r.cmap, r.vmin, r.vmax = cmap, vmin, vmax
         req.save()
         return path, legend(array, r.kind, cmap, vmin, vmax, r.focal_px)

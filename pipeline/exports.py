@@ -32,10 +32,19 @@ from PIL import Image
 from trimesh.visual import TextureVisuals
 from trimesh.visual.material import PBRMaterial
 
+from .atomic import atomic_path
 from .depth_png import UNITS
 from .errors import ConfigError, ImageError, StudioError
 from .normals import normals_from_depth, normals_note, normals_picture
-from .pointcloud import AXES, VIEWER_AXES, depth_for_point_cloud, pixel_rays, point_cloud_note, resolve_focal
+from .pointcloud import (
+    AXES,
+    VIEWER_AXES,
+    cloud_stride,
+    depth_for_point_cloud,
+    pixel_rays,
+    point_cloud_note,
+    resolve_focal,
+)
 
 EXR_ATTRIBUTE = "depthAnythingStudio"
 EXR_FORMAT = 1
@@ -46,12 +55,10 @@ DEFAULT_MAX_VERTICES = 400_000
 
 def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            write(tmp)
     except (OSError, RuntimeError) as e:                                    # OpenEXR raises RuntimeError
-        tmp.unlink(missing_ok=True)
         reason = getattr(e, "strerror", None) or e
         raise StudioError(f"cannot write {path}: {reason}; check the folder exists and is writable") from None
     return path
@@ -147,7 +154,7 @@ def depth_mesh(rgb: np.ndarray, array: np.ndarray, kind: str, *, focal_px: float
     if not (math.isfinite(max_depth_ratio) and max_depth_ratio > 1.0):
         raise ConfigError(f"the depth-edge ratio must be a number above 1 (e.g. 1.05), got {max_depth_ratio}")
     focal, _ = resolve_focal(w, h, focal_px)
-    step = 1 if not max_vertices or h * w <= max_vertices else math.ceil(math.sqrt(h * w / max_vertices))
+    step = cloud_stride(h, w, max_vertices) if max_vertices else 1
     depth = depth_for_point_cloud(array, _kind(kind)).astype(np.float64)[::step, ::step]   # (h', w')
     x, y = pixel_rays((h, w), focal, principal)
     sx, sy, sz = AXES[VIEWER_AXES]

@@ -271,7 +271,7 @@ def _colour(array: np.ndarray, kind: str, cmap: str) -> np.ndarray:
     a = np.where(np.isfinite(a) & (a > 0 if kind == "metric_depth" else np.isfinite(a)), a, np.nan)
     if not np.isfinite(a).any():
         return np.full(a.shape + (3,), 255, np.uint8)
-    return render.colorize(a, cmap, invert=kind == "metric_depth")
+    return render.colorize(a, cmap, kind=kind)
 
 
 def side_by_side(rgb: np.ndarray, gt: np.ndarray, label_kind: str, preds: list[tuple[np.ndarray, str]],

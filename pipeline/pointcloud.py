@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import open3d as o3d
 
+from .atomic import atomic_path
 from .errors import ConfigError, StudioError
 
 DEFAULT_FOV_DEG = 60.0
@@ -175,6 +176,33 @@ def make_point_cloud(rgb: np.ndarray, array: np.ndarray, kind: str, *, focal_px:
     return pcd
 
 
+# ----------------------------------------------------------------------------- strided clouds
+
+def cloud_stride(height: int, width: int, max_points: int) -> int:
+    """The pixel step that keeps a cloud (or mesh) of every step-th pixel under `max_points` points."""
+    return max(1, math.ceil(math.sqrt(height * width / max(int(max_points), 1))))
+
+
+def strided_principal(width: int, height: int, step: int) -> tuple[float, float]:
+    """Principal point of the every-`step`-th-pixel grid of a (width, height) image with a centred camera."""
+    return ((width / 2.0 - 0.5) / step + 0.5, (height / 2.0 - 0.5) / step + 0.5)
+
+
+def strided_cloud(rgb: np.ndarray, array: np.ndarray, kind: str, focal_px: float, max_points: int, *,
+                  voxel_size: float | None = None, remove_outliers: bool = False,
+                  axes: str = VIEWER_AXES) -> tuple[o3d.geometry.PointCloud, int]:
+    """(cloud of every step-th pixel, step): the points of the full image's cloud at those pixels (the same
+    depth scale, focal / step and the strided principal point), at most about `max_points` of them."""
+    h, w = np.shape(array)[:2]
+    step = cloud_stride(h, w, max_points)
+    depth = depth_for_point_cloud(array, kind)[::step, ::step]               # (h', w') metres or pseudo-depth
+    pcd = make_point_cloud(np.ascontiguousarray(np.asarray(rgb)[::step, ::step]), depth, "metric_depth",
+                           focal_px=focal_px / step, voxel_size=voxel_size or None,
+                           remove_outliers=bool(remove_outliers), axes=axes,
+                           principal=strided_principal(w, h, step))
+    return pcd, step
+
+
 def _subset(n: int, k: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, size=k, replace=False))
 
@@ -204,13 +232,10 @@ def write_ply(path: str | os.PathLike, pcd: o3d.geometry.PointCloud) -> Path:
     header = "".join(["ply\nformat binary_little_endian 1.0\ncomment Depth Anything Studio\n",
                       f"element vertex {len(points)}\n",
                       *(f"property {kinds[t]} {n}\n" for n, t in fields), "end_header\n"])
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             f.write(header.encode("ascii"))
             table.tofile(f)
-        os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise StudioError(f"cannot write {path}: {e.strerror or e}; check the folder exists and is writable") from None
     return path

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .config import DEFAULT_INPUT_SIZE, ModelConfig
+from .device import pick_device  # the one device policy (depth_service imports it from here too)
 from .errors import ConfigError
 from .image_io import DecodedImage, decode_image
 from .preprocess import network_size, prepare, resize_output, to_tensor
@@ -50,24 +51,6 @@ class Prediction:
     @property
     def unit(self) -> str:
         return UNITS[self.kind]
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The requested device, checked; None -> CUDA if available, else MPS, else CPU."""
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for but CUDA is not available here; use --device cpu")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {device!r} asked for but MPS is not available here; use --device cpu")
-    return dev
 
 
 def _weights_token(model: nn.Module) -> tuple:

@@ -106,15 +106,20 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def check_network_input(size: tuple[int, int], image_hw: tuple[int, int]) -> None:
+    """ImageError when an image of `image_hw` (H, W) resized to `size` (H, W) is larger than any input size allows."""
+    if int(size[0]) * int(size[1]) > max_network_pixels(MAX_INPUT_SIZE):
+        h, w = image_hw
+        raise ImageError(f"an image of {w}×{h} pixels would become a {size[1]}×{size[0]} network input; at most "
+                         f"{max_network_pixels(MAX_INPUT_SIZE):,} pixels are allowed (aspect ratio at most "
+                         f"{MAX_ASPECT}:1 at full size); crop it into pieces")
+
+
 def resize_input(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bicubic resize of a (B, 3, H, W) float batch, matching OpenCV's INTER_CUBIC.
 
     Refuses (ImageError) an output larger than any input size allows, whoever computed `size`."""
-    if int(size[0]) * int(size[1]) > max_network_pixels(MAX_INPUT_SIZE):
-        h, w = x.shape[-2:]
-        raise ImageError(f"an image of {w}×{h} pixels would become a {size[1]}×{size[0]} network input; at most "
-                         f"{max_network_pixels(MAX_INPUT_SIZE):,} pixels are allowed (aspect ratio at most "
-                         f"{MAX_ASPECT}:1 at full size); crop it into pieces")
+    check_network_input(size, tuple(x.shape[-2:]))
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=False)

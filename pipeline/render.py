@@ -1,10 +1,10 @@
 """Pictures of a prediction, always made from the float array (never from an 8-bit copy).
 
-Direction: the lowest value maps to the start of the colour map, the highest to its end.
-With the default `Spectral_r` a disparity map therefore shows NEAR (high disparity) in red
-and far in blue, like the official Depth Anything demo. Metric depth is the other way round
-(near = small metres = blue); pass `invert=True` to keep near red for metric depth.
-In `grayscale`, high values are bright (near is bright for disparity).
+Direction (`colour_position`, the one owner of the rule; every picture, colour bar and export
+asks it): near is at the END of the colour map for both kinds. Disparity (near = high) maps
+its lowest value to the start and its highest to the end, so the default `Spectral_r` shows
+NEAR in red and far in blue, like the official Depth Anything demo; metric depth (near = small
+metres) is drawn the other way round so near stays red. In `grayscale`, near is bright.
 
 Non-finite values (NaN, +-inf) are ignored when finding the range and drawn black (0).
 A constant array maps to the start of the colour map (0 in grayscale).
@@ -71,24 +71,28 @@ def _indices(unit: np.ndarray) -> np.ndarray:
     return np.rint(unit * (_LUT_SIZE - 1)).astype(np.intp)
 
 
+def colour_position(unit, kind: str = "disparity"):
+    """Where a value at `unit` of the colour range (0 = vmin, 1 = vmax) sits along the colour map
+    (0 = its start, 1 = its end): near at the end, so metric depth (near = small) is reversed."""
+    return 1.0 - unit if kind == "metric_depth" else unit
+
+
 def colorize(array: np.ndarray, cmap: str = DEFAULT_CMAP, vmin: float | None = None, vmax: float | None = None,
-             *, invert: bool = False) -> np.ndarray:
-    """(H, W) float -> (H, W, 3) uint8 through a matplotlib colour map (see module docstring)."""
+             *, kind: str = "disparity") -> np.ndarray:
+    """(H, W) prediction of `kind` -> (H, W, 3) uint8 through a matplotlib colour map (see module docstring)."""
     lut = _lut(cmap)
     unit, finite = normalize(array, vmin, vmax)
-    if invert:
-        unit = 1.0 - unit
+    unit = colour_position(unit, kind)
     rgb = lut[_indices(unit)]                                               # (H, W, 3)
     rgb[~finite] = BAD_COLOR
     return rgb
 
 
 def grayscale(array: np.ndarray, vmin: float | None = None, vmax: float | None = None,
-              *, invert: bool = False) -> np.ndarray:
-    """(H, W) float -> (H, W) uint8, high values bright; non-finite values 0."""
+              *, kind: str = "disparity") -> np.ndarray:
+    """(H, W) prediction of `kind` -> (H, W) uint8, near bright; non-finite values 0."""
     unit, finite = normalize(array, vmin, vmax)
-    if invert:
-        unit = 1.0 - unit
+    unit = colour_position(unit, kind)
     gray = np.rint(unit * 255.0).astype(np.uint8)
     gray[~finite] = 0
     return gray

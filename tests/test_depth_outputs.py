@@ -24,7 +24,7 @@ def test_viewer_cloud_points_are_the_full_clouds_points_of_the_strided_pixels(st
     step, max_points = step_points
     rgb, depth = scene()
     focal = 70.0
-    pcd, got_step = depth_outputs.viewer_cloud(rgb, depth, "metric_depth", focal, max_points)
+    pcd, got_step = pointcloud.strided_cloud(rgb, depth, "metric_depth", focal, max_points)
     assert got_step == step
     full = pointcloud.backproject(depth, focal, pointcloud.VIEWER_AXES)                # (H, W, 3)
     expected = full[::step, ::step].reshape(-1, 3)
@@ -35,15 +35,15 @@ def test_viewer_cloud_points_are_the_full_clouds_points_of_the_strided_pixels(st
 def test_relative_viewer_cloud_shares_the_full_clouds_scale():
     rgb, depth = scene()
     disparity = 1.0 / depth
-    pcd, step = depth_outputs.viewer_cloud(rgb, disparity, "disparity", 70.0, 1500)
+    pcd, step = pointcloud.strided_cloud(rgb, disparity, "disparity", 70.0, 1500)
     full = pointcloud.make_point_cloud(rgb, disparity, "disparity", focal_px=70.0, axes=pointcloud.VIEWER_AXES)
     full_points = np.asarray(full.points).reshape(61, 83, 3)
     assert step == 2 and np.allclose(np.asarray(pcd.points), full_points[::2, ::2].reshape(-1, 3), atol=1e-5)
 
 
 def test_strided_principal_point():
-    assert depth_outputs.strided_principal(83, 61, 1) == (41.5, 30.5)
-    cx, cy = depth_outputs.strided_principal(80, 60, 4)
+    assert pointcloud.strided_principal(83, 61, 1) == (41.5, 30.5)
+    cx, cy = pointcloud.strided_principal(80, 60, 4)
     assert (cx, cy) == ((40 - 0.5) / 4 + 0.5, (30 - 0.5) / 4 + 0.5)
 
 

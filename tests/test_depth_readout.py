@@ -29,7 +29,7 @@ def test_colour_bar_agrees_with_the_picture():
     a = np.linspace(1.0, 9.0, 15, dtype=np.float32).reshape(1, 15)        # 15 evenly spaced values
     for kind in ("disparity", "metric_depth"):
         bar = depth_readout.colour_bar(kind, "Spectral_r", 1.0, 9.0, stops=15)
-        picture = render.colorize(a, "Spectral_r", 1.0, 9.0, invert=kind == "metric_depth")[0]
+        picture = render.colorize(a, "Spectral_r", 1.0, 9.0, kind=kind)[0]
         assert ["#" + bytes(c.tolist()).hex() for c in picture] == bar["colors"]
 
 

@@ -25,7 +25,7 @@ def test_endpoints_are_the_colour_maps_ends_and_near_disparity_is_red():
     assert r > 150 and b < 80                                                # near: red end
     r, g, b = rgb[0, 0].astype(int)
     assert b > r                                                             # far: blue end
-    np.testing.assert_array_equal(colorize(disparity, invert=True)[0, 0], _mpl("Spectral_r", 1.0))
+    np.testing.assert_array_equal(colorize(disparity, kind="metric_depth")[0, 0], _mpl("Spectral_r", 1.0))
 
 
 def test_affine_invariant_and_vmin_vmax_clip():
@@ -39,7 +39,7 @@ def test_affine_invariant_and_vmin_vmax_clip():
 def test_grayscale_known_values_and_direction():
     a = np.array([[2.0, 3.0, 4.0], [2.5, 3.5, 2.0]], np.float32)
     np.testing.assert_array_equal(grayscale(a), [[0, 128, 255], [64, 191, 0]])
-    np.testing.assert_array_equal(grayscale(a, invert=True), [[255, 128, 0], [191, 64, 255]])
+    np.testing.assert_array_equal(grayscale(a, kind="metric_depth"), [[255, 128, 0], [191, 64, 255]])
     np.testing.assert_array_equal(grayscale(a, vmin=3.0, vmax=4.0), [[0, 0, 255], [0, 128, 0]])
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 
 from .. import evaluation as ev
 from .. import evaluation_data as ed
+from ..atomic import atomic_write
 from ..errors import ConfigError
 
 HELP = ("score depth predictions (a checkpoint or saved .npy files) against ground truth, human corrections "
@@ -149,9 +149,7 @@ def _saved_predictions(args):
 
 def _write_json(path: Path, report: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(ev.clean_json(report), indent=2, allow_nan=False))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(ev.clean_json(report), indent=2, allow_nan=False))
 
 
 def _fmt(x, digits: int = 4) -> str:

@@ -31,6 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .. import checkpoint_registry, depth_png, pointcloud, render
+from ..atomic import atomic_path
 from ..config import DEFAULT_INPUT_SIZE, ENCODERS, VERSIONS
 from ..dataset_layout import is_image_file
 from ..depth_outputs import DepthSource, write_exports
@@ -187,9 +188,11 @@ def write_outputs(out: Path, stem: str, decoded: DecodedImage, prediction: Predi
     array = prediction.array                                                   # (H, W) float32
     files = {"npy": out / f"{stem}.npy", "depth_png": out / f"{stem}_depth.png", "color_png": out / f"{stem}_color.png"}
     try:
-        np.save(files["npy"], array.astype(np.float32, copy=False))
+        with atomic_path(files["npy"]) as tmp:
+            np.save(tmp, array.astype(np.float32, copy=False))
         depth_png.write_depth_png(files["depth_png"], array, kind=prediction.kind)
-        Image.fromarray(render.colorize(array, cmap)).save(files["color_png"])
+        with atomic_path(files["color_png"]) as tmp:
+            Image.fromarray(render.colorize(array, cmap, kind=prediction.kind)).save(tmp, format="PNG")
         if ply:
             h, w = array.shape
             focal, _ = pointcloud.resolve_focal(w, h, focal_px, decoded.focal_px)

@@ -10,10 +10,7 @@ image = view / scale).
 """
 from __future__ import annotations
 
-import math
-import os
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +20,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from .. import pointcloud, render
+from ..atomic import atomic_path
 from ..errors import ConfigError
 from ..image_io import decode_image
 from ..store import ImageRecord, Label, Revision, Store
@@ -94,8 +92,7 @@ class Renderer:
 
     def label_rgb(self, label: Label) -> np.ndarray:
         """The colour label (near = warm for both kinds), ignored pixels greyed."""
-        near_high = label.revision.kind == "metric_depth"
-        rgb = render.colorize(label.depth, self.cmap, invert=near_high).astype(np.float32)   # (H, W, 3)
+        rgb = render.colorize(label.depth, self.cmap, kind=label.revision.kind).astype(np.float32)   # (H, W, 3)
         ignore = label.masks.get("ignore")
         if ignore is not None:
             m = np.asarray(ignore, bool)
@@ -134,17 +131,12 @@ class Renderer:
         if path.exists():
             return path, note
         rgb, depth = self.rgb(rec), label.depth                                # (H, W, 3), (H, W)
-        h, w = depth.shape
-        step = max(1, math.ceil(math.sqrt(h * w / self.max_cloud_points)))
-        focal, _ = pointcloud.resolve_focal(w, h)
+        focal, _ = pointcloud.resolve_focal(depth.shape[1], depth.shape[0])
         try:
-            pcd = pointcloud.make_point_cloud(rgb[::step, ::step], depth[::step, ::step], kind,
-                                              focal_px=focal / step, axes=pointcloud.VIEWER_AXES)
+            pcd, _ = pointcloud.strided_cloud(rgb, depth, kind, focal, self.max_cloud_points)
         except ConfigError as e:
             return None, f"No point cloud: {e}"
-        tmp = path.with_name(f".{path.stem}-{os.getpid()}-{time.time_ns()}.ply")
-        pointcloud.write_ply(tmp, pcd)
-        os.replace(tmp, path)
+        pointcloud.write_ply(path, pcd)
         return path, note
 
     # ---- the editor's view ----------------------------------------------------------------
@@ -204,6 +196,5 @@ def _fit_height(rgb: np.ndarray, height: int) -> np.ndarray:
 
 
 def _save_atomic(img: Image.Image, path: Path, **kwargs) -> None:
-    tmp = path.with_name(f".{path.stem}-{os.getpid()}-{time.time_ns()}{path.suffix}")
-    img.save(tmp, **kwargs)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, **kwargs)

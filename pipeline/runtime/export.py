@@ -9,7 +9,6 @@ to `out` until it has passed.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from .. import checkpoint_registry
+from ..atomic import publish
 from ..errors import StudioError
 from ..preprocess import normalize, prepare, resize_input, to_tensor
 from . import onnx_export, openvino_rt
@@ -137,7 +137,7 @@ def _move_into_place(made: Path, out: Path) -> None:
     """The file and its companions (.bin for OpenVINO, .data for large ONNX weights), renamed to out."""
     companions = {".bin": out.with_suffix(".bin")} if out.suffix == ".xml" else {}
     for suffix, target in companions.items():
-        os.replace(made.with_suffix(suffix), target)
+        publish(made.with_suffix(suffix), target)
     data = made.parent / f"{made.name}.data"
     stale = out.parent / f"{out.name}.data"
     if data.exists():
@@ -145,7 +145,7 @@ def _move_into_place(made: Path, out: Path) -> None:
         shutil.move(data, stale)
     elif stale.exists():
         stale.unlink()
-    os.replace(made, out)
+    publish(made, out)
 
 
 def _rewrite_data_location(onnx_path: Path, location: str) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from .. import depth_png
+from ..atomic import atomic_write, discard, publish, temp_beside
 from ..errors import StudioError
 
 FORMAT = 1
@@ -53,21 +54,12 @@ def item_key(index: int) -> str:
 
 
 def write_json_atomic(path: Path, data, *, lines: list | None = None) -> None:
-    """Write JSON (with `lines`: JSON Lines, `data` first) to a temporary name, flush it to
-    disk, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            if lines is None:
-                json.dump(data, f, indent=1, sort_keys=True)
-            else:
-                f.writelines(json.dumps(x, sort_keys=True) + "\n" for x in [data, *lines])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    """Write JSON (with `lines`: JSON Lines, `data` first) atomically (pipeline.atomic)."""
+    if lines is None:
+        text = json.dumps(data, indent=1, sort_keys=True)
+    else:
+        text = "".join(json.dumps(x, sort_keys=True) + "\n" for x in [data, *lines])
+    atomic_write(path, text)
 
 
 # ----------------------------------------------------------------------------- labels
@@ -153,7 +145,7 @@ class ShardWriter:
         for stale in self.folder.glob(f".{self.stem}.*"):                 # a killed run's partial shard
             stale.unlink(missing_ok=True)
         (self.folder / f"{self.stem}.jsonl").unlink(missing_ok=True)
-        self.tmp = self.folder / f".{self.stem}.tar.{os.getpid()}.tmp"
+        self.tmp = temp_beside(self.folder / f"{self.stem}.tar")
         self._file = open(self.tmp, "wb")
         self._hashing = _HashingFile(self._file)
         self._tar = tarfile.open(fileobj=self._hashing, mode="w", format=tarfile.GNU_FORMAT)
@@ -179,11 +171,8 @@ class ShardWriter:
     def close(self, **extra) -> Path:
         """Finish the tar, put it in place, then write the manifest. Returns the manifest path."""
         self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
-        tar = self.folder / f"{self.stem}.tar"
-        os.replace(self.tmp, tar)
+        tar = publish(self.tmp, self.folder / f"{self.stem}.tar")
         self.header.update(extra, done=len(self.items), tar={"file": tar.name, "bytes": self._hashing.n,
                                                               "sha256": self._hashing.sha.hexdigest()})
         path = self.folder / f"{self.stem}.jsonl"
@@ -194,7 +183,7 @@ class ShardWriter:
         with contextlib.suppress(Exception):
             self._tar.close()
         self._file.close()
-        self.tmp.unlink(missing_ok=True)
+        discard(self.tmp)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
+from ..atomic import atomic_write
 from ..errors import StudioError
 from ..image_io import decode_image
 from ..pseudo_label import confidence_of, flip_pairs
@@ -324,9 +325,7 @@ def write_summary(out: Path, spec: dict, ranks: list[dict]) -> dict:
     shards = math.ceil(spec["entries"] / spec["shard_size"])
     missing = sorted(set(range(shards)) - {m["shard"] for m in manifests})
     failures = [{**f, "shard": m["shard"]} for m in manifests for f in m["failed"]]
-    tmp = out / ".failures.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
-    tmp.replace(out / "failures.jsonl")
+    atomic_write(out / "failures.jsonl", "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
     summary = {"model_id": spec["model_id"], "entries": spec["entries"], "shards": shards,
                "complete_shards": shards - len(missing), "missing_shards": missing,
                "done": sum(m["done"] for m in manifests), "failed": len(failures),

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from ..config import DEFAULT_INPUT_SIZE
-from ..preprocess import normalize, resize_input
+from ..preprocess import check_network_input, network_size, normalize, resize_input
 
 
 @dataclass
@@ -118,11 +118,24 @@ def _map_pairs_scale(pairs: torch.Tensor, old: tuple[int, int], new: tuple[int, 
     return out
 
 
+def short_side_shape(height: int, width: int, size: int = DEFAULT_INPUT_SIZE) -> tuple[int, int]:
+    """(H, W) after `resize_short_side`: the short side `size`, the aspect kept, the long side rounded."""
+    scale = size / min(height, width)
+    return max(size, round(height * scale)), max(size, round(width * scale))
+
+
+def check_trainable(height: int, width: int, size: int = DEFAULT_INPUT_SIZE, *, name: str | None = None) -> None:
+    """ImageError (saying why) for an image the run cannot use at crop size `size`: one the model cannot take
+    (pipeline.preprocess's aspect bound, as at inference) or whose training resize passes the network-input
+    bound. Data validation drops such images before a run starts (pipeline/train/data.py)."""
+    network_size(height, width, size, name=name)
+    check_network_input(short_side_shape(height, width, size), (height, width))
+
+
 def resize_short_side(sample: Sample, size: int = DEFAULT_INPUT_SIZE) -> Sample:
     """Resize so the short side is `size` (aspect kept, long side rounded): image bicubic, label/mask nearest."""
     h, w = sample.size
-    scale = size / min(h, w)
-    new = (max(size, round(h * scale)), max(size, round(w * scale)))
+    new = short_side_shape(h, w, size)
     if new == (h, w):
         return sample
     image = resize_input(sample.image[None], new)[0].clamp_(0.0, 1.0)

@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from .. import dataset_layout as layout
+from ..errors import ImageError
 from ..image_io import decode_image
-from .augment import Sample, from_numpy
+from .augment import Sample, check_trainable, from_numpy
 from .errors import TrainDataError
 
 POOLS = ("labelled", "pseudo")
@@ -50,6 +52,7 @@ class TrainItem:
     source: str = ""                            # "folder", "store", "unlabelled"
     extra: dict = field(default_factory=dict)
     has_label_pixels: Callable[[], bool] | None = None   # cheap check (labels only, no image decode)
+    image_size: Callable[[], tuple[int, int] | None] | None = None   # (H, W) from the file's header, no decode
 
     def snapshot(self) -> dict:
         return {"image_id": self.image_id, "revision_id": self.revision_id, "sha256": self.sha256,
@@ -147,6 +150,7 @@ def folder_items(root: str | Path, gt_kind: str = "depth", metric: bool = False)
         files = (image, gt) if mask is None else (image, gt, mask)
         items.append(TrainItem(image.stem, "labelled", _folder_loader(image, gt, gt_kind, mask, metric),
                                sha256=_sha256(*files), source="folder", extra={"path": str(image)},
+                               image_size=lambda p=image: header_size(p),
                                has_label_pixels=lambda gt=gt, m=mask: bool(
                                    np.isfinite(_folder_label(gt, gt_kind, m, metric)).any())))
     if not items:
@@ -162,8 +166,18 @@ def unlabelled_items(root: str | Path) -> list[TrainItem]:
         raise TrainDataError(f"unlabelled folder {root} does not exist")
     def loader(p: Path):
         return lambda: from_numpy(decode_image(p).rgb)
-    return [TrainItem(p.stem, "pseudo", loader(p), sha256=_sha256(p), source="unlabelled", extra={"path": str(p)})
+    return [TrainItem(p.stem, "pseudo", loader(p), sha256=_sha256(p), source="unlabelled", extra={"path": str(p)},
+                      image_size=lambda p=p: header_size(p))
             for p in layout.image_files(root)]
+
+
+def header_size(path: str | Path) -> tuple[int, int] | None:
+    """(H, W) of an image file from its header (no decode); None when PIL cannot tell (decoding will say why)."""
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
 
 
 # ----------------------------------------------------------------------------- checks
@@ -194,28 +208,49 @@ def pools(items: Iterable[TrainItem]) -> dict[str, list[TrainItem]]:
     return out
 
 
-def validate_items(items: list[TrainItem], min_items: int = 1) -> list[TrainItem]:
-    """Drop items whose label has no usable pixel; raise when fewer than `min_items` remain."""
+def _problem(item: TrainItem, input_size: int | None) -> str | None:
+    """Why `item` cannot train (its image size at this crop size, or no usable label pixel), else None."""
+    try:
+        size = item.image_size() if item.image_size is not None and input_size else None
+        if size is not None:
+            check_trainable(*size, input_size, name=f"image {item.image_id!r} ({item.source})")
+        if item.has_label_pixels is not None:
+            if not item.has_label_pixels():
+                raise _no_label_pixels(item)
+        else:
+            sample = check_sample(item.load(), item)
+            if input_size and size is None:
+                check_trainable(*sample.size, input_size, name=f"image {item.image_id!r} ({item.source})")
+    except (TrainDataError, ImageError) as e:
+        return str(e)
+    return None
+
+
+def validate_items(items: list[TrainItem], min_items: int = 1, input_size: int | None = None,
+                   dropped: list[dict] | None = None) -> list[TrainItem]:
+    """Drop items a run cannot use, before it starts: no usable label pixel, or (given the crop size
+    `input_size`) an image the network cannot take, e.g. a 2000x8 strip (augment.check_trainable).
+    Each dropped item is appended to `dropped` as {"image_id", "source", "reason"}; raise when fewer
+    than `min_items` remain."""
     good, bad = [], []
     for it in items:
-        try:
-            if it.has_label_pixels is not None:
-                if not it.has_label_pixels():
-                    raise _no_label_pixels(it)
-            else:
-                check_sample(it.load(), it)
+        reason = _problem(it, input_size)
+        if reason is None:
             good.append(it)
-        except TrainDataError as e:
-            bad.append(str(e))
+        else:
+            bad.append({"image_id": str(it.image_id), "source": it.source, "reason": reason})
+    if dropped is not None:
+        dropped.extend(bad)
     if len(good) < max(1, min_items):
-        why = f" ({len(bad)} dropped: {bad[0]})" if bad else ""
+        why = f" ({len(bad)} dropped: {bad[0]['reason']})" if bad else ""
         raise TrainDataError(f"only {len(good)} usable training images, need at least {max(1, min_items)}{why}; "
                              f"add labelled images or accept more pseudo-labels")
     return good
 
 
-def data_snapshot(items: Iterable[TrainItem]) -> dict:
-    """What a checkpoint was trained on: ids, revisions and hashes, plus one hash over all of them."""
+def data_snapshot(items: Iterable[TrainItem], dropped: list[dict] | None = None) -> dict:
+    """What a checkpoint was trained on: ids, revisions and hashes, plus one hash over all of them; `dropped`:
+    what data validation left out and why (not part of the hash)."""
     rows = [it.snapshot() for it in items]
     digest = hashlib.sha256(repr([(r["image_id"], r["revision_id"], r["sha256"]) for r in rows]).encode()).hexdigest()
-    return {"count": len(rows), "sha256": digest, "items": rows}
+    return {"count": len(rows), "sha256": digest, "items": rows, "dropped": list(dropped or [])}

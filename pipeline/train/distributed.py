@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import TrainingError
+from ..device import pick_device
 
 
 @dataclass(frozen=True)
@@ -36,23 +36,11 @@ class DistContext:
         return self.world_size > 1
 
 
-def pick_device(preference: str | None, local_rank: int = 0) -> torch.device:
-    if preference in (None, "", "auto"):
-        preference = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(preference)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError(f"device {preference!r} asked for but CUDA is not available; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
-
-
 def init_distributed(device_preference: str | None = None, timeout_s: float = 600.0) -> DistContext:
     """Join the torchrun process group when WORLD_SIZE > 1; else a single-process context."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_preference, local_rank)
+    device = pick_device(device_preference, local_rank=local_rank)
     if world <= 1:
         return DistContext(device=device)
     if device.type == "cuda":

@@ -3,7 +3,7 @@
     recipe = Recipe(cfg, reporter=reporter)   # reporter: pipeline.job_reporter.JobReporter or None
     result = recipe.run(resume=False)         # setup() -> train() -> cleanup()
 
-setup   joins DDP (torchrun), gathers the data (store and/or folder; `keep_data`: the snapshot the
+setup   joins DDP (torchrun), gathers the data (store, folder and/or shards; `keep_data`: the snapshot the
         run started with), builds the student (metric runs: pipeline.train.metric_student), the
         frozen teacher and frozen DINOv2 (no grad), AdamW + schedule, the sampler; with `resume`
         restores weights, optimiser, scheduler, sampler and RNG states.
@@ -58,6 +58,9 @@ def raw_items(cfg: TrainConfig) -> list[TrainItem]:
         items += folder_items(cfg.data_dir, cfg.gt_kind, cfg.metric)
     if cfg.unlabelled_dir:
         items += unlabelled_items(cfg.unlabelled_dir)
+    if cfg.shards:
+        from .shard_source import shard_items
+        items += shard_items(cfg.shards, holdout=cfg.holdout, min_confidence=cfg.shard_min_confidence)
     if not cfg.pseudo_labels:                       # V1 Table 9 row 1: labelled images only
         items = [it for it in items if it.pool == "labelled"]
     return items
@@ -73,11 +76,12 @@ def _empty(cfg: TrainConfig) -> TrainDataError:
                           f"given; accept some pseudo-labels{', lower --holdout' if held else ''} or pass --data DIR")
 
 
-def gather_items(cfg: TrainConfig) -> list[TrainItem]:
+def gather_items(cfg: TrainConfig, dropped: list[dict] | None = None) -> list[TrainItem]:
+    """The run's usable items; what data validation left out (and why) is appended to `dropped`."""
     items = raw_items(cfg)
     if not items:
         raise _empty(cfg)
-    return validate_items(items, cfg.min_items)
+    return validate_items(items, cfg.min_items, cfg.input_size, dropped)
 
 
 def snapshot_gather(cfg: TrainConfig, rows: list[dict]) -> list[TrainItem]:
@@ -85,7 +89,7 @@ def snapshot_gather(cfg: TrainConfig, rows: list[dict]) -> list[TrainItem]:
     from .store_source import STORE_SOURCES, snapshot_items
     wanted = {(r.get("source"), str(r.get("image_id")), r.get("sha256")) for r in rows}
     files = [it for it in raw_items(TrainConfig.from_dict({**cfg.to_dict(), "db": None}))
-             if (it.source, str(it.image_id), it.sha256) in wanted] if (cfg.data_dir or cfg.unlabelled_dir) else []
+             if (it.source, str(it.image_id), it.sha256) in wanted] if (cfg.data_dir or cfg.unlabelled_dir or cfg.shards) else []
     stored = snapshot_items(cfg.db, rows, cfg.metric) if cfg.db else []
     missing = len([r for r in rows if r.get("source") not in STORE_SOURCES]) - len(files)
     if missing:
@@ -115,9 +119,12 @@ class Recipe:
         cfg = self.cfg
         self.ctx: DistContext = init_distributed(cfg.device)
         torch.manual_seed(cfg.seed)
-        self.items = self._saved_items() if resume and self.keep_data else gather_items(cfg)
+        self.dropped: list[dict] = []
+        self.items = self._saved_items() if resume and self.keep_data else gather_items(cfg, self.dropped)
+        for d in self.dropped:
+            self.log(f"left out of training: {d['source']} image {d['image_id']}: {d['reason']}")
         self.pools = pools(self.items)
-        self.snapshot = data_snapshot(self.items)
+        self.snapshot = data_snapshot(self.items, self.dropped)
         if any(it.source == "unlabelled" for it in self.items) and not cfg.teacher:
             raise TrainDataError("some images have no label; pass --teacher CKPT to label them on the fly")
 
@@ -165,7 +172,8 @@ class Recipe:
         from ..checkpoints import project_metadata
         s = st.read_state(self.out)
         rows = (project_metadata(self.run_folder.file(s["checkpoint"])).get("meta") or {}).get("data", {}).get("items")
-        return validate_items(snapshot_gather(self.cfg, rows or []), self.cfg.min_items)
+        return validate_items(snapshot_gather(self.cfg, rows or []), self.cfg.min_items, self.cfg.input_size,
+                              self.dropped)
 
     def _load_state(self) -> None:
         s = st.read_state(self.out)

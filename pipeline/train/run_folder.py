@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..atomic import atomic_write
 
 CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -88,19 +89,9 @@ class RunFolder:
         return self.final.is_file()
 
     def write_config(self, settings: dict) -> Path:
-        """The run's settings as JSON, atomically (temp file, fsync, rename)."""
+        """The run's settings as JSON, atomically (pipeline.atomic)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{CONFIG_FILE}.", suffix=".tmp", dir=self.path)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(settings, indent=2))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.config)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return self.config
+        return atomic_write(self.config, json.dumps(settings, indent=2))
 
     def read_config(self) -> dict:
         """The saved settings as written (TrainConfig.saved_settings reads older ones)."""

@@ -7,8 +7,8 @@ confidence >= `min_confidence`, leaving out the held-out split (`in_holdout(cont
 the rule the store source uses). Only the shard manifests are read up front; `load()` reads
 the image from the source the shard names (bytes checked against the content hash) and the
 label by its tar offset (checked against its own sha256).
-Hook (pipeline/train is not changed here): `recipe.gather_items` adds
-`shard_items(cfg.shards_dir, holdout=cfg.holdout)` when a `--shards DIR` option is given.
+`recipe.raw_items` adds them when `TrainConfig.shards` (`--shards DIR`) is given, with the run's
+hold-out share and `shard_min_confidence`.
 """
 from __future__ import annotations
 
@@ -26,11 +26,14 @@ from .train_config import in_holdout
 
 
 def _loader(tar: Path, entry: dict):
-    def label():
+    def read():
         try:
-            item = read_item(tar, entry)
+            return read_item(tar, entry)
         except ShardError as e:
             raise TrainDataError(str(e)) from None
+
+    def label():
+        item = read()
         return item, label_and_mask(item.depth, item.kind, {})
 
     def load():
@@ -42,7 +45,11 @@ def _loader(tar: Path, entry: dict):
         rgb = decode_image(data, name=item.source).rgb
         return from_numpy(rgb, disparity, usable)
 
-    return load, lambda: bool(label()[1][1].any())
+    def size():                                                  # after EXIF orientation, as decoded
+        item = read()
+        return item.height, item.width
+
+    return load, lambda: bool(label()[1][1].any()), size
 
 
 def shard_items(folder: str | Path, *, holdout: float = 0.0, min_confidence: float | None = None) -> list[TrainItem]:
@@ -60,12 +67,13 @@ def shard_items(folder: str | Path, *, holdout: float = 0.0, min_confidence: flo
                 continue
             if holdout > 0 and in_holdout(entry["sha256"], holdout):
                 continue
-            load, has_pixels = _loader(tar, entry)
+            load, has_pixels, size = _loader(tar, entry)
             items.append(TrainItem(entry["sha256"][:16], "pseudo", load, revision_id=f"{m['tar']['file']}:{entry['key']}",
                                    sha256=hashlib.sha256(f"{entry['sha256']}:{entry['label_sha256']}".encode()).hexdigest(),
                                    source="shards", extra={"model_id": m["model_id"], "source": entry["source"],
                                                            "confidence": entry["confidence"]},
-                                   has_label_pixels=has_pixels))
+                                   has_label_pixels=has_pixels,
+                                   image_size=size))
     if not items:
         raise TrainDataError(f"no usable labelled images in the shards of {folder}"
                              + (f" with confidence >= {min_confidence}" if min_confidence is not None else ""))

@@ -12,14 +12,13 @@ with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_path, atomic_write
 from ..checkpoints import save_checkpoint
 from ..errors import CheckpointError
 from .errors import CheckpointWriteError, ResumeError
@@ -56,21 +55,14 @@ def restore_rng(state: dict) -> None:
 # ----------------------------------------------------------------------------- writing
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temp file beside `path`, fsync, rename. The old file survives any failure."""
+    """torch.save through pipeline.atomic (the old file survives any failure)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CheckpointWriteError(f"could not write {path}: {e}; free disk space and resume with --resume "
-                                       f"(the previous state is intact)") from e
-        raise
+    except OSError as e:
+        raise CheckpointWriteError(f"could not write {path}: {e}; free disk space and resume with --resume "
+                                   f"(the previous state is intact)") from e
 
 
 def write_checkpoint(model, out_dir: Path, rel_name: str, *, model_id: str, meta: dict, previous: str | None) -> Path:
@@ -145,7 +137,7 @@ def truncate_metrics(out_dir: Path, step: int) -> None:
     if not path.is_file():
         return
     rows = [ln for ln, row in _metric_rows(path) if row.get("step", 0) <= step]
-    path.write_text("".join(r + "\n" for r in rows))
+    atomic_write(path, "".join(r + "\n" for r in rows))
 
 
 def read_metrics(out_dir: str | Path) -> list[dict]:

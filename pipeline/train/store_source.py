@@ -25,7 +25,7 @@ import numpy as np
 
 from ..image_io import decode_image
 from .augment import from_numpy
-from .data import TrainItem, depth_to_disparity, metric_label, normalise_disparity
+from .data import TrainItem, depth_to_disparity, header_size, metric_label, normalise_disparity
 from .errors import TrainDataError
 
 
@@ -88,7 +88,7 @@ def item_from_record(rec, ground_truth: bool = False, metric: bool = False) -> T
     return TrainItem(str(rec.image_id), pool, load, revision_id=int(rec.revision_id), sha256=digest,
                      source="store-ground-truth" if ground_truth else "store",
                      extra={"status": rec.status, "model_id": rec.model_id, "label_source": rec.source},
-                     has_label_pixels=has_label_pixels)
+                     has_label_pixels=has_label_pixels, image_size=lambda: header_size(rec.image_path))
 
 
 def open_store(db_path: str | Path):

@@ -73,6 +73,13 @@ class TrainConfig:
                            form="main", label="the folder's ground truth holds")
     unlabelled_dir: str | None = setting(None, "folder of images without labels; --teacher labels them while "
                                                "training", option="--unlabelled", group="data", form=None)
+    shards: str | None = setting(None, "folder of pseudo-label shards (python -m pipeline pseudo-label --out DIR): "
+                                       "their labels train as pseudo-labels beside the store's and the folder's, "
+                                       "without importing them", option="--shards", group="data", form=None)
+    shard_min_confidence: float | None = setting(None, "--shards: only labels with flip-consistency confidence at "
+                                                       "least this (default: all)",
+                                                 range=_n("shard_min_confidence", 0.0, 1.0, optional=True),
+                                                 group="data", form=None)
     holdout: float = setting(0.0, "share of the store's images held out of training, chosen by image hash (the "
                                   "train tab's teacher-vs-student split); 0 = none", range=_share("holdout"),
                              group="data", form="main", label="held-out share")
@@ -175,8 +182,9 @@ class TrainConfig:
         for s in describe(type(self)):
             self._check_setting(s)
         self._resolve_inits()
-        _check(self.db or self.data_dir or self.unlabelled_dir,
-               "no training data: give --db (label store) and/or --data (folder of image/ground-truth pairs)")
+        _check(self.db or self.data_dir or self.unlabelled_dir or self.shards,
+               "no training data: give --db (label store), --data (folder of image/ground-truth pairs) and/or "
+               "--shards (pseudo-label shards)")
         _check(self.unlabelled_dir is None or self.teacher,
                f"--unlabelled {self.unlabelled_dir!r} needs --teacher CKPT to label those images")
         _check(self.warmup_steps < self.steps, f"warmup_steps must be in [0, steps={self.steps}), "
@@ -228,6 +236,8 @@ class TrainConfig:
         _check(self.version == "v2", "metric models exist only for version v2; drop --version v1 or --metric")
         _check(not (self.data_dir and self.gt_kind != "depth"),
                "metric fine-tuning needs ground truth in metres: --gt-kind depth (disparity has no metric scale)")
+        _check(not self.shards, "metric fine-tuning trains on metric ground truth only; drop --shards (pseudo-labels "
+                                "are relative disparity)")
         _check(not self.unlabelled_dir and not self.teacher,
                "metric fine-tuning trains on metric ground truth only (V2's recipe): drop --unlabelled / --teacher")
         _check(self.min_depth < self.max_depth,

@@ -239,7 +239,7 @@ def _pass2(raw_path: Path, p1: _Pass1, info: VideoInfo, out: Path, stem: str, so
                 _maybe_writer(files.get("side_by_side"), fps, 2 * w, h) as sbs:
             for i in range(n):
                 frame = np.fromfile(raw, np.float32, h * w).reshape(h, w)
-                color = render.colorize(frame, options.cmap, vmin, vmax, invert=kind == "metric_depth")
+                color = render.colorize(frame, options.cmap, vmin, vmax, kind=kind)
                 video.write(color)
                 if sbs is not None:
                     sbs.write(np.concatenate([next(rgb_frames).rgb, color], axis=1))

@@ -76,7 +76,7 @@ def write_shard(folder, shard=0, n=3, dtype="float32") -> dict:
 
 def test_a_shard_appears_only_when_complete_and_reads_back(tmp_path):
     w = ShardWriter(tmp_path, 4, 0, 2, {"model_id": "m"})
-    assert not shard_is_complete(tmp_path, 4) and len(list(tmp_path.glob(".shard-000004.tar.*.tmp"))) == 1
+    assert not shard_is_complete(tmp_path, 4) and len(list(tmp_path.glob(".shard-000004.*.tmp.tar"))) == 1
     w.abort()
     assert list(tmp_path.iterdir()) == []                                       # nothing left behind
     m = write_shard(tmp_path)

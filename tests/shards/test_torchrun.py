@@ -81,8 +81,8 @@ def kill_a_rank_mid_shard(proc: subprocess.Popen, out: Path, rank: int = 1, worl
     """SIGKILL rank `rank` while it writes its second shard (its first is complete); returns its pid."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
-        for tmp in out.glob(".shard-*.tar.*.tmp"):
-            m = re.match(r"\.shard-(\d+)\.tar\.(\d+)\.tmp", tmp.name)
+        for tmp in out.glob(".shard-*.tmp.tar"):                           # pipeline.atomic.temp_beside
+            m = re.match(r"\.shard-(\d+)\.(\d+)-[0-9a-f]+\.tmp\.tar", tmp.name)
             if m and int(m.group(1)) % world == rank and int(m.group(1)) >= world:
                 os.kill(int(m.group(2)), signal.SIGKILL)
                 return int(m.group(2))
@@ -115,7 +115,7 @@ def test_a_rank_killed_mid_run_is_finished_by_a_rerun(tmp_path, manifest, checkp
     assert (summary["complete_shards"], summary["done"], summary["failed"]) == (6, 12, 0)
     assert sum(r["shards_skipped"] for r in summary["ranks"]) == len(done_first)
     after = {m["shard"]: m["tar"]["sha256"] for m in shard_manifests(out)}
-    assert all(after[k] == v for k, v in done_first.items()) and not list(out.glob(".*.tmp"))
+    assert all(after[k] == v for k, v in done_first.items()) and not list(out.glob(".*.tmp*"))
     sources = [e["source"] for m in shard_manifests(out) for e in m["items"]]
     assert len(sources) == 12 and sorted(e["index"] for m in shard_manifests(out) for e in m["items"]) == list(range(12))
     check_store(tmp_path, out)
@@ -130,5 +130,5 @@ def test_torchrun_max_restarts_recovers_a_killed_rank_by_itself(tmp_path, manife
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert (summary["complete_shards"], summary["done"]) == (6, 12)
     assert summary["ranks"][1]["shards_skipped"] >= 1          # the restarted rank resumed, not started over
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".*.tmp*"))
     check_store(tmp_path, out)
