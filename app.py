@@ -17,14 +17,14 @@ from studio.gpu import spaces_available
 if spaces_available():      # ZeroGPU wants `spaces` imported before torch
     import spaces  # noqa: F401
 
-from pipeline.curation_service import CurationService  # noqa: E402
-from pipeline.depth_models import registry_choices, store_choices  # noqa: E402
-from pipeline.depth_service import DepthService  # noqa: E402
 from pipeline.runtime.registry import CHOICES  # noqa: E402
+from pipeline.services.curation_service import CurationService  # noqa: E402
+from pipeline.services.depth_models import registry_choices, store_choices  # noqa: E402
+from pipeline.services.depth_service import DepthService  # noqa: E402
+from pipeline.services.training_service import TrainingService  # noqa: E402
 from pipeline.settings import StudioSettings  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 from pipeline.store.gc import PeriodicCollector  # noqa: E402
-from pipeline.training_service import TrainingService  # noqa: E402
 from studio.app import Services, build_app, launch_kwargs  # noqa: E402
 
 

@@ -197,7 +197,7 @@ def _hf_forward(hf, x):
 
 
 def _motorcycle() -> np.ndarray:
-    from pipeline.sample_data import motorcycle_sample
+    from pipeline.files.sample_data import motorcycle_sample
     return motorcycle_sample()[0]
 
 

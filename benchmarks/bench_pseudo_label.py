@@ -26,12 +26,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.checkpoints import untrained_model  # noqa: E402
 from pipeline.config import ModelConfig  # noqa: E402
-from pipeline.image_io import decode_image  # noqa: E402
+from pipeline.files.image_io import decode_image  # noqa: E402
+from pipeline.intake.pseudo_label import run_pseudo_label, write_one  # noqa: E402
 from pipeline.predictor import Predictor  # noqa: E402
-from pipeline.pseudo_label import run_pseudo_label, write_one  # noqa: E402
 from pipeline.store import Store  # noqa: E402
+from pipeline.weights.loading import untrained_model  # noqa: E402
 
 
 def make_images(folder: Path, n: int, h: int, w: int) -> list[Path]:

@@ -9,11 +9,11 @@
    for scoring.
 2. Pseudo-labels: real photographs (benchmarks/real_data.py: scikit-image's and OpenCV's samples,
    short side cut to 4x the crop size, which training resizes to anyway) are imported into a label store, pseudo-labelled by the teacher with the studio's job code
-   (pipeline.pseudo_label) and accepted: source `model:teacher`.
+   (pipeline.intake.pseudo_label) and accepted: source `model:teacher`.
 3. Students, three seeds per V1 Table 9 row, trained by the recipe on the synthetic labelled set
    and the store's accepted pseudo-labels (1:2): labelled only / + pseudo-labels / + strong
    perturbations (colour jitter, blur, CutMix) / + feature alignment.
-4. Scoring, through the studio's comparison code (Store.evidence -> pipeline.holdout_compare):
+4. Scoring, through the studio's comparison code (Store.evidence -> pipeline.evaluation.holdout):
    the Middlebury motorcycle (depth in metres from its calibration, published protocol, 10 m
    cap) and Aloe (disparity, scored in disparity space) are imported as ground truth; each model
    gets AbsRel, delta1, the fitted scale (<= 0 = failed alignment) and the constant and
@@ -112,10 +112,10 @@ def train_teacher(data: dict, work: Path, p: dict, args) -> Path:
 def pseudo_label(db: Path, data: dict, teacher: Path, p: dict, args) -> dict:
     """Import the photos, pseudo-label them with the teacher (the studio's job code), accept them;
     then import the real ground truth (after: so it is never pseudo-labelled or trained on)."""
-    from pipeline.ground_truth_import import import_ground_truth
-    from pipeline.ingest import import_paths
+    from pipeline.intake.ground_truth import import_ground_truth
+    from pipeline.intake.images import import_paths
+    from pipeline.intake.pseudo_label import run_pseudo_label
     from pipeline.predictor import Predictor
-    from pipeline.pseudo_label import run_pseudo_label
     from pipeline.store import Store
     store = Store(db)
     added = import_paths(store, [data["photos"]], author="bench").added
@@ -139,8 +139,8 @@ def train_student(row: str, seed: int, db: Path, data: dict, teacher: Path, work
 
 
 def score(checkpoint: Path, items, p: dict, args) -> list[dict]:
-    """pipeline.holdout_compare's scoring of one model on every ground-truth item."""
-    from pipeline import holdout_compare as hc
+    """pipeline.evaluation.holdout's scoring of one model on every ground-truth item."""
+    from pipeline.evaluation import holdout as hc
     from pipeline.predictor import Predictor
     predictor = Predictor.from_checkpoint(checkpoint, device=args.device or p["device"], input_size=p["input_size"])
     out = []
@@ -161,7 +161,7 @@ def _fmt(x, d=3) -> str:
 
 def row_stats(records: list[list[dict]], images: list[str]) -> dict:
     """Per image over seeds: AbsRel mean and min-max of the runs whose alignment succeeded (a failed
-    one is left out of the means, as pipeline.evaluation does), and the failed count; and the count
+    one is left out of the means, as pipeline.evaluation.protocol does), and the failed count; and the count
     of runs that beat both baselines on every image with no failed alignment."""
     stats = {}
     for i, name in enumerate(images):
@@ -255,13 +255,13 @@ def main(argv=None) -> int:
 
 
 def run(work: Path, p: dict, args, seeds: list[int]) -> dict:
-    from pipeline import holdout_compare as hc
+    from pipeline.evaluation import holdout as hc
     from pipeline.store import Store
     t0 = time.perf_counter()
     data = prepare(work, args.cache, p, args.require_aloe)
     log(f"data: {p['scenes']} synthetic scenes, {data['n_photos']} unlabelled photos")
     if args.teacher:
-        from pipeline.checkpoints import load_model, save_checkpoint
+        from pipeline.weights.loading import load_model, save_checkpoint
         teacher = save_checkpoint(load_model(args.teacher).model, work / "teacher.safetensors", model_id="teacher")
         log(f"teacher: {args.teacher}")
     else:

@@ -34,13 +34,13 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.checkpoints import save_checkpoint, untrained_model  # noqa: E402
 from pipeline.config import ModelConfig  # noqa: E402
-from pipeline.image_io import decode_image  # noqa: E402
-from pipeline.ingest import import_paths  # noqa: E402
+from pipeline.files.image_io import decode_image  # noqa: E402
+from pipeline.intake.images import import_paths  # noqa: E402
+from pipeline.intake.pseudo_label import flip_pairs, run_pseudo_label  # noqa: E402
 from pipeline.predictor import Predictor  # noqa: E402
-from pipeline.pseudo_label import flip_pairs, run_pseudo_label  # noqa: E402
 from pipeline.store import Store  # noqa: E402
+from pipeline.weights.loading import save_checkpoint, untrained_model  # noqa: E402
 
 
 def make_images(folder: Path, n: int, h: int, w: int) -> list[Path]:

@@ -43,7 +43,7 @@ def median_timings(summaries: list[dict]) -> dict:
 
 
 def in_process(checkpoint: Path, image: Path, repeats: int, work: Path) -> dict:
-    from pipeline.depth_service import DepthService
+    from pipeline.services.depth_service import DepthService
     from pipeline.settings import StudioSettings
     service = DepthService(StudioSettings(data_dir=work / "data", device="cpu"), sources=[], default=str(checkpoint))
     service.run(str(image))                                                     # warm-up (load, kernels)
@@ -127,7 +127,7 @@ def over_http(checkpoint: Path, image: Path, repeats: int, work: Path, threads: 
 
 
 def point_cloud_alone(repeats: int, work: Path) -> float:
-    from pipeline import pointcloud
+    from pipeline.geometry import pointcloud
     rng = np.random.default_rng(0)
     h, w = 518, 770
     yy, xx = np.mgrid[0:h, 0:w]

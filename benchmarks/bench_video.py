@@ -44,8 +44,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.files.sample_data import motorcycle_sample  # noqa: E402
 from pipeline.predictor import Predictor  # noqa: E402
-from pipeline.sample_data import motorcycle_sample  # noqa: E402
 from pipeline.video import synthetic  # noqa: E402
 from pipeline.video.io import VideoReader  # noqa: E402
 from pipeline.video.process import VideoOptions, predict_video  # noqa: E402
@@ -171,8 +171,8 @@ def quality(args) -> None:
 
 def memory_child(frames: int, input_size: int) -> None:
     """Run in a fresh process: one 640x360 clip of `frames` frames; print the peak RSS."""
-    from pipeline.checkpoints import untrained_model
     from pipeline.config import ModelConfig
+    from pipeline.weights.loading import untrained_model
     rgb, _, _ = motorcycle_sample()
     big = np.concatenate([rgb, rgb[:, ::-1]], axis=1)                                  # 1482 wide: room to pan
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,7 +3,7 @@ and its slow test.
 
 - Middlebury 2014 "Motorcycle" (Scharstein et al., GCPR 2014): inside the scikit-image wheel
   (`skimage.data.stereo_motorcycle`), true disparity -> depth in metres with its calibration
-  (pipeline.sample_data).
+  (pipeline.files.sample_data).
 - Middlebury 2006 "Aloe" (Scharstein and Pal, CVPR 2007; Hirschmüller and Scharstein, CVPR 2007):
   `aloeL.jpg` + `aloeGT.png` (disparity, 0 = unknown) in Debian's `opencv-doc` package under
   examples/data. Fetched with `apt-get download opencv-doc` and unpacked with `dpkg -x` into a
@@ -62,7 +62,7 @@ def opencv_samples(cache: str | Path = DEFAULT_CACHE) -> Path:
 
 def motorcycle() -> tuple[np.ndarray, np.ndarray]:
     """(RGB uint8 (500, 741, 3), depth in metres float32, NaN = unknown)."""
-    from pipeline.sample_data import motorcycle_depth
+    from pipeline.files.sample_data import motorcycle_depth
     rgb, depth, _ = motorcycle_depth()
     return rgb, depth
 
@@ -88,7 +88,7 @@ def unlabelled_photos(samples: Path | None) -> list[tuple[str, np.ndarray]]:
 
 
 def write_ground_truth_folders(root: Path, samples: Path | None) -> dict[str, Path]:
-    """{"depth": folder, "disparity": folder} in the dataset layout (pipeline.dataset_layout) for
+    """{"depth": folder, "disparity": folder} in the dataset layout (pipeline.files.dataset_layout) for
     `import-ground-truth`: motorcycle.png + motorcycle_depth.npy (metres); aloe.png +
     aloe_disparity.npy (px)."""
     folders = {"depth": root / "gt-depth", "disparity": root / "gt-disparity"}

@@ -28,7 +28,7 @@ from torch import nn
 from .config import DEFAULT_INPUT_SIZE, ModelConfig
 from .device import pick_device  # the one device policy (depth_service imports it from here too)
 from .errors import ConfigError
-from .image_io import DecodedImage, decode_image
+from .files.image_io import DecodedImage, decode_image
 from .preprocess import network_size, prepare, resize_output, to_tensor
 from .runtime import registry
 from .runtime.base import Runner
@@ -104,8 +104,8 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, source, *, device=None, input_size: int = DEFAULT_INPUT_SIZE,
                         model_id: str | None = None, backend: str = "auto", **load_kwargs) -> Predictor:
-        """Load `source` (file or registry name) with `pipeline.checkpoints.load_model`."""
-        from .checkpoints import load_model
+        """Load `source` (file or registry name) with `pipeline.weights.loading.load_model`."""
+        from .weights.loading import load_model
         loaded = load_model(source, **load_kwargs)
         return cls(loaded, device=device, input_size=input_size, model_id=model_id, backend=backend)
 

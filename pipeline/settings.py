@@ -20,10 +20,10 @@ from pathlib import Path
 
 from .config import DEFAULT_INPUT_SIZE
 from .errors import ConfigError
-from .image_io import MAX_PIXELS
+from .files.image_io import MAX_PIXELS
+from .labels.sam_select import DEFAULT_SAM_MODEL
 from .render import DEFAULT_CMAP
 from .runtime.registry import check_choice as check_backend
-from .sam_select import DEFAULT_SAM_MODEL
 
 DEFAULT_CHECKPOINT = "depth-anything-v2-small"
 COLORMAPS = ("Spectral_r", "inferno", "magma", "viridis", "turbo", "gray")

@@ -50,8 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def tiny_checkpoint(folder: Path) -> Path:
     import torch
 
-    from pipeline.checkpoints import save_checkpoint, untrained_model
     from pipeline.config import ModelConfig
+    from pipeline.weights.loading import save_checkpoint, untrained_model
     torch.manual_seed(0)
     return save_checkpoint(untrained_model(ModelConfig(encoder="vitt")).model, folder / "vitt.safetensors",
                            model_id="tiny-vitt")

@@ -20,10 +20,10 @@ import gradio as gr
 from . import banner, curate_tab, depth_tab, theme, train_tab
 
 if TYPE_CHECKING:
-    from pipeline.curation_service import CurationService
-    from pipeline.depth_service import DepthService
+    from pipeline.services.curation_service import CurationService
+    from pipeline.services.depth_service import DepthService
+    from pipeline.services.training_service import TrainingService
     from pipeline.settings import StudioSettings
-    from pipeline.training_service import TrainingService
 
 TABS: tuple[ModuleType, ...] = (depth_tab, curate_tab, train_tab)   # page order
 

@@ -9,7 +9,7 @@ def passthrough_image(**kwargs) -> gr.Image:
 
     gr.Image opens uploads with PIL before the handler runs, so a non-image, a decompression
     bomb or a CMYK JPEG fails inside Gradio with a bare "Error". Passing the path through lets
-    pipeline.image_io decode it and raise an ImageError whose message the page shows. Done on
+    pipeline.files.image_io decode it and raise an ImageError whose message the page shows. Done on
     the instance, not in a subclass: Gradio writes a .pyi beside every Component subclass.
     """
     image = gr.Image(**kwargs)

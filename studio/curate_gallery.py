@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from pipeline.curation_service import RANGES
+from pipeline.services.curation_service import RANGES
 
 from .curate_image import author_of
 from .curate_text import changes_markdown, histogram_markdown

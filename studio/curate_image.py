@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from pipeline.curation_service import Mark
+from pipeline.services.curation_service import Mark
 
 from .curate_text import (
     calibration_markdown,

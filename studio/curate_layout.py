@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from pipeline.curation_service import RANGES, REFERENCE_TYPES, TOOLS
+from pipeline.services.curation_service import RANGES, REFERENCE_TYPES, TOOLS
 
 from .components import lenient
 from .curate_gallery import ALL_CLIPS, ALL_TAGS, SORT_CHOICES, STATUS_FILTERS

@@ -5,7 +5,7 @@ messages and the Train tab's comparison name them.
 """
 from __future__ import annotations
 
-from pipeline.picture_marks import mask_area
+from pipeline.geometry.picture_marks import mask_area
 
 from .text import html_text, md
 

@@ -3,13 +3,13 @@
 Endpoint (gradio_client `api_name`):
     /predict_batch  (images, model, input_size, cmap) -> (gallery of colour depth pictures, zip, report)
 The model, input size and colour map are the image panel's controls. Work is done by
-pipeline.depth_batch.run_batch (one model load, each image through the same `infer` as /predict).
+pipeline.services.depth_batch.run_batch (one model load, each image through the same `infer` as /predict).
 """
 from __future__ import annotations
 
 import gradio as gr
 
-from pipeline.depth_batch import run_batch
+from pipeline.services.depth_batch import run_batch
 
 from .errors import user_errors
 from .gpu import CONCURRENCY_ID, gpu

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from pipeline.depth_outputs import EXPORTS
-from pipeline.picture_marks import draw_points
+from pipeline.geometry.picture_marks import draw_points
+from pipeline.services.depth_outputs import EXPORTS
 
 from . import banner
 from .depth_readout import EMPTY_LEGEND, MEASURE_HINT, legend_html, measure_markdown
@@ -23,7 +23,7 @@ EXPORT_CHOICES = [(f.label, f.key) for f in EXPORTS.values()]
 
 
 class DepthHandlers:
-    """The tab's event handlers; `service` is a pipeline.depth_service.DepthService."""
+    """The tab's event handlers; `service` is a pipeline.services.depth_service.DepthService."""
 
     def __init__(self, service, infer=None):
         self.service = service
@@ -35,7 +35,7 @@ class DepthHandlers:
     def predict(self, image, model, input_size, cmap, focal_px, voxel_size, remove_outliers, vmin=None, vmax=None,
                 progress=gr.Progress()):
         """Depth for one image: slider pair, 16-bit PNG, .npy, viewer .ply, summary (+ the page's view state).
-        The numbers go to the service as sent: it checks their ranges (pipeline.depth_service.RANGES)."""
+        The numbers go to the service as sent: it checks their ranges (pipeline.services.depth_service.RANGES)."""
         result = self.service.run(
             image, model or None, input_size, cmap or None, focal_px, voxel_size, bool(remove_outliers), vmin, vmax,
             infer=self.infer, progress=lambda fraction, desc: progress(fraction, desc=desc))

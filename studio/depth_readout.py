@@ -1,6 +1,6 @@
 """The depth view's read-outs as page elements: colour bar with numbers, histogram, hover grid, measures.
 
-The numbers come from pipeline.depth_results (`legend`, `measure`); this module only lays them out.
+The numbers come from pipeline.services.depth_results (`legend`, `measure`); this module only lays them out.
 The hover script (assets/depth_readout.js) reads the grid from the legend's data attributes and
 shows the value under the cursor; the legend states the grid's resolution.
 """
@@ -38,7 +38,7 @@ def _anchor(pos: float) -> int:
 
 
 def legend_html(legend: dict | None) -> str:
-    """Colour bar, ticks, histogram and the hover grid of a request (pipeline.depth_results.legend)."""
+    """Colour bar, ticks, histogram and the hover grid of a request (pipeline.services.depth_results.legend)."""
     if not legend:
         return EMPTY_LEGEND
     bar, hist, grid = legend["bar"], legend["histogram"], legend["grid"]

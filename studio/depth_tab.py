@@ -5,7 +5,7 @@ Endpoints (gradio_client `api_name`):
                  -> (slider pair [input, colour depth], 16-bit PNG, .npy, .ply (the light viewer cloud),
                      summary dict; summary["request"] names the result for the calls below)
     /export      (request, formats) -> (every file of the request, one zip); formats from
-                 pipeline.depth_outputs.EXPORTS: "ply" (every pixel), "exr", "glb", "normals", "gray"
+                 pipeline.services.depth_outputs.EXPORTS: "ply" (every pixel), "exr", "glb", "normals", "gray"
     /measure     (request, ax, ay, bx, by) -> values under the pixels; metres between them for metric models
     /model_info  (model) -> Markdown with the model's licence, source, and whether its weights are at hand
     /inspect     (image) -> (focal length from EXIF or 0, Markdown about the image)
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from pipeline.depth_outputs import EXPORTS
-from pipeline.depth_service import RANGES
+from pipeline.services.depth_outputs import EXPORTS
+from pipeline.services.depth_service import RANGES
 from pipeline.settings import COLORMAPS
 
 from . import depth_batch, depth_video

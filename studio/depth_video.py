@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from pipeline.video.service import run_video
+from pipeline.services.depth_video import run_video
 
 from .components import lenient
 from .errors import user_errors

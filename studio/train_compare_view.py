@@ -1,7 +1,7 @@
 """The teacher-vs-student comparison as the train tab shows it: a table, and a summary in Markdown.
 
 Means beside medians, outliers named: one image with an AbsRel of 2498 must not pass for the model's
-figure (pipeline.evaluation.summarize marks outliers by its OUTLIER_RULE).
+figure (pipeline.evaluation.protocol.summarize marks outliers by its OUTLIER_RULE).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The train tab's event handlers (no layout): they call pipeline.training_service and format for the page.
+"""The train tab's event handlers (no layout): they call pipeline.services.training_service and format for the page.
 
 Tests call these directly; studio/train_tab.py wires them to components and api names. Reading
 handlers (show, poll, checkpoints) change nothing: a finished run was registered by the run itself.
@@ -8,7 +8,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from pipeline.training_service import RANGES, run_name_of
+from pipeline.services.training_service import RANGES, run_name_of
 
 from .errors import refuse, user_errors
 from .gpu import gpu
@@ -113,7 +113,7 @@ def data_note(summary: dict, launch_note: str) -> str:
 
 
 class TrainHandlers:
-    """`service` is a pipeline.training_service.TrainingService."""
+    """`service` is a pipeline.services.training_service.TrainingService."""
 
     def __init__(self, service, compare=None):
         self.service = service

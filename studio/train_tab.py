@@ -26,7 +26,7 @@ from __future__ import annotations
 import gradio as gr
 from gradio.context import Context, get_render_context
 
-from pipeline.training_form import form_settings
+from pipeline.services.training_form import form_settings
 
 from .components import lenient
 from .gpu import CONCURRENCY_ID

@@ -110,7 +110,7 @@ def sleeping_jobs(monkeypatch):
     import subprocess
     import threading
 
-    from pipeline import jobs
+    from pipeline.jobs import manager as jobs
     procs: dict[int, subprocess.Popen] = {}
     threads: list[threading.Thread] = []
     closing = threading.Event()

@@ -1,7 +1,7 @@
 """Ray-cast depth of scenes with known geometry, for calibration, measuring, mesh and normal tests.
 
 Camera axes are opencv (x right, y down, z forward); a pixel's ray is (x, y, 1) as in
-pipeline.pointcloud.pixel_rays, so the ray parameter at a hit IS the depth z.
+pipeline.geometry.pointcloud.pixel_rays, so the ray parameter at a hit IS the depth z.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.pointcloud import pixel_rays
+from pipeline.geometry.pointcloud import pixel_rays
 
 
 @dataclass

@@ -111,7 +111,8 @@ def test_callers_use_the_helper(tmp_path, monkeypatch):
     """The writers that had their own rename now go through pipeline.atomic (seen by its fsyncs)."""
     import numpy as np
 
-    from pipeline import depth_png, pointcloud
+    from pipeline.files import depth_png
+    from pipeline.geometry import pointcloud
     from pipeline.train.run_folder import RunFolder
     synced = _record_fsyncs(monkeypatch)
     RunFolder(tmp_path / "run").write_config({"steps": 3})

@@ -167,8 +167,8 @@ def test_torch_runner_runs_the_live_network_without_rebuilds(image):
 def test_cli_backend_flag_reaches_the_predictor(tmp_path, image, capsys):
     from PIL import Image
 
-    from pipeline.checkpoints import save_checkpoint
     from pipeline.cli import build_parser, main
+    from pipeline.weights.loading import save_checkpoint
     ckpt = save_checkpoint(_vitt(seed=4), tmp_path / "tiny.safetensors", model_id="tiny")
     Image.fromarray(image).save(tmp_path / "a.png")
     arrays = {}

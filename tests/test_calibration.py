@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from synthetic_geometry import room
 
-from pipeline.calibration import (
+from pipeline.geometry.calibration import (
     CalibrationError,
     CameraHeight,
     KnownDepth,
@@ -97,7 +97,7 @@ def test_the_fitted_floor_is_where_the_camera_height_says(scene):
     """CameraHeight's closed form agrees with back-projecting the calibrated floor and fitting a 3D plane."""
     refs = [CameraHeight(scene.floor, scene.height), RightAngle(scene.floor, scene.wall)]
     cal = calibrate(_label(scene.depth), "disparity", refs, focal_px=scene.focal)
-    from pipeline.pointcloud import backproject
+    from pipeline.geometry.pointcloud import backproject
     pts = backproject(cal.depth, scene.focal)[scene.floor].astype(np.float64)   # (N, 3)
     centred = pts - pts.mean(0)
     normal = np.linalg.svd(centred, full_matrices=False)[2][-1]

@@ -1,4 +1,4 @@
-"""pipeline.checkpoint_registry: the known checkpoints, and the Hub path for real without network.
+"""pipeline.weights.registry: the known checkpoints, and the Hub path for real without network.
 
 The Hub download is exercised through huggingface_hub itself: a temporary cache is populated in
 the exact layout it uses (refs/main -> snapshots/<commit>/<file> -> ../../blobs/<hash>) and the
@@ -18,12 +18,12 @@ import huggingface_hub.constants as hf_constants
 import pytest
 import torch
 
-from pipeline import checkpoint_registry as registry
-from pipeline.checkpoint_registry import KNOWN, WeightsUnavailable, find_cached, resolve
-from pipeline.checkpoints import facts_from_name, load_model
 from pipeline.cli import checkpoints as cli
 from pipeline.config import ModelConfig
 from pipeline.errors import CheckpointError
+from pipeline.weights import registry
+from pipeline.weights.loading import facts_from_name, load_model
+from pipeline.weights.registry import KNOWN, WeightsUnavailable, find_cached, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -144,7 +144,7 @@ def test_offline_and_not_cached_names_repo_file_and_the_local_alternative(offlin
 
 
 def test_hf_hub_offline_environment_variable_in_a_fresh_process(tmp_path):
-    code = ("from pipeline.checkpoint_registry import resolve, WeightsUnavailable\n"
+    code = ("from pipeline.weights.registry import resolve, WeightsUnavailable\n"
             "try:\n    resolve('depth-anything-v1-small')\nexcept WeightsUnavailable as e:\n    print(e)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path), "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

@@ -1,4 +1,4 @@
-"""pipeline.checkpoints: formats, what is inferred from where, conversions, atomic saves, errors.
+"""pipeline.weights.loading: formats, what is inferred from where, conversions, atomic saves, errors.
 
 Uses the tiny `vitt` encoder (random weights, seeded) so every load takes milliseconds.
 """
@@ -12,8 +12,11 @@ import pytest
 import torch
 from safetensors import SafetensorError
 
-from pipeline import checkpoints as ck
-from pipeline.checkpoints import (
+from pipeline.cli import checkpoints as cli
+from pipeline.config import ModelConfig
+from pipeline.model import build_model
+from pipeline.weights import loading as ck
+from pipeline.weights.loading import (
     CheckpointError,
     convert_official_state_dict,
     inspect_checkpoint,
@@ -23,9 +26,6 @@ from pipeline.checkpoints import (
     to_official_state_dict,
     untrained_model,
 )
-from pipeline.cli import checkpoints as cli
-from pipeline.config import ModelConfig
-from pipeline.model import build_model
 
 X = torch.linspace(-2, 2, 3 * 28 * 42).reshape(1, 3, 28, 42)   # a small normalised input (B, 3, H, W)
 
@@ -130,7 +130,7 @@ def test_file_name_says_metric_and_max_depth(tiny, tmp_path):
 
 def test_explicit_arguments_override_file_name_hints(tiny, tmp_path, caplog):
     path = save_official_checkpoint(tiny, tmp_path / "depth_anything_v2_metric_vkitti_vitt.pth")
-    with caplog.at_level(logging.WARNING, logger="pipeline.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.weights.loading"):
         loaded = load_model(path, metric=False, version="v1")
     assert loaded.config == ModelConfig("vitt", "v1", False)
     assert "file name suggests metric=True" in caplog.text

@@ -89,7 +89,7 @@ def test_missing_prediction_is_a_clear_error(folder, tmp_path):
 
 
 def test_builtin_sample_with_saved_prediction(tmp_path):
-    from pipeline.sample_data import motorcycle_sample
+    from pipeline.files.sample_data import motorcycle_sample
     _, disp, _ = motorcycle_sample()
     (tmp_path / "pred").mkdir()
     np.save(tmp_path / "pred" / "motorcycle.npy", np.nan_to_num(disp, nan=0.0))   # raw stereo disparity
@@ -102,9 +102,9 @@ def test_builtin_sample_with_saved_prediction(tmp_path):
 
 
 def test_checkpoint_run_matches_its_saved_predictions(folder, tmp_path):
-    from pipeline.checkpoints import save_checkpoint, untrained_model
     from pipeline.config import ModelConfig
     from pipeline.predictor import Predictor
+    from pipeline.weights.loading import save_checkpoint, untrained_model
 
     root, _ = folder
     for f in (root / "b.png", root / "gt" / "b.npy"):          # one image keeps this test to a few seconds
@@ -146,7 +146,7 @@ def test_dispatcher_runs_evaluate_and_maps_user_errors(folder, tmp_path, capsys)
 def test_store_export_gt_kind_comes_from_the_manifest(tmp_path):
     import io
 
-    from pipeline.dataset_export import export_dataset
+    from pipeline.intake.dataset_export import export_dataset
     from pipeline.store import ANY_HEAD, Store
 
     store = Store(tmp_path / "s.db")

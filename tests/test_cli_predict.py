@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from pipeline import build_model, cli
-from pipeline.checkpoints import save_checkpoint
-from pipeline.depth_png import load_depth_png, read_depth_png
+from pipeline.files.depth_png import load_depth_png, read_depth_png
 from pipeline.predictor import Predictor
 from pipeline.render import colorize
+from pipeline.weights.loading import save_checkpoint
 
 SIZE = "140"         # small network input: the vits forward stays well under a second
 
@@ -117,7 +117,7 @@ def test_export_flags_write_exr_mesh_and_normals(images, recipe_pth, tmp_path):
     """--exr --glb --normals on a metric run: the EXR is the metres, the mesh and normals use the same camera."""
     import trimesh
 
-    from pipeline.exports import read_exr
+    from pipeline.files.exports import read_exr
     folder, rgbs = images
     out = tmp_path / "out"
     assert _cli(["predict", str(folder / "moto.png"), "--out", str(out), "--checkpoint", str(recipe_pth), "--metric",

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline import corrections as C
 from pipeline.errors import StudioError
+from pipeline.labels import corrections as C
 
 H, W = 48, 64
 

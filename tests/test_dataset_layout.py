@@ -1,14 +1,14 @@
-"""pipeline.dataset_layout: one owner of the image / ground-truth folder layout, used by both
-training (pipeline.train.data) and evaluation (pipeline.evaluation)."""
+"""pipeline.files.dataset_layout: one owner of the image / ground-truth folder layout, used by both
+training (pipeline.train.data) and evaluation (pipeline.evaluation.protocol)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import dataset_layout as layout
-from pipeline import evaluation_data as ed
-from pipeline.depth_png import write_depth_png
+from pipeline.evaluation import data as ed
+from pipeline.files import dataset_layout as layout
+from pipeline.files.depth_png import write_depth_png
 from pipeline.train import data as train_data
 
 H, W = 6, 8

@@ -1,4 +1,4 @@
-"""pipeline.depth_outputs: the viewer's light cloud keeps the full camera, exports are built once, ids are checked."""
+"""pipeline.services.depth_outputs: the viewer's light cloud keeps the full camera, exports are built once, ids are checked."""
 from __future__ import annotations
 
 import json
@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import depth_outputs, pointcloud
-from pipeline.depth_outputs import DepthSource, RequestGone
 from pipeline.errors import ConfigError
+from pipeline.geometry import pointcloud
+from pipeline.services import depth_outputs
+from pipeline.services.depth_outputs import DepthSource, RequestGone
 
 
 def scene(h=61, w=83, seed=0):
@@ -57,7 +58,7 @@ def test_exports_are_built_once_and_unknown_ones_refused(tmp_path, monkeypatch):
         return source
     built = depth_outputs.write_exports(src, tmp_path, "scene", ["exr", "gray", "exr"])
     assert list(built) == ["exr", "gray"] and [p.name for p in built["exr"]] == ["scene_depth.exr"]
-    from pipeline.exports import read_exr
+    from pipeline.files.exports import read_exr
     back = read_exr(built["exr"][0])
     assert np.array_equal(back.array, depth) and back.kind == "metric_depth" and back.meta["model"] == "m"
     before = built["exr"][0].stat().st_mtime_ns

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.depth_png import TEXT_KEY, load_depth_png, read_depth_png, write_depth_png
 from pipeline.errors import ConfigError, ImageError
+from pipeline.files.depth_png import TEXT_KEY, load_depth_png, read_depth_png, write_depth_png
 
 
 def _ihdr(path) -> tuple[int, int, int, int]:

@@ -1,4 +1,4 @@
-"""pipeline.depth_readout: colour bar, histogram, hover grid and two-point measures, against known values."""
+"""pipeline.services.depth_readout: colour bar, histogram, hover grid and two-point measures, against known values."""
 from __future__ import annotations
 
 import math
@@ -6,8 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import depth_readout, measure, render
-from pipeline.measure import MeasureError
+from pipeline import render
+from pipeline.geometry import measure
+from pipeline.geometry.measure import MeasureError
+from pipeline.services import depth_readout
 
 
 def test_colour_bar_ends_match_the_colour_map_and_are_labelled():

@@ -1,4 +1,4 @@
-"""Metrics, alignment and data layouts of pipeline.evaluation on cases with known answers."""
+"""Metrics, alignment and data layouts of pipeline.evaluation.protocol on cases with known answers."""
 from __future__ import annotations
 
 import json
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import evaluation as ev
-from pipeline import evaluation_data as ed
 from pipeline.errors import ConfigError, StudioError
-from pipeline.sample_data import MOTORCYCLE_CALIBRATION, disparity_to_depth, motorcycle_depth, motorcycle_sample
+from pipeline.evaluation import data as ed
+from pipeline.evaluation import protocol as ev
+from pipeline.files.sample_data import MOTORCYCLE_CALIBRATION, disparity_to_depth, motorcycle_depth, motorcycle_sample
 
 
 def _depth(h=12, w=16, seed=0):
@@ -267,10 +267,10 @@ def test_missing_or_empty_data_folder(tmp_path):
 
 
 def test_store_export_is_read_with_kind_masks_and_pairs(tmp_path, gt):
-    """A real `pipeline.dataset_export` folder: disparity label, an ignore mask, one point pair."""
+    """A real `pipeline.intake.dataset_export` folder: disparity label, an ignore mask, one point pair."""
     import io
 
-    from pipeline.dataset_export import export_dataset
+    from pipeline.intake.dataset_export import export_dataset
     from pipeline.store import ANY_HEAD, Store
 
     store = Store(tmp_path / "s.db")
@@ -326,7 +326,7 @@ def test_motorcycle_sample_and_calibration():
 def test_store_export_scores_ground_truth_and_human_pixels_never_pseudo_labels(tmp_path, gt):
     import io
 
-    from pipeline.dataset_export import export_dataset
+    from pipeline.intake.dataset_export import export_dataset
     from pipeline.store import Store
 
     store = Store(tmp_path / "s.db")

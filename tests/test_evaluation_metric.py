@@ -1,12 +1,12 @@
-"""Metric predictions in pipeline.evaluation: no alignment, pipeline/metric_metrics.py's numbers over the
+"""Metric predictions in pipeline.evaluation.protocol: no alignment, pipeline/metric_metrics.py's numbers over the
 stated depth range, the same summary and baselines; medians beside means and outliers named."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline import evaluation as ev
-from pipeline import metric_metrics as mm
+from pipeline.evaluation import metric_depth as mm
+from pipeline.evaluation import protocol as ev
 
 PROTOCOL = ev.Protocol(gt_kind="depth", depth_cap=20.0, min_depth=0.001)
 

@@ -74,8 +74,8 @@ print(json.dumps({"project_importable": importlib.util.find_spec("pipeline") is 
 
 @pytest.fixture(scope="module")
 def vitt_file(tmp_path_factory):
-    from pipeline.checkpoints import save_checkpoint, untrained_model
     from pipeline.config import ModelConfig
+    from pipeline.weights.loading import save_checkpoint, untrained_model
     torch.manual_seed(0)
     loaded = untrained_model(ModelConfig(encoder="vitt", metric=True, max_depth=80.0))
     return save_checkpoint(loaded.model, tmp_path_factory.mktemp("vitt") / "tiny.safetensors", model_id="tiny")
@@ -113,7 +113,7 @@ def test_metric_export_keeps_metres_and_says_so(vitt_file, tmp_path, fmt):
         meta = {k: model.get_rt_info(["depth_anything", k]).astype(str) for k in ("kind", "max_depth", "encoder")}
     assert (meta["kind"], meta["max_depth"], meta["encoder"]) == ("metric_depth", "80", "vitt")
     x = export_mod.verification_inputs()[1]                   # (2, 3, 364, 518)
-    from pipeline.checkpoints import load_model
+    from pipeline.weights.loading import load_model
     with torch.inference_mode():
         want = load_model(vitt_file).model(x).numpy()
     got = export_mod.run_file(out, fmt, x)

@@ -12,9 +12,9 @@ from PIL import Image
 from synthetic_geometry import room, sphere
 
 from pipeline.errors import ConfigError, ImageError, StudioError
-from pipeline.exports import depth_mesh, read_exr, srgb_to_linear, write_exr, write_glb, write_normals
-from pipeline.normals import normals_from_depth, normals_picture
-from pipeline.pointcloud import DISPARITY_NOTE, backproject
+from pipeline.files.exports import depth_mesh, read_exr, srgb_to_linear, write_exr, write_glb, write_normals
+from pipeline.geometry.normals import normals_from_depth, normals_picture
+from pipeline.geometry.pointcloud import DISPARITY_NOTE, backproject
 
 
 def _rgb(h, w, value=None, seed=0):

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.ground_truth_import import GroundTruthImportError, import_ground_truth
+from pipeline.intake.ground_truth import GroundTruthImportError, import_ground_truth
 from pipeline.store import Store
 
 H, W = 12, 16

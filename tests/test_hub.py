@@ -1,4 +1,4 @@
-"""pipeline.hub: offline is detected once, quickly, and then no network call is attempted.
+"""pipeline.weights.hub: offline is detected once, quickly, and then no network call is attempted.
 
 The network is made unreachable by replacing socket.create_connection (counted) and
 huggingface_hub's download (which must never be reached once the probe said offline).
@@ -13,9 +13,8 @@ import huggingface_hub
 import huggingface_hub.constants as hf_constants
 import pytest
 
-from pipeline import checkpoint_registry as registry
-from pipeline import hub
-from pipeline.checkpoint_registry import WeightsUnavailable
+from pipeline.weights import hub, registry
+from pipeline.weights.registry import WeightsUnavailable
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import ImageError, StudioError
-from pipeline.image_io import MAX_PIXELS, DecodedImage, decode_image
+from pipeline.files.image_io import MAX_PIXELS, DecodedImage, decode_image
 
 
 @pytest.fixture()

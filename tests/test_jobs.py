@@ -15,12 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import jobs
-from pipeline.checkpoints import save_checkpoint
 from pipeline.config import ModelConfig
-from pipeline.job_reporter import JobReporter
+from pipeline.jobs import manager as jobs
+from pipeline.jobs.reporter import JobReporter
 from pipeline.model import DepthAnything
 from pipeline.store import Store
+from pipeline.weights.loading import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
@@ -326,7 +326,7 @@ def ddp_argv(data: Path, out: Path, steps: int) -> list[str]:
 
 @pytest.mark.slow
 def test_real_two_process_gloo_run_through_the_torchrun_launcher(tmp_path, ddp_scenes):
-    from pipeline.checkpoints import load_model
+    from pipeline.weights.loading import load_model
     store = Store(tmp_path / "s.db")
     job_id = jobs.start_job(store.path, "train", ddp_argv(ddp_scenes, tmp_path / "run", 3),
                             env={"OMP_NUM_THREADS": "1"}, launcher=jobs.torchrun(2))

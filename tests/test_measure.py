@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from synthetic_geometry import room
 
-from pipeline.measure import (
+from pipeline.geometry.measure import (
     MeasureError,
     depth_at,
     distance_between,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.metric_metrics import DepthRange, errors, image_metrics, mean_metrics
+from pipeline.evaluation.metric_depth import DepthRange, errors, image_metrics, mean_metrics
 
 
 def test_hand_computed_values():

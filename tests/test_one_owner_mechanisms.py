@@ -10,10 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import depth_outputs, depth_readout, exports, pointcloud, render
+from pipeline import render
 from pipeline.cli.predict import write_outputs
-from pipeline.image_io import DecodedImage
+from pipeline.files import exports
+from pipeline.files.image_io import DecodedImage
+from pipeline.geometry import pointcloud
 from pipeline.predictor import Prediction
+from pipeline.services import depth_outputs, depth_readout
 
 ROOT = Path(__file__).resolve().parents[1]
 

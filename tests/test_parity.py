@@ -2,7 +2,7 @@
 what the official Depth Anything code computes (../shared/reference/vits_reference.npz).
 
 The recipe weights are written as an official `depth_anything_v2_vits.pth` (fixture `recipe_pth`)
-and loaded with `pipeline.checkpoints.load_model`, exactly as a downloaded checkpoint would be.
+and loaded with `pipeline.weights.loading.load_model`, exactly as a downloaded checkpoint would be.
 """
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.checkpoints import (
+from pipeline.config import ModelConfig
+from pipeline.errors import CheckpointError
+from pipeline.preprocess import prepare, resize_output
+from pipeline.weights.loading import (
     compare_state_dict,
     convert_official_state_dict,
     infer_encoder,
     load_model,
     save_checkpoint,
 )
-from pipeline.config import ModelConfig
-from pipeline.errors import CheckpointError
-from pipeline.preprocess import prepare, resize_output
 
 FORWARD_TOL = 2e-4      # official forward from net_input
 END_TO_END_TOL = 1e-3   # official infer_image from image_rgb

@@ -8,7 +8,7 @@ import open3d as o3d
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.pointcloud import (
+from pipeline.geometry.pointcloud import (
     DISPARITY_NOTE,
     METRIC_NOTE,
     depth_for_point_cloud,
@@ -142,7 +142,7 @@ def test_notes_and_bad_arguments():
 
 
 def test_rays_are_the_back_projection_at_depth_one_and_follow_the_principal_point():
-    from pipeline.pointcloud import backproject, pixel_rays, rays_at
+    from pipeline.geometry.pointcloud import backproject, pixel_rays, rays_at
     h, w, f = 5, 7, 3.0
     pts = backproject(np.ones((h, w), np.float32), f)
     x, y = pixel_rays((h, w), f)

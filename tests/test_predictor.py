@@ -173,7 +173,7 @@ def test_loaded_checkpoint_like_input_uses_its_id_and_config(tiny, image):
 
 
 def test_from_checkpoint_loads_recipe_pth(recipe_pth, reference, recipe_v2):
-    pytest.importorskip("pipeline.checkpoints")
+    pytest.importorskip("pipeline.weights.loading")
     p = Predictor.from_checkpoint(recipe_pth, device="cpu", input_size=SMALL)
     rgb = reference["image_rgb"][::4, ::4].copy()
     np.testing.assert_allclose(p.predict(rgb).array, _expected(recipe_v2, rgb, SMALL, True), atol=1e-5)

@@ -85,8 +85,8 @@ def test_resize_input_refuses_outputs_no_input_size_allows():
 # ----------------------------------------------------------------------------- where images enter
 @pytest.fixture(scope="module")
 def vitt_file(tmp_path_factory):
-    from pipeline.checkpoints import save_checkpoint, untrained_model
     from pipeline.config import ModelConfig
+    from pipeline.weights.loading import save_checkpoint, untrained_model
     torch.manual_seed(0)
     return save_checkpoint(untrained_model(ModelConfig(encoder="vitt")).model,
                            tmp_path_factory.mktemp("vitt") / "vitt.safetensors", model_id="tiny-vitt")
@@ -146,8 +146,8 @@ def test_pseudo_labelling_skips_a_strip_with_the_reason_and_labels_the_rest(vitt
 
     from PIL import Image
 
+    from pipeline.intake.pseudo_label import run_pseudo_label
     from pipeline.predictor import Predictor
-    from pipeline.pseudo_label import run_pseudo_label
     from pipeline.store import Store
 
     def png(rgb):

@@ -14,13 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.checkpoints import save_checkpoint
 from pipeline.config import ModelConfig
-from pipeline.corrections import flip_consistency
+from pipeline.intake.pseudo_label import predict_with_flip, run_pseudo_label
+from pipeline.labels.corrections import flip_consistency
 from pipeline.model import DepthAnything
 from pipeline.predictor import Predictor
-from pipeline.pseudo_label import predict_with_flip, run_pseudo_label
 from pipeline.store import Store
+from pipeline.weights.loading import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUT_SIZE = 42

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.sam_select import SamSelector, SamUnavailable
+from pipeline.labels.sam_select import SamSelector, SamUnavailable
 
 
 def test_missing_weights_are_reported_not_faked(tmp_path, monkeypatch):

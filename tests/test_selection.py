@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import selection as S
+from pipeline.labels import selection as S
 
 H, W = 60, 80
 

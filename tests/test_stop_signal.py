@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from pipeline.stop_signal import StopLatch
+from pipeline.jobs.stop_signal import StopLatch
 from pipeline.train.recipe import Recipe
 from pipeline.train.train_config import TrainConfig
 
@@ -94,7 +94,7 @@ def test_an_orphan_ends_at_once_as_the_default_action_would():
     """orphan_exits: a rank whose launcher died (PR_SET_PDEATHSIG) must not carry on alone."""
     import subprocess
     code = ("import os, signal, subprocess, sys, time\n"
-            "from pipeline.stop_signal import StopLatch\n"
+            "from pipeline.jobs.stop_signal import StopLatch\n"
             "latch = StopLatch(orphan_exits=True).install()\n"
             "os.kill(os.getpid(), signal.SIGTERM)\n"
             "time.sleep(0.2)\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import checkpoint_registry as registry
+from ..weights import registry
 
 HELP = "list the known public checkpoints (licence, cached or not), inspect a checkpoint file, download one"
 
@@ -51,7 +51,7 @@ def _list(args) -> int:
 
 
 def _inspect(args) -> int:
-    from ..checkpoints import inspect_checkpoint
+    from ..weights.loading import inspect_checkpoint
 
     info = inspect_checkpoint(args.file)
     if args.json:

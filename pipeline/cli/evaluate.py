@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import evaluation as ev
-from .. import evaluation_data as ed
 from ..atomic import atomic_write
 from ..errors import ConfigError
+from ..evaluation import data as ed
+from ..evaluation import protocol as ev
 
 HELP = ("score depth predictions (a checkpoint or saved .npy files) against ground truth, human corrections "
         "and point pairs: AbsRel, delta1, fitted scale, failed alignments, baselines, pair accuracy")
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _depth_cap(value: str | None, sample: str | None, max_depth: float | None = None) -> float | None:
     if value is None:
         if sample:
-            from ..sample_data import MOTORCYCLE_DEPTH_CAP
+            from ..files.sample_data import MOTORCYCLE_DEPTH_CAP
             return MOTORCYCLE_DEPTH_CAP
         return max_depth if max_depth is not None else ev.DEFAULT_DEPTH_CAP
     if value == "gt-max":
@@ -88,7 +88,7 @@ def protocols(args, max_depth: float | None = None) -> dict[str, ev.Protocol]:
 
 def sample_items(name: str) -> list[ev.EvalItem]:
     """The built-in sample as an evaluation item: RGB + depth in metres from the Middlebury calibration."""
-    from ..sample_data import motorcycle_depth
+    from ..files.sample_data import motorcycle_depth
     rgb, depth, calib = motorcycle_depth()
     return [ev.EvalItem(name=name, load_image=lambda: rgb, load_gt=lambda: depth, gt_kind="depth",
                         note=f"ground truth: {calib['source']}")]
@@ -116,8 +116,8 @@ def _items(args) -> tuple[list[ev.EvalItem], list[dict]]:
 
 
 def _checkpoint_predictor(args):
-    from ..checkpoints import load_model
     from ..predictor import Predictor
+    from ..weights.loading import load_model
     loaded = load_model(args.checkpoint)
     predictor = Predictor(loaded, device=args.device, input_size=args.input_size)
 

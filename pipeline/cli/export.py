@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..dataset_export import DEFAULT_STATUSES, export_dataset, import_dataset, push_to_hub
+from ..intake.dataset_export import DEFAULT_STATUSES, export_dataset, import_dataset, push_to_hub
 from ..store import Store
 from ..store.errors import StoreError
 from .import_images import default_db

@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from .. import checkpoint_registry
 from ..config import ENCODERS, VERSIONS
+from ..weights import registry as checkpoint_registry
 
 HELP = "export a checkpoint as a verified ONNX file or OpenVINO IR (dynamic batch and size, with metadata)"
 
@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoints import load_model
     from ..runtime.export import export_model_file
+    from ..weights.loading import load_model
 
     t0 = time.perf_counter()
     loaded = load_model(args.checkpoint, encoder=args.encoder, version=args.version, metric=args.metric,

@@ -3,7 +3,7 @@
     python -m pipeline import-ground-truth lidar_set/ --kind depth --source lidar-2025 --db data/studio.db
     python -m pipeline import-ground-truth stereo/ --kind disparity --source middlebury --db data/studio.db
 
-FOLDER holds images with same-named ground truth (pipeline.dataset_layout: a.jpg + a.npy /
+FOLDER holds images with same-named ground truth (pipeline.files.dataset_layout: a.jpg + a.npy /
 a_depth.png / depth/a.npy, optional a_mask.png). New images are added; each ground truth becomes a
 ground-truth revision beside the image's labels (the training label does not change), so the
 teacher-vs-student comparison and `evaluate --db` can score against it. Exit status 1 when a pair
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..ground_truth_import import KINDS, import_ground_truth
-from ..image_io import MAX_PIXELS
+from ..files.image_io import MAX_PIXELS
+from ..intake.ground_truth import KINDS, import_ground_truth
 from ..store import Store
 
 HELP = "import measured depth / disparity (images + ground-truth files) into the label store as ground truth"

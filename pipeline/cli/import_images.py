@@ -18,11 +18,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..image_io import MAX_PIXELS
-from ..ingest import import_paths
+from ..files.image_io import MAX_PIXELS
+from ..intake.images import import_paths
+from ..intake.video import DEFAULT_RATE, check_rate
 from ..settings import StudioSettings
 from ..store import Store
-from ..video.ingest import DEFAULT_RATE, check_rate
 
 HELP = "import images (files, folders, zips) and video frames into the label store, skipping duplicates"
 

@@ -5,13 +5,13 @@
 
 For each input <stem> it writes into DIR:
     <stem>.npy          float32 (H, W) prediction at the image's own resolution
-    <stem>_depth.png    16-bit PNG over the full 0..65535 range, offset/scale recorded (pipeline.depth_png)
+    <stem>_depth.png    16-bit PNG over the full 0..65535 range, offset/scale recorded (pipeline.files.depth_png)
     <stem>_color.png    colour map of the float prediction (low values -> start of the map)
     <stem>.ply          with --ply: coloured point cloud (focal: --focal-px > EXIF > 60 degree FOV)
     <stem>_depth.exr    with --exr: OpenEXR float32, channel "Z" (metres) or "disparity" (relative)
     <stem>_mesh.glb     with --glb: coloured mesh, no triangles across depth edges (trimesh, linear colours)
     <stem>_normals.png  with --normals: OpenGL normal map, and <stem>_normals.npy float32 (H, W, 3)
-(the .exr/.glb/normals writers are pipeline.depth_outputs.EXPORTS, the studio's downloads.)
+(the .exr/.glb/normals writers are pipeline.services.depth_outputs.EXPORTS, the studio's downloads.)
 For each video <stem> (mp4, mov, webm, mkv, avi, ...): <stem>_depth.mp4, <stem>.npz and options
 (pipeline/cli/predict_video.py). Folders are expanded to the image and video files directly inside
 them (not recursive); with --frames-folder each folder is one clip made of its frames. An input that
@@ -30,17 +30,20 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .. import checkpoint_registry, depth_png, pointcloud, render
+from .. import render
 from ..atomic import atomic_path
 from ..config import DEFAULT_INPUT_SIZE, ENCODERS, VERSIONS
-from ..dataset_layout import is_image_file
-from ..depth_outputs import DepthSource, write_exports
 from ..errors import ConfigError, StudioError
-from ..image_io import DecodedImage, decode_image
+from ..files import depth_png
+from ..files.dataset_layout import is_image_file
+from ..files.image_io import DecodedImage, decode_image
+from ..geometry import pointcloud
 from ..predictor import Prediction, Predictor
 from ..preprocess import network_size
 from ..runtime.registry import CHOICES
+from ..services.depth_outputs import DepthSource, write_exports
 from ..video.io import is_video_file
+from ..weights import registry as checkpoint_registry
 from . import predict_video
 
 HELP = ("predict depth for images, videos or folders: <stem>.npy, <stem>_depth.png (16-bit), <stem>_color.png "
@@ -184,7 +187,7 @@ def _report(failures: list[str], message: str, bar=None) -> None:
 def write_outputs(out: Path, stem: str, decoded: DecodedImage, prediction: Prediction, *, cmap: str,
                   ply: bool = False, focal_px: float | None = None, extra: list[str] = ()) -> dict[str, Path]:
     """Every file for one prediction; returns {"npy", "depth_png", "color_png"[, "ply", "exr", "glb", "normals_png",
-    "normals_npy"]: path}. `extra`: keys of pipeline.depth_outputs.EXPORTS."""
+    "normals_npy"]: path}. `extra`: keys of pipeline.services.depth_outputs.EXPORTS."""
     array = prediction.array                                                   # (H, W) float32
     files = {"npy": out / f"{stem}.npy", "depth_png": out / f"{stem}_depth.png", "color_png": out / f"{stem}_color.png"}
     try:

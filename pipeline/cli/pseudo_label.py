@@ -6,7 +6,7 @@
 --db: every image in the store without a prediction from this model gets one, plus its first
 label revision and a flip-consistency confidence, one transaction per image (see
 pipeline/pseudo_label.py). Safe to interrupt and re-run: finished images are skipped.
-With --job-id (set by pipeline.jobs when it runs as a background job) progress, logs and
+With --job-id (set by pipeline.jobs.manager when it runs as a background job) progress, logs and
 cancel go through the store instead of the progress bar. Exit status: 0 done, 1 some images
 failed, 3 cancelled.
 
@@ -24,12 +24,12 @@ import argparse
 import json
 from pathlib import Path
 
-from .. import checkpoint_registry
 from ..config import DEFAULT_INPUT_SIZE, ENCODERS, VERSIONS
 from ..errors import ConfigError
 from ..predictor import Predictor
 from ..runtime.registry import CHOICES
 from ..shards.format import DTYPES
+from ..weights import registry as checkpoint_registry
 
 HELP = "pseudo-label the store's images with a teacher checkpoint (prediction + label + confidence)"
 EXIT_CANCELLED = 3
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=CHOICES, default="auto",
                         help="what runs the network (default auto: torch on a GPU, OpenVINO > ONNX Runtime > torch "
                              "on a CPU)")
-    parser.add_argument("--job-id", type=int, help="report as this background job (set by pipeline.jobs)")
+    parser.add_argument("--job-id", type=int, help="report as this background job (set by pipeline.jobs.manager)")
     shards = parser.add_argument_group("sharded labelling (--manifest)")
     shards.add_argument("--out", metavar="DIR", help="shard folder (created; resumed when it exists)")
     shards.add_argument("--shard-size", type=int, default=1000, metavar="N", help="images per shard (default 1000)")
@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pseudo_label import run_pseudo_label
+    from ..intake.pseudo_label import run_pseudo_label
     from ..store import Store
 
     if args.manifest is not None:
@@ -97,8 +97,8 @@ def _predictor(args) -> Predictor:
 
 
 def _run_as_job(args, store, db: Path) -> int:
-    from ..job_reporter import JobReporter
-    from ..pseudo_label import run_pseudo_label
+    from ..intake.pseudo_label import run_pseudo_label
+    from ..jobs.reporter import JobReporter
 
     with JobReporter(db, args.job_id) as rep:
         rep.log(f"loading {args.checkpoint}")

@@ -110,7 +110,7 @@ def _reporter(args, cfg: TrainConfig):
         return None
     if not cfg.db:
         raise ConfigError("--job-id needs --db (the store that holds the job)")
-    from ..job_reporter import JobReporter
+    from ..jobs.reporter import JobReporter
     return JobReporter(cfg.db, args.job_id, handle_sigterm=False)     # the recipe handles SIGTERM
 
 
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    from ..stop_signal import StopLatch
+    from ..jobs.stop_signal import StopLatch
     from ..train.recipe import train
 
     args.resume = wants_resume(args)

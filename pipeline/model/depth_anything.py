@@ -53,5 +53,5 @@ class DepthAnything(nn.Module):
 
 def build_model(encoder: str = "vits", version: str = "v2", metric: bool = False,
                 max_depth: float = 20.0) -> DepthAnything:
-    """A Depth Anything network with random weights. Load weights with `pipeline.checkpoints`."""
+    """A Depth Anything network with random weights. Load weights with `pipeline.weights.loading`."""
     return DepthAnything(ModelConfig(encoder=encoder, version=version, metric=metric, max_depth=max_depth)).eval()

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import checkpoint_registry
 from ..atomic import publish
 from ..errors import StudioError
 from ..preprocess import normalize, prepare, resize_input, to_tensor
+from ..weights import registry as checkpoint_registry
 from . import onnx_export, openvino_rt
 
 FORMATS = ("onnx", "openvino")
@@ -46,7 +46,7 @@ class Check:
 
 def verification_inputs() -> list[torch.Tensor]:
     """Real-size inputs: the motorcycle image at 518x770 (batch 1), and at 364x518 with its mirror (batch 2)."""
-    from ..sample_data import motorcycle_sample
+    from ..files.sample_data import motorcycle_sample
     rgb = motorcycle_sample()[0]                                             # (500, 741, 3)
     first = prepare(rgb)                                                     # (1, 3, 518, 770)
     small = normalize(resize_input(to_tensor(rgb), (364, 518)))              # (1, 3, 364, 518)

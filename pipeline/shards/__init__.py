@@ -5,7 +5,7 @@
 
 - `sources.py`: the manifest (paths or fsspec URLs) and reading its entries;
 - `format.py`: the shard folder (webdataset-style tar + JSON manifest per shard, written
-  atomically when complete), encoding labels (16-bit by `pipeline.depth_png`'s rule, float16,
+  atomically when complete), encoding labels (16-bit by `pipeline.files.depth_png`'s rule, float16,
   float32), reading them back with checksums;
 - `labeller.py`: one rank's work (deterministic shard plan, decoding in DataLoader workers,
   batches through the Predictor, a writer thread) and the run's summary;

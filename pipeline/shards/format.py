@@ -8,7 +8,7 @@
 Inside a tar, per item (key = the manifest line number, 9 digits; webdataset groups members by
 the key before the first dot): `KEY.json` (index, source, sha256, nbytes, width, height,
 model_id, kind, confidence, dtype, and for uint16 the scale/offset/nodata of
-`pipeline.depth_png.encode`) and `KEY.depth.png` (16-bit codes) or `KEY.depth.npy` (float16 /
+`pipeline.files.depth_png.encode`) and `KEY.depth.png` (16-bit codes) or `KEY.depth.npy` (float16 /
 float32, no pickle). Headers carry no time or owner, so the same labels give the same bytes.
 
 The shard manifest is JSON Lines: line 1 describes the shard (entries it covers, counts, the
@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .. import depth_png
 from ..atomic import atomic_write, discard, publish, temp_beside
 from ..errors import StudioError
+from ..files import depth_png
 
 FORMAT = 1
 DTYPES = ("uint16", "float16", "float32")

@@ -31,8 +31,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..atomic import atomic_write
 from ..errors import StudioError
-from ..image_io import decode_image
-from ..pseudo_label import confidence_of, flip_pairs
+from ..files.image_io import decode_image
+from ..intake.pseudo_label import confidence_of, flip_pairs
 from .format import (
     DTYPES,
     FORMAT,

@@ -63,7 +63,7 @@ def add_image(db, blobs: BlobStore, data: bytes, name: str, *, width: int, heigh
     """Store an image's bytes under their sha256. Returns (record, created).
 
     `width`/`height` are the decoded size after EXIF orientation (the caller decoded it:
-    pipeline.ingest validates images before adding them). Same bytes again -> the
+    pipeline.intake.images validates images before adding them). Same bytes again -> the
     existing record and created=False (nothing written). A frame of a video names its
     `clip` and its `frame_time` (seconds) / `frame_index` in it.
     """

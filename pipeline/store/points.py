@@ -2,7 +2,7 @@
 
 Pairs belong to the image (they are facts about the scene, not about one label). Points are
 [h, w] = (row, column) everywhere: here, in the curation service, the studio's tables and clicks
-(converted once from the page's (x, y)), exports and `pipeline.corrections.check_point_pairs`.
+(converted once from the page's (x, y)), exports and `pipeline.labels.corrections.check_point_pairs`.
 `flagged` says whether the image's head label disagrees with a pair, by the one rule in
 `check_point_pairs`. The store is the one owner of the flags: it refreshes them in the same
 transaction whenever the head changes (save, undo, redo, restore) or a pair is added, so they
@@ -67,7 +67,7 @@ def refresh_flags(db, blobs: BlobStore, image_id: int, depth=None) -> None:
     head = get_revision(db, head_id)
     if depth is None:
         depth = blobs.read_array(head.depth_sha256, what=f"depth of label revision {head.id}")
-    from ..corrections import check_point_pairs  # lazy: scipy is not needed to open a store
+    from ..labels.corrections import check_point_pairs  # lazy: scipy is not needed to open a store
     flags = check_point_pairs(depth, pairs, head.kind)
     changed = [(int(f), p.id) for p, f in zip(pairs, flags, strict=True) if bool(f) != p.flagged]
     db.conn.executemany("UPDATE point_pairs SET flagged = ? WHERE id = ?", changed)

@@ -134,7 +134,7 @@ class Label:
 @dataclass(frozen=True)
 class PointPair:
     """A DA-2K style pair: points [h, w] (row, column) everywhere (store, services, studio tables, exports);
-    `pipeline.corrections.check_point_pairs` reads it as it is."""
+    `pipeline.labels.corrections.check_point_pairs` reads it as it is."""
     id: int
     image_id: int
     point1: tuple[int, int]     # (h, w) = (row, column)

@@ -33,7 +33,6 @@ import sqlite_utils
 
 from . import (
     audit,
-    checkpoints,
     edits,
     gallery,
     gc,
@@ -46,6 +45,9 @@ from . import (
     review,
     revisions,
     training,
+)
+from . import (
+    checkpoint_table as checkpoints,
 )
 from . import tags as image_tags  # the `image_tags` table (a method's `tags` argument keeps its name)
 from .blobs import BlobStore

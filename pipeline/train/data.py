@@ -14,11 +14,11 @@ labels comparable). Sky is disparity 0 (V1). Items load lazily: only ids and has
 
 Sources:
 - `folder_items(dir, gt_kind)`: image files with same-stem ground truth, found and read by
-  `pipeline.dataset_layout` (the one owner of the layout, which evaluation reads too): beside
+  `pipeline.files.dataset_layout` (the one owner of the layout, which evaluation reads too): beside
   the image (`a.jpg` + `a.npy` / `a_depth.npy` / `a.png` as 16-bit ...) or in a ground-truth
   folder (`images/a.jpg` + `depth/a.npy`, also `gt/`, `disparity/`, `labels/`); an optional mask
   (`a_mask.png`, `masks/a.png`; nonzero = use) hides the other pixels. `.npy` NaN / inf / <= 0
-  are invalid; a 16-bit PNG uses `pipeline.depth_png` scale/offset when recorded, else raw
+  are invalid; a 16-bit PNG uses `pipeline.files.depth_png` scale/offset when recorded, else raw
   values with 0 invalid.
 - `unlabelled_items(dir)`: images only, for the teacher.
 - `store_items(db)`: the label store's newest accepted / corrected revisions (see store_source.py).
@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .. import dataset_layout as layout
 from ..errors import ImageError
-from ..image_io import decode_image
+from ..files import dataset_layout as layout
+from ..files.image_io import decode_image
 from .augment import Sample, check_trainable, from_numpy
 from .errors import TrainDataError
 
@@ -83,7 +83,7 @@ def normalise_disparity(disp: np.ndarray) -> np.ndarray:
 
 
 def read_ground_truth(path: Path) -> np.ndarray:
-    """A ground-truth file (pipeline.dataset_layout formats) -> float64 (H, W), NaN where invalid."""
+    """A ground-truth file (pipeline.files.dataset_layout formats) -> float64 (H, W), NaN where invalid."""
     try:
         return layout.read_ground_truth(path).values
     except layout.GroundTruthFileError as e:

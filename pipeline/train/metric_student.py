@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoints import load_model
 from ..config import ModelConfig
 from ..model import DepthAnything
+from ..weights.loading import load_model
 from .student import dinov2_weights, load_encoder_weights
 from .train_config import TrainConfig
 

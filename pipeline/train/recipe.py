@@ -1,6 +1,6 @@
 """The teacher-student training recipe: setup, train loop, save, cleanup (read top to bottom).
 
-    recipe = Recipe(cfg, reporter=reporter)   # reporter: pipeline.job_reporter.JobReporter or None
+    recipe = Recipe(cfg, reporter=reporter)   # reporter: pipeline.jobs.reporter.JobReporter or None
     result = recipe.run(resume=False)         # setup() -> train() -> cleanup()
 
 setup   joins DDP (torchrun), gathers the data (store, folder and/or shards; `keep_data`: the snapshot the
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
+from ..jobs.stop_signal import StopLatch
 from ..model import DepthAnything
 from ..preprocess import normalize
-from ..stop_signal import StopLatch
 from . import state as st
 from .batches import Batch, MixedSampler, build_batch, local_entries, strong_perturbation
 from .data import TrainItem, data_snapshot, folder_items, pools, unlabelled_items, validate_items
@@ -169,7 +169,7 @@ class Recipe:
 
     def _saved_items(self) -> list[TrainItem]:
         """--keep-data: the data snapshot of the run's last checkpoint (what it started on)."""
-        from ..checkpoints import project_metadata
+        from ..weights.loading import project_metadata
         s = st.read_state(self.out)
         rows = (project_metadata(self.run_folder.file(s["checkpoint"])).get("meta") or {}).get("data", {}).get("items")
         return validate_items(snapshot_gather(self.cfg, rows or []), self.cfg.min_items, self.cfg.input_size,
@@ -183,7 +183,7 @@ class Recipe:
                               f"the new data (--init {self.out / s['checkpoint']})")
         if s["world_size"] != self.ctx.world_size:
             self.log(f"note: resuming with {self.ctx.world_size} processes; the run was saved with {s['world_size']}")
-        from ..checkpoints import load_model
+        from ..weights.loading import load_model
         loaded = load_model(self.out / s["checkpoint"], encoder=self.cfg.encoder)
         self.student.load_state_dict(loaded.model.state_dict())
         self.optimizer.load_state_dict(s["optimizer"])

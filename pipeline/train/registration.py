@@ -35,7 +35,7 @@ class RunRecord:
 
     @classmethod
     def of(cls, run_dir: str | os.PathLike) -> RunRecord:
-        from ..checkpoints import project_metadata
+        from ..weights.loading import project_metadata
         run = RunFolder(run_dir)
         project = project_metadata(run.final)
         meta = project.get("meta") or {}

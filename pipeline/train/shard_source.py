@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ..image_io import decode_image
+from ..files.image_io import decode_image
 from ..shards.format import ShardError, read_item, shard_manifests
 from ..shards.sources import read_source
 from .augment import from_numpy

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path, atomic_write
-from ..checkpoints import save_checkpoint
 from ..errors import CheckpointError
+from ..weights.loading import save_checkpoint
 from .errors import CheckpointWriteError, ResumeError
 from .run_folder import CKPT_DIR, FINAL_FILE, METRICS_FILE, STATE_FILE, RunFolder, step_checkpoint_name  # noqa: F401
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..image_io import decode_image
+from ..files.image_io import decode_image
 from .augment import from_numpy
 from .data import TrainItem, depth_to_disparity, header_size, metric_label, normalise_disparity
 from .errors import TrainDataError

@@ -2,7 +2,7 @@
 
 - Student (`student_init`): "dinov2" (the paper's: DINOv2 encoder weights of the student's size,
   `--encoder-init FILE` or timm's `vit_*_patch14_dinov2.lvd142m` through the Hugging Face cache,
-  new decoder), "checkpoint" (fine-tune `--init`, any format `pipeline.checkpoints` reads; another
+  new decoder), "checkpoint" (fine-tune `--init`, any format `pipeline.weights.loading` reads; another
   encoder size is refused) or "random" (tests and experiments). A new decoder's output ReLU starts
   alive: its last bias is made positive (with PyTorch's default init about half of all draws end in
   a negative bias, every output is 0 and no gradient ever flows; the run would learn nothing).
@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints import convert_official_state_dict, load_model, read_checkpoint
 from ..config import PATCH_SIZE, ModelConfig
 from ..errors import CheckpointError
 from ..model import DepthAnything
 from ..model.encoder import DinoV2Encoder
+from ..weights.loading import convert_official_state_dict, load_model, read_checkpoint
 from .train_config import TrainConfig
 
 ENCODER_PREFIXES = ("encoder.pretrained.", "pretrained.", "backbone.", "encoder.")
@@ -52,7 +52,7 @@ class StudentForward(nn.Module):
 
 def encoder_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """DINOv2 weights in timm's key layout (no prefix), from an official DINOv2 file or a Depth
-    Anything one. Read by pipeline.checkpoints (weights-only loading, wrapper dicts, vitg SwiGLU
+    Anything one. Read by pipeline.weights.loading (weights-only loading, wrapper dicts, vitg SwiGLU
     `mlp.w12/w3` -> `mlp.fc1/fc2`), so every format a checkpoint may come in is read the same way."""
     if not path.is_file():
         raise CheckpointError(f"encoder weights {path} not found; give a DINOv2 .pth/.safetensors file")

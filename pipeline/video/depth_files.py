@@ -8,7 +8,7 @@ zip frame after frame, uncompressed, so `np.load(path)["depth"]` reads it as one
     scale, shift float64 (T,): depth[t] = scale[t] * prediction[t] + shift[t] (temporal alignment)
     times        float64 (T,) seconds of each frame in the source; frame_index int64 (T,)
     model_id, vmin, vmax   the model, and the one colour range of the depth video
-With `png` frames, `<stem>_depth_frames/000000.png ...` hold the depth (pipeline.depth_png: each frame
+With `png` frames, `<stem>_depth_frames/000000.png ...` hold the depth (pipeline.files.depth_png: each frame
 spread over 0..65535 with its own scale/offset recorded) and `<stem>.npz` the rest, without `depth`.
 Every array is a plain .npy member: `np.load` never needs pickle.
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import depth_png
 from ..errors import StudioError
+from ..files import depth_png
 
 FORMATS = ("npz", "png")
 

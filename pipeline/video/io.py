@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset_layout import IMAGE_EXTENSIONS
 from ..errors import ImageError, VideoError
-from ..image_io import MAX_PIXELS, decode_image
+from ..files.dataset_layout import IMAGE_EXTENSIONS
+from ..files.image_io import MAX_PIXELS, decode_image
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ogv", ".wmv",
                               ".flv", ".3gp", ".mts", ".m2ts"})     # not .ts: TypeScript sources share it

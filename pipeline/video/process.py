@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import render
-from ..image_io import MAX_PIXELS
+from ..files.image_io import MAX_PIXELS
 from ..predictor import Predictor
 from .align import AlignParams, TemporalAligner
 from .depth_files import FORMATS, DepthFramesWriter

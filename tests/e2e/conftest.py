@@ -161,8 +161,8 @@ def vitt_checkpoint(tmp_path_factory) -> Path:
     """A tiny untrained `vitt` checkpoint in the project format (fast to load and run)."""
     import torch
 
-    from pipeline.checkpoints import save_checkpoint, untrained_model
     from pipeline.config import ModelConfig
+    from pipeline.weights.loading import save_checkpoint, untrained_model
     torch.manual_seed(0)
     return save_checkpoint(untrained_model(ModelConfig(encoder="vitt")).model,
                            tmp_path_factory.mktemp("vitt") / "vitt.safetensors", model_id="tiny-vitt")

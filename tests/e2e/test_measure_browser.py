@@ -1,7 +1,7 @@
 """Metric depth in headless Chromium: hover read-out, two clicks give a distance in metres, the mesh opens in 3D.
 
 The app serves a tiny random metric network (vitt, max depth 20 m): its metres are meaningless but
-real metres all the same, so the distance the page shows is checked against pipeline.measure on the
+real metres all the same, so the distance the page shows is checked against pipeline.geometry.measure on the
 prediction the server saved.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import depth_readout
+from pipeline.services import depth_readout
 
 pytestmark = pytest.mark.e2e
 
@@ -24,8 +24,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "examples" / "chelsea
 def metric_studio(app_runner, tmp_path_factory):
     import torch
 
-    from pipeline.checkpoints import save_checkpoint, untrained_model
     from pipeline.config import ModelConfig
+    from pipeline.weights.loading import save_checkpoint, untrained_model
     work = tmp_path_factory.mktemp("metric_studio")
     torch.manual_seed(0)
     ckpt = save_checkpoint(untrained_model(ModelConfig(encoder="vitt", metric=True, max_depth=20.0)).model,

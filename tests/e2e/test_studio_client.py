@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.depth_png import read_depth_png
+from pipeline.files.depth_png import read_depth_png
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +45,7 @@ def test_predict_over_http_returns_the_official_numbers(studio, client_for, moto
     by_name = {Path(f).name: f for f in files}
     full = read_ply_points(by_name["motorcycle_points_full.ply"])
     assert len(full) == 500 * 741
-    from pipeline.exports import read_exr
+    from pipeline.files.exports import read_exr
     assert np.array_equal(read_exr(by_name["motorcycle_depth.exr"]).array, depth)
     with zipfile.ZipFile(zipped) as z:
         assert sorted(z.namelist()) == sorted(by_name)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from shard_helpers import INPUT_SIZE, MODEL_ID
 
-from pipeline.checkpoints import save_checkpoint
 from pipeline.config import ModelConfig
 from pipeline.model import DepthAnything
 from pipeline.predictor import Predictor
+from pipeline.weights.loading import save_checkpoint
 
 
 @pytest.fixture(scope="session")

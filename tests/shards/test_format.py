@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import depth_png
+from pipeline.files import depth_png
 from pipeline.shards.format import (
     ShardError,
     ShardWriter,

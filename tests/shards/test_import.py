@@ -8,8 +8,8 @@ import pytest
 from shard_helpers import INPUT_SIZE, MODEL_ID, make_images, write_manifest
 
 from pipeline.cli import main
-from pipeline.ingest import import_paths
-from pipeline.pseudo_label import run_pseudo_label
+from pipeline.intake.images import import_paths
+from pipeline.intake.pseudo_label import run_pseudo_label
 from pipeline.shards import import_shards, shard_manifests
 from pipeline.store import Store
 

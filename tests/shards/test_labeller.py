@@ -9,8 +9,8 @@ import pytest
 from shard_helpers import INPUT_SIZE, MODEL_ID, make_images, write_manifest
 
 from pipeline.cli import main
-from pipeline.image_io import decode_image
-from pipeline.pseudo_label import confidence_of, flip_pair
+from pipeline.files.image_io import decode_image
+from pipeline.intake.pseudo_label import confidence_of, flip_pair
 from pipeline.shards import iter_items, shard_manifests
 from pipeline.shards.labeller import LabelOptions, RankContext, RankStats, ShardError, wait_for_ranks, write_rank_stats
 

@@ -8,7 +8,7 @@ import pytest
 from shard_helpers import INPUT_SIZE, make_images, write_manifest
 
 from pipeline.cli import main
-from pipeline.image_io import decode_image
+from pipeline.files.image_io import decode_image
 from pipeline.shards import iter_items, shard_manifests
 from pipeline.train.data import normalise_disparity
 from pipeline.train.errors import TrainDataError
@@ -111,7 +111,7 @@ def test_a_tiny_run_trains_from_shards_and_records_them(tmp_path, shards):
                       shard_min_confidence=None)
     result = train(cfg, log=lambda *a, **k: None)
     assert result.status == "finished" and result.step == 2 and all(np.isfinite(result.losses))
-    from pipeline.checkpoints import project_metadata
+    from pipeline.weights.loading import project_metadata
     rows = project_metadata(result.checkpoint)["meta"]["data"]["items"]
     assert len(rows) == 8 and {r["source"] for r in rows} == {"shards"}
 

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import dataset_export
 from pipeline.cli import export as export_cli
-from pipeline.dataset_export import DatasetError, export_dataset, import_dataset, push_to_hub
-from pipeline.depth_png import read_depth_png
+from pipeline.files.depth_png import read_depth_png
+from pipeline.intake import dataset_export
+from pipeline.intake.dataset_export import DatasetError, export_dataset, import_dataset, push_to_hub
 from pipeline.store import Store
 
 

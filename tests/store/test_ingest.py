@@ -9,9 +9,16 @@ import zipfile
 import pytest
 from PIL import Image
 
-from pipeline import ingest
 from pipeline.cli import import_images
-from pipeline.ingest import Duplicate, IngestError, import_paths, import_server_folder, import_uploads, import_zip
+from pipeline.intake import images as ingest
+from pipeline.intake.images import (
+    Duplicate,
+    IngestError,
+    import_paths,
+    import_server_folder,
+    import_uploads,
+    import_zip,
+)
 
 
 def test_folder_import_adds_dedupes_and_rejects_with_reasons(store, tmp_path, make_png):

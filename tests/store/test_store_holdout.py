@@ -10,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from pipeline import holdout_compare as hc
+from pipeline.evaluation import holdout as hc
 from pipeline.store import Store
 from pipeline.store.holdout import holdout_bound, holdout_where, in_holdout
 from pipeline.train.store_source import store_items

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from pipeline.corrections import pair_form
+from pipeline.labels.corrections import pair_form
 from pipeline.store import InvalidValueError, PointPair, Prediction
 
 

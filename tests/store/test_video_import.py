@@ -12,11 +12,11 @@ from PIL import Image
 
 from pipeline import cli
 from pipeline.errors import ConfigError
-from pipeline.ingest import import_paths, import_uploads
+from pipeline.intake.images import import_paths, import_uploads
+from pipeline.intake.video import import_video
 from pipeline.store import Store
 from pipeline.store.schema import migrate
 from pipeline.video import synthetic
-from pipeline.video.ingest import import_video
 from pipeline.video.io import VideoReader
 
 

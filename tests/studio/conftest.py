@@ -18,8 +18,8 @@ def vitt_checkpoint(tmp_path_factory):
     """A project safetensors checkpoint of a random (seeded) tiny vitt network."""
     import torch
 
-    from pipeline.checkpoints import save_checkpoint, untrained_model
     from pipeline.config import ModelConfig
+    from pipeline.weights.loading import save_checkpoint, untrained_model
     torch.manual_seed(0)
     loaded = untrained_model(ModelConfig(encoder="vitt"))
     return save_checkpoint(loaded.model, tmp_path_factory.mktemp("vitt") / "tiny_vitt.safetensors",
@@ -28,7 +28,7 @@ def vitt_checkpoint(tmp_path_factory):
 
 @pytest.fixture
 def vitt_service(settings, vitt_checkpoint):
-    from pipeline.depth_service import DepthService
+    from pipeline.services.depth_service import DepthService
     return DepthService(settings, sources=[], default=str(vitt_checkpoint))
 
 
@@ -39,8 +39,8 @@ def metric_vitt_checkpoint(tmp_path_factory):
     """A random (seeded) tiny vitt metric network (max depth 20 m): predicts metres."""
     import torch
 
-    from pipeline.checkpoints import save_checkpoint, untrained_model
     from pipeline.config import ModelConfig
+    from pipeline.weights.loading import save_checkpoint, untrained_model
     torch.manual_seed(0)
     loaded = untrained_model(ModelConfig(encoder="vitt", metric=True, max_depth=20.0))
     return save_checkpoint(loaded.model, tmp_path_factory.mktemp("metric_vitt") / "tiny_metric.safetensors",
@@ -49,5 +49,5 @@ def metric_vitt_checkpoint(tmp_path_factory):
 
 @pytest.fixture
 def metric_service(settings, metric_vitt_checkpoint):
-    from pipeline.depth_service import DepthService
+    from pipeline.services.depth_service import DepthService
     return DepthService(settings, sources=[], default=str(metric_vitt_checkpoint))

@@ -5,9 +5,9 @@ from __future__ import annotations
 def make_services(depth, *, curation=None, training=None):
     """Services over `depth` (a DepthService); the curation and training services a test does not give
     are made over the label store of depth's settings."""
-    from pipeline.curation_service import CurationService
+    from pipeline.services.curation_service import CurationService
+    from pipeline.services.training_service import TrainingService
     from pipeline.store import Store
-    from pipeline.training_service import TrainingService
     from studio.app import Services
     settings = depth.settings.ensure_dirs()
     store = None

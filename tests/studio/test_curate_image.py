@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from synthetic_geometry import room
 
-from pipeline.curation_service import CurationService
+from pipeline.services.curation_service import CurationService
 from pipeline.store import Store
 from studio.curate_image import SELECT_FIELDS, VIEW_FIELDS
 from studio.curate_tab import CurateHandlers

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.curation_service import CurationService
+from pipeline.services.curation_service import CurationService
 from pipeline.store import Store
 from studio import curate_gallery as cg
 from studio.curate_js import BRUSH_KEYS, SHORTCUTS

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 from synthetic_geometry import room
 
-from pipeline.calibration import CalibrationError
-from pipeline.curation_service import SELECT_MODES, CurationError, CurationService
-from pipeline.dataset_export import NothingToExport
+from pipeline.geometry.calibration import CalibrationError
+from pipeline.intake.dataset_export import NothingToExport
+from pipeline.services.curation_service import SELECT_MODES, CurationError, CurationService
 from pipeline.store import StaleRevisionError, Store
 
 H, W = 96, 128

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.curation_service import TOOLS, CurationError, CurationService
-from pipeline.ingest import IngestError
+from pipeline.intake.images import IngestError
+from pipeline.services.curation_service import TOOLS, CurationError, CurationService
 from pipeline.store import HistoryError, StaleRevisionError, Store
 
 H, W = 12, 16

@@ -1,4 +1,4 @@
-"""pipeline.depth_batch and the studio's batch panel: several images, a gallery, one zip; bad files skipped."""
+"""pipeline.services.depth_batch and the studio's batch panel: several images, a gallery, one zip; bad files skipped."""
 from __future__ import annotations
 
 import zipfile
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.depth_batch import run_batch
 from pipeline.errors import ConfigError, ImageError
+from pipeline.services.depth_batch import run_batch
 
 
 @pytest.fixture

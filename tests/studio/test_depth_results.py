@@ -1,4 +1,4 @@
-"""pipeline.depth_results: what a finished request offers (re-colour, legend, measure, exports), no network re-run."""
+"""pipeline.services.depth_results: what a finished request offers (re-colour, legend, measure, exports), no network re-run."""
 from __future__ import annotations
 
 import zipfile
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import depth_outputs, measure, pointcloud
-from pipeline.depth_outputs import RequestGone
 from pipeline.errors import ConfigError
+from pipeline.geometry import measure, pointcloud
+from pipeline.services import depth_outputs
+from pipeline.services.depth_outputs import RequestGone
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def test_exports_in_the_formats_tools_read(metric_service, metric_result, small_
     import open3d as o3d
     import trimesh
 
-    from pipeline.exports import read_exr
+    from pipeline.files.exports import read_exr
     rid, a = metric_result.summary["request"], metric_result.array
     files, zipped = metric_service.results.exports(rid, ["ply", "exr", "glb", "normals", "gray"])
     by_name = {p.name: p for p in files}

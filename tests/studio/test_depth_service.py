@@ -1,4 +1,4 @@
-"""pipeline.depth_service: model cache, weights-missing fallback, one request end to end, bad input."""
+"""pipeline.services.depth_service: model cache, weights-missing fallback, one request end to end, bad input."""
 from __future__ import annotations
 
 import threading
@@ -9,12 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import depth_png, render
+from pipeline import render
 from pipeline.config import ModelConfig
-from pipeline.depth_models import ModelCache, ModelChoice, registry_choices
-from pipeline.depth_service import DepthService
 from pipeline.errors import ConfigError, ImageError
+from pipeline.files import depth_png
 from pipeline.runtime import resolve_auto
+from pipeline.services.depth_models import ModelCache, ModelChoice, registry_choices
+from pipeline.services.depth_service import DepthService
 
 
 def read_ply_xyz_rgb(path):
@@ -53,7 +54,7 @@ def test_pluggable_sources_are_read_on_every_call(settings, vitt_checkpoint):
 # ---- model cache -----------------------------------------------------------------------------
 
 def test_a_model_loads_once_even_under_concurrent_requests(vitt_service, monkeypatch):
-    import pipeline.depth_service as ds
+    import pipeline.services.depth_service as ds
     calls = []
     real = ds.load_model
 
@@ -111,7 +112,7 @@ def test_weights_problem_offline_is_known_without_a_download(settings, monkeypat
     import huggingface_hub
     import huggingface_hub.constants as hc
 
-    from pipeline import hub
+    from pipeline.weights import hub
     calls = {"connect": 0, "download": 0}
 
     def unreachable(*a, **kw):
@@ -190,7 +191,7 @@ def test_recipe_weights_reproduce_the_official_numbers(settings, recipe_pth, ref
 
 
 def test_focal_given_exif_or_field_of_view(vitt_service, small_rgb, tmp_path):
-    from pipeline.pointcloud import focal_from_fov
+    from pipeline.geometry.pointcloud import focal_from_fov
     assert vitt_service.run(small_rgb, input_size=70, focal_px=123.0).summary["focal_px"] == 123.0
     s = vitt_service.run(small_rgb, input_size=70).summary
     assert s["focal_px"] == round(focal_from_fov(80, 60), 2)
@@ -262,7 +263,7 @@ def test_a_flat_prediction_still_gives_every_output_but_the_cloud(vitt_service, 
 
 
 def test_students_registered_in_the_store_become_choices(settings, vitt_checkpoint, small_rgb):
-    from pipeline.depth_models import store_choices
+    from pipeline.services.depth_models import store_choices
     from pipeline.store import Store
     source = store_choices(settings.database)
     assert source() == [] and not settings.database.exists()          # listing never creates the db

@@ -125,8 +125,8 @@ def test_untrained_result_shows_the_banner(handlers, small_rgb):
 def test_model_info_names_the_licence_and_missing_weights(settings, vitt_checkpoint, monkeypatch, tmp_path):
     import huggingface_hub.constants as hc
 
-    from pipeline.depth_models import registry_choices
-    from pipeline.depth_service import DepthService
+    from pipeline.services.depth_models import registry_choices
+    from pipeline.services.depth_service import DepthService
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     service = DepthService(settings, sources=[registry_choices], default=str(vitt_checkpoint))
@@ -140,7 +140,7 @@ def test_model_info_names_the_licence_and_missing_weights(settings, vitt_checkpo
 
 
 def test_inspect_prefills_the_exif_focal(handlers, tmp_path, small_rgb):
-    from pipeline.image_io import decode_image
+    from pipeline.files.image_io import decode_image
     exif = Image.Exif()
     exif.get_ifd(0x8769)[0xA405] = 50                       # FocalLengthIn35mmFilm = 50 mm
     path = tmp_path / "camera.jpg"
@@ -232,8 +232,8 @@ def test_unknown_model_over_the_api_names_the_choices(handlers, small_rgb):
 
 
 def test_refreshing_the_picker_lists_new_choices(settings, vitt_checkpoint):
-    from pipeline.depth_models import ModelChoice
-    from pipeline.depth_service import DepthService
+    from pipeline.services.depth_models import ModelChoice
+    from pipeline.services.depth_service import DepthService
     extra = []
     service = DepthService(settings, sources=[lambda: list(extra)], default=str(vitt_checkpoint))
     h = DepthHandlers(service, infer=service.infer)

@@ -56,7 +56,7 @@ def test_predict_video_returns_the_videos_npz_and_summary(vitt_service, clip):
 
 
 def test_the_studio_frame_cap_cuts_long_clips(settings, vitt_checkpoint, clip):
-    from pipeline.depth_service import DepthService
+    from pipeline.services.depth_service import DepthService
     service = DepthService(settings.with_overrides(max_video_frames=4), sources=[], default=str(vitt_checkpoint))
     h = VideoHandlers(service, runner=VideoHandlers(service)._run)
     _, _, npz, summary, text = h.predict_video(str(clip), None, 70, None, 1, 100, False, progress=NoProgress())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.picture_marks import draw_points, mask_area
+from pipeline.geometry.picture_marks import draw_points, mask_area
 from studio.curate_text import reference_rows, selection_markdown
 
 

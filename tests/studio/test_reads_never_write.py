@@ -9,10 +9,10 @@ import subprocess
 
 from train_data import add_accepted, fake_job, finished_run  # on sys.path (pytest)
 
-from pipeline import jobs
-from pipeline.curation_service import CurationService
+from pipeline.jobs import manager as jobs
+from pipeline.services.curation_service import CurationService
+from pipeline.services.training_service import TrainingService
 from pipeline.store import Store
-from pipeline.training_service import TrainingService
 from studio.curate_tab import CurateHandlers
 from studio.train_handlers import TrainHandlers
 

@@ -14,9 +14,9 @@ import pytest
 from pipeline.cli import train as train_cli
 from pipeline.errors import ConfigError
 from pipeline.ranges import Range
+from pipeline.services.training_form import FORM_EXTRAS, form_settings
 from pipeline.train.config_fields import describe, setting
 from pipeline.train.train_config import SETTINGS, TrainConfig
-from pipeline.training_form import FORM_EXTRAS, form_settings
 from studio import train_tab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,8 +32,8 @@ def help_text(config_cls=TrainConfig) -> str:
 def test_help_form_and_config_walk_the_same_definition(settings, vitt_service, tmp_path):
     from services import make_services
 
+    from pipeline.services.training_service import TrainingService
     from pipeline.store import Store
-    from pipeline.training_service import TrainingService
     from studio.app import build_app
     text = help_text()
     for s in SETTINGS:                                             # --help: option, help, range and default

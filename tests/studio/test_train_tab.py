@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from services import make_services
 
-from pipeline import jobs
+from pipeline.jobs import manager as jobs
+from pipeline.services.training_service import TrainingService
 from pipeline.store import Store
 from pipeline.train.run_folder import RunFolder
-from pipeline.training_service import TrainingService
 from studio import train_tab
 from studio.app import build_app
 from studio.train_compare_view import COMPARE_HEADERS

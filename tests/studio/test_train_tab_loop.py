@@ -7,22 +7,22 @@ import numpy as np
 import pytest
 from train_data import add_accepted, fake_job, finished_run  # on sys.path (pytest)
 
-from pipeline import training_form
+from pipeline.services import training_form
+from pipeline.services.training_service import TrainingService
 from pipeline.store import Store
 from pipeline.train.errors import ResumeError
 from pipeline.train.recipe import train
 from pipeline.train.registration import register_run
 from pipeline.train.run_folder import RunFolder, step_checkpoint_name
 from pipeline.train.train_config import TrainConfig
-from pipeline.training_service import TrainingService
 from studio.train_handlers import TrainHandlers
 
 
 @pytest.fixture
 def vitt_service(settings, vitt_checkpoint):
     """The studio's model list as app.py builds it: the loaded model, then the store's trained models."""
-    from pipeline.depth_models import store_choices
-    from pipeline.depth_service import DepthService
+    from pipeline.services.depth_models import store_choices
+    from pipeline.services.depth_service import DepthService
     return DepthService(settings, sources=[store_choices(settings.ensure_dirs().database)],
                         default=str(vitt_checkpoint))
 
@@ -130,7 +130,7 @@ def test_keep_data_continues_on_the_snapshot_the_run_started_with(service, tmp_p
         train(cfg, resume=True, log=lambda *_: None)
     result = train(TrainConfig.from_dict(snapshot), resume=True, keep_data=True, log=lambda *_: None)
     assert result.status == "finished" and result.step == 3
-    from pipeline.checkpoints import load_model
+    from pipeline.weights.loading import load_model
     items = load_model(result.checkpoint).meta["data"]["items"]
     assert first.revision_id in {r["revision_id"] for r in items}               # the old revision, not the fix
 
@@ -139,11 +139,11 @@ def test_a_metric_model_as_the_start_makes_a_metric_run_and_faces_a_relative_one
     import torch
     from train_data import add_with_ground_truth
 
-    from pipeline.checkpoints import save_checkpoint
     from pipeline.config import ModelConfig
-    from pipeline.depth_service import DepthService
     from pipeline.errors import ConfigError
     from pipeline.model import DepthAnything
+    from pipeline.services.depth_service import DepthService
+    from pipeline.weights.loading import save_checkpoint
     torch.manual_seed(3)
     metric_file = save_checkpoint(DepthAnything(ModelConfig("vitt", metric=True, max_depth=20.0)),
                                   tmp_path / "metric_vitt.safetensors")

@@ -1,5 +1,5 @@
 """TrainingService on a tmp store: form -> settings file -> train command, held-out split, teacher vs student
-scores equal to pipeline.evaluation on the same arrays, loss curves across resumes, checkpoint
+scores equal to pipeline.evaluation.protocol on the same arrays, loss curves across resumes, checkpoint
 registration, and (slow) a real tiny vitt run started, cancelled, resumed and finished as jobs."""
 from __future__ import annotations
 
@@ -23,13 +23,13 @@ from train_data import (  # on sys.path (pytest)
     png,
 )
 
-from pipeline import evaluation as ev
-from pipeline import holdout_compare as hc
-from pipeline import jobs
 from pipeline.errors import ConfigError
+from pipeline.evaluation import holdout as hc
+from pipeline.evaluation import protocol as ev
+from pipeline.jobs import manager as jobs
+from pipeline.services.training_service import TrainingService, TrainingServiceError
 from pipeline.store import Store
 from pipeline.train.run_folder import RunFolder
-from pipeline.training_service import TrainingService, TrainingServiceError
 
 
 @pytest.fixture
@@ -159,9 +159,9 @@ def test_holdout_split_is_by_image_hash(store):
 def test_compare_scores_equal_pipeline_evaluation(service, store, vitt_service, tmp_path):
     import torch
 
-    from pipeline.checkpoints import save_checkpoint, untrained_model
     from pipeline.config import ModelConfig
     from pipeline.predictor import Predictor
+    from pipeline.weights.loading import save_checkpoint, untrained_model
     torch.manual_seed(1)
     other = save_checkpoint(untrained_model(ModelConfig(encoder="vitt")).model, tmp_path / "other.safetensors")
     student = vitt_service.add_checkpoint(str(other))
@@ -230,8 +230,8 @@ def test_a_store_of_teacher_labels_has_nothing_independent_to_score(service, sto
 def test_the_checkpoint_figure_names_what_it_was_measured_against(store, settings, vitt_checkpoint, tmp_path):
     import shutil
 
-    from pipeline.depth_models import store_choices
-    from pipeline.depth_service import DepthService
+    from pipeline.services.depth_models import store_choices
+    from pipeline.services.depth_service import DepthService
     depth = DepthService(settings, sources=[store_choices(store.path)], default=str(vitt_checkpoint))
     service = TrainingService(store, settings, depth, data_root=tmp_path / "root", device="cpu", threads=1, gpus=0)
     run = service.runs_dir / "stud"
@@ -274,7 +274,7 @@ def test_curves_follow_a_resumed_run(service, store, tmp_path):
 
 
 def test_a_run_that_finished_while_the_studio_was_down_is_registered_once_at_start(service, store, tmp_path):
-    from pipeline.depth_models import store_choices
+    from pipeline.services.depth_models import store_choices
     run = finished_run(service.runs_dir / "stud", metric=True)
     job = fake_job(store, run.path)
     assert store.list_checkpoints() == [] and service.checkpoints() == []         # reading registers nothing

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.curation_service import CurationService
 from pipeline.errors import ConfigError
+from pipeline.services.curation_service import CurationService
 from pipeline.store import Store
 from studio.curate_image import VIEW_FIELDS
 from studio.curate_tab import CurateHandlers

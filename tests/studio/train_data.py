@@ -55,10 +55,10 @@ def fake_job(store, out_dir, resumed_from=None, metrics=()):
 
 def finished_run(folder, *, metric: bool = False, step: int = 5):
     """A run folder whose final weights carry the meta the recipe writes (tiny vitt, metric or not)."""
-    from pipeline.checkpoints import save_checkpoint
     from pipeline.config import ModelConfig
     from pipeline.model import DepthAnything
     from pipeline.train.run_folder import RunFolder
+    from pipeline.weights.loading import save_checkpoint
     run = RunFolder(folder)
     meta = {"step": step, "last_loss": 0.25, "init": "random initialisation", "train_config": {"encoder": "vitt"},
             "data": {"count": 2, "sha256": "ab" * 32, "items": []}}

@@ -1,5 +1,5 @@
 """The feature-alignment term's token mask (pipeline.train.objective) and the student's encoder
-initialisation from DINOv2 weights (pipeline.train.student, read through pipeline.checkpoints)."""
+initialisation from DINOv2 weights (pipeline.train.student, read through pipeline.weights.loading)."""
 from __future__ import annotations
 
 import pickle

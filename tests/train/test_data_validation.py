@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 from train_helpers import one_thread, scenes_dir_fixture, tiny_config  # noqa: F401
 
-from pipeline.checkpoints import project_metadata
 from pipeline.errors import ImageError
 from pipeline.train.augment import Sample, check_trainable, resize_short_side
 from pipeline.train.data import folder_items, validate_items
 from pipeline.train.errors import TrainDataError
 from pipeline.train.recipe import gather_items, train
+from pipeline.weights.loading import project_metadata
 
 
 def _with_strip(scenes_dir, tmp_path, h=8, w=2000):

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from train_helpers import ROOT, one_thread, quiet, state_dict_of, tiny_config  # noqa: F401
 
-from pipeline.checkpoints import load_model, save_checkpoint, untrained_model
 from pipeline.config import ModelConfig
 from pipeline.train import state as st
 from pipeline.train.batches import MixedSampler, local_entries
 from pipeline.train.recipe import train
 from pipeline.train.synthetic import write_scenes
+from pipeline.weights.loading import load_model, save_checkpoint, untrained_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

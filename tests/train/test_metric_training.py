@@ -10,7 +10,6 @@ import pytest
 import torch
 from train_helpers import one_thread, quiet, scenes_dir_fixture, tiny_config  # noqa: F401
 
-from pipeline.checkpoints import load_model, save_checkpoint
 from pipeline.config import ModelConfig
 from pipeline.errors import ConfigError
 from pipeline.model import DepthAnything
@@ -18,6 +17,7 @@ from pipeline.train import losses
 from pipeline.train.metric_student import build_metric_student
 from pipeline.train.run_folder import RunFolder
 from pipeline.train.train_config import TrainConfig
+from pipeline.weights.loading import load_model, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 MAX_DEPTH = 20.0
@@ -32,7 +32,7 @@ def tiny_checkpoint(path, *, metric: bool, seed: int = 0):
 def test_the_cli_fine_tunes_a_metric_model_that_predicts_metres_and_evaluates_without_alignment(
         tmp_path, scenes_dir, capsys):
     from pipeline.cli import main
-    from pipeline.depth_service import DepthService, store_choices
+    from pipeline.services.depth_service import DepthService, store_choices
     from pipeline.settings import StudioSettings
     from pipeline.store import Store
     init = tiny_checkpoint(tmp_path / "metric_init.safetensors", metric=True)

@@ -9,7 +9,6 @@ import pytest
 import torch
 from train_helpers import one_thread, quiet, scenes_dir_fixture, tiny_config  # noqa: F401
 
-from pipeline.checkpoints import save_checkpoint, untrained_model
 from pipeline.config import ModelConfig
 from pipeline.errors import CheckpointError, ConfigError, StudioError
 from pipeline.train.augment import from_numpy, resize_short_side
@@ -22,6 +21,7 @@ from pipeline.train.state import read_metrics
 from pipeline.train.store_source import label_and_mask
 from pipeline.train.synthetic import write_scenes
 from pipeline.train.train_config import TrainConfig, parse_ratio
+from pipeline.weights.loading import save_checkpoint, untrained_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -351,8 +351,8 @@ def _scene_store(path, n: int):
 
 
 def test_holdout_leaves_the_held_out_store_images_out_of_training(tmp_path):
-    from pipeline.checkpoints import load_model
     from pipeline.train.train_config import in_holdout
+    from pipeline.weights.loading import load_model
     store = _scene_store(tmp_path / "studio.db", 8)
     held = {i for i in store.image_ids() if in_holdout(store.get_image(i).sha256, 0.5)}
     kept = set(store.image_ids()) - held

@@ -7,7 +7,6 @@ import pytest
 import torch
 from train_helpers import one_thread, quiet, scenes_dir_fixture, tiny_config  # noqa: F401
 
-from pipeline.checkpoints import load_model
 from pipeline.config import ModelConfig
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.model.encoder import DinoV2Encoder
@@ -17,6 +16,7 @@ from pipeline.train.distributed import DistContext
 from pipeline.train.objective import combine
 from pipeline.train.recipe import Recipe, gather_items, train
 from pipeline.train.train_config import TrainConfig
+from pipeline.weights.loading import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,7 +35,7 @@ def _unlabelled(tmp_path, scenes_dir):
     folder.mkdir()
     for p in sorted(scenes_dir.glob("*.png"))[:4]:
         shutil.copy(p, folder / p.name)
-    from pipeline.checkpoints import save_checkpoint, untrained_model
+    from pipeline.weights.loading import save_checkpoint, untrained_model
     torch.manual_seed(3)
     teacher = save_checkpoint(untrained_model(ModelConfig("vitt")).model, tmp_path / "teacher.safetensors")
     return dict(unlabelled_dir=str(folder), teacher=str(teacher))

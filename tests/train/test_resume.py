@@ -23,10 +23,10 @@ from train_helpers import (  # noqa: F401
     tiny_config,
 )
 
-from pipeline.checkpoints import load_model
 from pipeline.train import state as st
 from pipeline.train.errors import CheckpointWriteError, ResumeError
 from pipeline.train.recipe import train
+from pipeline.weights.loading import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -30,8 +30,8 @@ def bench():
 
 
 def test_teacher_pseudo_labels_student_scored_on_real_ground_truth(bench, tmp_path):
-    from pipeline import evaluation as ev
-    from pipeline import holdout_compare as hc
+    from pipeline.evaluation import holdout as hc
+    from pipeline.evaluation import protocol as ev
     from pipeline.predictor import Predictor
     from pipeline.store import Store
     p = dict(bench.PRESETS["tiny"], scenes=12, teacher_steps=60, student_steps=40)
@@ -47,7 +47,7 @@ def test_teacher_pseudo_labels_student_scored_on_real_ground_truth(bench, tmp_pa
     assert {i.protocol.gt_kind for i in items} == {"depth", "disparity"}          # metres / disparity space
     assert len(skipped) == data["n_photos"] and all("model:teacher" in s["reason"] for s in skipped)
     student = bench.train_student("+ feature alignment", 0, tmp_path / "store.db", data, teacher, tmp_path, p, args)
-    from pipeline.checkpoints import load_model
+    from pipeline.weights.loading import load_model
     meta = load_model(student).meta
     assert meta["feature_target"] == f"dinov2: {teacher}" and meta["data"]["count"] == 12 + data["n_photos"]
 

@@ -3,7 +3,7 @@ the store teach a student the right depth order where uncorrected pseudo-labels 
 
 Data: procedural scenes with exact depth (pipeline.train.synthetic): floor, back wall, boxes,
 checker textures in world units, fog. Model: the tiny `vitt` encoder, random initialisation, CPU.
-Scored with pipeline.evaluation's protocol, sign check included: a prediction whose fitted scale
+Scored with pipeline.evaluation.protocol's protocol, sign check included: a prediction whose fitted scale
 is <= 0 (reversed depth order) is a failed alignment, never a good score. These scenes stand on a
 floor, so the image-row prior alone scores AbsRel ~0.34 on them: a student has to beat that.
 This is a synthetic world; evidence on real images is benchmarks/bench_self_training.py.
@@ -18,19 +18,19 @@ import torch
 from PIL import Image
 from train_helpers import one_thread, quiet  # noqa: F401
 
-from pipeline import evaluation as ev
-from pipeline.checkpoints import load_model
+from pipeline.evaluation import protocol as ev
 from pipeline.preprocess import normalize, resize_input, to_tensor
 from pipeline.train.recipe import train
 from pipeline.train.synthetic import make_scenes, write_scenes
 from pipeline.train.train_config import TrainConfig
+from pipeline.weights.loading import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PROTOCOL = ev.Protocol(gt_kind="depth", depth_cap=80.0)
 
 
 def held_out(model, scenes, size: int) -> dict:
-    """pipeline.evaluation summary over scenes: predict at size x size, resize back, score."""
+    """pipeline.evaluation.protocol summary over scenes: predict at size x size, resize back, score."""
     model.eval()
     records = []
     with torch.no_grad():

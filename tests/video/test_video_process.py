@@ -9,14 +9,14 @@ import torch
 from skimage.data import astronaut
 
 from pipeline import cli
-from pipeline.checkpoints import save_checkpoint, untrained_model
 from pipeline.config import ModelConfig
-from pipeline.depth_png import read_depth_png
+from pipeline.files.depth_png import read_depth_png
 from pipeline.predictor import Predictor
 from pipeline.video import synthetic
 from pipeline.video.align import AlignParams
 from pipeline.video.io import VideoReader
 from pipeline.video.process import VideoOptions, predict_video
+from pipeline.weights.loading import save_checkpoint, untrained_model
 
 SIZE = 70                     # network input: tiny and fast
 

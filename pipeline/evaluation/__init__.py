@@ -1,0 +1,1 @@
+"""Evaluation: the protocol (`protocol`), metric-depth metrics (`metric_depth`), summaries and the verdict (`summary`), evaluation items from folders and the store (`data`), teacher vs student on the held-out images (`holdout`)."""

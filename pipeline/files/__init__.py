@@ -1,0 +1,1 @@
+"""File formats and folders, below the store: decoding images (`image_io`), 16-bit depth PNGs (`depth_png`), `.exr` / `.glb` / normals exports (`exports`), the dataset folder layout (`dataset_layout`), the built-in sample (`sample_data`)."""

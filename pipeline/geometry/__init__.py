@@ -1,0 +1,1 @@
+"""Geometry on a depth map, pure numpy: rays and point clouds (`pointcloud`), surface normals (`normals`), measuring (`measure`), metric calibration from references (`calibration`), marks drawn on pictures (`picture_marks`)."""

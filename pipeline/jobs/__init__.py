@@ -1,0 +1,1 @@
+"""Background jobs: start, queue, cancel, resume and read status (`manager`), the process a job runs under (`supervisor`), the reporting side inside a job (`reporter`), the SIGTERM latch (`stop_signal`)."""

@@ -1,0 +1,274 @@
+"""The files of one depth request: the light set every request writes, and the heavy ones built when asked.
+
+Every request (pipeline.services.depth_service.DepthService.run) writes into its own folder:
+    <stem>_input.jpg        the image (for the before/after slider)
+    <stem>_depth_color.png  the colour map (range clipped when asked)
+    <stem>_depth16.png      16-bit PNG, values recoverable (pipeline.files.depth_png)
+    <stem>_depth.npy        float32 (H, W), the prediction itself
+    <stem>_points.ply       the viewer's point cloud: every `step`-th pixel, at most
+                            `max_viewer_points` points, binary little-endian
+    request.json, rgb.npy   what the on-demand exports need (the record below, the exact pixels)
+The full-resolution and other formats (`EXPORTS`: every-pixel .ply, OpenEXR, .glb mesh, normals,
+8-bit grayscale) are built from the folder when asked (`build_exports`), once, and `zip_outputs`
+packs everything into one zip. The CLI (`python -m pipeline predict --exr --glb --normals`) uses the
+same writers.
+
+Intrinsics: the strided viewer cloud keeps the full image's camera. Subsampled pixel i is pixel
+i*step of the image, whose centre lies at i*step + 0.5; with focal f/step the principal point of the
+subsampled grid is (c - 0.5)/step + 0.5, so every viewer point is exactly the full cloud's point of
+that pixel (metres for metric models). Relative predictions use the pseudo-depth of the whole image,
+so the viewer and full clouds share one scale.
+"""
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .. import render
+from ..atomic import atomic_path, atomic_write
+from ..errors import ConfigError, StudioError
+from ..files import exports
+from ..geometry import pointcloud
+from ..ranges import Range
+
+REQUEST_FILE = "request.json"
+RGB_FILE = "rgb.npy"
+REQUEST_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{8}$")
+BASIC = (("input", "_input.jpg"), ("color", "_depth_color.png"), ("depth16", "_depth16.png"),
+         ("npy", "_depth.npy"), ("ply", "_points.ply"))
+
+
+def safe_stem(name: str) -> str:
+    """A file-name stem from an image name: letters, digits, _ and - only, at most 40 characters."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(name or "image").stem).strip("_")
+    return (stem or "image")[:40]
+
+
+class RequestGone(StudioError):
+    """The request's folder is unknown or was cleaned up."""
+
+
+@dataclass
+class RequestRecord:
+    """What a request's folder holds and how it was made (request.json)."""
+    id: str
+    stem: str
+    name: str
+    kind: str                          # "disparity" | "metric_depth"
+    unit: str
+    width: int
+    height: int
+    focal_px: float
+    focal_source: str
+    model: str
+    model_title: str
+    cmap: str
+    vmin: float | None = None
+    vmax: float | None = None
+    voxel_size: float | None = None
+    remove_outliers: bool = False
+
+
+@dataclass
+class Request:
+    folder: Path
+    record: RequestRecord
+
+    def path(self, suffix: str) -> Path:
+        return self.folder / f"{self.record.stem}{suffix}"
+
+    def array(self) -> np.ndarray:
+        """(H, W) float32 prediction."""
+        return np.load(self.path("_depth.npy"), allow_pickle=False)
+
+    def rgb(self) -> np.ndarray:
+        """(H, W, 3) uint8, the exact pixels the prediction was made from."""
+        return np.load(self.folder / RGB_FILE, allow_pickle=False)
+
+    def source(self) -> DepthSource:
+        r = self.record
+        return DepthSource(self.rgb(), self.array(), r.kind, r.focal_px, r.voxel_size, r.remove_outliers,
+                           {"model": r.model, "image": r.name})
+
+    def basic_files(self) -> dict[str, Path]:
+        return {k: self.path(s) for k, s in BASIC if self.path(s).exists()}
+
+    def save(self) -> None:
+        atomic_write(self.folder / REQUEST_FILE, json.dumps(asdict(self.record)))
+
+
+def open_request(temp_dir: Path, request_id: str) -> Request:
+    """The request called `request_id` under `temp_dir`; RequestGone when it is not (or no longer) there."""
+    request_id = str(request_id or "").strip()
+    if not REQUEST_ID.match(request_id):
+        raise RequestGone(f"{request_id!r} is not a request id (the `request` field of a /predict summary)")
+    folder = Path(temp_dir) / request_id
+    try:
+        record = RequestRecord(**json.loads((folder / REQUEST_FILE).read_text()))
+    except FileNotFoundError:
+        raise RequestGone(f"request {request_id} is gone (results are kept for a few hours); compute depth "
+                          "again") from None
+    except (ValueError, TypeError) as e:
+        raise RequestGone(f"request {request_id} cannot be read ({e}); compute depth again") from None
+    return Request(folder, record)
+
+
+# ----------------------------------------------------------------------------- light set
+
+def write_viewer_cloud(path: Path, rgb, array, kind: str, focal_px: float, max_points: int, voxel_size=None,
+                       remove_outliers: bool = False) -> tuple[int, int, str]:
+    """The viewer's .ply -> (points, pixel stride, note); 0 points and no file when no cloud can be made."""
+    step = pointcloud.cloud_stride(*array.shape, max_points)
+    try:
+        pcd, step = pointcloud.strided_cloud(rgb, array, kind, focal_px, max_points, voxel_size=voxel_size,
+                                             remove_outliers=remove_outliers)
+        if len(pcd.points) == 0:
+            raise ConfigError("every point was removed; use a smaller voxel size or keep outliers")
+        pointcloud.write_ply(path, pcd)
+    except ConfigError as e:           # e.g. no positive disparity (untrained weights): the rest still shows
+        if voxel_size and "voxel" in str(e):
+            raise
+        return 0, step, f"No point cloud: {e}"
+    return len(pcd.points), step, pointcloud.point_cloud_note(kind)
+
+
+def write_views(request: Request, rgb: np.ndarray, array: np.ndarray, color: np.ndarray) -> None:
+    """The slider's JPEG, the colour PNG, the float .npy and the exact pixels for later exports."""
+    np.save(request.path("_depth.npy"), array.astype(np.float32, copy=False))
+    np.save(request.folder / RGB_FILE, np.ascontiguousarray(rgb, dtype=np.uint8))
+    Image.fromarray(rgb).save(request.path("_input.jpg"), quality=90)
+    Image.fromarray(color).save(request.path("_depth_color.png"), compress_level=1)
+
+
+def colour_picture(array: np.ndarray, kind: str, cmap: str, vmin: float | None = None,
+                   vmax: float | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 colour map; near is the map's end (red in Spectral_r) for disparity and metres alike."""
+    return render.colorize(array, cmap, vmin, vmax, kind=kind)
+
+
+COLOUR_LIMIT = Range("colour range limit", -1e30, 1e30)      # any finite value of a prediction
+
+
+def check_range(vmin: float | None, vmax: float | None) -> tuple[float | None, float | None]:
+    """Colour range limits (None or "": the data's own); ConfigError when one is not a finite number or
+    both are given and not increasing."""
+    vmin, vmax = (None if v is None or v == "" else COLOUR_LIMIT.check(v) for v in (vmin, vmax))
+    if vmin is not None and vmax is not None and not vmin < vmax:
+        raise ConfigError(f"the colour range needs its lower limit below its upper one, got {vmin:g} and {vmax:g}")
+    return vmin, vmax
+
+
+# ----------------------------------------------------------------------------- on-demand exports
+
+@dataclass
+class DepthSource:
+    """What an export is made from: the pixels, the prediction, and the camera."""
+    rgb: np.ndarray                    # (H, W, 3) uint8
+    array: np.ndarray                  # (H, W) float32
+    kind: str
+    focal_px: float
+    voxel_size: float | None = None
+    remove_outliers: bool = False
+    meta: dict | None = None           # kept in the EXR header
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    key: str
+    label: str
+    suffixes: tuple[str, ...]                                # file name endings after the stem
+    write: Callable[[DepthSource, list[Path]], None]
+
+    def paths(self, folder: Path, stem: str) -> list[Path]:
+        return [Path(folder) / f"{stem}{s}" for s in self.suffixes]
+
+
+def _write_full_ply(src: DepthSource, paths: list[Path]) -> None:
+    pcd = pointcloud.make_point_cloud(src.rgb, src.array, src.kind, focal_px=src.focal_px,
+                                      voxel_size=src.voxel_size or None, remove_outliers=src.remove_outliers,
+                                      axes=pointcloud.VIEWER_AXES)
+    pointcloud.write_ply(paths[0], pcd)
+
+
+def _write_exr(src: DepthSource, paths: list[Path]) -> None:
+    exports.write_exr(paths[0], src.array, src.kind, meta={"focal_px": src.focal_px, **(src.meta or {})})
+
+
+def _write_glb(src: DepthSource, paths: list[Path]) -> None:
+    exports.write_glb(paths[0], exports.depth_mesh(src.rgb, src.array, src.kind, focal_px=src.focal_px))
+
+
+def _write_normals(src: DepthSource, paths: list[Path]) -> None:
+    exports.write_normals(paths[0], paths[1], src.array, src.kind, focal_px=src.focal_px)
+
+
+def _write_gray(src: DepthSource, paths: list[Path]) -> None:
+    gray = render.grayscale(src.array, kind=src.kind)
+    Image.fromarray(gray).save(paths[0], compress_level=1)
+
+
+EXPORTS: dict[str, ExportFormat] = {f.key: f for f in (
+    ExportFormat("ply", "point cloud of every pixel (.ply)", ("_points_full.ply",), _write_full_ply),
+    ExportFormat("exr", "OpenEXR depth (.exr)", ("_depth.exr",), _write_exr),
+    ExportFormat("glb", "coloured mesh (.glb)", ("_mesh.glb",), _write_glb),
+    ExportFormat("normals", "surface normals (.png picture + .npy)", ("_normals.png", "_normals.npy"), _write_normals),
+    ExportFormat("gray", "8-bit grayscale PNG", ("_depth_gray.png",), _write_gray),
+)}
+
+
+def check_exports(keys) -> list[str]:
+    keys = [str(k) for k in (keys or [])]
+    unknown = [k for k in keys if k not in EXPORTS]
+    if unknown:
+        raise ConfigError(f"unknown export {', '.join(map(repr, unknown))}; choose from {', '.join(EXPORTS)}")
+    return list(dict.fromkeys(keys))
+
+
+def write_exports(src: DepthSource | Callable[[], DepthSource], folder: Path, stem: str, keys,
+                  progress: Callable[[float, str], None] | None = None, *, reuse: bool = True) -> dict[str, list[Path]]:
+    """Write the asked-for formats as <folder>/<stem><suffix>.
+
+    reuse=True (a request's folder, whose prediction never changes): files already there are kept, so
+    each format is built once. `src` may be a function giving the source, called only when something
+    has to be built.
+    """
+    keys = check_exports(keys)
+    progress = progress or (lambda fraction, message: None)
+    loaded: list[DepthSource] = []
+    out = {}
+    for i, key in enumerate(keys):
+        fmt = EXPORTS[key]
+        paths = fmt.paths(folder, stem)
+        if not (reuse and all(p.exists() for p in paths)):
+            progress(i / max(len(keys), 1), f"building the {fmt.label}")
+            if not loaded:
+                loaded.append(src() if callable(src) else src)
+            fmt.write(loaded[0], paths)
+        out[key] = paths
+    progress(1.0, "done")
+    return out
+
+
+def build_exports(req: Request, keys, progress: Callable[[float, str], None] | None = None) -> dict[str, list[Path]]:
+    """The asked-for formats of a request, built into its folder when first asked."""
+    return write_exports(req.source, req.folder, req.record.stem, keys, progress)
+
+
+def zip_outputs(req: Request, files: list[Path]) -> Path:
+    """One zip of the given files of a request (PNGs and JPEGs stored, the rest deflated)."""
+    path = req.path("_all.zip")
+    try:
+        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compresslevel=1) as z:
+            for f in files:
+                stored = f.suffix.lower() in (".png", ".jpg", ".glb")
+                z.write(f, f.name, compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+    except OSError as e:
+        raise StudioError(f"cannot write the zip of request {req.record.id}: {e.strerror or e}") from None
+    return path
