@@ -99,7 +99,7 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div_(255.0)
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
+def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) in [0, 1] -> ImageNet-normalised."""
     mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -129,7 +129,7 @@ def prepare(rgb: np.ndarray | torch.Tensor, input_size: int = DEFAULT_INPUT_SIZE
     """Official preprocessing: uint8 RGB (H, W, 3) or float (1, 3, H, W) in [0,1] -> network input."""
     x = to_tensor(rgb) if isinstance(rgb, np.ndarray) else rgb
     size = network_size(x.shape[-2], x.shape[-1], input_size)
-    return normalize(resize_input(x, size))
+    return imagenet_normalize(resize_input(x, size))
 
 
 def resize_output(pred: torch.Tensor, size: tuple[int, int], align_corners: bool = True) -> torch.Tensor:

@@ -23,7 +23,7 @@ _LUT_SIZE = 256
 BAD_COLOR = (0, 0, 0)
 
 
-def normalize(array: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def to_unit_range(array: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(H, W) float -> ((H, W) float32 in [0, 1], (H, W) bool finite mask). Range from finite values."""
     a = np.asarray(array, dtype=np.float32)
     if a.ndim != 2:
@@ -81,7 +81,7 @@ def colorize(array: np.ndarray, cmap: str = DEFAULT_CMAP, vmin: float | None = N
              *, kind: str = "disparity") -> np.ndarray:
     """(H, W) prediction of `kind` -> (H, W, 3) uint8 through a matplotlib colour map (see module docstring)."""
     lut = _lut(cmap)
-    unit, finite = normalize(array, vmin, vmax)
+    unit, finite = to_unit_range(array, vmin, vmax)
     unit = colour_position(unit, kind)
     rgb = lut[_indices(unit)]                                               # (H, W, 3)
     rgb[~finite] = BAD_COLOR
@@ -91,7 +91,7 @@ def colorize(array: np.ndarray, cmap: str = DEFAULT_CMAP, vmin: float | None = N
 def grayscale(array: np.ndarray, vmin: float | None = None, vmax: float | None = None,
               *, kind: str = "disparity") -> np.ndarray:
     """(H, W) prediction of `kind` -> (H, W) uint8, near bright; non-finite values 0."""
-    unit, finite = normalize(array, vmin, vmax)
+    unit, finite = to_unit_range(array, vmin, vmax)
     unit = colour_position(unit, kind)
     gray = np.rint(unit * 255.0).astype(np.uint8)
     gray[~finite] = 0

@@ -24,7 +24,7 @@ from ..errors import StudioError
 from ..files import dataset_layout as layout
 from ..files.image_io import MAX_PIXELS
 from ..store import InvalidValueError, Store
-from .images import Entry, ImportReport, import_entry, resolve_under_root
+from .images import ImportEntry, ImportReport, import_entry, resolve_under_root
 
 KINDS = {"depth": "metric_depth", "disparity": "disparity"}     # what the files hold -> store kind
 
@@ -61,7 +61,7 @@ def _values(gt: Path, kind: str, scale: float, mask: Path | None) -> tuple[np.nd
 
 def _image_id(store: Store, image: Path, folder: Path, report: ImportReport, author: str, max_pixels: int) -> int:
     before = len(report.added), len(report.duplicates)
-    import_entry(store, Entry(image.relative_to(folder).as_posix(), f"ground-truth:{folder.name}",
+    import_entry(store, ImportEntry(image.relative_to(folder).as_posix(), f"ground-truth:{folder.name}",
                               lambda: image.read_bytes()), report, author=author, max_pixels=max_pixels)
     if len(report.added) > before[0]:
         return report.added[-1].id

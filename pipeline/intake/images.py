@@ -1,6 +1,6 @@
 """Getting images into the label store: files, uploads, zips, and server folders.
 
-Every source becomes a list of `Entry` (a display name and a way to read its bytes); each
+Every source becomes a list of `ImportEntry` (a display name and a way to read its bytes); each
 entry is then checked and added on its own, so one bad file never stops an import:
 - a video (mp4, mov, webm, mkv, avi, ...) adds its frames at `video_rate` frames per second, as
   images grouped by clip and frame time (pipeline/video/ingest.py);
@@ -74,7 +74,7 @@ class ImportReport:
 
 
 @dataclass(frozen=True)
-class Entry:
+class ImportEntry:
     name: str                          # display name (relative path, zip member, upload name)
     source: str                        # provenance recorded with the image
     read: Callable[[], bytes]          # may raise IngestError/OSError (reported as rejected)
@@ -149,7 +149,7 @@ def _read_file(path: Path, cap: int = MAX_FILE_BYTES, root: Path | None = None) 
         return _read_capped(f, cap, f"larger than the {_mb(cap)} limit per file")
 
 
-def import_entry(store: Store, entry: Entry, report: ImportReport, *, author: str = "system",
+def import_entry(store: Store, entry: ImportEntry, report: ImportReport, *, author: str = "system",
                  max_pixels: int = MAX_PIXELS, video_rate: float | None = None) -> None:
     """Read, dedupe, decode-check and add one entry; the outcome goes into `report`."""
     if is_video_file(entry.name):
@@ -178,7 +178,7 @@ def import_entry(store: Store, entry: Entry, report: ImportReport, *, author: st
         report.duplicates.append(Duplicate(entry.name, record.id, record.name))
 
 
-def _import_video_entry(store: Store, entry: Entry, report: ImportReport, *, author: str, max_pixels: int,
+def _import_video_entry(store: Store, entry: ImportEntry, report: ImportReport, *, author: str, max_pixels: int,
                         rate: float | None) -> None:
     """A video's frames. A zip member, or a file under the import root (read through the root check on the
     opened file, never reopened by name), is copied to a temporary file first."""
@@ -199,7 +199,7 @@ def _import_video_entry(store: Store, entry: Entry, report: ImportReport, *, aut
         import_video(store, path, report, **kwargs)
 
 
-def _read_entry(entry: Entry, report: ImportReport) -> bytes | None:
+def _read_entry(entry: ImportEntry, report: ImportReport) -> bytes | None:
     """An entry's bytes, or None with the reason it cannot be read listed in `report`."""
     try:
         return entry.read()
@@ -221,7 +221,7 @@ def _reason(message: str, name: str) -> str:
     return message[len(prefix):] if message.startswith(prefix) else message
 
 
-def import_entries(store: Store, entries: Iterable[Entry], report: ImportReport | None = None, *,
+def import_entries(store: Store, entries: Iterable[ImportEntry], report: ImportReport | None = None, *,
                    author: str = "system", max_pixels: int = MAX_PIXELS,
                    progress: Callable[[Iterable], Iterable] | None = None,
                    video_rate: float | None = None) -> ImportReport:
@@ -240,7 +240,7 @@ def _unsafe_member(name: str) -> bool:
 
 def zip_entries(zf: zipfile.ZipFile, label: str, report: ImportReport, *,
                 max_members: int = MAX_ZIP_MEMBERS, max_total: int = MAX_ZIP_TOTAL_BYTES,
-                max_file: int = MAX_FILE_BYTES, budget_note: str = "") -> list[Entry]:
+                max_file: int = MAX_FILE_BYTES, budget_note: str = "") -> list[ImportEntry]:
     """Entries for a zip's files; unsafe or over-the-cap members go to `report.rejected`.
 
     `max_total` is charged with every byte decompressed (members rejected as too large too);
@@ -273,12 +273,12 @@ def zip_entries(zf: zipfile.ZipFile, label: str, report: ImportReport, *,
         if _unsafe_member(info.filename):
             report.rejected.append((name, "unsafe path in the zip (absolute or with '..'); not read"))
         else:
-            entries.append(Entry(name, f"zip:{label}", reader(info)))
+            entries.append(ImportEntry(name, f"zip:{label}", reader(info)))
     return entries
 
 
 def folder_entries(folder: Path, report: ImportReport, *, root: Path | None = None,
-                   label: str | None = None, max_file: int = MAX_FILE_BYTES) -> list[Entry]:
+                   label: str | None = None, max_file: int = MAX_FILE_BYTES) -> list[ImportEntry]:
     """Entries for the files under `folder` (sorted; hidden files skipped). With `root`, symlinks
     must stay inside it; folder symlinks are never walked."""
     label = label or folder.name
@@ -301,7 +301,7 @@ def folder_entries(folder: Path, report: ImportReport, *, root: Path | None = No
                     continue
             # checked again on the file actually opened: the folder may change after this listing (no path
             # is handed on, so a video is read through the same check and copied, never opened by name)
-            entries.append(Entry(name, f"folder:{folder}", lambda p=path: _read_file(p, max_file, root)))
+            entries.append(ImportEntry(name, f"folder:{folder}", lambda p=path: _read_file(p, max_file, root)))
     return entries
 
 
@@ -323,22 +323,22 @@ def import_uploads(store: Store, uploads: Sequence, *, author: str = "system",
     """
     report = ImportReport()
     with contextlib.ExitStack() as stack:
-        entries: list[Entry] = []
+        entries: list[ImportEntry] = []
         for item in uploads:
             name, src = (item if isinstance(item, tuple) else (Path(item).name, item))
             if str(name).lower().endswith(".zip"):
                 entries += _open_zip(stack, src, str(name), report, max_file_bytes)
             elif isinstance(src, (bytes, bytearray)):
-                entries.append(Entry(str(name), "upload", lambda b=bytes(src): _check_size(b, max_file_bytes)))
+                entries.append(ImportEntry(str(name), "upload", lambda b=bytes(src): _check_size(b, max_file_bytes)))
             else:
-                entries.append(Entry(str(name), "upload", lambda p=Path(src): _read_file(p, max_file_bytes),
+                entries.append(ImportEntry(str(name), "upload", lambda p=Path(src): _read_file(p, max_file_bytes),
                                      Path(src)))
         return import_entries(store, entries, report, author=author, max_pixels=max_pixels,
                               progress=progress, video_rate=video_rate)
 
 
 def _open_zip(stack: contextlib.ExitStack, src, label: str, report: ImportReport,
-              max_file: int = MAX_FILE_BYTES) -> list[Entry]:
+              max_file: int = MAX_FILE_BYTES) -> list[ImportEntry]:
     import io
     try:
         fp = io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray)) else src
@@ -395,9 +395,9 @@ def import_server_folder(store: Store, folder: str | os.PathLike, *, allowed_roo
 
 
 def plan_paths(paths: Sequence[str | os.PathLike], stack: contextlib.ExitStack,
-               report: ImportReport) -> list[Entry]:
+               report: ImportReport) -> list[ImportEntry]:
     """Command-line paths (files, folders, zips) -> entries; missing paths are rejected."""
-    entries: list[Entry] = []
+    entries: list[ImportEntry] = []
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
@@ -407,7 +407,7 @@ def plan_paths(paths: Sequence[str | os.PathLike], stack: contextlib.ExitStack,
         elif path.suffix.lower() == ".zip":
             entries += _open_zip(stack, path, path.name, report)
         else:
-            entries.append(Entry(path.name, "cli", lambda p=path: _read_file(p), path))
+            entries.append(ImportEntry(path.name, "cli", lambda p=path: _read_file(p), path))
     return entries
 
 

@@ -19,7 +19,7 @@ import torch
 
 from ..atomic import publish
 from ..errors import StudioError
-from ..preprocess import normalize, prepare, resize_input, to_tensor
+from ..preprocess import imagenet_normalize, prepare, resize_input, to_tensor
 from ..weights import registry as checkpoint_registry
 from . import onnx_export, openvino_rt
 
@@ -49,7 +49,7 @@ def verification_inputs() -> list[torch.Tensor]:
     from ..files.sample_data import motorcycle_sample
     rgb = motorcycle_sample()[0]                                             # (500, 741, 3)
     first = prepare(rgb)                                                     # (1, 3, 518, 770)
-    small = normalize(resize_input(to_tensor(rgb), (364, 518)))              # (1, 3, 364, 518)
+    small = imagenet_normalize(resize_input(to_tensor(rgb), (364, 518)))              # (1, 3, 364, 518)
     return [first, torch.cat([small, small.flip(-1)])]
 
 

@@ -30,7 +30,7 @@ from .records import (
     Location,
     Page,
     PointPair,
-    Prediction,
+    PredictionRecord,
     Revision,
     TrainingItem,
 )
@@ -44,7 +44,7 @@ __all__ = [
     "Store", "ANY_HEAD", "SORTS", "LAST_PAGE", "files_dir_for", "BlobStore", "StoredArray",
     "StoreError", "NotFoundError", "StaleRevisionError", "CorruptRecordError", "HistoryError",
     "SchemaVersionError", "InvalidValueError", "JobStateError",
-    "ImageRecord", "Page", "Location", "Prediction", "Revision", "Label", "History", "PointPair",
+    "ImageRecord", "Page", "Location", "PredictionRecord", "Revision", "Label", "History", "PointPair",
     "TrainingItem", "Job", "Checkpoint", "AuditEntry", "Evidence", "check_source",
     "GalleryFilter", "Histogram", "StatusChanges", "check_tag", "check_tags", "in_holdout",
     "STATUSES", "JOB_STATUSES", "MASK_NAMES", "DEPTH_KINDS", "SCHEMA_VERSION", "CONFIDENCE_BINS",

@@ -18,23 +18,23 @@ from .edits import insert_revision, move_head
 from .errors import InvalidValueError
 from .images import image_row
 from .points import refresh_flags
-from .records import Prediction
+from .records import PredictionRecord
 from .schema import DEPTH_KINDS
 
 
-def get_prediction(db, image_id: int, model_id: str) -> Prediction | None:
+def get_prediction(db, image_id: int, model_id: str) -> PredictionRecord | None:
     rows = list(db.query("SELECT * FROM predictions WHERE image_id = ? AND model_id = ?",
                               [int(image_id), model_id]))
-    return Prediction.from_row(rows[0]) if rows else None
+    return PredictionRecord.from_row(rows[0]) if rows else None
 
 
-def predictions(db, image_id: int) -> list[Prediction]:
+def predictions(db, image_id: int) -> list[PredictionRecord]:
     """Every model's prediction for the image, oldest first."""
     rows = db.query("SELECT * FROM predictions WHERE image_id = ? ORDER BY id", [int(image_id)])
-    return [Prediction.from_row(r) for r in rows]
+    return [PredictionRecord.from_row(r) for r in rows]
 
 
-def prediction_array(blobs: BlobStore, prediction: Prediction) -> np.ndarray:
+def prediction_array(blobs: BlobStore, prediction: PredictionRecord) -> np.ndarray:
     """(H, W) float32, hash-checked."""
     return blobs.read_array(prediction.array_sha256,
                                  what=f"prediction {prediction.id} ({prediction.model_id})")
@@ -55,7 +55,7 @@ def images_without_prediction(db, model_id: str) -> list[int]:
 
 def add_prediction(db, blobs: BlobStore, image_id: int, model_id: str, kind: str, array: np.ndarray, *,
                    confidence: float | None = None, job_id: int | None = None,
-                   make_label: bool = True, author: str | None = None) -> tuple[Prediction, bool]:
+                   make_label: bool = True, author: str | None = None) -> tuple[PredictionRecord, bool]:
     """Record `model_id`'s (H, W) float32 prediction for an image. Returns (prediction, created).
 
     make_label: when the image has no label yet, also create revision 1 (tool

@@ -64,7 +64,7 @@ class Location:
 
 
 @dataclass(frozen=True)
-class Prediction:
+class PredictionRecord:
     id: int
     image_id: int
     model_id: str
@@ -75,7 +75,7 @@ class Prediction:
     created_at: str
 
     @classmethod
-    def from_row(cls, row: dict) -> Prediction:
+    def from_row(cls, row: dict) -> PredictionRecord:
         return cls(row["id"], row["image_id"], row["model_id"], row["kind"], row["array_sha256"],
                    row["confidence"], row["job_id"], row["created_at"])
 

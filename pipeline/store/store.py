@@ -61,7 +61,7 @@ from .records import (
     Location,
     Page,
     PointPair,
-    Prediction,
+    PredictionRecord,
     Revision,
     TrainingItem,
 )
@@ -163,13 +163,13 @@ class Store:
         return pages.neighbours(self.db, image_id, **kw)
 
     # ------------------------------------------------------------------ predictions (predictions.py)
-    def get_prediction(self, image_id: int, model_id: str) -> Prediction | None:
+    def get_prediction(self, image_id: int, model_id: str) -> PredictionRecord | None:
         return predictions.get_prediction(self.db, image_id, model_id)
 
-    def predictions(self, image_id: int) -> list[Prediction]:
+    def predictions(self, image_id: int) -> list[PredictionRecord]:
         return predictions.predictions(self.db, image_id)
 
-    def prediction_array(self, prediction: Prediction) -> np.ndarray:
+    def prediction_array(self, prediction: PredictionRecord) -> np.ndarray:
         return predictions.prediction_array(self.blobs, prediction)
 
     def pseudo_label_done(self, image_id: int, model_id: str) -> bool:
@@ -179,7 +179,7 @@ class Store:
         return predictions.images_without_prediction(self.db, model_id)
 
     def add_prediction(self, image_id: int, model_id: str, kind: str, array: np.ndarray,
-                       **kw) -> tuple[Prediction, bool]:
+                       **kw) -> tuple[PredictionRecord, bool]:
         return predictions.add_prediction(self.db, self.blobs, image_id, model_id, kind, array, **kw)
 
     # ------------------------------------------------------------------ revisions (revisions.py, edits.py)

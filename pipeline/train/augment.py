@@ -32,7 +32,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from ..config import DEFAULT_INPUT_SIZE
-from ..preprocess import check_network_input, network_size, normalize, resize_input
+from ..preprocess import check_network_input, imagenet_normalize, network_size, resize_input
 
 
 @dataclass
@@ -276,8 +276,8 @@ def unlabelled_views(sample: Sample, generator: torch.Generator, size: int = DEF
 
 
 def to_network_input(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) or (3, H, W) in [0, 1] -> ImageNet-normalised (pipeline.preprocess.normalize)."""
-    return normalize(images) if images.dim() == 4 else normalize(images[None])[0]
+    """(B, 3, H, W) or (3, H, W) in [0, 1] -> ImageNet-normalised (pipeline.preprocess.imagenet_normalize)."""
+    return imagenet_normalize(images) if images.dim() == 4 else imagenet_normalize(images[None])[0]
 
 
 __all__ = [

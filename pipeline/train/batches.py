@@ -25,7 +25,7 @@ _VIEW, _BOX, _PERM = 1, 2, 3
 
 
 @dataclass(frozen=True)
-class Entry:
+class PoolDraw:
     pool: str          # "labelled" | "pseudo"
     position: int      # how many items this pool had handed out before this one (its key)
     index: int         # index into the pool
@@ -57,14 +57,14 @@ class MixedSampler:
             self._perm_cache[key] = torch.randperm(n, generator=g).tolist()
         return self._perm_cache[key][position % n]
 
-    def next_batch(self, size: int) -> list[Entry]:
+    def next_batch(self, size: int) -> list[PoolDraw]:
         total = self.consumed["labelled"] + self.consumed["pseudo"]
         n_lab = int((total + size) * self.frac + 1e-9) - int(total * self.frac + 1e-9)
         out = []
         for pool, n in (("labelled", n_lab), ("pseudo", size - n_lab)):
             for _ in range(n):
                 pos = self.consumed[pool]
-                out.append(Entry(pool, pos, self._index(pool, pos)))
+                out.append(PoolDraw(pool, pos, self._index(pool, pos)))
                 self.consumed[pool] += 1
         return out
 
@@ -85,7 +85,7 @@ def strong_perturbation(cfg) -> StrongPerturbation:
                               cutmix_p=cfg.cutmix_p if cfg.cutmix else 0.0)
 
 
-def local_entries(batch: list[Entry], rank: int, world: int) -> list[tuple[Entry, Entry | None]]:
+def local_entries(batch: list[PoolDraw], rank: int, world: int) -> list[tuple[PoolDraw, PoolDraw | None]]:
     """This rank's entries, each with its CutMix partner (pseudo entries only)."""
     pseudo = [e for e in batch if e.pool == "pseudo"]
     partner = {e: pseudo[(i + 1) % len(pseudo)] for i, e in enumerate(pseudo)}
@@ -116,7 +116,7 @@ class Batch:
         return int(self.images.shape[0])
 
 
-def _view(item: TrainItem, entry: Entry, seed: int, size: int, strong: StrongPerturbation):
+def _view(item: TrainItem, entry: PoolDraw, seed: int, size: int, strong: StrongPerturbation):
     g = make_generator(seed, _VIEW, POOLS.index(entry.pool), entry.position)
     sample = check_sample(item.load(), item)
     if entry.pool == "labelled":
@@ -132,7 +132,7 @@ def _label_of(view, size: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
     return view.label.float(), mask, False
 
 
-def build_batch(pools: dict[str, list[TrainItem]], entries: list[tuple[Entry, Entry | None]], *,
+def build_batch(pools: dict[str, list[TrainItem]], entries: list[tuple[PoolDraw, PoolDraw | None]], *,
                 seed: int, size: int, cutmix_p: float, strong: StrongPerturbation = StrongPerturbation()) -> Batch:
     cols: dict[str, list] = {k: [] for k in Batch.__dataclass_fields__}
     for entry, partner in entries:

@@ -67,10 +67,10 @@ def depth_to_disparity(depth: np.ndarray) -> np.ndarray:
     valid = np.isfinite(depth) & (depth > 0)
     disp = np.full(depth.shape, np.nan, dtype=np.float64)
     disp[valid] = 1.0 / depth[valid]
-    return normalise_disparity(disp)
+    return disparity_over_max(disp)
 
 
-def normalise_disparity(disp: np.ndarray) -> np.ndarray:
+def disparity_over_max(disp: np.ndarray) -> np.ndarray:
     """Disparity (H, W) -> float32 divided by its max over finite values; NaN stays NaN. Negative -> NaN."""
     disp = np.asarray(disp, dtype=np.float64).copy()
     disp[~np.isfinite(disp) | (disp < 0)] = np.nan
@@ -124,7 +124,7 @@ def _folder_label(gt: Path, gt_kind: str, mask: Path | None = None, metric: bool
         raw = np.where(keep, raw, np.nan)
     if metric:
         return metric_label(raw)
-    return depth_to_disparity(raw) if gt_kind == "depth" else normalise_disparity(raw)
+    return depth_to_disparity(raw) if gt_kind == "depth" else disparity_over_max(raw)
 
 
 def _folder_loader(image: Path, gt: Path, gt_kind: str, mask: Path | None, metric: bool) -> Callable[[], Sample]:

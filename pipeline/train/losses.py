@@ -55,7 +55,7 @@ def _masked_median(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(n > 0, med, torch.zeros_like(med))
 
 
-def normalize_disparity(d: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def median_mad_normalize(d: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """(d - median) / mean|d - median| over valid pixels, per sample. (B, H, W) -> (B, H, W).
 
     Invalid pixels come out as 0. This is the scale-and-shift normalisation of MiDaS / Depth
@@ -98,7 +98,7 @@ def _trimmed_mean(err: torch.Tensor, valid: torch.Tensor, trim: float) -> torch.
 def _normalised_difference(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """d̂ - d̂* with both maps median/MAD-normalised over the valid pixels; 0 elsewhere. (B, H, W)"""
     target = torch.where(valid, target, torch.zeros_like(target))
-    return normalize_disparity(pred, valid) - normalize_disparity(target, valid)
+    return median_mad_normalize(pred, valid) - median_mad_normalize(target, valid)
 
 
 # ----------------------------------------------------------------------------- relative losses
@@ -235,7 +235,7 @@ def ranking_loss(pred: torch.Tensor, pairs: torch.Tensor, mask: torch.Tensor | N
         pairs = pairs.unsqueeze(0).expand(b, -1, -1)
     pairs = pairs.long()
     valid = torch.ones_like(pred, dtype=torch.bool) if mask is None else mask.bool()
-    d = normalize_disparity(pred, valid) if normalize else pred
+    d = median_mad_normalize(pred, valid) if normalize else pred
     h1, w1, h2, w2, closer = pairs.unbind(-1)                                   # (B, P) each
     inside = (h1 >= 0) & (h1 < h) & (w1 >= 0) & (w1 < w) & (h2 >= 0) & (h2 < h) & (w2 >= 0) & (w2 < w)
     idx1 = (h1.clamp(0, h - 1) * w + w1.clamp(0, w - 1))

@@ -27,7 +27,7 @@ import torch
 
 from ..jobs.stop_signal import StopLatch
 from ..model import DepthAnything
-from ..preprocess import normalize
+from ..preprocess import imagenet_normalize
 from . import state as st
 from .batches import Batch, MixedSampler, build_batch, local_entries, strong_perturbation
 from .data import TrainItem, data_snapshot, folder_items, pools, unlabelled_items, validate_items
@@ -255,12 +255,12 @@ class Recipe:
             if not bool(need.any()):
                 continue
             with self.autocast:
-                pred = self.teacher(normalize(clean[need])).float()          # (n, S, S)
+                pred = self.teacher(imagenet_normalize(clean[need])).float()          # (n, S, S)
             labels[need] = pred
             masks[need] = torch.isfinite(pred)
 
     def micro_step(self, b: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        x = normalize(b.images)                                               # (B, 3, S, S)
+        x = imagenet_normalize(b.images)                                               # (B, 3, S, S)
         with self.autocast:
             pred, feats = self.model(x)                                      # (B, S, S), (B, N, C)
         frozen = None

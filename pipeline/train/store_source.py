@@ -25,7 +25,7 @@ import numpy as np
 
 from ..files.image_io import decode_image
 from .augment import from_numpy
-from .data import TrainItem, depth_to_disparity, header_size, metric_label, normalise_disparity
+from .data import TrainItem, depth_to_disparity, disparity_over_max, header_size, metric_label
 from .errors import TrainDataError
 
 
@@ -49,7 +49,7 @@ def label_and_mask(depth: np.ndarray, kind: str, masks: dict[str, np.ndarray],
             if masks.get(name) is not None:
                 usable &= ~np.asarray(masks[name], dtype=bool)
         return label, usable
-    label = depth_to_disparity(depth) if kind == "metric_depth" else normalise_disparity(depth)
+    label = depth_to_disparity(depth) if kind == "metric_depth" else disparity_over_max(depth)
     usable = np.isfinite(label)
     if masks.get("sky") is not None:
         sky = np.asarray(masks["sky"], dtype=bool)

@@ -10,7 +10,7 @@ from shard_helpers import INPUT_SIZE, make_images, write_manifest
 from pipeline.cli import main
 from pipeline.files.image_io import decode_image
 from pipeline.shards import iter_items, shard_manifests
-from pipeline.train.data import normalise_disparity
+from pipeline.train.data import disparity_over_max
 from pipeline.train.errors import TrainDataError
 from pipeline.train.shard_source import shard_items
 from pipeline.train.train_config import in_holdout
@@ -33,7 +33,7 @@ def test_shard_items_load_the_image_and_its_label(shards):
         sample = item.load()
         rgb = decode_image(ref.source).rgb
         assert np.allclose(sample.image.permute(1, 2, 0).numpy() * 255, rgb, atol=1e-3)
-        assert np.allclose(sample.label.numpy(), normalise_disparity(ref.depth), equal_nan=True)
+        assert np.allclose(sample.label.numpy(), disparity_over_max(ref.depth), equal_nan=True)
         assert sample.mask.numpy().all() and item.has_label_pixels()
         assert item.extra["confidence"] == ref.confidence and item.extra["source"] == ref.source
     assert len({i.sha256 for i in items}) == 8

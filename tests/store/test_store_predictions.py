@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from pipeline.labels.corrections import pair_form
-from pipeline.store import InvalidValueError, PointPair, Prediction
+from pipeline.store import InvalidValueError, PointPair, PredictionRecord
 
 
 def test_add_prediction_is_idempotent_and_only_the_first_makes_the_label(store, image, make_depth):
     assert not store.pseudo_label_done(image.id, "teacher")
     assert store.images_without_prediction("teacher") == [image.id]
     p, created = store.add_prediction(image.id, "teacher", "disparity", make_depth(1), confidence=0.8, job_id=None)
-    assert created and p == Prediction(p.id, image.id, "teacher", "disparity", p.array_sha256, 0.8, None, p.created_at)
+    assert created and p == PredictionRecord(p.id, image.id, "teacher", "disparity", p.array_sha256, 0.8, None, p.created_at)
     again, created = store.add_prediction(image.id, "teacher", "disparity", make_depth(5), confidence=0.1)
     assert (again, created) == (p, False)
     assert store.pseudo_label_done(image.id, "teacher")

@@ -12,7 +12,7 @@ from pipeline.train.losses import (
     depth_loss,
     feature_alignment_loss,
     gradient_matching_loss,
-    normalize_disparity,
+    median_mad_normalize,
     ranking_loss,
     silog_loss,
 )
@@ -44,7 +44,7 @@ def test_normalisation_matches_median_and_mad(target):
     d = target[0]
     t = d.flatten().median()                   # torch: lower median
     s = (d - t).abs().mean()
-    out = normalize_disparity(target, torch.ones_like(target, dtype=torch.bool))[0]
+    out = median_mad_normalize(target, torch.ones_like(target, dtype=torch.bool))[0]
     torch.testing.assert_close(out, (d - t) / s)
 
 

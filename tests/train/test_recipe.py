@@ -118,9 +118,9 @@ def test_teacher_labels_images_without_a_label_on_their_clean_view(tmp_path):
         while b is None or not bool(b.need_teacher.any()):
             b = r._next_batch()
         need = b.need_teacher
-        from pipeline.preprocess import normalize
+        from pipeline.preprocess import imagenet_normalize
         with torch.no_grad():
-            expected = teacher(normalize(b.clean[need]))
+            expected = teacher(imagenet_normalize(b.clean[need]))
         assert torch.allclose(b.labels[need], expected) and bool(b.masks[need].all())
         loss, logged = r.micro_step(b)
         assert torch.isfinite(loss) and {"pseudo", "feature"} <= set(logged)

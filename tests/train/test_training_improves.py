@@ -19,7 +19,7 @@ from PIL import Image
 from train_helpers import one_thread, quiet  # noqa: F401
 
 from pipeline.evaluation import protocol as ev
-from pipeline.preprocess import normalize, resize_input, to_tensor
+from pipeline.preprocess import imagenet_normalize, resize_input, to_tensor
 from pipeline.train.recipe import train
 from pipeline.train.synthetic import make_scenes, write_scenes
 from pipeline.train.train_config import TrainConfig
@@ -35,7 +35,7 @@ def held_out(model, scenes, size: int) -> dict:
     records = []
     with torch.no_grad():
         for rgb, depth in scenes:
-            pred = model(normalize(resize_input(to_tensor(rgb), (size, size))))                 # (1, S, S)
+            pred = model(imagenet_normalize(resize_input(to_tensor(rgb), (size, size))))                 # (1, S, S)
             pred = torch.nn.functional.interpolate(pred[:, None], size=depth.shape, mode="bilinear",
                                                    align_corners=True)[0, 0].numpy()
             records.append(ev.evaluate_image(pred, "disparity", PROTOCOL, depth))
