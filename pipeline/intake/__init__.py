@@ -1,1 +1,1 @@
-"""Images and labels into and out of the store: image files and zips (`images`), video frames (`video`), measured ground truth (`ground_truth`), the teacher's pseudo-labels (`pseudo_label`), the curated set as a dataset (`dataset_export`)."""
+"""Images and labels into and out of the store: image files and zips (`images`), video frames (`video`), measured ground truth (`ground_truth`), the teacher's pseudo-labels (`pseudo_label`), the curated set as a dataset (`dataset_export`); what an import did (`report`)."""

@@ -34,14 +34,15 @@ import os
 import stat
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import ImageError, StudioError
 from ..files.image_io import MAX_PIXELS, decode_image
-from ..store import ImageRecord, Store
+from ..store import Store
 from ..store.blobs import sha256_bytes
 from ..video.io import is_video_file
+from .report import Duplicate, ImportReport
 
 MAX_FILE_BYTES = 100 * 1024 ** 2          # one image file (or zip member), bytes
 MAX_ZIP_MEMBERS = 20_000
@@ -53,24 +54,6 @@ SKIPPED_ZIP_PREFIXES = ("__MACOSX/",)     # macOS resource forks: not content, s
 
 class IngestError(StudioError):
     """An import that cannot start (path missing, folder outside the allowed root)."""
-
-
-@dataclass(frozen=True)
-class Duplicate:
-    name: str            # the file that was not added
-    image_id: int        # the image already in the store with the same bytes
-    existing_name: str
-
-
-@dataclass
-class ImportReport:
-    added: list[ImageRecord] = field(default_factory=list)
-    duplicates: list[Duplicate] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)   # (name, reason)
-
-    def summary(self) -> str:
-        return (f"{len(self.added)} added, {len(self.duplicates)} duplicate(s), "
-                f"{len(self.rejected)} rejected")
 
 
 @dataclass(frozen=True)

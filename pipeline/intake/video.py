@@ -23,7 +23,7 @@ from ..files.image_io import MAX_PIXELS
 from ..store import Store
 from ..store.blobs import sha256_bytes
 from ..video.io import VideoReader
-from .images import Duplicate, ImportReport
+from .report import Duplicate, ImportReport
 
 DEFAULT_RATE = 1.0           # frames per second taken from a video
 
