@@ -81,7 +81,7 @@ class IntakeHandlers:
         previous tick; `moved` says whether the gallery should be read again."""
         job_id, text, timer = self.poll_job(job_id)
         info = self.curation.job(job_id) if job_id else None
-        now = [info.id, info.step, info.status] if info else None
+        now = [info.id, info.done, info.status] if info else None
         return job_id, text, timer, now, now != seen
 
     @user_errors("Cannot cancel")

@@ -94,10 +94,10 @@ def job_html(info) -> str:
     if info is None:
         return "<p>No pseudo-labelling job yet.</p>"
     total = info.total or 0
-    bar = f"<progress value='{info.step}' max='{total}'></progress> " if total else ""
+    bar = f"<progress value='{info.done}' max='{total}'></progress> " if total else ""
     rate = f" · {info.throughput:.2f} img/s" if info.throughput else ""
     eta = f" · about {info.eta_s:.0f} s left" if info.eta_s is not None and not info.finished else ""
-    text = (f"<p><b>Job {info.id}: {html_text(info.status)}</b> {bar}{info.step}/{total or '?'}"
+    text = (f"<p><b>Job {info.id}: {html_text(info.status)}</b> {bar}{info.done}/{total or '?'}"
             f"{rate}{eta}</p>")
     if info.message:
         text += f"<p>{html_text(info.message)}</p>"

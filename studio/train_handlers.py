@@ -39,7 +39,7 @@ def status_markdown(info) -> str:
         return "No training run yet: fill in the settings and press **Start training**."
     head = f"**{md(run_name_of(info))}** (job {info.id}): **{info.status}**"
     total = f"/{info.total}" if info.total else ""
-    lines = [head, f"step {info.step}{total}"]
+    lines = [head, f"step {info.done}{total}"]
     m = info.metrics or {}
     if m.get("loss") is not None:
         lines.append(f"loss {m['loss']:.4f}")
@@ -63,7 +63,7 @@ def status_markdown(info) -> str:
 
 
 def runs_table(runs) -> pd.DataFrame:
-    rows = [[r.id, run_name_of(r), r.status, r.step, r.total, (r.started_at or r.created_at or "")[:19],
+    rows = [[r.id, run_name_of(r), r.status, r.done, r.total, (r.started_at or r.created_at or "")[:19],
              (r.error or "")[:120]] for r in runs]
     return pd.DataFrame(rows, columns=RUN_HEADERS)
 

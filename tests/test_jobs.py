@@ -200,7 +200,7 @@ def test_real_pseudo_label_job_runs_to_done(tmp_path, checkpoint):
     job_id = jobs.start_job(store.path, "pseudo_label", pl_argv(checkpoint), env=THREADS)
     info = jobs.wait_for(store.path, job_id, timeout=180)
     assert info.status == "done", info.log_tail
-    assert (info.step, info.total, info.result["done"]) == (3, 3, 3)
+    assert (info.done, info.total, info.result["done"]) == (3, 3, 3)
     assert info.metrics["confidence"] > 0 and any("model vitt-job" in ln for ln in info.log_tail)
     rows = store.db.execute("SELECT image_id, job_id FROM predictions ORDER BY image_id").fetchall()
     assert [tuple(r) for r in rows] == [(i, job_id) for i in store.image_ids()]
@@ -332,7 +332,7 @@ def test_real_two_process_gloo_run_through_the_torchrun_launcher(tmp_path, ddp_s
                             env={"OMP_NUM_THREADS": "1"}, launcher=jobs.torchrun(2))
     info = jobs.wait_for(store.path, job_id, timeout=300)
     assert info.status == "done", info.log_tail
-    assert (info.step, info.total, info.result["step"]) == (3, 3, 3)
+    assert (info.done, info.total, info.result["step"]) == (3, 3, 3)
     steps = [s for s, _, _ in store.job_metrics(job_id, "loss")]
     assert steps == sorted(set(steps)) and steps[-1] == 3                    # one writer: rank 0
     log = [line for _, _, line in store.job_log(job_id)]
@@ -349,7 +349,7 @@ def test_cancelling_a_torchrun_job_stops_every_rank(tmp_path, ddp_scenes):
     store = Store(tmp_path / "s.db")
     job_id = jobs.start_job(store.path, "train", ddp_argv(ddp_scenes, tmp_path / "run", 500),
                             env={"OMP_NUM_THREADS": "1"}, launcher=jobs.torchrun(2))
-    _wait_until(lambda: jobs.job_status(store.path, job_id).step >= 1, timeout=240)
+    _wait_until(lambda: jobs.job_status(store.path, job_id).done >= 1, timeout=240)
     launcher = psutil.Process(jobs.job_status(store.path, job_id).pid)     # the job's supervisor
     ranks = [p for p in launcher.children(recursive=True)
              if "pipeline" in " ".join(p.cmdline()) and "torch.distributed.run" not in p.cmdline()]
@@ -364,7 +364,7 @@ def test_cancelling_a_torchrun_job_stops_every_rank(tmp_path, ddp_scenes):
             with __import__("contextlib").suppress(ProcessLookupError):
                 os.kill(p.pid, signal.SIGTERM)
     info = jobs.wait_for(store.path, job_id, timeout=120)
-    assert info.status == "cancelled" and 1 <= info.step < 500
-    assert info.error is None and info.result["step"] == info.step         # ended by rank 0's reporter, not killed
+    assert info.status == "cancelled" and 1 <= info.done < 500
+    assert info.error is None and info.result["step"] == info.done         # ended by rank 0's reporter, not killed
     _wait_until(lambda: not any(jobs.process_alive(p.pid, None) for p in [launcher, *ranks]), timeout=60)
     assert (tmp_path / "run" / "train_state.pt").is_file()                  # stopped cleanly: resumable

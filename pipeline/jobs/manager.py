@@ -111,25 +111,33 @@ def _reap(pid: int) -> None:
 # ---------------------------------------------------------------------------- status records
 @dataclass(frozen=True)
 class JobInfo:
-    """What the UI shows for one job."""
-    id: int
-    kind: str
+    """What the UI shows for one job: the store's record (`pipeline.store.Job`, the one owner of the
+    job's fields and their names) and what is read beside it: the status as the OS sees it (a job
+    whose process is gone shows failed/cancelled before the record is settled), the log's tail and
+    the rate. The record's fields read through under their one name (`info.done`, `info.total`, ...)."""
+    record: Job
     status: str                 # queued | running | cancelling | cancelled | failed | done
-    argv: list[str]
-    step: int                   # items done (in this run)
-    total: int | None
-    message: str | None
-    metrics: dict               # latest values
     error: str | None
-    result: dict
     log_tail: list[str]
     throughput: float | None    # items per second
     eta_s: float | None         # seconds left at that rate
-    pid: int | None
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    params: dict
+
+    # the record's fields, read through under their one name
+    id = property(lambda self: self.record.id)
+    kind = property(lambda self: self.record.kind)
+    argv = property(lambda self: self.record.argv)
+    params = property(lambda self: self.record.params)
+    pid = property(lambda self: self.record.pid)
+    done = property(lambda self: self.record.done)
+    total = property(lambda self: self.record.total)
+    message = property(lambda self: self.record.message)
+    metrics = property(lambda self: self.record.metrics)
+    result = property(lambda self: self.record.result)
+    author = property(lambda self: self.record.author)
+    created_at = property(lambda self: self.record.created_at)
+    started_at = property(lambda self: self.record.started_at)
+    finished_at = property(lambda self: self.record.finished_at)
+    heartbeat_at = property(lambda self: self.record.heartbeat_at)
 
     @property
     def finished(self) -> bool:
@@ -137,7 +145,7 @@ class JobInfo:
 
     @property
     def fraction(self) -> float | None:
-        return None if not self.total else min(1.0, self.step / self.total)
+        return None if not self.record.total else min(1.0, self.record.done / self.record.total)
 
 
 def _tail(path: Path, n: int = LOG_TAIL_LINES, max_bytes: int = 64 * 1024) -> list[str]:
@@ -166,9 +174,7 @@ def _info(job: Job, db_path) -> JobInfo:
     eta = None
     if rate and job.total is not None and status in ACTIVE + ("queued",):
         eta = max(0, job.total - job.done) / rate
-    return JobInfo(job.id, job.kind, status, job.argv, job.done, job.total, job.message,
-                   job.metrics, error, job.result, _tail(log_path(db_path, job.id)),
-                   rate, eta, job.pid, job.created_at, job.started_at, job.finished_at, job.params)
+    return JobInfo(job, status, error, _tail(log_path(db_path, job.id)), rate, eta)
 
 
 # ---------------------------------------------------------------------------- launching

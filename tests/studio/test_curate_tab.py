@@ -151,7 +151,7 @@ def test_the_panels_a_new_user_needs_open_on_load(tmp_path, settings, h, curatio
 
 def test_job_html_shows_progress_errors_and_words_not_json():
     from types import SimpleNamespace
-    info = SimpleNamespace(id=4, status="running", step=3, total=10, throughput=1.5, eta_s=4.7, finished=False,
+    info = SimpleNamespace(id=4, status="running", done=3, total=10, throughput=1.5, eta_s=4.7, finished=False,
                            message="image 3", error=None,
                            log_tail=["loading <x>", '{"model_id": "m", "done": 3}', "labelled 3 of 10 image(s)"])
     text = job_html(info)

@@ -16,6 +16,7 @@ from services import make_services
 from pipeline.jobs import manager as jobs
 from pipeline.services.training_service import TrainingService
 from pipeline.store import Store
+from pipeline.store.records import Job
 from pipeline.train.run_folder import RunFolder
 from studio import train_tab
 from studio.app import build_app
@@ -192,8 +193,9 @@ def test_poll_shows_curves_log_and_metrics(h, service):
 
 
 def test_status_text_for_a_running_run():
-    info = jobs.JobInfo(4, "train", "running", [], 30, 120, None, {"loss": 0.25, "images_per_s": 3.5, "eta_s": 95},
-                        None, {}, [], 0.5, 180.0, 1, "", "", None, {"run": "s"})
+    record = Job(4, "train", "running", [], {"run": "s"}, 1, 30, 120, None,
+                 {"loss": 0.25, "images_per_s": 3.5, "eta_s": 95}, {}, None, "t", "", "", None, None)
+    info = jobs.JobInfo(record, "running", None, [], 0.5, 180.0)
     assert status_markdown(info) == ("**s** (job 4): **running** · step 30/120 · loss 0.2500 · 3.50 images/s · "
                                      "0.50 steps/s · ETA 1 min 35 s")
 

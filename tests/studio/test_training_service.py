@@ -311,14 +311,14 @@ def test_real_run_finishes_cancels_and_resumes(service, store, pairs_folder):
     steps = sorted({p["step"] for p in service.curves(done) if p["series"] == "loss"})
     assert steps == [1, 2, 3]
     assert [r["model"] for r in service.checkpoints()] == ["tiny"]
-    wait_until(lambda: service.status(long).step >= 2)
+    wait_until(lambda: service.status(long).done >= 2)
     service.cancel(long)
     cancelled = jobs.wait_for(service.db_path, long, timeout=120)
     assert cancelled.status == "cancelled"
     stopped_at = json.loads(RunFolder(service.runs_dir / "long").metrics.read_text().splitlines()[-1])["step"]
     resumed = service.resume(long)
     assert "--resume" in jobs.job_status(service.db_path, resumed).argv
-    wait_until(lambda: service.status(resumed).step > stopped_at)
+    wait_until(lambda: service.status(resumed).done > stopped_at)
     service.cancel(resumed)
     jobs.wait_for(service.db_path, resumed, timeout=120)
     curve = [p["step"] for p in service.curves(resumed) if p["series"] == "loss"]
