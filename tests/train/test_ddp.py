@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from train_helpers import ROOT, one_thread, quiet, state_dict_of, tiny_config  # noqa: F401
 
 from pipeline.config import ModelConfig
@@ -39,6 +40,11 @@ def ddp_data(tmp_path):
     write_scenes(unlabelled, 4, seed=2, height=40, width=40)
     for p in unlabelled.glob("*.npy"):
         p.unlink()
+    # One teacher every run. With a random one the test failed about one run in four: for some teachers
+    # the trimmed loss's 10% cut falls between residuals that float rounding orders differently (DDP
+    # averages two half-batch gradients, one process takes the full batch's mean), so step 2 drops a
+    # different pixel and the losses part by up to 1e-3. Fixed, both sides agree to 1e-7 every run.
+    torch.manual_seed(0)
     teacher = save_checkpoint(untrained_model(ModelConfig("vitt")).model, tmp_path / "teacher.safetensors")
     return labelled, unlabelled, teacher
 
