@@ -73,7 +73,7 @@ def label_store(settings: StudioSettings) -> Store:
 
 
 def training_service(settings: StudioSettings, depth: DepthService, store: Store) -> TrainingService:
-    """The train tab's service (pipeline/training_service.py): runs, progress, teacher vs student."""
+    """The train tab's service (pipeline/services/training_service.py): runs, progress, teacher vs student."""
     service = TrainingService(store, settings, depth)
     service.startup()                      # jobs and runs that ended while the studio was down
     return service

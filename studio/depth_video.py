@@ -31,7 +31,7 @@ class VideoHandlers:
     @user_errors("Cannot compute depth for this video")
     def predict_video(self, video, model, input_size, cmap, stride, max_frames, align, progress=gr.Progress()):
         """Depth for a clip: depth video, side-by-side video, .npz, summary, summary text (numbers are
-        range-checked by the service, pipeline/video/service.py)."""
+        range-checked by the service, pipeline/services/depth_video.py)."""
         result, summary = self.runner(
             video, model or None, input_size, cmap or None, stride, max_frames, bool(align), True,
             progress=lambda fraction, desc: progress(fraction, desc=desc))

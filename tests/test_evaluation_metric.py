@@ -1,4 +1,4 @@
-"""Metric predictions in pipeline.evaluation.protocol: no alignment, pipeline/metric_metrics.py's numbers over the
+"""Metric predictions in pipeline.evaluation.protocol: no alignment, pipeline/evaluation/metric_depth.py's numbers over the
 stated depth range, the same summary and baselines; medians beside means and outliers named."""
 from __future__ import annotations
 

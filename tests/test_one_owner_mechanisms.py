@@ -86,7 +86,7 @@ def test_the_strided_cloud_recipe_has_one_owner(monkeypatch):
     full = pointcloud.make_point_cloud(rgb, disparity, "disparity", focal_px=8.0, axes=pointcloud.VIEWER_AXES)
     np.testing.assert_allclose(np.asarray(pcd.points),
                                np.asarray(full.points).reshape(6, 9, 3)[::2, ::2].reshape(-1, 3), atol=1e-5)
-    src = (ROOT / "pipeline/curation/render.py").read_text() + (ROOT / "pipeline/depth_outputs.py").read_text()
+    src = (ROOT / "pipeline/services/curation/render.py").read_text() + (ROOT / "pipeline/services/depth_outputs.py").read_text()
     assert "strided_cloud(" in src and "sqrt(" not in src
 
 

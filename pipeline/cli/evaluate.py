@@ -11,7 +11,7 @@ pixels; the summary gives the failed share, both baselines, the median beside th
 outliers and the verdict. Metric checkpoints (depth in metres) are scored without alignment with
 the metric metrics (AbsRel, RMSE, log10, SiLog, d1-d3) over a stated depth range: --min-depth to
 --depth-cap, which defaults to the checkpoint's max_depth. The protocol
-(pipeline/evaluation.py) is written into the output JSON next to the numbers. With --db (or the
+(pipeline/evaluation/protocol.py) is written into the output JSON next to the numbers. With --db (or the
 store's export as --data) only ground truth, pixels a person set and point pairs are scored; an
 image whose label is a model's pseudo-label is skipped with that reason.
 """

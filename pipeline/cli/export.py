@@ -4,7 +4,7 @@
     python -m pipeline export --db data/studio.db --out curated/ --push-to-hub me/my-depth-labels
 
 Writes images, float32 .npy and 16-bit PNG labels, masks, point pairs and manifest.jsonl (see
-pipeline/dataset_export.py). `--import-from DIR` reads such a folder back into the database.
+pipeline/intake/dataset_export.py). `--import-from DIR` reads such a folder back into the database.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 
 --db: every image in the store without a prediction from this model gets one, plus its first
 label revision and a flip-consistency confidence, one transaction per image (see
-pipeline/pseudo_label.py). Safe to interrupt and re-run: finished images are skipped.
+pipeline/intake/pseudo_label.py). Safe to interrupt and re-run: finished images are skipped.
 With --job-id (set by pipeline.jobs.manager when it runs as a background job) progress, logs and
 cancel go through the store instead of the progress bar. Exit status: 0 done, 1 some images
 failed, 3 cancelled.

@@ -7,7 +7,7 @@ Protocol (../shared/TRAINING-NOTES.md; Depth Anything's authors never released t
   below at 1/depth_cap (MiDaS), inverted to depth, and AbsRel = mean |d − d*| / d* and δ1 = share
   of pixels with max(d/d*, d*/d) < 1.25 are computed in depth space. Metric predictions (depth in
   metres) are scored as they are, without alignment, with Depth Anything V2's metric metrics
-  (pipeline/metric_metrics.py: AbsRel, SqRel, RMSE, RMSE-log, log10, SiLog, d1-d3) over the depth
+  (pipeline/evaluation/metric_depth.py: AbsRel, SqRel, RMSE, RMSE-log, log10, SiLog, d1-d3) over the depth
   range [min_depth, depth_cap], which the protocol states. Invalid GT: NaN, inf, <= 0, < min_depth,
   > depth_cap, masked by the data.
 - Disparity ground truth (stereo disparity, or a relative label, known only up to scale and
@@ -24,7 +24,7 @@ Protocol (../shared/TRAINING-NOTES.md; Depth Anything's authors never released t
 - Point pairs (DA-2K): a pair is right when the point annotated closer has the larger predicted
   disparity (smaller depth for metric predictions); ties are wrong; pooled over all pairs, beside
   the row prior's accuracy (chance is 0.5).
-Data folders and exports are read by pipeline/evaluation_data.py.
+Data folders and exports are read by pipeline/evaluation/data.py.
 """
 from __future__ import annotations
 

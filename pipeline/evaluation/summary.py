@@ -1,6 +1,6 @@
 """Summaries of per-image evaluation records: means over images whose alignment succeeded, the
 median beside the mean and the outliers that pull it, the failed share, both baselines on the same
-images, pooled pair accuracy, the metric-depth metrics of metric predictions (pipeline/metric_metrics.py,
+images, pooled pair accuracy, the metric-depth metrics of metric predictions (pipeline/evaluation/metric_depth.py,
 averaged per image as Depth Anything V2's metric protocol does), and the verdict (VERDICT_RULE).
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ def outliers(records: list[dict]) -> list[dict]:
 
 
 def metric_summary(records: list[dict]) -> dict | None:
-    """The metric-depth metrics (pipeline/metric_metrics.py) averaged per image, the model's and both
+    """The metric-depth metrics (pipeline/evaluation/metric_depth.py) averaged per image, the model's and both
     baselines' on the same images; None when no record holds them (relative predictions)."""
     with_metric = [r for r in records if r.get("metric") is not None]
     if not with_metric:

@@ -3,7 +3,7 @@
 Every source becomes a list of `ImportEntry` (a display name and a way to read its bytes); each
 entry is then checked and added on its own, so one bad file never stops an import:
 - a video (mp4, mov, webm, mkv, avi, ...) adds its frames at `video_rate` frames per second, as
-  images grouped by clip and frame time (pipeline/video/ingest.py);
+  images grouped by clip and frame time (pipeline/intake/video.py);
 - duplicates by content (sha256 of the bytes, against the store and within the batch) are
   reported with the image they duplicate, not added again;
 - non-images and corrupt files are decoded once with `pipeline.files.image_io.decode_image` and

@@ -3,7 +3,7 @@
 The studio (or any caller) never runs long work inside a request. It calls
     job_id = start_job(db_path, "pseudo_label", ["pseudo-label", "--checkpoint", ck])
 which records the job (store `jobs` table) and, when the scheduling rule allows, spawns its
-supervisor (pipeline/job_supervisor.py) in a new session (own process group), stdout+stderr
+supervisor (pipeline/jobs/supervisor.py) in a new session (own process group), stdout+stderr
 appended to `<db stem>-jobs/<ID>.log`. The supervisor runs
     python -m pipeline <argv...> --db DB --job-id ID
 as its child and waits for it. Inside that process the command reports through

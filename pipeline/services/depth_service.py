@@ -2,8 +2,8 @@
 
 `DepthService(settings)` owns:
 - the model choices (the public checkpoint registry, a `--checkpoint` file, and pluggable
-  sources such as the students registered in the label store: pipeline/depth_models.py);
-- a thread-safe model cache (pipeline/depth_models.py): a model loads once per (choice, device) and is reused;
+  sources such as the students registered in the label store: pipeline/services/depth_models.py);
+- a thread-safe model cache (pipeline/services/depth_models.py): a model loads once per (choice, device) and is reused;
 - the "weights missing" state: when a checkpoint cannot be had, the model runs with untrained
   weights and `notice()` says which weights are missing and how to supply them;
 - one request end to end, `run(image, ...) -> DepthResult`: decode, predict, and the light set of

@@ -1,7 +1,7 @@
 """Teacher vs student for the train tab: both models on the held-out images' independent evidence.
 
-Ground truth, pixels a person set, point pairs; never a model's pseudo-label (pipeline/holdout_compare.py
-scores; pipeline/evaluation.py is the protocol). The figure stored on a trained checkpoint names what it
+Ground truth, pixels a person set, point pairs; never a model's pseudo-label (pipeline/evaluation/holdout.py
+scores; pipeline/evaluation/protocol.py is the protocol). The figure stored on a trained checkpoint names what it
 was measured against. Bounded: at most `max_images` (<= 50) images with evidence, in image-id order,
 run inside the call. Nothing independent: a Comparison without rows whose `message` says so.
 """

@@ -2,7 +2,7 @@
 
 `TrainingService(store, settings, depth)` composes
 - starting a run: the tab's form, a dict of TrainConfig settings by name plus the run name, where
-  it starts from and an optional folder (pipeline/training_form.py) -> one validated TrainConfig,
+  it starts from and an optional folder (pipeline/services/training_form.py) -> one validated TrainConfig,
   written as the run folder's settings file and run as `python -m pipeline train --config FILE` in
   a background job (pipeline.jobs.manager: one GPU job at a time, the rest queued; the job runs outside the
   web server and survives a studio restart);
@@ -13,7 +13,7 @@
 - the trained checkpoints of the label store (`checkpoints`), registered once when a run ends (by
   the run itself, pipeline/train/registration.py) and at studio start for runs that ended while it
   was down (`startup`); reading (status, runs, checkpoints) never writes;
-- teacher vs student on the held-out images' independent evidence (pipeline/training_compare.py).
+- teacher vs student on the held-out images' independent evidence (pipeline/services/training_compare.py).
 
 Runs live in `<data folder>/runs/<name>/` (pipeline/train/run_folder.py); the run name is the model id.
 Several GPUs (and no single device pinned): a run starts as one DDP process per GPU through the jobs

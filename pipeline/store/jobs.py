@@ -1,4 +1,4 @@
-"""Job records: what pipeline/jobs.py (the process runner) reads and writes.
+"""Job records: what pipeline/jobs/manager.py (the process runner) reads and writes.
 
 Life cycle:  queued --claim_job--> running --finish_job--> done | failed | cancelled
              running --request_cancel--> cancelling --finish_job(cancelled)--> cancelled

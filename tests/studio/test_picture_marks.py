@@ -1,4 +1,4 @@
-"""pipeline/picture_marks.py: the image maths moved out of studio/ (measure points, selection sizes)."""
+"""pipeline/geometry/picture_marks.py: the image maths moved out of studio/ (measure points, selection sizes)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,7 +1,7 @@
 """Issue 10.7: what the studio's wiring may and may not do.
 
 - studio/ never runs SQL, reaches into the label store, imports torch or does numpy image maths
-  (those live in pipeline/: the services and pipeline/picture_marks.py);
+  (those live in pipeline/: the services and pipeline/geometry/picture_marks.py);
 - every handler that reaches a service is under one of studio/errors.py's two decorators, so a
   StudioError leaves it as a gr.Error (or as its read-out panel's text), never as itself.
 """

@@ -32,7 +32,8 @@ def tiny_checkpoint(path, *, metric: bool, seed: int = 0):
 def test_the_cli_fine_tunes_a_metric_model_that_predicts_metres_and_evaluates_without_alignment(
         tmp_path, scenes_dir, capsys):
     from pipeline.cli import main
-    from pipeline.services.depth_service import DepthService, store_choices
+    from pipeline.services.depth_models import store_choices
+    from pipeline.services.depth_service import DepthService
     from pipeline.settings import StudioSettings
     from pipeline.store import Store
     init = tiny_checkpoint(tmp_path / "metric_init.safetensors", metric=True)

@@ -6,7 +6,7 @@ References (points [h, w], regions bool (H, W) masks or boxes [top, left, bottom
     {"type": "depth", "region": mask | box, "metres": 3.1}             median depth of a region
     {"type": "camera_height", "region": mask | box, "metres": 1.6}     camera this high over a floor
     {"type": "right_angle", "region": mask | box, "region_b": ...}     two planes meeting at 90 degrees
-The maths is pipeline/calibration.py's (which references fix which unknowns, refusals with what else
+The maths is pipeline/geometry/calibration.py's (which references fix which unknowns, refusals with what else
 is needed); this module converts the references (its points are (x, y): converted here, once), finds
 the focal length (typed, else the image's EXIF, else calibration's default field of view) and saves
 the result as ONE revision: tool "calibrate", kind metric_depth, source "human", its note the formula

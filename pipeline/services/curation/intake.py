@@ -46,7 +46,7 @@ class Intake(Base):
     def import_ground_truth(self, folder: str, *, kind: str, source: str, scale: float = 1.0,
                             author: str = "studio"):
         """Images + measured depth / disparity from a folder under `import_root`, stored as ground truth
-        beside the labels (pipeline/ground_truth_import.py) -> GroundTruthReport."""
+        beside the labels (pipeline/intake/ground_truth.py) -> GroundTruthReport."""
         from ...intake.ground_truth import import_server_ground_truth
         if not str(folder or "").strip():
             raise CurationError(f"type a folder under {self.import_root} holding images with same-named ground truth")

@@ -1,9 +1,9 @@
-"""Assisted selection for the correction tools: a click [h, w] grows a region (pipeline/selection.py),
+"""Assisted selection for the correction tools: a click [h, w] grows a region (pipeline/labels/selection.py),
 added to, subtracted from or replacing the current selection (a bool (H, W) mask the caller keeps).
 
 Modes: the magic wand on the head label (similar depth, or the same plane), the superpixel under the
 click (scikit-image SLIC / Felzenszwalb; segmentations cached per image and setting), and Segment
-Anything when its weights are on this machine (pipeline/sam_select.py; otherwise unavailable, and
+Anything when its weights are on this machine (pipeline/labels/sam_select.py; otherwise unavailable, and
 the mode says why). `snap_selection` makes a rough selection follow superpixel edges.
 """
 from __future__ import annotations
