@@ -98,7 +98,7 @@ def test_a_restarted_studio_sees_running_and_crashed_jobs(tmp_path, sleepers):
     db = tmp_path / "s.db"
     Store(db)
     a = jobs.start_job(db, "pseudo_label", ["pseudo-label"])
-    code = f"from pipeline import jobs; print(jobs.job_status({str(db)!r}, {a}).status)"
+    code = f"from pipeline.jobs import manager as jobs; print(jobs.job_status({str(db)!r}, {a}).status)"
     fresh = lambda: subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,  # noqa: E731
                                    text=True, check=True).stdout.strip()
     assert fresh() == "running"
