@@ -18,14 +18,13 @@ from pipeline.model import build_model
 from pipeline.weights import loading as ck
 from pipeline.weights.loading import (
     CheckpointError,
-    convert_official_state_dict,
     inspect_checkpoint,
     load_model,
     save_checkpoint,
     save_official_checkpoint,
-    to_official_state_dict,
     untrained_model,
 )
+from pipeline.weights.state_dict import convert_official_state_dict, to_official_state_dict
 
 X = torch.linspace(-2, 2, 3 * 28 * 42).reshape(1, 3, 28, 42)   # a small normalised input (B, 3, H, W)
 

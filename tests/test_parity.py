@@ -13,13 +13,8 @@ import torch
 from pipeline.config import ModelConfig
 from pipeline.errors import CheckpointError
 from pipeline.preprocess import prepare, resize_output
-from pipeline.weights.loading import (
-    compare_state_dict,
-    convert_official_state_dict,
-    infer_encoder,
-    load_model,
-    save_checkpoint,
-)
+from pipeline.weights.loading import load_model, save_checkpoint
+from pipeline.weights.state_dict import compare_state_dict, convert_official_state_dict, infer_encoder
 
 FORWARD_TOL = 2e-4      # official forward from net_input
 END_TO_END_TOL = 1e-3   # official infer_image from image_rgb

@@ -25,7 +25,8 @@ from ..config import PATCH_SIZE, ModelConfig
 from ..errors import CheckpointError
 from ..model import DepthAnything
 from ..model.encoder import DinoV2Encoder
-from ..weights.loading import convert_official_state_dict, load_model, read_checkpoint
+from ..weights.loading import load_model, read_checkpoint
+from ..weights.state_dict import convert_official_state_dict
 from .train_config import TrainConfig
 
 ENCODER_PREFIXES = ("encoder.pretrained.", "pretrained.", "backbone.", "encoder.")

@@ -1,1 +1,1 @@
-"""Model weights: every checkpoint format and how it loads or saves (`loading`), the known public checkpoints (`registry`), whether the Hugging Face Hub is reachable (`hub`)."""
+"""Model weights: every checkpoint format and how it loads or saves (`loading`), state-dict keys and shapes (`state_dict`), the known public checkpoints (`registry`), whether the Hugging Face Hub is reachable (`hub`)."""
