@@ -132,11 +132,12 @@ def chromium():
 
 @pytest.fixture
 def open_page(chromium):
-    """`open_page(height=1100)` -> a fresh page; the test fails if any page raised a JavaScript error."""
+    """`open_page(height=1100, width=1400)` -> a fresh page; the test fails if any page raised a
+    JavaScript error."""
     contexts, errors = [], []
 
-    def make(height: int = 1100):
-        context = chromium.new_context(viewport={"width": 1400, "height": height})
+    def make(height: int = 1100, width: int = 1400):
+        context = chromium.new_context(viewport={"width": width, "height": height})
         context.add_init_script("delete Navigator.prototype.gpu;")   # Babylon falls back to WebGL quietly
         page = context.new_page()
         page.on("pageerror", lambda e: errors.append(str(e)))

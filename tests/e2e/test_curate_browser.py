@@ -58,15 +58,9 @@ def curate_studio(tmp_path_factory, app_runner, vitt_checkpoint, scene):
 
 
 @pytest.fixture
-def page(chromium):
-    context = chromium.new_context(viewport=VIEWPORT)
-    context.add_init_script("delete Navigator.prototype.gpu;")
-    p = context.new_page()
-    errors: list[str] = []
-    p.on("pageerror", lambda e: errors.append(str(e)))
-    yield p
-    context.close()
-    assert errors == [], errors
+def page(open_page):
+    """A 1440x900 page (conftest's `open_page`: no JavaScript error allowed)."""
+    return open_page(height=VIEWPORT["height"], width=VIEWPORT["width"])
 
 
 def wait_until(check, timeout=60.0):
