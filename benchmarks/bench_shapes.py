@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.runtime import openvino_rt
-from pipeline.runtime.registry import exported_entry
+from pipeline.runtime.registry import cache_entry
 
 SIZES = [(518, 770), (518, 518), (364, 518), (518, 686), (518, 770), (518, 518)]
 
@@ -28,8 +28,8 @@ def _timed(fn) -> tuple[float, float]:
 
 def compare_shapes(model, rounds: int, threads: int) -> int:
     import openvino as ov
-    entry = exported_entry(model, model.config)
-    openvino_rt.build(model, torch.device("cpu"), onnx_entry=entry)      # ensures the IR exists
+    entry, metadata = cache_entry(model, model.config)
+    openvino_rt.build(model, torch.device("cpu"), entry=entry, metadata=metadata)      # ensures the IR exists
     folder = next(entry.glob("openvino-*"))
     core = openvino_rt.core()
     dynamic = core.compile_model(str(folder / "model.xml"), "CPU", openvino_rt.config(threads)).create_infer_request()

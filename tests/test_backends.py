@@ -57,7 +57,7 @@ def test_bad_backend_names_and_devices_are_one_line_errors():
 def test_a_backend_that_cannot_build_falls_back_to_torch_with_one_warning(monkeypatch, image):
     def broken(*args, **kwargs):
         raise RuntimeError("simulated: the runtime's plugin did not load")
-    monkeypatch.setattr(registry, "exported_entry", broken)
+    monkeypatch.setattr(registry, "cache_entry", broken)
     model = _vitt()
     with pytest.warns(RuntimeWarning, match=f"the {EXPORTED[0]} backend is unavailable.*simulated.*with torch") as w:
         p = Predictor(model, device="cpu", input_size=SMALL)
@@ -93,10 +93,10 @@ def test_a_backend_failing_at_run_time_falls_back_to_torch_and_the_request_succe
 
 @needs_exported
 def test_equal_weights_reuse_the_export_on_disk_and_new_weights_never_see_a_stale_one(monkeypatch, tmp_path, image):
-    from pipeline.runtime import onnx_export
-    exports = []
-    real = onnx_export.export_onnx
-    monkeypatch.setattr(onnx_export, "export_onnx", lambda *a, **k: exports.append(1) or real(*a, **k))
+    exports = []                                          # each conversion the backend runs
+    real = cache.build_once
+    monkeypatch.setattr(cache, "build_once",
+                        lambda folder, build: real(folder, lambda tmp: exports.append(folder) or build(tmp)))
     first = _vitt(seed=3)
     a = Predictor(first, device="cpu", input_size=SMALL, backend=EXPORTED[0], cache_dir=tmp_path).predict(image)
     twin = _vitt(seed=3)                                  # another object, the same weights (a restart)

@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", action="store_true", default=None, help="the checkpoint is a V2 metric model")
     parser.add_argument("--max-depth", type=float, metavar="M", help="metric models: 20 indoor, 80 outdoor")
     parser.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
-                        help="torch.onnx exporter (default torchscript: ~1 s for vits; dynamo: ~15 s)")
+                        help="torch.onnx exporter for --format onnx (default torchscript: ~1 s for vits; "
+                             "dynamo: ~15 s); --format openvino converts with OpenVINO's PyTorch frontend")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,8 +3,8 @@
 An entry is a folder named after everything its files depend on:
 
     <cache root>/<encoder>-<version>[-metric<max_depth>]-<weights sha256>-<code>/
-        model.onnx                  the exported network (dynamic N, H, W)
-        openvino-<version>/         the OpenVINO IR converted from it by that OpenVINO release
+        onnx/model.onnx             the network exported to ONNX (dynamic N, H, W), for ONNX Runtime
+        openvino-<version>/         the network converted to OpenVINO IR by that OpenVINO release
 
 `<weights sha256>` hashes every tensor of the state dict (names, dtypes, shapes, bytes);
 `<code>` hashes the source of `pipeline/model/` and the torch and timm versions that traced

@@ -118,16 +118,18 @@ def export_model_file(loaded, out: str | Path, fmt: str, *, fp16: bool = False,
                           + (" (the weights go beside it, in .bin)" if fmt == "openvino" else ""))
     model = onnx_export.cpu_float_copy(loaded.model)
     meta = onnx_export.model_metadata(loaded.config, model_id=loaded.model_id, **source_facts(loaded.source),
-                                      precision="float16 weights" if fp16 else "float32", exporter=exporter)
+                                      precision="float16 weights" if fp16 else "float32",
+                                      exporter="openvino.convert_model" if fmt == "openvino" else exporter)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as tmp:
         tmp = Path(tmp)
-        made = onnx_export.export_onnx(model, tmp / "model.onnx", exporter=exporter, metadata=meta)
+        if fmt == "openvino":                # the same conversion the openvino backend runs
+            made = openvino_rt.convert_network(model, tmp / out.name, fp16=fp16, rt_info=meta)
+        else:
+            made = onnx_export.export_onnx(model, tmp / "model.onnx", exporter=exporter, metadata=meta)
         if fmt == "onnx" and fp16:
             onnx_export.convert_fp16(made, tmp / "model16.onnx")
             made = tmp / "model16.onnx"
-        if fmt == "openvino":
-            made = openvino_rt.convert_to_ir(made, tmp / out.name, fp16=fp16, rt_info=meta)
         checks = verify(made, fmt, model, FP16_TOL if fp16 else F32_TOL)
         _move_into_place(made, out)
     return checks

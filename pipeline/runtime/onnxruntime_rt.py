@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import cache
 from .base import Runner
+from .onnx_export import export_onnx
 
 
 def session_options(threads: int):
@@ -69,9 +71,10 @@ class OnnxRuntimeRunner(Runner):
         return torch.from_numpy(out)
 
 
-def build(network: torch.nn.Module, device: torch.device, *, onnx_entry: Path, **_) -> OnnxRuntimeRunner:
+def build(network: torch.nn.Module, device: torch.device, *, entry: Path, metadata: dict, **_) -> OnnxRuntimeRunner:
     import onnxruntime as ort
-    engines = onnx_entry / f"tensorrt-ort{ort.__version__}" if device.type == "cuda" else None
+    folder = cache.build_once(entry / "onnx", lambda tmp: export_onnx(network, tmp / "model.onnx", metadata=metadata))
+    engines = entry / f"tensorrt-ort{ort.__version__}" if device.type == "cuda" else None
     if engines is not None:
         engines.mkdir(exist_ok=True)
-    return OnnxRuntimeRunner(onnx_entry / "model.onnx", device, torch.get_num_threads(), engines)
+    return OnnxRuntimeRunner(folder / "model.onnx", device, torch.get_num_threads(), engines)

@@ -3,8 +3,8 @@
     name          runs on         what it is
     torch         cpu cuda mps    the network itself (CUDA: bf16 autocast)
     torch-compile cuda cpu        the same under torch.compile
-    openvino      cpu             the exported graph in OpenVINO (f32)
-    onnxruntime   cpu cuda        the exported graph in ONNX Runtime (CUDA/TensorRT EP when built in)
+    openvino      cpu             the network converted to OpenVINO IR (f32)
+    onnxruntime   cpu cuda        the exported ONNX graph in ONNX Runtime (CUDA/TensorRT EP when built in)
 
 "auto": torch on CUDA and MPS; on a CPU the first installed of openvino, onnxruntime, torch
 (fastest first, all exact: measured in benchmarks/README.md). A backend that fails to build
@@ -37,7 +37,7 @@ class BackendSpec:
     builder: str                      # "module:function" under pipeline.runtime
     devices: tuple[str, ...]          # device types it runs on
     package: str | None = None        # what must be importable
-    exported: bool = False            # runs the exported ONNX graph (needs the on-disk cache)
+    exported: bool = False            # runs an exported graph (built into the on-disk cache)
 
     def installed(self) -> bool:
         return self.package is None or importlib.util.find_spec(self.package) is not None
@@ -93,7 +93,10 @@ def build_runner(name: str, network: torch.nn.Module, config: ModelConfig, devic
         try:
             if not spec.installed():
                 raise RuntimeError(f"the {spec.package} package is not installed")
-            kwargs = {"onnx_entry": exported_entry(network, config, cache_dir)} if spec.exported else {}
+            kwargs = {}
+            if spec.exported:
+                entry, metadata = cache_entry(network, config, cache_dir)
+                kwargs = {"entry": entry, "metadata": metadata}
             runner = spec.build(network, device, **kwargs)
         except Exception as e:  # noqa: BLE001 - any runtime failure means: use the next backend
             if i == len(names) - 1:
@@ -118,16 +121,17 @@ def warn_fallback(failures: list[tuple[str, BaseException]], fallback: str) -> N
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def exported_entry(network: torch.nn.Module, config: ModelConfig, cache_dir: Path | None = None) -> Path:
-    """The cache folder holding `model.onnx` for this network's current weights (exported if missing)."""
+def cache_entry(network: torch.nn.Module, config: ModelConfig, cache_dir: Path | None = None) -> tuple[Path, dict]:
+    """The cache folder for this network's current weights (made if missing; each runtime builds its
+    own files inside it) and the metadata its files carry."""
     from . import cache
-    from .onnx_export import export_onnx, model_metadata
+    from .onnx_export import model_metadata
     sha = cache.weights_sha256(network)
     folder = cache.entry_dir(config, sha, cache_dir)
     meta = model_metadata(config, source="pipeline.runtime cache", weights_sha256=sha)
     if folder.is_dir():
         cache.touch(folder)
-        return folder
-    cache.build_once(folder, lambda tmp: export_onnx(network, tmp / "model.onnx", metadata=meta))
-    cache.prune(folder.parent)
-    return folder
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        cache.prune(folder.parent)
+    return folder, meta
