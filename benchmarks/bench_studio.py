@@ -6,14 +6,15 @@
 1. In process (`DepthService.run`): inference (preprocess + network + resize back), colour map,
    16-bit PNG encode, the viewer's point cloud (+ .ply), the rest (decode, model lookup, .npy,
    PNG/JPEG views); shares of the total. Target: everything outside the network < 15 % of the total.
-2. Over HTTP (launched app.py, gradio_client /predict, every output file downloaded): request to all
-   outputs, and the share spent outside the network. Target: <= 15 %. Measured twice in the same run:
-   the studio as it is (a light viewer cloud, at most DA_STUDIO_VIEWER_POINTS points; the
-   full-resolution .ply, .exr, mesh and normals are built by /export when asked), and the same app
-   sending the every-pixel cloud with each request (the earlier behaviour) as the peer. The machine
-   these numbers come from is shared and loaded: compare the two in one run, not across runs.
-   Then /export of the every-pixel .ply for the light app: what a client who wants it pays; and a
-   client that wants the values only (`Client(download_files=False)`, then the .npy fetched).
+2. Over HTTP (launched app.py, gradio_client /predict: upload, queue, the two files it sends downloaded):
+   request to all outputs, and the share spent outside the network. Target: <= 15 %. Three clients,
+   their requests interleaved: gradio_client as installed (it builds a new HTTP client for every
+   upload, stream and download, and by default each one loads the CA certificate bundle, ~30 ms,
+   even for a plain http:// URL: the cost of one such load is measured in the same run and
+   printed), the same client with `ssl_verify=False` (nothing else changes on plain HTTP), and a
+   client that wants the values only (`download_files=False`, then the .npy fetched).
+   Then /export with no formats (every file of the request, the 16-bit PNG and the viewer's .ply
+   among them) and /export of the every-pixel .ply: what a client who wants them pays.
 3. Point cloud + .ply alone for a 518x770 prediction. Target: < 150 ms.
 Medians over --repeats runs after one warm-up run.
 """
@@ -63,67 +64,76 @@ def _values_only(client, image: Path) -> dict:
     import httpx
     from gradio_client import handle_file
     t0 = time.perf_counter()
-    slider, png16, npy, ply, summary = client.predict(handle_file(str(image)), api_name="/predict")
-    depth = np.load(io.BytesIO(httpx.get(npy["url"]).content))
+    colour, npy, summary = client.predict(handle_file(str(image)), api_name="/predict")
+    depth = np.load(io.BytesIO(httpx.get(npy["url"], verify=False).content))
     return {"wall": 1000 * (time.perf_counter() - t0), "summary": summary, "bytes": depth.nbytes + 128,
             "export": None}
 
 
 def _one_request(client, image: Path, export: bool) -> dict:
-    """/predict with every output downloaded (and optionally /export of the every-pixel .ply): times and sizes."""
+    """/predict with every output downloaded (and optionally /export: every file, then the every-pixel .ply)."""
     from gradio_client import handle_file
     t0 = time.perf_counter()
-    slider, png16, npy, ply, summary = client.predict(handle_file(str(image)), api_name="/predict")
+    colour, npy, summary = client.predict(handle_file(str(image)), api_name="/predict")
     wall = 1000 * (time.perf_counter() - t0)
-    size = sum(Path(p).stat().st_size for p in (*slider, png16, npy, ply) if p)
+    size = sum(Path(p).stat().st_size for p in (colour, npy))
     out = {"wall": wall, "summary": summary, "bytes": size, "export": None}
     if export:
         t0 = time.perf_counter()
+        files, _ = client.predict(summary["request"], [], api_name="/export")
+        t1 = time.perf_counter()
         client.predict(summary["request"], ["ply"], api_name="/export")
-        out["export"] = 1000 * (time.perf_counter() - t0)
+        out["export"] = (1000 * (t1 - t0), 1000 * (time.perf_counter() - t1), len(files))
     return out
 
 
-def over_http(checkpoint: Path, image: Path, repeats: int, work: Path, threads: int) -> None:
-    """Both apps up at once and their requests interleaved, so a change in the machine's load hits both."""
+def ca_bundle_load_ms(n: int = 10) -> float:
+    """What gradio_client pays per HTTP call it makes with ssl_verify=True (a new httpx client each time)."""
+    import httpx
+    t0 = time.perf_counter()
+    for _ in range(n):
+        httpx.create_ssl_context()
+    return 1000 * (time.perf_counter() - t0) / n
+
+
+STOCK, NO_CA = "gradio_client as installed", "ssl_verify=False"
+
+
+def over_http(checkpoint: Path, image: Path, repeats: int, work: Path, threads: int) -> dict:
+    """One app; three clients' requests interleaved, so a change in the machine's load hits all of them."""
     from gradio_client import Client
-    configs = {"light (as shipped)": {}, "every-pixel cloud (peer)": {"DA_STUDIO_VIEWER_POINTS": "1000000000"}}
-    apps, clients, results = [], {}, {name: [] for name in (*configs, VALUES_ONLY)}
+    results = {name: [] for name in (STOCK, NO_CA, VALUES_ONLY)}
+    (work / "app").mkdir()
+    proc, url = start_app(work / "app", checkpoint, {"OMP_NUM_THREADS": str(threads)})
     try:
-        for name, extra in configs.items():
-            folder = work / name.split()[0]
-            folder.mkdir()
-            proc, url = start_app(folder, checkpoint, {"OMP_NUM_THREADS": str(threads), **extra})
-            apps.append(proc)
-            clients[name] = Client(url, download_files=str(folder / "downloads"), verbose=False)
-            _one_request(clients[name], image, export=False)                       # warm-up
-        values_client = Client(clients["light (as shipped)"].src, download_files=False, verbose=False)
+        clients = {STOCK: Client(url, download_files=str(work / "dl-stock"), verbose=False),
+                   NO_CA: Client(url, download_files=str(work / "dl-noca"), verbose=False, ssl_verify=False),
+                   VALUES_ONLY: Client(url, download_files=False, verbose=False, ssl_verify=False)}
+        _one_request(clients[STOCK], image, export=False)                          # warm-up
         for _ in range(repeats):
-            for name in configs:
-                results[name].append(_one_request(clients[name], image, export=not configs[name]))
-            results[VALUES_ONLY].append(_values_only(values_client, image))
+            results[STOCK].append(_one_request(clients[STOCK], image, export=False))
+            results[NO_CA].append(_one_request(clients[NO_CA], image, export=True))
+            results[VALUES_ONLY].append(_values_only(clients[VALUES_ONLY], image))
     finally:
-        for proc in apps:
-            proc.terminate()
-            proc.wait(10)
-    print(f"\n2. over HTTP (gradio_client: upload + queue + every output file downloaded), median of {repeats}, "
-          "the two apps' requests interleaved")
-    print(f"   {'':26s} {'request':>9s} {'inference':>10s} {'outside':>9s} {'share':>7s} {'payload':>9s} {'points':>8s}")
-    outside = {}
+        proc.terminate()
+        proc.wait(10)
+    print(f"\n2. over HTTP (gradio_client: upload + queue + the files /predict sends downloaded), median of {repeats}, "
+          "the three clients' requests interleaved")
+    print(f"   {'':28s} {'request':>9s} {'inference':>10s} {'outside':>9s} {'share':>7s} {'payload':>9s}")
+    shares = {}
     for name, rs in results.items():
         wall = float(np.median([r["wall"] for r in rs]))
         inference = float(np.median([r["summary"]["timings_ms"]["inference"] for r in rs]))
-        outside[name] = float(np.median([r["wall"] - r["summary"]["timings_ms"]["inference"] for r in rs]))
-        share = float(np.median([(r["wall"] - r["summary"]["timings_ms"]["inference"]) / r["wall"] for r in rs]))
-        print(f"   {name:26s} {wall:7.1f}ms {inference:8.1f}ms {outside[name]:7.1f}ms {100 * share:6.1f}% "
-              f"{rs[-1]['bytes'] / 1e6:7.2f}MB {rs[-1]['summary']['points']:8,d}")
-    light, peer = outside["light (as shipped)"], outside["every-pixel cloud (peer)"]
-    print(f"   outside the network, light / peer: {light / peer:.2f}x (target share <= 15 %)")
-    print("   (gradio_client opens a new HTTP client, SSL context included, for each file it downloads: a fixed "
-          "cost per file, whatever its size; the last row skips the automatic downloads and fetches the .npy)")
-    exports = [r["export"] for r in results["light (as shipped)"]]
-    print(f"   /export of the every-pixel .ply afterwards (built when asked, then downloaded): "
-          f"{float(np.median(exports)):.1f} ms")
+        outside = float(np.median([r["wall"] - r["summary"]["timings_ms"]["inference"] for r in rs]))
+        shares[name] = float(np.median([(r["wall"] - r["summary"]["timings_ms"]["inference"]) / r["wall"] for r in rs]))
+        print(f"   {name:28s} {wall:7.1f}ms {inference:8.1f}ms {outside:7.1f}ms {100 * shares[name]:6.1f}% "
+              f"{rs[-1]['bytes'] / 1e6:7.2f}MB")
+    print(f"   (target share <= 15 %; gradio_client makes a new HTTP client for the upload, the queue stream and each "
+          f"download; loading the CA bundle costs {ca_bundle_load_ms():.1f} ms each time, measured now)")
+    every, full = zip(*[r["export"][:2] for r in results[NO_CA]], strict=True)
+    print(f"   /export of every file of the request ({results[NO_CA][-1]['export'][2]} files + a zip): "
+          f"{float(np.median(every)):.1f} ms; of the every-pixel .ply (built when asked): {float(np.median(full)):.1f} ms")
+    return shares
 
 
 def point_cloud_alone(repeats: int, work: Path) -> float:

@@ -120,7 +120,7 @@ def one_client(url: str, image: Path, requests: int, input_size: int, downloads:
     for _ in range(requests):
         t0 = time.perf_counter()
         job = client.submit(handle_file(str(image)), input_size=input_size, api_name="/predict")
-        slider, png16, npy, ply, summary = job.result(timeout=timeout)
+        colour, npy, summary = job.result(timeout=timeout)
         out.append((time.perf_counter() - t0, np.load(npy), summary))
     return out
 

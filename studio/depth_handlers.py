@@ -34,23 +34,27 @@ class DepthHandlers:
     @user_errors("Cannot compute depth")
     def predict(self, image, model, input_size, cmap, focal_px, voxel_size, remove_outliers, vmin=None, vmax=None,
                 progress=gr.Progress()):
-        """Depth for one image: slider pair, 16-bit PNG, .npy, viewer .ply, summary (+ the page's view state).
+        """Depth for one image: the colour picture, the .npy of the values, the summary (+ the page's view state).
+
+        Two files, because an API client downloads every file it is sent (gradio_client: one new HTTP
+        client per file); the request's other files (input JPEG, 16-bit PNG, the viewer's .ply) are
+        written too and reach the page through `show`, and API clients through /export.
         The numbers go to the service as sent: it checks their ranges (pipeline.services.depth_service.RANGES)."""
         result = self.service.run(
             image, model or None, input_size, cmap or None, focal_px, voxel_size, bool(remove_outliers), vmin, vmax,
             infer=self.infer, progress=lambda fraction, desc: progress(fraction, desc=desc))
         f = {k: str(v) for k, v in result.files.items()}
         view = {"request": result.summary["request"], "files": f, "summary": result.summary}
-        return (f["input"], f["color"]), f["depth16"], f["npy"], f.get("ply"), result.summary, view
+        return f["color"], f["npy"], result.summary, view
 
     def show(self, view: dict | None):
-        """After a prediction: depth picture, 3D view, banner, summary line, legend, downloads, measure reset,
-        3D mode, zip (none yet), request id (the export button's input)."""
+        """After a prediction: image/depth slider, depth picture, 3D view, banner, summary line, legend,
+        downloads, measure reset, 3D mode, zip (none yet), request id (the export button's input)."""
         if not view:
-            return self.cleared()[6:]
+            return self.cleared()[4:]
         f, summary = view["files"], view["summary"]
         notice = summary.get("notice")
-        return (f["color"], f.get("ply"), gr.update(value=banner.banner_html(notice), visible=bool(notice)),
+        return ((f["input"], f["color"]), f["color"], f.get("ply"), gr.update(value=banner.banner_html(notice), visible=bool(notice)),
                 format_summary(summary), self.legend(view["request"]), list(f.values()), MEASURE_HINT, [], CLOUD_VIEWS[0], None,
                 view["request"])
 
@@ -61,8 +65,8 @@ class DepthHandlers:
 
     def cleared(self):
         """Every output of predict + show emptied: a failed prediction leaves nothing of the previous one."""
-        return (None, None, None, None, None, None,                              # predict's outputs + view
-                None, None, gr.update(), "", EMPTY_LEGEND, None, MEASURE_HINT, [], CLOUD_VIEWS[0], None, "")
+        return (None, None, None, None,                                          # predict's outputs + view
+                None, None, None, gr.update(), "", EMPTY_LEGEND, None, MEASURE_HINT, [], CLOUD_VIEWS[0], None, "")
 
     # ---- colour range --------------------------------------------------------------------
     @user_errors("Cannot change the colours")

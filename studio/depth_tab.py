@@ -91,10 +91,10 @@ def _views() -> dict:
                                             elem_id="depth-formats")
             v["export"] = gr.Button("Build them, and one zip of everything", elem_id="depth-export")
             v["zip"] = gr.File(label="Everything in one zip", interactive=False, elem_id="depth-zip")
-            with gr.Row(visible=False):                  # /predict's file outputs (API); the list above shows them
-                v["depth16"] = gr.File(label="16-bit PNG (values recoverable)", elem_id="depth-png16")
+            with gr.Row(visible=False):    # /predict's file outputs (API): the picture and the values; the page
+                # shows them through the views above, and /export hands out the request's other files
+                v["color_file"] = gr.File(label="colour depth picture (.png)", elem_id="depth-color-file")
                 v["npy"] = gr.File(label="float32 .npy", elem_id="depth-npy")
-                v["ply"] = gr.File(label="point cloud .ply", elem_id="depth-ply")
                 v["request"] = gr.Textbox(label="request", elem_id="depth-request")
     v["summary_text"] = gr.Markdown(elem_id="depth-summary-text")
     with gr.Accordion("Summary (JSON)", open=False):
@@ -120,8 +120,8 @@ def build(services, banner_box: gr.HTML) -> DepthHandlers:
 
 
 def _wire(h: DepthHandlers, c: dict, v: dict, view, pending, banner_box, settings) -> None:
-    outputs = [v["slider"], v["depth16"], v["npy"], v["ply"], v["summary"], view]
-    shown = [v["measure"], v["cloud"], banner_box, v["summary_text"], v["legend"], v["downloads"], v["measure_info"],
+    outputs = [v["color_file"], v["npy"], v["summary"], view]          # /predict: two files (each costs a client a download)
+    shown = [v["slider"], v["measure"], v["cloud"], banner_box, v["summary_text"], v["legend"], v["downloads"], v["measure_info"],
              pending, v["cloud_mode"], v["zip"], v["request"]]
     inputs = [c[k] for k in ("image", "model", "input_size", "cmap", "focal", "voxel", "outliers", "vmin", "vmax")]
     run = c["run"].click(h.predict, inputs, outputs, api_name="predict",

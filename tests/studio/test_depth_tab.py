@@ -33,18 +33,20 @@ def predict(handlers, image, **kw):
     return handlers.predict(image, *args.values(), progress=NoProgress())
 
 
-def test_predict_returns_slider_pair_files_and_summary(handlers, tmp_path, small_rgb):
+def test_predict_returns_the_picture_the_values_and_the_summary_and_show_fills_the_page(handlers, tmp_path, small_rgb):
     path = tmp_path / "scene.png"
     Image.fromarray(small_rgb).save(path)
-    (inp, color), png16, npy, ply, summary, view = predict(handlers, str(path), cmap="viridis")
-    assert np.array_equal(np.asarray(Image.open(inp)).shape, small_rgb.shape)
-    assert Path(color).name == "scene_depth_color.png" and Path(png16).name == "scene_depth16.png"
+    color, npy, summary, view = predict(handlers, str(path), cmap="viridis")       # the API's /predict: two files
+    assert Path(color).name == "scene_depth_color.png"
+    assert np.asarray(Image.open(color)).shape == small_rgb.shape
     arr = np.load(npy)
     assert arr.shape == (60, 80) and summary["min"] == float(arr.min())
-    assert Path(ply).stat().st_size > 60 * 80 * 12
     json.dumps(summary)                                       # the API returns it as JSON
-    picture, cloud, banner_update, text, legend, downloads, info, pending, mode, zipped, request = handlers.show(view)
-    assert picture == color and cloud == ply and request == summary["request"] and zipped is None
+    (inp, slid_color), picture, cloud, banner_update, text, legend, downloads, info, pending, mode, zipped, request = \
+        handlers.show(view)
+    assert np.array_equal(np.asarray(Image.open(inp)).shape, small_rgb.shape)
+    assert slid_color == picture == color and request == summary["request"] and zipped is None
+    assert Path(cloud).name == "scene_points.ply" and Path(cloud).stat().st_size > 60 * 80 * 12
     assert banner_update["visible"] is False and pending == [] and mode == "points"
     assert "Relative disparity" in text and "80×60" in text and "field of view 60.0°" in text
     assert 'data-grid="' in legend and "80×60 grid, every pixel" in legend
@@ -64,7 +66,7 @@ def test_a_failed_prediction_clears_every_output(vitt_service):
     h = DepthHandlers(vitt_service, infer=vitt_service.infer)
     cleared = h.cleared()
     assert len(cleared) == len(failure["outputs"])
-    assert cleared[:6] == (None,) * 6 and cleared[6:8] == (None, None)      # slider, files, view; picture, cloud
+    assert cleared[:4] == (None,) * 4 and cleared[4:7] == (None,) * 3        # files, summary, view; slider, picture, cloud
     assert len(h.show(None)) == len(show["outputs"])
 
 
@@ -117,7 +119,7 @@ def test_bad_upload_becomes_a_readable_gradio_error(handlers, bad_inputs):
 def test_untrained_result_shows_the_banner(handlers, small_rgb):
     *_, view = predict(handlers, small_rgb)
     view["summary"].update(notice="Weights for X are missing: it runs untrained.\n\nWhy\n\nHow", untrained=True)
-    _, _, banner_update, text, *_ = handlers.show(view)
+    _, _, _, banner_update, text, *_ = handlers.show(view)
     assert banner_update["visible"] is True and "Weights for X are missing" in banner_update["value"]
     assert text.startswith("**UNTRAINED weights")
 
@@ -161,7 +163,7 @@ def test_page_has_named_endpoints_and_the_banner(vitt_service):
     params = [p["parameter_name"] for p in api["/predict"]["parameters"]]
     assert params == ["image", "model", "input_size", "cmap", "focal_px", "voxel_size", "remove_outliers",
                       "vmin", "vmax"]                            # new ones last, with defaults: old calls still work
-    assert len(api["/predict"]["returns"]) == 5                # slider, 16-bit PNG, .npy, .ply, summary
+    assert [r["label"] for r in api["/predict"]["returns"]] == ["colour depth picture (.png)", "float32 .npy", "Summary"]
     assert [p["parameter_name"] for p in api["/export"]["parameters"]] == ["request", "formats"]
     assert [p["parameter_name"] for p in api["/measure"]["parameters"]] == ["request", "ax", "ay", "bx", "by"]
     assert {"/predict_batch", "/predict_video"} <= set(api)
