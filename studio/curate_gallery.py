@@ -62,7 +62,7 @@ class GalleryHandlers:
         pages = max(1, -(-g.total // PAGE_SIZE))
         cursors = {"view": view, "page": page, "next": g.next_cursor, "prev": g.prev_cursor}
         ticks = gr.update(choices=[(c.split(" · ")[0], i) for (_, c), i in zip(g.items, g.ids, strict=True)], value=[])
-        return ([(str(p), c) for p, c in g.items], g.ids, counts, f"page {page} of {pages} ({g.total} images)",
+        return ([(str(p), c) for p, c in g.items], g.ids, counts, f"page {page}/{pages} · {g.total} images",
                 page, cursors, ticks, histogram_markdown(self.curation.histogram(status), status))
 
     def first_page(self, status, sort, clip=None, name=None, tag=None, min_conf=None, max_conf=None):

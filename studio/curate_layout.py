@@ -68,11 +68,9 @@ def intake_row(root, teachers, default_teacher, allow_custom: bool) -> dict:
 
 def side_column() -> dict:
     c = {}
-    with gr.Row():
-        c["status"] = gr.Dropdown(list(STATUS_FILTERS), value="all", label="Status", elem_id="curate-status",
-                                  min_width=80, scale=2)
-        c["sort"] = gr.Dropdown(list(SORT_CHOICES), value="confidence, worst first", label="Sort",
-                                elem_id="curate-sort", min_width=120, scale=3)
+    # one above the other: side by side in this narrow column the sort order's name was cut off
+    c["status"] = gr.Dropdown(list(STATUS_FILTERS), value="all", label="Status", elem_id="curate-status")
+    c["sort"] = gr.Dropdown(list(SORT_CHOICES), value="confidence, worst first", label="Sort", elem_id="curate-sort")
     with gr.Accordion("Filters and confidence histogram", open=False, elem_id="curate-filters"):
         c["name"] = gr.Textbox(label="Name contains (or a glob: kitchen_*.jpg)", elem_id="curate-name")
         c["tag"] = gr.Dropdown([("any tag", ALL_TAGS)], value=ALL_TAGS, label="Tag", elem_id="curate-tag")
@@ -86,12 +84,12 @@ def side_column() -> dict:
         c["page"] = lenient(gr.Number(1, label="Jump to page", precision=0, minimum=1, elem_id="curate-page"))
         c["histogram"] = gr.Markdown(elem_id="curate-histogram")
     c["counts"] = gr.Markdown(elem_id="curate-counts")
-    c["gallery"] = gr.Gallery(label="Images | labels", columns=2, height=400, allow_preview=False,
+    c["gallery"] = gr.Gallery(label="Images | labels", columns=2, height=320, allow_preview=False,
                               object_fit="contain", elem_id="curate-gallery", show_label=False)
     with gr.Row(equal_height=True):
-        c["prev_page"] = gr.Button("◀", size="sm", elem_id="curate-page-prev", min_width=36, scale=1)
+        c["prev_page"] = gr.Button("◀", size="sm", elem_id="curate-page-prev", min_width=36, scale=0)
         c["page_info"] = gr.Markdown(elem_id="curate-page-info", min_width=120)
-        c["next_page"] = gr.Button("▶", size="sm", elem_id="curate-page-next", min_width=36, scale=1)
+        c["next_page"] = gr.Button("▶", size="sm", elem_id="curate-page-next", min_width=36, scale=0)
     with gr.Accordion("Decide on many images", open=False, elem_id="curate-bulk"):
         c["ticked"] = gr.CheckboxGroup([], label="Ticked images of this page", elem_id="curate-ticked")
         with gr.Row():
@@ -155,11 +153,11 @@ def tools_column(modes: list[tuple[str, str, bool, str]]) -> dict:
         c["clear"] = gr.Button("Clear (c)", size="sm", elem_id="curate-clear", min_width=60)
         c["snap"] = gr.Button("Snap to superpixels", size="sm", elem_id="curate-snap", min_width=60)
         c["absorb"] = gr.Button("Take brush strokes", size="sm", elem_id="curate-absorb", min_width=60)
+    # the tool on its own line, so its long names ("Fit a plane (walls, floors, tables)") show whole
+    c["tool"] = gr.Dropdown([(desc, key) for key, (desc, _) in TOOLS.items()], value="sky",
+                            label="Correction tool", elem_id="curate-tool")
     with gr.Row(equal_height=True):
-        c["tool"] = gr.Dropdown([(desc, key) for key, (desc, _) in TOOLS.items()], value="sky",
-                                label="Correction tool", elem_id="curate-tool", scale=3, min_width=150)
-        c["apply"] = gr.Button("Apply", variant="primary", elem_id="curate-apply", scale=1, min_width=70)
-    with gr.Row():
+        c["apply"] = gr.Button("Apply", variant="primary", elem_id="curate-apply", scale=2, min_width=70)
         c["undo"] = gr.Button("Undo (u)", size="sm", elem_id="curate-undo", interactive=False, min_width=60)
         c["redo"] = gr.Button("Redo (y)", size="sm", elem_id="curate-redo", interactive=False, min_width=60)
     with gr.Accordion("Tool and superpixel settings", open=False, elem_id="curate-settings"):

@@ -122,6 +122,14 @@ def test_image_label_and_tools_fit_one_1440x900_screen(curate_studio, page):
         assert inside_viewport(box), (elem, box)
     view = page.locator("#curate-view").bounding_box()
     assert view["height"] >= 450 and view["width"] >= 550                   # not a 350 px canvas
+    # pickers show their choice whole: the longest tool name and sort order are not cut off
+    page.locator("#curate-tool input").first.click()
+    page.get_by_role("option", name="Ignore (glass, mirrors, reflections)", exact=True).click()
+    for elem in ("#curate-tool input", "#curate-sort input", "#curate-mode input"):
+        widths = page.locator(elem).first.evaluate("e => [e.scrollWidth, e.clientWidth]")
+        assert widths[0] <= widths[1], (elem, widths)
+    page_info = page.locator("#curate-page-info").first.evaluate("e => [e.scrollWidth, e.clientWidth]")
+    assert page_info[0] <= page_info[1], page_info
     assert page.evaluate("window.scrollY") == 0
     # the label is over the image: at opacity 1 the view shows the label's colours, at 0 the image's
     shown = page.locator("#curate-view img").first.get_attribute("src")
@@ -144,7 +152,7 @@ def test_a_magic_wand_click_selects_the_wall_and_apply_marks_it(curate_studio, p
     wall = np.argwhere(scene.wall)
     click_pixel(page, wall[len(wall) // 2])
     expect(page.locator("#curate-selection-info")).to_contain_text("Selected:", timeout=60_000)
-    choose(page, "curate-tool", "Ignore the selection (glass, mirrors, reflections)")
+    choose(page, "curate-tool", "Ignore (glass, mirrors, reflections)")
     page.locator("#curate-apply").click()
     head = wait_until(lambda: (h := store.head(image_id)) and h.id != before.id and h, 60)
     assert head and head.tool == "ignore_mask", f"no new revision; app log:\n{app.log()[-3000:]}"
@@ -189,7 +197,7 @@ def test_brush_strokes_and_the_brush_size_keys(curate_studio, page):
     for i in range(1, 6):
         page.mouse.move(cx - 30 + 12 * i, cy + 4 * i, steps=2)
     page.mouse.up()
-    choose(page, "curate-tool", "Ignore the selection (glass, mirrors, reflections)")
+    choose(page, "curate-tool", "Ignore (glass, mirrors, reflections)")
     page.locator("#curate-apply").click()
     head = wait_until(lambda: (h := store.head(image_id)) and h.id != before and h, 60)
     assert head and head.tool == "ignore_mask", f"no revision from the strokes: {toasts(page)}\n{app.log()[-3000:]}"

@@ -49,7 +49,7 @@ def test_gallery_lists_worst_first_with_counts_ticks_and_a_histogram(h):
     out = h.gallery.gallery("all", "confidence, worst first", 1)
     items, ids = out[GAL["gallery"]], out[GAL["page_ids"]]
     assert ids == [2, 3, 1] and len(items) == 3 and items[0][1].startswith("#2 img1.png")
-    assert "pending: **3**" in out[GAL["counts"]] and out[GAL["page_info"]] == "page 1 of 1 (3 images)"
+    assert "pending: **3**" in out[GAL["counts"]] and out[GAL["page_info"]] == "page 1/1 · 3 images"
     assert out[GAL["cursors"]] == {"view": ["all", "confidence, worst first", None, None, None, None, None],
                                    "page": 1, "next": None, "prev": None}
     assert out[GAL["ticked"]]["choices"] == [("#2 img1.png", 2), ("#3 img2.png", 3), ("#1 img0.png", 1)]
@@ -82,7 +82,7 @@ def test_pages_turn_by_cursor_and_jump_by_number(h, curation, monkeypatch):
         out = g.turn_page("all", "name", out[GAL["page"]], *nav, out[GAL["cursors"]], delta=+1)
         pages.append(out[GAL["page_ids"]])
     assert pages[0] + pages[1] + pages[2] == want and pages[3] == pages[2]
-    assert out[GAL["page_info"]] == "page 3 of 3 (51 images)" and out[GAL["cursors"]]["next"] is None
+    assert out[GAL["page_info"]] == "page 3/3 · 51 images" and out[GAL["cursors"]]["next"] is None
     out = g.turn_page("all", "name", out[GAL["page"]], *nav, out[GAL["cursors"]], delta=-1)
     assert out[GAL["page_ids"]] == want[24:48] and out[GAL["page"]] == 2
     out = g.turn_page("all", "name", out[GAL["page"]], *nav, out[GAL["cursors"]], delta=-1)
@@ -230,7 +230,7 @@ def test_video_import_and_the_gallerys_clip_filter(h, curation, tmp_path, monkey
     (label, name), = [c for c in update["choices"] if c[1]]
     assert name.startswith("walk.mp4#") and label == f"{name} (3 frames)" and update["value"] == cg.ALL_CLIPS
     out = g.gallery("all", "name", 1, name)
-    assert len(out[GAL["page_ids"]]) == 3 and "(3 images)" in out[GAL["page_info"]]
+    assert len(out[GAL["page_ids"]]) == 3 and "· 3 images" in out[GAL["page_info"]]
     assert " · 1.00 s · " in out[GAL["gallery"]][1][1]
     assert g.gallery("all", "name", 1, cg.ALL_CLIPS)[GAL["page_ids"]] == g.gallery("all", "name", 1)[GAL["page_ids"]]
     assert len(g.gallery("all", "name", 1)[GAL["page_ids"]]) == 6                      # 3 photos + 3 frames

@@ -89,13 +89,14 @@ def _copy(c: ToolContext) -> ToolResult:
     return ToolResult(depth, {}, f"copied from {model_id} (scale {al.scale:.4g}, shift {al.shift:.4g})")
 
 
+# names short enough for the studio's tool picker (a narrow column); each applies to the current selection
 TOOLS: dict[str, tuple[str, Callable[[ToolContext], ToolResult]]] = {
-    "ignore_mask": ("Ignore the selection (glass, mirrors, reflections)", _ignore),
-    "unignore": ("Stop ignoring the selection", _unignore),
-    "sky": ("Mark the selection as sky / infinitely far", _sky),
-    "plane": ("Fit a plane to the selection (walls, floors, tables)", _plane),
-    "smooth": ("Smooth the selection", _smooth),
-    "copy": ("Copy the selection from another model's prediction", _copy),
+    "ignore_mask": ("Ignore (glass, mirrors, reflections)", _ignore),
+    "unignore": ("Stop ignoring", _unignore),
+    "sky": ("Sky (infinitely far)", _sky),
+    "plane": ("Fit a plane (walls, floors, tables)", _plane),
+    "smooth": ("Smooth", _smooth),
+    "copy": ("Copy from another model", _copy),
 }
 
 
