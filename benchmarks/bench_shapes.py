@@ -30,7 +30,7 @@ def compare_shapes(model, rounds: int, threads: int) -> int:
     import openvino as ov
     entry, metadata = cache_entry(model, model.config)
     openvino_rt.build(model, torch.device("cpu"), entry=entry, metadata=metadata)      # ensures the IR exists
-    folder = next(entry.glob("openvino-*"))
+    folder = next(entry.glob("openvino-pt-*"))
     core = openvino_rt.core()
     dynamic = core.compile_model(str(folder / "model.xml"), "CPU", openvino_rt.config(threads)).create_infer_request()
     static: dict[tuple, object] = {}

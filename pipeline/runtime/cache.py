@@ -4,7 +4,7 @@ An entry is a folder named after everything its files depend on:
 
     <cache root>/<encoder>-<version>[-metric<max_depth>]-<weights sha256>-<code>/
         onnx/model.onnx             the network exported to ONNX (dynamic N, H, W), for ONNX Runtime
-        openvino-<version>/         the network converted to OpenVINO IR by that OpenVINO release
+        openvino-pt-<version>/      the network converted to OpenVINO IR by that release's PyTorch frontend
 
 `<weights sha256>` hashes every tensor of the state dict (names, dtypes, shapes, bytes);
 `<code>` hashes the source of `pipeline/model/` and the torch and timm versions that traced

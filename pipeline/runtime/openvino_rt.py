@@ -9,7 +9,7 @@ non-square example, as the ONNX export is) and the position embedding resampled 
 
 Exact settings: `INFERENCE_PRECISION_HINT=f32`. Without it OpenVINO picks bf16 on CPUs with
 AMX / AVX512-BF16 (this Xeon has both) and the output drifts by ~1% of its range. The IR is
-converted once per OpenVINO release into the cache entry (`openvino-<version>/model.xml`) and
+converted once per OpenVINO release into the cache entry (`openvino-pt-<version>/model.xml`) and
 compiled with dynamic N, H, W: a new image size costs no rebuild (see benchmarks/README.md for
 dynamic vs one static model per size). Threads: `torch.get_num_threads()`, so one knob
 (`OMP_NUM_THREADS` / `torch.set_num_threads`) sets every backend.
@@ -94,6 +94,8 @@ class OpenVINORunner(Runner):
 def build(network: torch.nn.Module, device: torch.device, *, entry: Path, metadata: dict, **_) -> OpenVINORunner:
     import openvino as ov
     version = ov.get_version().split("-")[0]
-    folder = cache.build_once(entry / f"openvino-{version}",
+    # "-pt": converted from the network by the PyTorch frontend; an older entry's openvino-<version>/
+    # was converted from the ONNX file, a different (slower) graph, so it must not be found
+    folder = cache.build_once(entry / f"openvino-pt-{version}",
                               lambda tmp: convert_network(network, tmp / "model.xml", rt_info=metadata))
     return OpenVINORunner(folder / "model.xml", torch.get_num_threads())
