@@ -41,8 +41,11 @@ def check_input_size(x: torch.Tensor) -> None:
 
 
 def _cubic(x: torch.Tensor, a: float = -0.75) -> torch.Tensor:
-    """Keys' cubic convolution kernel at distance |x| <= 2, as PyTorch's bicubic uses it (A = -0.75)."""
-    x = x.abs()
+    """Keys' cubic convolution kernel at a distance 0 <= x <= 2, as PyTorch's bicubic uses it (A = -0.75).
+
+    The caller passes the distance itself, not a signed offset to take `abs` of: OpenVINO folded
+    Abs of a negative offset to the offset itself once an exported graph was reshaped to a static
+    size, so the resample was 2.2 off at every non-square static size (tests/test_runtime.py)."""
     near = ((a + 2) * x - (a + 3)) * x * x + 1                       # |x| <= 1
     far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a                  # 1 < |x| < 2
     return torch.where(x <= 1, near, far)
@@ -64,8 +67,10 @@ def bicubic_matrix(out: torch.Tensor, side: int, same: torch.Tensor) -> torch.Te
     cols = torch.arange(side, dtype=out.dtype, device=out.device)                  # (side,)
     weights = torch.zeros_like(src)[:, None] * cols                                # (n, side)
     for k in range(4):                                                             # taps -1, 0, 1, 2
-        idx = torch.clamp(base + (k - 1), 0, side - 1)
-        weights = weights + _cubic(frac - (k - 1))[:, None] * (idx[:, None] == cols).to(out.dtype)
+        tap = k - 1
+        idx = torch.clamp(base + tap, 0, side - 1)
+        distance = frac - tap if tap <= 0 else tap - frac                          # |frac - tap|, frac in [0, 1)
+        weights = weights + _cubic(distance)[:, None] * (idx[:, None] == cols).to(out.dtype)
     identity = (out[:, None] == cols).to(out.dtype)
     return torch.where(same, identity, weights)
 
