@@ -30,16 +30,15 @@ def compare_shapes(model, rounds: int, threads: int) -> int:
     import openvino as ov
     entry, metadata = cache_entry(model, model.config)
     openvino_rt.build(model, torch.device("cpu"), entry=entry, metadata=metadata)      # ensures the IR exists
-    folder = next(entry.glob("openvino-pt-*"))
-    core = openvino_rt.core()
-    dynamic = core.compile_model(str(folder / "model.xml"), "CPU", openvino_rt.config(threads)).create_infer_request()
+    xml = openvino_rt.ir_folder(entry) / "model.xml"
+    dynamic = openvino_rt.compile_model(xml, threads).create_infer_request()
     static: dict[tuple, object] = {}
 
     def static_request(hw):
         if hw not in static:
-            m = core.read_model(str(folder / "model.xml"))
+            m = openvino_rt.core().read_model(str(xml))
             m.reshape([1, 3, *hw])
-            static[hw] = core.compile_model(m, "CPU", openvino_rt.config(threads)).create_infer_request()
+            static[hw] = openvino_rt.compile_model(m, threads).create_infer_request()
         return static[hw]
 
     print(f"# OpenVINO {ov.get_version().split('-')[0]}, vits, {threads} threads; first call and steady state "

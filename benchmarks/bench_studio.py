@@ -99,7 +99,7 @@ def ca_bundle_load_ms(n: int = 10) -> float:
 STOCK, NO_CA = "gradio_client as installed", "ssl_verify=False"
 
 
-def over_http(checkpoint: Path, image: Path, repeats: int, work: Path, threads: int) -> dict:
+def over_http(checkpoint: Path, image: Path, repeats: int, work: Path, threads: int) -> None:
     """One app; three clients' requests interleaved, so a change in the machine's load hits all of them."""
     from gradio_client import Client
     results = {name: [] for name in (STOCK, NO_CA, VALUES_ONLY)}
@@ -120,20 +120,18 @@ def over_http(checkpoint: Path, image: Path, repeats: int, work: Path, threads: 
     print(f"\n2. over HTTP (gradio_client: upload + queue + the files /predict sends downloaded), median of {repeats}, "
           "the three clients' requests interleaved")
     print(f"   {'':28s} {'request':>9s} {'inference':>10s} {'outside':>9s} {'share':>7s} {'payload':>9s}")
-    shares = {}
     for name, rs in results.items():
         wall = float(np.median([r["wall"] for r in rs]))
         inference = float(np.median([r["summary"]["timings_ms"]["inference"] for r in rs]))
         outside = float(np.median([r["wall"] - r["summary"]["timings_ms"]["inference"] for r in rs]))
-        shares[name] = float(np.median([(r["wall"] - r["summary"]["timings_ms"]["inference"]) / r["wall"] for r in rs]))
-        print(f"   {name:28s} {wall:7.1f}ms {inference:8.1f}ms {outside:7.1f}ms {100 * shares[name]:6.1f}% "
+        share = float(np.median([(r["wall"] - r["summary"]["timings_ms"]["inference"]) / r["wall"] for r in rs]))
+        print(f"   {name:28s} {wall:7.1f}ms {inference:8.1f}ms {outside:7.1f}ms {100 * share:6.1f}% "
               f"{rs[-1]['bytes'] / 1e6:7.2f}MB")
     print(f"   (target share <= 15 %; gradio_client makes a new HTTP client for the upload, the queue stream and each "
           f"download; loading the CA bundle costs {ca_bundle_load_ms():.1f} ms each time, measured now)")
     every, full = zip(*[r["export"][:2] for r in results[NO_CA]], strict=True)
     print(f"   /export of every file of the request ({results[NO_CA][-1]['export'][2]} files + a zip): "
           f"{float(np.median(every)):.1f} ms; of the every-pixel .ply (built when asked): {float(np.median(full)):.1f} ms")
-    return shares
 
 
 def point_cloud_alone(repeats: int, work: Path) -> float:

@@ -51,12 +51,17 @@ class DepthHandlers:
         """After a prediction: image/depth slider, depth picture, 3D view, banner, summary line, legend,
         downloads, measure reset, 3D mode, zip (none yet), request id (the export button's input)."""
         if not view:
-            return self.cleared()[4:]
+            return self.empty_views()
         f, summary = view["files"], view["summary"]
         notice = summary.get("notice")
-        return ((f["input"], f["color"]), f["color"], f.get("ply"), gr.update(value=banner.banner_html(notice), visible=bool(notice)),
-                format_summary(summary), self.legend(view["request"]), list(f.values()), MEASURE_HINT, [], CLOUD_VIEWS[0], None,
-                view["request"])
+        return ((f["input"], f["color"]), f["color"], f.get("ply"),
+                gr.update(value=banner.banner_html(notice), visible=bool(notice)), format_summary(summary),
+                self.legend(view["request"]), list(f.values()), MEASURE_HINT, [], CLOUD_VIEWS[0], None, view["request"])
+
+    @staticmethod
+    def empty_views() -> tuple:
+        """show's outputs with nothing in them."""
+        return (None, None, None, gr.update(), "", EMPTY_LEGEND, None, MEASURE_HINT, [], CLOUD_VIEWS[0], None, "")
 
     @said_in_panel(lambda e: f"<p>{html_text(e)}</p>")
     def legend(self, request: str) -> str:
@@ -65,8 +70,7 @@ class DepthHandlers:
 
     def cleared(self):
         """Every output of predict + show emptied: a failed prediction leaves nothing of the previous one."""
-        return (None, None, None, None,                                          # predict's outputs + view
-                None, None, None, gr.update(), "", EMPTY_LEGEND, None, MEASURE_HINT, [], CLOUD_VIEWS[0], None, "")
+        return (None, None, None, None) + self.empty_views()                    # predict's outputs + view, then show's
 
     # ---- colour range --------------------------------------------------------------------
     @user_errors("Cannot change the colours")

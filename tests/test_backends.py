@@ -228,15 +228,17 @@ def test_an_ir_of_the_older_onnx_conversion_in_the_cache_is_never_used(tmp_path,
     """Entries made before the IR came from the PyTorch frontend hold openvino-<version>/ converted from
     ONNX; the backend builds and uses openvino-pt-<version>/ beside it."""
     import openvino as ov
+
+    from pipeline.runtime.openvino_rt import ir_folder
     model = _vitt(seed=5)
     entry, _ = registry.cache_entry(model, model.config, tmp_path)
-    version = ov.get_version().split("-")[0]
-    (entry / f"openvino-{version}").mkdir()
-    (entry / f"openvino-{version}" / "model.xml").write_text("<net>an IR of the old layout</net>")
+    old = entry / f"openvino-{ov.get_version().split('-')[0]}"
+    old.mkdir()
+    (old / "model.xml").write_text("<net>an IR of the old layout</net>")
     with warnings.catch_warnings():
         warnings.simplefilter("error")                              # no fallback warning
         p = Predictor(model, device="cpu", input_size=SMALL, backend="openvino", cache_dir=tmp_path)
         got = p.predict(image).array
-    assert p.backend == "openvino" and (entry / f"openvino-pt-{version}" / "model.xml").is_file()
+    assert p.backend == "openvino" and (ir_folder(entry) / "model.xml").is_file() and ir_folder(entry) != old
     expected = Predictor(model, device="cpu", input_size=SMALL, backend="torch").predict(image).array
     np.testing.assert_allclose(got, expected, atol=1e-5)

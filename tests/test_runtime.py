@@ -137,7 +137,7 @@ def test_the_openvino_ir_reshaped_to_static_sizes_keeps_parity(tmp_path):
     for shape in [(1, 3, 70, 98), (2, 3, 98, 42), (1, 3, 518, 518), (1, 3, 518, 770)]:
         ir = openvino_rt.core().read_model(str(xml))
         ir.reshape({0: list(shape)})
-        compiled = openvino_rt.core().compile_model(ir, "CPU", openvino_rt.config(torch.get_num_threads()))
+        compiled = openvino_rt.compile_model(ir, torch.get_num_threads())
         x = torch.randn(*shape, generator=g)
         with torch.inference_mode():
             want = model(x).numpy()

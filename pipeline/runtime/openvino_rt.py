@@ -70,8 +70,17 @@ def core():
         return _CORE
 
 
-def compile_model(xml_path: Path, threads: int):
-    return core().compile_model(str(xml_path), "CPU", config(threads))
+def compile_model(model, threads: int):
+    """An IR file (path) or an `ov.Model` (e.g. one reshaped to a static size), compiled with `config`."""
+    return core().compile_model(str(model) if isinstance(model, (str, Path)) else model, "CPU", config(threads))
+
+
+def ir_folder(entry: Path) -> Path:
+    """Where a cache entry keeps the IR this OpenVINO release converted. "-pt": converted from the
+    network by the PyTorch frontend; entries made before hold openvino-<version>/, converted from the
+    ONNX file (a different, slower graph), which must not be found."""
+    import openvino as ov
+    return Path(entry) / f"openvino-pt-{ov.get_version().split('-')[0]}"
 
 
 class OpenVINORunner(Runner):
@@ -92,10 +101,6 @@ class OpenVINORunner(Runner):
 
 
 def build(network: torch.nn.Module, device: torch.device, *, entry: Path, metadata: dict, **_) -> OpenVINORunner:
-    import openvino as ov
-    version = ov.get_version().split("-")[0]
-    # "-pt": converted from the network by the PyTorch frontend; an older entry's openvino-<version>/
-    # was converted from the ONNX file, a different (slower) graph, so it must not be found
-    folder = cache.build_once(entry / f"openvino-pt-{version}",
+    folder = cache.build_once(ir_folder(entry),
                               lambda tmp: convert_network(network, tmp / "model.xml", rt_info=metadata))
     return OpenVINORunner(folder / "model.xml", torch.get_num_threads())
