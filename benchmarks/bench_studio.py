@@ -4,8 +4,9 @@
     python benchmarks/bench_studio.py --no-http --repeats 5 --checkpoint FILE
 
 1. In process (`DepthService.run`): inference (preprocess + network + resize back), colour map,
-   16-bit PNG encode, the viewer's point cloud (+ .ply), the rest (decode, model lookup, .npy,
-   PNG/JPEG views); shares of the total. Target: everything outside the network < 15 % of the total.
+   the files /predict sends (colour PNG, .npy, with the exact pixels), the viewer's point cloud
+   (+ .ply), decode; shares of the total. (The slider JPEG and 16-bit PNG are made when first asked:
+   the page's `show`, /export.) Target: everything outside the network < 15 % of the total.
 2. Over HTTP (launched app.py, gradio_client /predict: upload, queue, the two files it sends downloaded):
    request to all outputs, and the share spent outside the network. Target: <= 15 %. Three clients,
    their requests interleaved: gradio_client as installed (it builds a new HTTP client for every
@@ -35,7 +36,7 @@ from load_predict import EXAMPLES, recipe_checkpoint, start_app  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 VALUES_ONLY = "light, values only (.npy)"
-STAGES = ("inference", "model_load", "color_map", "encode_16bit", "point_cloud", "decode", "other_files")
+STAGES = ("inference", "model_load", "color_map", "sent_files", "point_cloud", "decode")
 
 
 def median_timings(summaries: list[dict]) -> dict:
@@ -53,8 +54,8 @@ def in_process(checkpoint: Path, image: Path, repeats: int, work: Path) -> dict:
     for k in STAGES:
         print(f"   {k:13s} {t[k]:8.1f}  {100 * t[k] / t['total']:5.1f} %")
     outside = t["total"] - t["inference"]
-    print(f"   {'total':13s} {t['total']:8.1f}   (16-bit encode, point cloud and other files run in parallel "
-          f"threads, so the stages add up to more than the total)")
+    print(f"   {'total':13s} {t['total']:8.1f}   (the point cloud runs beside the files sent (colour PNG, .npy, "
+          f"and the pixels), so the stages add up to more than the total)")
     print(f"   outside the network: {outside:.1f} ms = {100 * outside / t['total']:.1f} % (target < 15 %)")
     return t
 

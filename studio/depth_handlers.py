@@ -37,8 +37,8 @@ class DepthHandlers:
         """Depth for one image: the colour picture, the .npy of the values, the summary (+ the page's view state).
 
         Two files, because an API client downloads every file it is sent (gradio_client: one new HTTP
-        client per file); the request's other files (input JPEG, 16-bit PNG, the viewer's .ply) are
-        written too and reach the page through `show`, and API clients through /export.
+        client per file); the request's other files (the viewer's .ply; the input JPEG and 16-bit PNG,
+        made when first asked) reach the page through `show`, and API clients through /export.
         The numbers go to the service as sent: it checks their ranges (pipeline.services.depth_service.RANGES)."""
         result = self.service.run(
             image, model or None, input_size, cmap or None, focal_px, voxel_size, bool(remove_outliers), vmin, vmax,
@@ -47,12 +47,14 @@ class DepthHandlers:
         view = {"request": result.summary["request"], "files": f, "summary": result.summary}
         return f["color"], f["npy"], result.summary, view
 
+    @user_errors("Cannot show the result")
     def show(self, view: dict | None):
         """After a prediction: image/depth slider, depth picture, 3D view, banner, summary line, legend,
-        downloads, measure reset, 3D mode, zip (none yet), request id (the export button's input)."""
+        downloads, measure reset, 3D mode, zip (none yet), request id (the export button's input).
+        The slider's JPEG and the 16-bit PNG are made here (/predict does not wait for them)."""
         if not view:
             return self.empty_views()
-        f, summary = view["files"], view["summary"]
+        f, summary = {k: str(p) for k, p in self.results.files(view["request"]).items()}, view["summary"]
         notice = summary.get("notice")
         return ((f["input"], f["color"]), f["color"], f.get("ply"),
                 gr.update(value=banner.banner_html(notice), visible=bool(notice)), format_summary(summary),

@@ -4,8 +4,8 @@ from __future__ import annotations
 from .text import md
 
 TIMING_LABELS = (("inference", "inference"), ("model_load", "model load"), ("color_map", "colour map"),
-                 ("encode_16bit", "16-bit PNG"), ("point_cloud", "point cloud"), ("decode", "decode"),
-                 ("other_files", "other files"), ("total", "total"))
+                 ("sent_files", "colour PNG + .npy"), ("point_cloud", "point cloud"), ("decode", "decode"),
+                 ("total", "total"))
 
 
 def _number(x: float) -> str:

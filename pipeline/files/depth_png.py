@@ -44,25 +44,41 @@ class DepthPng:
     bit_depth: int = 16
 
 
-def encode(array: np.ndarray) -> tuple[np.ndarray, dict]:
-    """(H, W) float -> ((H, W) uint16 codes, {"offset", "scale", "nodata", "min", "max"})."""
+def _calibration(array) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(float64 array, finite mask, {"offset", "scale", "nodata", "min", "max"}) of a (H, W) array."""
     a = np.asarray(array, dtype=np.float64)
     if a.ndim != 2 or a.size == 0:
         raise ConfigError(f"a depth PNG needs a non-empty 2-D (H, W) array, got shape {a.shape}")
     finite = np.isfinite(a)
     has_nodata = not finite.all()
-    first = 1 if has_nodata else 0                                        # lowest code for a value
-    levels = 65535 - first
-    values = a[finite]
-    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    scale = (hi - lo) / levels
+    levels = 65535 - (1 if has_nodata else 0)                             # code 0 kept for "no value"
+    lo, hi = (float(a[finite].min()), float(a[finite].max())) if finite.any() else (0.0, 0.0)
+    return a, finite, {"offset": lo, "scale": (hi - lo) / levels, "nodata": 0 if has_nodata else None,
+                       "min": lo, "max": hi}
+
+
+def encode(array: np.ndarray) -> tuple[np.ndarray, dict]:
+    """(H, W) float -> ((H, W) uint16 codes, {"offset", "scale", "nodata", "min", "max"})."""
+    a, finite, meta = _calibration(array)
+    first = 0 if meta["nodata"] is None else 1                            # lowest code for a value
+    lo, scale, levels = meta["offset"], meta["scale"], 65535 - first
     codes = np.zeros(a.shape, np.uint16)
     if scale > 0:
-        codes[finite] = np.clip(np.rint((values - lo) / scale), 0, levels).astype(np.uint16) + first
+        codes[finite] = np.clip(np.rint((a[finite] - lo) / scale), 0, levels).astype(np.uint16) + first
     else:
         codes[finite] = first
-    meta = {"offset": lo, "scale": scale, "nodata": 0 if has_nodata else None, "min": lo, "max": hi}
     return codes, meta
+
+
+def png_metadata(array: np.ndarray, kind: str | None = None) -> dict:
+    """What `write_depth_png(path, array, kind=kind)` records in the file (without encoding it)."""
+    if kind is not None and kind not in UNITS:
+        raise ConfigError(f"unknown prediction kind {kind!r}; use one of {', '.join(UNITS)}")
+    return _file_metadata(_calibration(array)[2], kind)
+
+
+def _file_metadata(meta: dict, kind: str | None) -> dict:
+    return {"format": FORMAT_VERSION, **meta, "kind": kind, "unit": UNITS.get(kind)}
 
 
 def decode(codes: np.ndarray, offset: float, scale: float, nodata: int | None) -> np.ndarray:
@@ -79,7 +95,7 @@ def write_depth_png(path: str | os.PathLike, array: np.ndarray, *, kind: str | N
     if kind is not None and kind not in UNITS:
         raise ConfigError(f"unknown prediction kind {kind!r}; use one of {', '.join(UNITS)}")
     codes, meta = encode(array)
-    meta = {"format": FORMAT_VERSION, **meta, "kind": kind, "unit": UNITS.get(kind)}
+    meta = _file_metadata(meta, kind)
     info = PngImagePlugin.PngInfo()
     info.add_text(TEXT_KEY, json.dumps(meta))
     path = Path(path)

@@ -1,13 +1,15 @@
 """The files of one depth request: the light set every request writes, and the heavy ones built when asked.
 
-Every request (pipeline.services.depth_service.DepthService.run) writes into its own folder:
-    <stem>_input.jpg        the image (for the before/after slider)
+Every request (pipeline.services.depth_service.DepthService.run) writes into its own folder, before
+/predict answers (`write_sent`, `write_viewer_cloud`, the record):
     <stem>_depth_color.png  the colour map (range clipped when asked)
-    <stem>_depth16.png      16-bit PNG, values recoverable (pipeline.files.depth_png)
     <stem>_depth.npy        float32 (H, W), the prediction itself
     <stem>_points.ply       the viewer's point cloud: every `step`-th pixel, at most
                             `max_viewer_points` points, binary little-endian
-    request.json, rgb.npy   what the on-demand exports need (the record below, the exact pixels)
+    request.json, rgb.npy   the record below, the exact pixels
+and when first asked (`complete`: the page's `show`, /export), made from those:
+    <stem>_input.jpg        the image (for the before/after slider)
+    <stem>_depth16.png      16-bit PNG, values recoverable (pipeline.files.depth_png)
 The full-resolution and other formats (`EXPORTS`: every-pixel .ply, OpenEXR, .glb mesh, normals,
 8-bit grayscale) are built from the folder when asked (`build_exports`), once, and `zip_outputs`
 packs everything into one zip. The CLI (`python -m pipeline predict --exr --glb --normals`) uses the
@@ -34,7 +36,7 @@ from PIL import Image
 from .. import render
 from ..atomic import atomic_path, atomic_write
 from ..errors import ConfigError, StudioError
-from ..files import exports
+from ..files import depth_png, exports
 from ..geometry import pointcloud
 from ..ranges import Range
 
@@ -86,11 +88,18 @@ class Request:
 
     def array(self) -> np.ndarray:
         """(H, W) float32 prediction."""
-        return np.load(self.path("_depth.npy"), allow_pickle=False)
+        return self._load(self.path("_depth.npy"))
 
     def rgb(self) -> np.ndarray:
         """(H, W, 3) uint8, the exact pixels the prediction was made from."""
-        return np.load(self.folder / RGB_FILE, allow_pickle=False)
+        return self._load(self.folder / RGB_FILE)
+
+    def _load(self, path: Path) -> np.ndarray:
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise RequestGone(f"request {self.record.id} lost {path.name} ({type(e).__name__}); compute depth "
+                              "again") from None
 
     def source(self) -> DepthSource:
         r = self.record
@@ -139,12 +148,27 @@ def write_viewer_cloud(path: Path, rgb, array, kind: str, focal_px: float, max_p
     return len(pcd.points), step, pointcloud.point_cloud_note(kind)
 
 
-def write_views(request: Request, rgb: np.ndarray, array: np.ndarray, color: np.ndarray) -> None:
-    """The slider's JPEG, the colour PNG, the float .npy and the exact pixels for later exports."""
+def write_sent(request: Request, rgb: np.ndarray, array: np.ndarray, color: np.ndarray) -> None:
+    """Before /predict answers: what it sends (the float .npy, the colour PNG) and the exact pixels,
+    which the rest of the light set and every export are made from."""
     np.save(request.path("_depth.npy"), array.astype(np.float32, copy=False))
     np.save(request.folder / RGB_FILE, np.ascontiguousarray(rgb, dtype=np.uint8))
-    Image.fromarray(rgb).save(request.path("_input.jpg"), quality=90)
     Image.fromarray(color).save(request.path("_depth_color.png"), compress_level=1)
+
+
+def complete(request: Request) -> dict[str, Path]:
+    """The light set's files made from the folder when first asked (the slider's JPEG and the 16-bit
+    PNG, ~45 ms that /predict does not wait for) -> every basic file of the request."""
+    jpeg, png = request.path("_input.jpg"), request.path("_depth16.png")
+    if not jpeg.exists():
+        try:
+            with atomic_path(jpeg) as tmp:
+                Image.fromarray(request.rgb()).save(tmp, format="JPEG", quality=90)
+        except OSError as e:
+            raise StudioError(f"cannot write {jpeg.name}: {e.strerror or e}") from None
+    if not png.exists():
+        depth_png.write_depth_png(png, request.array(), kind=request.record.kind)
+    return request.basic_files()
 
 
 def colour_picture(array: np.ndarray, kind: str, cmap: str, vmin: float | None = None,

@@ -39,6 +39,11 @@ class DepthResults:
     def open(self, request_id: str) -> Request:
         return depth_outputs.open_request(self.settings.temp_dir, request_id)
 
+    def files(self, request_id: str) -> dict[str, Path]:
+        """Every file of the request's light set ({"input", "color", "depth16", "npy", "ply"}), the ones
+        /predict did not wait for made now (once)."""
+        return depth_outputs.complete(self.open(request_id))
+
     def legend(self, request_id: str) -> dict:
         req = self.open(request_id)
         r = req.record
@@ -77,5 +82,5 @@ class DepthResults:
         """Build the asked-for formats (once) -> (every file of the request, one zip of them all or None)."""
         req = self.open(request_id)
         built = depth_outputs.build_exports(req, keys, progress)
-        files = [*req.basic_files().values(), *(p for paths in built.values() for p in paths)]
+        files = [*depth_outputs.complete(req).values(), *(p for paths in built.values() for p in paths)]
         return files, depth_outputs.zip_outputs(req, files) if zip_all else None

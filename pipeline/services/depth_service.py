@@ -7,8 +7,8 @@
 - the "weights missing" state: when a checkpoint cannot be had, the model runs with untrained
   weights and `notice()` says which weights are missing and how to supply them;
 - one request end to end, `run(image, ...) -> DepthResult`: decode, predict, and the light set of
-  files in a per-request folder (pipeline.services.depth_outputs: slider JPEG, colour PNG, 16-bit PNG, .npy,
-  the viewer's point cloud), with timings; `results` (pipeline.services.depth_results) re-colours, measures
+  files in a per-request folder (pipeline.services.depth_outputs: colour PNG, .npy, the exact pixels and
+  the viewer's point cloud; the slider JPEG and 16-bit PNG when first asked), with timings; `results` (pipeline.services.depth_results) re-colours, measures
   and builds the full-resolution exports of a finished request when asked.
 """
 from __future__ import annotations
@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +62,8 @@ class DepthResult:
     unit: str
     color: np.ndarray                  # uint8 (H, W, 3)
     folder: Path
-    files: dict[str, Path]             # input, color, depth16, npy, ply (the viewer's cloud; none when no cloud)
+    files: dict[str, Path]             # input, color, depth16, npy, ply (the viewer's cloud; none when no cloud);
+                                       # input and depth16 are made when first asked: results.files(request id)
     summary: dict = field(default_factory=dict)
 
 
@@ -240,26 +240,20 @@ class DepthService:
 
     def _render(self, request: depth_outputs.Request, decoded: DecodedImage, prediction: Prediction,
                 t: dict) -> DepthResult:
-        """Colour map, then the files in parallel threads (PNG/zlib and numpy release the GIL).
+        """Colour map, then what /predict sends (.npy, colour PNG, and the pixels) beside the viewer's
+        cloud (its numbers are in the summary), in parallel threads (PNG/zlib and numpy release the GIL);
+        the slider JPEG and 16-bit PNG are made when first asked (`results.files`).
 
         timings_ms holds each stage's own time; the file stages overlap, so they add up to more
-        than the wall time they took together.
-        """
+        than the wall time they took together."""
         r = request.record
         files = {k: request.path(suffix) for k, suffix in depth_outputs.BASIC}
         array = prediction.array                                         # (H, W) float32
         color, t["color_map"] = _timed(depth_outputs.colour_picture, array, r.kind, r.cmap, r.vmin, r.vmax)
-        jobs = {
-            "encode_16bit": (partial(depth_png.write_depth_png, kind=prediction.kind), files["depth16"], array),
-            "point_cloud": (depth_outputs.write_viewer_cloud, files["ply"], decoded.rgb, array, r.kind, r.focal_px,
-                            self.settings.max_viewer_points, r.voxel_size, r.remove_outliers),
-            "other_files": (depth_outputs.write_views, request, decoded.rgb, array, color),
-        }
-        futures = {k: self._pool.submit(_timed, *job) for k, job in jobs.items()}
-        out = {}
-        for k, f in futures.items():
-            out[k], t[k] = f.result()
-        png_meta, (points, step, cloud_note) = out["encode_16bit"], out["point_cloud"]
+        cloud = self._pool.submit(_timed, depth_outputs.write_viewer_cloud, files["ply"], decoded.rgb, array, r.kind,
+                                  r.focal_px, self.settings.max_viewer_points, r.voxel_size, r.remove_outliers)
+        _, t["sent_files"] = _timed(depth_outputs.write_sent, request, decoded.rgb, array, color)
+        (points, step, cloud_note), t["point_cloud"] = cloud.result()
         if not points:
             files.pop("ply")
         summary = {
@@ -270,7 +264,7 @@ class DepthService:
                         if k.endswith("_deg")},
             "points": int(points), "point_stride": step, "cloud_axes": pointcloud.VIEWER_AXES, "cloud_note": cloud_note,
             "exports": list(depth_outputs.EXPORTS),
-            "depth16": _jsonable({k: v for k, v in png_meta.items() if k != "path"}),
+            "depth16": _jsonable(depth_png.png_metadata(array, prediction.kind)),
             "timings_ms": {k: round(1000 * v, 1) for k, v in t.items()},
         }
         return DepthResult(array, prediction.kind, prediction.unit, color, request.folder, files, summary)

@@ -1,6 +1,7 @@
 """pipeline.services.depth_service: model cache, weights-missing fallback, one request end to end, bad input."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -151,6 +152,7 @@ def test_unreadable_checkpoint_file_falls_back_too(settings, tmp_path, small_rgb
 
 def test_run_writes_every_output_and_they_agree(vitt_service, small_rgb):
     result = vitt_service.run(small_rgb, input_size=70, cmap="inferno")
+    vitt_service.results.files(result.summary["request"])                 # + the ones made when first asked
     a = result.array                                                      # (60, 80) float32
     assert a.shape == (60, 80) and a.dtype == np.float32 and result.kind == "disparity"
     assert np.array_equal(np.load(result.files["npy"]), a)
@@ -167,12 +169,56 @@ def test_run_writes_every_output_and_they_agree(vitt_service, small_rgb):
     assert (s["width"], s["height"], s["unit"], s["device"], s["input_size"]) == (80, 60, "relative disparity", "cpu", 70)
     assert s["backend"] == resolve_auto(torch.device("cpu"))          # what ran: OpenVINO where installed
     assert s["focal_source"].startswith("60 degree") and not s["untrained"] and s["notice"] is None
-    assert set(s["timings_ms"]) >= {"decode", "model_load", "inference", "color_map", "encode_16bit", "point_cloud",
+    assert set(s["timings_ms"]) >= {"decode", "model_load", "inference", "color_map", "sent_files", "point_cloud",
                                      "total"}
+    with Image.open(result.files["depth16"]) as im:                  # the summary says what the file records
+        assert s["depth16"] == json.loads(im.info[depth_png.TEXT_KEY])
+    assert np.abs(np.asarray(Image.open(result.files["input"]), np.float32) - small_rgb).mean() < 8     # JPEG q90
     assert s["request"] == result.folder.name and s["exports"] == ["ply", "exr", "glb", "normals", "gray"]
     assert s["fov_deg"]["horizontal_deg"] == pytest.approx(60.0)
     assert all(p.parent == result.folder and p.parent.parent == vitt_service.settings.temp_dir
                for p in result.files.values())
+
+
+def test_the_slider_jpeg_and_16_bit_png_are_made_when_first_asked(vitt_service, small_rgb, monkeypatch):
+    """run() answers once the colour PNG, the .npy, the pixels and the viewer cloud exist; the slider
+    JPEG and the 16-bit PNG (what /predict does not send) are made by the first reader, once."""
+    from pipeline.services import depth_outputs
+    result = vitt_service.run(small_rgb, input_size=70)
+    assert all(result.files[k].exists() for k in ("color", "npy", "ply"))
+    assert not result.files["depth16"].exists() and not result.files["input"].exists()
+    rid = result.summary["request"]
+    files, _ = vitt_service.results.exports(rid, [])
+    assert {p.name for p in files} >= {result.files[k].name for k in ("input", "depth16", "npy", "color", "ply")}
+    np.testing.assert_allclose(depth_png.read_depth_png(result.files["depth16"]), result.array,
+                               atol=float(np.ptp(result.array)) / 65535 * 1.01 + 1e-7)
+    made = {k: result.files[k].stat().st_mtime_ns for k in ("input", "depth16")}
+    monkeypatch.setattr(depth_outputs.depth_png, "write_depth_png", None)           # a second build would fail
+    assert vitt_service.results.files(rid) == vitt_service.results.files(rid)
+    assert made == {k: result.files[k].stat().st_mtime_ns for k in ("input", "depth16")}
+
+
+def test_a_file_that_cannot_be_made_later_is_a_one_line_error(vitt_service, small_rgb, monkeypatch):
+    import contextlib
+
+    from pipeline.errors import StudioError
+    from pipeline.services import depth_outputs
+    from pipeline.services.depth_outputs import RGB_FILE, RequestGone
+    result = vitt_service.run(small_rgb, input_size=70)
+    rid = result.summary["request"]
+
+    @contextlib.contextmanager
+    def full_disk(path):
+        raise OSError(28, "No space left on device")
+        yield
+    with monkeypatch.context() as m:
+        m.setattr(depth_outputs, "atomic_path", full_disk)
+        with pytest.raises(StudioError, match=r"cannot write array_input.jpg: No space left on device"):
+            vitt_service.results.files(rid)
+    assert np.array_equal(np.load(result.files["npy"]), result.array)      # nothing of the answer lost
+    (result.folder / RGB_FILE).unlink()                                    # half cleaned up
+    with pytest.raises(RequestGone, match="compute depth again"):
+        vitt_service.results.files(rid)
 
 
 def test_each_request_gets_its_own_folder(vitt_service, small_rgb):
@@ -256,6 +302,7 @@ def test_a_flat_prediction_still_gives_every_output_but_the_cloud(vitt_service, 
     def zeros(rgb, key, size):
         return Prediction(np.zeros(rgb.shape[:2], np.float32), "disparity", "x", "cpu", 0.0)
     result = vitt_service.run(small_rgb, input_size=70, infer=zeros)
+    vitt_service.results.files(result.summary["request"])
     assert "ply" not in result.files and result.summary["points"] == 0
     assert result.summary["cloud_note"].startswith("No point cloud: ") and "disparity" in result.summary["cloud_note"]
     assert np.array_equal(np.load(result.files["npy"]), np.zeros((60, 80), np.float32))
