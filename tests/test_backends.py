@@ -196,10 +196,17 @@ def test_the_disk_cache_keeps_the_most_recently_used_entries(tmp_path):
     os.utime(crashed, (time.time() - 2 * cache.STALE_TMP_S,) * 2)
     building = tmp_path / ".vitt-v2-y.def"                       # another process's build in progress
     building.mkdir()
+    inside = tmp_path / "vitt-v2-3" / ".openvino-pt-2026.4.1.xyz"   # a runtime's build that crashed in an entry
+    inside.mkdir()
+    os.utime(inside, (time.time() - 2 * cache.STALE_TMP_S,) * 2)
+    (tmp_path / "vitt-v2-3" / "onnx").mkdir()
+    os.utime(tmp_path / "vitt-v2-3", (time.time() - 97, time.time() - 97))
     cache.touch(tmp_path / "vitt-v2-0")                         # used just now
     removed = cache.prune(tmp_path, keep=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".vitt-v2-y.def", "vitt-v2-0", "vitt-v2-3", "vitt-v2-4"]
-    assert sorted(p.name for p in removed) == [".vitt-v2-x.abc", "vitt-v2-1", "vitt-v2-2"]
+    assert sorted(p.name for p in removed) == [".openvino-pt-2026.4.1.xyz", ".vitt-v2-x.abc", "vitt-v2-1", "vitt-v2-2"]
+    assert [p.name for p in (tmp_path / "vitt-v2-3").iterdir()] == ["onnx"]
+    assert (tmp_path / "vitt-v2-3").stat().st_mtime < (tmp_path / "vitt-v2-4").stat().st_mtime   # order kept
 
 
 def test_weights_over_the_size_limit_go_to_one_external_data_file(monkeypatch, tmp_path):

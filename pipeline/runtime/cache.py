@@ -109,16 +109,32 @@ def touch(folder: Path) -> None:
 
 def prune(root: Path, keep: int = KEEP_ENTRIES) -> list[Path]:
     """Remove all but the `keep` most recently used entries, and build folders left by crashes."""
-    try:
-        folders = [p for p in Path(root).iterdir() if p.is_dir()]
-    except OSError:
-        return []
-    now = time.time()
+    folders = _subfolders(Path(root))
     entries = sorted((p for p in folders if not p.name.startswith(".")), key=_mtime, reverse=True)
-    doomed = entries[keep:] + [p for p in folders if p.name.startswith(".") and now - _mtime(p) > STALE_TMP_S]
+    doomed = entries[keep:] + _crashed_builds(folders)
     for p in doomed:
         shutil.rmtree(p, ignore_errors=True)
+    for entry in entries[:keep]:                          # a runtime's build inside an entry can crash too
+        inner, used = _crashed_builds(_subfolders(entry)), _mtime(entry)
+        for p in inner:
+            shutil.rmtree(p, ignore_errors=True)
+        if inner:                                         # removing them is not a use of the entry
+            os.utime(entry, (used, used))
+        doomed += inner
     return doomed
+
+
+def _crashed_builds(folders: list[Path]) -> list[Path]:
+    """build_once's temporary folders (".<name>.xxxx") old enough that their process is gone."""
+    now = time.time()
+    return [p for p in folders if p.name.startswith(".") and now - _mtime(p) > STALE_TMP_S]
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if p.is_dir()]
+    except OSError:
+        return []
 
 
 def _mtime(p: Path) -> float:
