@@ -7,8 +7,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from tiny_models import random_vitt
 
-from pipeline import Predictor, build_model
+from pipeline import Predictor
 from pipeline.errors import ConfigError
 from pipeline.runtime import cache, registry
 from pipeline.runtime.torch_rt import TorchRunner
@@ -16,16 +17,6 @@ from pipeline.runtime.torch_rt import TorchRunner
 SMALL = 140
 EXPORTED = [b for b in ("openvino", "onnxruntime") if registry.BACKENDS[b].installed()]
 needs_exported = pytest.mark.skipif(not EXPORTED, reason="neither openvino nor onnxruntime is installed")
-
-
-def _vitt(seed=0):
-    torch.manual_seed(seed)
-    m = build_model("vitt")
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if name.endswith(("gamma", "bias")):
-                p.uniform_(-0.5, 0.5)
-    return m
 
 
 @pytest.fixture
@@ -45,7 +36,7 @@ def test_auto_is_torch_on_gpus_and_the_first_installed_runtime_on_a_cpu(monkeypa
 
 def test_bad_backend_names_and_devices_are_one_line_errors():
     with pytest.raises(ConfigError, match="unknown backend 'tensorrt'; choose one of auto, torch"):
-        Predictor(_vitt(), device="cpu", backend="tensorrt")
+        Predictor(random_vitt(), device="cpu", backend="tensorrt")
     with pytest.raises(ConfigError, match="backend openvino does not run on cuda"):
         registry.candidates("openvino", torch.device("cuda"))
     with pytest.raises(ConfigError, match="unknown backend"):
@@ -58,7 +49,7 @@ def test_a_backend_that_cannot_build_falls_back_to_torch_with_one_warning(monkey
     def broken(*args, **kwargs):
         raise RuntimeError("simulated: the runtime's plugin did not load")
     monkeypatch.setattr(registry, "cache_entry", broken)
-    model = _vitt()
+    model = random_vitt()
     with pytest.warns(RuntimeWarning, match=f"the {EXPORTED[0]} backend is unavailable.*simulated.*with torch") as w:
         p = Predictor(model, device="cpu", input_size=SMALL)
     assert len(w) == 1 and p.backend == "torch"
@@ -81,7 +72,7 @@ def test_a_backend_failing_at_run_time_falls_back_to_torch_and_the_request_succe
         def __call__(self, x):
             raise RuntimeError("simulated: out of memory in the runtime")
 
-    model = _vitt()
+    model = random_vitt()
     p = Predictor(model, device="cpu", input_size=SMALL, backend=EXPORTED[0])
     _slot(model, p._key).runner = Broken()             # the built runner breaks on the next call
     with pytest.warns(RuntimeWarning, match=f"the {EXPORTED[0]} backend is unavailable.*simulated: out of memory"):
@@ -97,9 +88,9 @@ def test_equal_weights_reuse_the_export_on_disk_and_new_weights_never_see_a_stal
     real = cache.build_once
     monkeypatch.setattr(cache, "build_once",
                         lambda folder, build: real(folder, lambda tmp: exports.append(folder) or build(tmp)))
-    first = _vitt(seed=3)
+    first = random_vitt(seed=3)
     a = Predictor(first, device="cpu", input_size=SMALL, backend=EXPORTED[0], cache_dir=tmp_path).predict(image)
-    twin = _vitt(seed=3)                                  # another object, the same weights (a restart)
+    twin = random_vitt(seed=3)                                  # another object, the same weights (a restart)
     b = Predictor(twin, device="cpu", input_size=SMALL, backend=EXPORTED[0], cache_dir=tmp_path).predict(image)
     assert len(exports) == 1
     np.testing.assert_array_equal(a.array, b.array)
@@ -116,7 +107,7 @@ def test_equal_weights_reuse_the_export_on_disk_and_new_weights_never_see_a_stal
 
 @needs_exported
 def test_new_image_sizes_and_batches_reuse_one_runner(image):
-    model = _vitt()
+    model = random_vitt()
     p = Predictor(model, device="cpu", input_size=SMALL, backend=EXPORTED[0])
     runner = p.runner()
     images = [image, image[:30], image[:, :20], image.transpose(1, 0, 2).copy(), image[::-1].copy()]
@@ -131,7 +122,7 @@ def test_building_one_network_never_blocks_another(monkeypatch, image):
     """The runner is built under its own entry's lock: a slow export of one model does not stop
     another model from loading and predicting."""
     started, release = threading.Event(), threading.Event()
-    slow_model, other = _vitt(seed=1), _vitt(seed=2)
+    slow_model, other = random_vitt(seed=1), random_vitt(seed=2)
     real_build = registry.build_runner
 
     def build(name, network, *args, **kwargs):
@@ -153,7 +144,7 @@ def test_building_one_network_never_blocks_another(monkeypatch, image):
 
 
 def test_torch_runner_runs_the_live_network_without_rebuilds(image):
-    model = _vitt()
+    model = random_vitt()
     p = Predictor(model, device="cpu", input_size=SMALL, backend="torch")
     runner = p.runner()
     assert isinstance(runner, TorchRunner) and runner.snapshot is False
@@ -169,7 +160,7 @@ def test_cli_backend_flag_reaches_the_predictor(tmp_path, image, capsys):
 
     from pipeline.cli import build_parser, main
     from pipeline.weights.loading import save_checkpoint
-    ckpt = save_checkpoint(_vitt(seed=4), tmp_path / "tiny.safetensors", model_id="tiny")
+    ckpt = save_checkpoint(random_vitt(seed=4), tmp_path / "tiny.safetensors", model_id="tiny")
     Image.fromarray(image).save(tmp_path / "a.png")
     arrays = {}
     for backend, says in [("torch", "PyTorch"), *[(b, {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}[b])
@@ -216,7 +207,7 @@ def test_weights_over_the_size_limit_go_to_one_external_data_file(monkeypatch, t
     from pipeline.runtime import onnx_export
     from pipeline.runtime.export import _move_into_place
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 10_000)
-    model = _vitt()
+    model = random_vitt()
     made = onnx_export.export_onnx(model, tmp_path / "model.onnx", metadata={"encoder": "vitt"})
     assert (tmp_path / "model.onnx.data").stat().st_size > 1_000_000
     out = tmp_path / "elsewhere" / "tiny.onnx"
@@ -237,7 +228,7 @@ def test_an_ir_of_the_older_onnx_conversion_in_the_cache_is_never_used(tmp_path,
     import openvino as ov
 
     from pipeline.runtime.openvino_rt import ir_folder
-    model = _vitt(seed=5)
+    model = random_vitt(seed=5)
     entry, _ = registry.cache_entry(model, model.config, tmp_path)
     old = entry / f"openvino-{ov.get_version().split('-')[0]}"
     old.mkdir()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import random_vitt
 
 from pipeline.model import build_model
 from pipeline.model.encoder import interpolate_pos_embed
@@ -84,7 +85,7 @@ def test_position_embedding_resample_in_float32_is_as_close_as_torchs_own():
 
 
 def test_return_features_gives_the_tapped_tokens_beside_the_same_output():
-    m = _random_vitt()
+    m = random_vitt()
     x = torch.randn(2, 3, 28, 42)
     with torch.no_grad():
         plain = m(x)
@@ -95,18 +96,8 @@ def test_return_features_gives_the_tapped_tokens_beside_the_same_output():
     assert all(torch.equal(a, b) for a, b in zip(feats, taps, strict=True))
 
 
-def _random_vitt(metric: bool = False, seed: int = 0):
-    torch.manual_seed(seed)
-    m = build_model("vitt", "v2", metric=metric, max_depth=10.0)
-    with torch.no_grad():                                     # non-trivial layerscale and biases
-        for name, p in m.named_parameters():
-            if name.endswith("gamma") or name.endswith("bias"):
-                p.uniform_(-0.5, 0.5)
-    return m
-
-
 def test_every_parameter_gets_a_gradient_in_training():
-    m = _random_vitt().train()
+    m = random_vitt().train()
     x = torch.randn(2, 3, 28, 42)
     out = m(x)                                                # (B, H, W)
     assert out.shape == (2, 28, 42)
@@ -124,7 +115,7 @@ UNUSED_IN_OFFICIAL = tuple(
 
 
 def test_metric_head_is_bounded_by_max_depth():
-    m = _random_vitt(metric=True)
+    m = random_vitt(metric=True)
     with torch.no_grad():                                     # push the sigmoid to both ends
         m.depth_head.scratch.output_conv2[2].bias.fill_(30.0)
         hi = m(torch.randn(1, 3, 28, 28))
@@ -132,14 +123,14 @@ def test_metric_head_is_bounded_by_max_depth():
         lo = m(torch.randn(1, 3, 28, 28))
     assert float(hi.max()) <= 10.0 and float(hi.min()) > 9.0
     assert float(lo.min()) >= 0.0 and float(lo.max()) < 1e-6
-    m2 = _random_vitt(metric=True)
+    m2 = random_vitt(metric=True)
     with torch.no_grad():
         mid = m2(torch.randn(2, 3, 28, 42))
     assert 0.0 < float(mid.min()) and float(mid.max()) < 10.0
 
 
 def test_batched_equals_per_image():
-    m = _random_vitt()
+    m = random_vitt()
     f = m
     x = torch.randn(3, 3, 42, 28)
     with torch.inference_mode():
@@ -151,7 +142,7 @@ def test_batched_equals_per_image():
 
 
 def test_input_not_multiple_of_14_is_a_clear_error():
-    f = _random_vitt()
+    f = random_vitt()
     with pytest.raises(ValueError, match=r"\(28, 30\) is not a multiple of 14"):
         with torch.inference_mode():
             f(torch.zeros(1, 3, 28, 30))

@@ -7,22 +7,13 @@ import logging
 import numpy as np
 import pytest
 import torch
+from tiny_models import random_vitt
 
 from pipeline import Predictor, build_model
 from pipeline.runtime import registry
 
 pytestmark = pytest.mark.skipif(not registry.BACKENDS["openvino"].installed(), reason="openvino is not installed")
 SMALL = 140
-
-
-def _vitt(seed=0):
-    torch.manual_seed(seed)
-    m = build_model("vitt")
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if name.endswith(("gamma", "bias")):
-                p.uniform_(-0.5, 0.5)
-    return m
 
 
 def _image(h=45, w=70):
@@ -38,26 +29,48 @@ class _Refuses:
 
 
 def _predictor(tmp_path, model=None):
-    return Predictor(model or _vitt(), device="cpu", input_size=SMALL, backend="openvino", cache_dir=tmp_path)
+    return Predictor(model or random_vitt(), device="cpu", input_size=SMALL, backend="openvino", cache_dir=tmp_path)
 
 
 def test_a_shape_seen_twice_runs_on_its_own_static_model_with_the_same_numbers(tmp_path):
-    model = _vitt()
+    model = random_vitt()
     p = _predictor(tmp_path, model)
     runner, image = p.runner(), _image()
     first = p.predict(image).array
     assert not runner.static and not runner.pending                   # once: nothing compiled
     second = p.predict(image).array                                    # twice: compiled in the background
-    runner.settle(120)
+    dynamic, runner.request = runner.request, _Refuses()
+    third = p.predict(image).array                                     # the 3rd call waits for it if need be
+    runner.request = dynamic
     [shape] = runner.static
     assert shape == (1, 3, 140, 224)                                  # 45x70 -> 140 high, width a multiple of 14
-    dynamic, runner.request = runner.request, _Refuses()
-    third = p.predict(image).array                                     # the static model answers
-    runner.request = dynamic
     np.testing.assert_array_equal(first, second)
     np.testing.assert_allclose(third, first, atol=1e-5 * float(first.max() - first.min()))
     exact = Predictor(model, device="cpu", input_size=SMALL, backend="torch").predict(image).array
     np.testing.assert_allclose(third, exact, atol=2e-5)
+
+
+def test_the_same_sequence_of_calls_gives_the_same_bits(tmp_path, monkeypatch):
+    """Which model answers depends on the calls made, never on how fast the background compile was:
+    two runners (the same weights) fed the same sequence agree to the bit, static switch included,
+    one of them with its static compiles slowed down."""
+    import time
+
+    from pipeline.runtime import openvino_rt
+    images = [_image(), _image(), _image(70, 45), _image(), _image(70, 45), _image(70, 45), _image()]
+    a = _predictor(tmp_path / "a", random_vitt())
+    out_a = [a.predict(im).array for im in images]
+    real = openvino_rt.compile_model
+
+    def slow(model, threads):
+        if not isinstance(model, (str, openvino_rt.Path)):
+            time.sleep(0.5)                                            # a busy machine
+        return real(model, threads)
+    monkeypatch.setattr(openvino_rt, "compile_model", slow)
+    b = _predictor(tmp_path / "b", random_vitt())
+    out_b = [b.predict(im).array for im in images]
+    assert all(np.array_equal(x, y) for x, y in zip(out_a, out_b, strict=True))
+    assert len(a.runner().static) == len(b.runner().static) == 2
 
 
 def test_static_models_are_bounded_least_recently_used_first(tmp_path):

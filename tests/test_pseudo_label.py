@@ -115,11 +115,13 @@ def test_overlapped_writer_gives_the_same_rows_and_values(tmp_path, predictor):
     a = run_pseudo_label(plain, predictor, overlap=False)
     b = run_pseudo_label(over, predictor, overlap=True)
     assert (a.done, len(a.failed)) == (b.done, len(b.failed)) == (3, 1)
-    assert a.confidences == b.confidences
+    # the same values to float rounding: OpenVINO answers a shape's 3rd call on with a static model
+    assert a.confidences == pytest.approx(b.confidences, abs=1e-6)
     assert prediction_rows(over) == prediction_rows(plain)
     for i in plain.image_ids()[:3]:
-        np.testing.assert_array_equal(plain.prediction_array(plain.get_prediction(i, MODEL_ID)),
-                                      over.prediction_array(over.get_prediction(i, MODEL_ID)))
+        want = plain.prediction_array(plain.get_prediction(i, MODEL_ID))
+        np.testing.assert_allclose(over.prediction_array(over.get_prediction(i, MODEL_ID)), want,
+                                   rtol=0, atol=1e-5 * float(np.ptp(want)))
     assert run_pseudo_label(over, predictor, overlap=True).done == 0
 
 

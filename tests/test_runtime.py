@@ -12,8 +12,9 @@ import copy
 import numpy as np
 import pytest
 import torch
+from tiny_models import random_vitt
 
-from pipeline import Predictor, build_model
+from pipeline import Predictor
 from pipeline.preprocess import resize_output
 from pipeline.runtime import registry
 
@@ -69,16 +70,6 @@ def test_backend_end_to_end_v1_resizes_without_align_corners(backend, recipe_mod
     assert np.abs(pred.array - expected.numpy()).max() <= END_TO_END_TOL
 
 
-def _random_vitt(metric=False, seed=0):
-    torch.manual_seed(seed)
-    m = build_model("vitt", "v2", metric=metric, max_depth=10.0)
-    with torch.no_grad():                                  # non-trivial LayerScale and biases
-        for name, p in m.named_parameters():
-            if name.endswith(("gamma", "bias")):
-                p.uniform_(-0.5, 0.5)
-    return m
-
-
 # Awkward inputs: the smallest grid the export allows, batches, non-square both ways, exactly
 # 37 x 37 patches (the position embedding is used unresampled there), the reference 37 x 55.
 SHAPES = [(1, 28, 28), (3, 42, 70), (2, 70, 42), (1, 518, 518), (1, 14 * 38, 14 * 37)]
@@ -87,7 +78,7 @@ SHAPES = [(1, 28, 28), (3, 42, 70), (2, 70, 42), (1, 518, 518), (1, 14 * 38, 14 
 @pytest.mark.parametrize("backend", ALL)
 @pytest.mark.parametrize("metric", [False, pytest.param(True, marks=slow)], ids=["relative", "metric"])
 def test_backend_is_as_close_to_float64_as_torch_float32_at_awkward_sizes(backend, metric):
-    model = _random_vitt(metric)
+    model = random_vitt(metric)
     model64 = copy.deepcopy(model).double()
     runner = runner_for(backend, model)
     g = torch.Generator().manual_seed(1)
@@ -110,7 +101,7 @@ def test_both_exporters_give_one_dynamic_graph_at_parity(exporter, tmp_path):
     break them), with dynamic batch, height and width."""
     ort = pytest.importorskip("onnxruntime")
     from pipeline.runtime.onnx_export import export_onnx
-    model = _random_vitt()
+    model = random_vitt()
     path = export_onnx(model, tmp_path / "m.onnx", exporter=exporter)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["pixel_values"]
@@ -131,7 +122,7 @@ def test_the_openvino_ir_reshaped_to_static_sizes_keeps_parity(tmp_path):
     position-embedding resample used to fold wrongly then (Abs of a negative offset came out as the
     offset): 2.2 off at every non-square size, right only at the square grid it never resamples."""
     from pipeline.runtime import openvino_rt
-    model = _random_vitt(False)
+    model = random_vitt(False)
     xml = openvino_rt.convert_network(model, tmp_path / "model.xml")
     g = torch.Generator().manual_seed(3)
     for shape in [(1, 3, 70, 98), (2, 3, 98, 42), (1, 3, 518, 518), (1, 3, 518, 770)]:

@@ -19,16 +19,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from screenshots import EXAMPLES, PHOTOS, VIEWPORT, choose, fill  # noqa: E402 - the page drivers the screenshots use
+
 pytestmark = pytest.mark.e2e
 
-VIEWPORT = {"width": 1440, "height": 900}
-EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
-PHOTOS = ("astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg")
 HELD_OUT = "coffee.jpg"             # holdout_position 0.082 < 0.1, the form's default held-out share
 SHOTS = os.environ.get("DA_LOOP_SHOTS")         # a folder: save a screenshot after each step (debugging)
 RUN = "loop-run"
@@ -63,17 +64,6 @@ def store_of(app):
 def image_ids(app) -> dict[str, int]:
     store = store_of(app)
     return {store.get_image(i).name: i for i in range(1, len(PHOTOS) + 1)}
-
-
-def choose(page, elem_id: str, option: str) -> None:
-    page.locator(f"#{elem_id} input").first.click()
-    page.get_by_role("option", name=option, exact=True).click()
-
-
-def fill(page, elem_id: str, value: str) -> None:
-    box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
-    box.fill(value)
-    box.press("Tab")
 
 
 def open_accordion(page, elem_id: str, probe: str) -> None:

@@ -43,7 +43,9 @@ def test_shards_hold_the_predictors_flip_labels(tmp_path, manifest, checkpoint, 
         assert (item.sha256, item.nbytes, (item.height, item.width)) == (hashlib.sha256(data).hexdigest(),
                                                                          len(data), rgb.shape[:2])
         assert (item.model_id, item.kind, item.dtype) == (MODEL_ID, "disparity", "float32")
-        assert np.array_equal(item.depth, pair[0]) and item.confidence == confidence_of(pair)
+        # to float rounding: OpenVINO answers a shape's 3rd call on with a static model
+        np.testing.assert_allclose(item.depth, pair[0], rtol=0, atol=1e-5 * float(np.ptp(pair[0])))
+        assert item.confidence == pytest.approx(confidence_of(pair), abs=1e-6)
     assert label_cli(manifest, checkpoint, tmp_path / "u16", "--batch-size", "3") == 0    # 16-bit, batches of 3
     for source, item in items_by_source(tmp_path / "u16").items():
         ref = f32[source]
