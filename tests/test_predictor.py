@@ -93,7 +93,9 @@ def test_output_resized_with_the_versions_rule(reference_dir, image, version, al
 def test_path_pil_bytes_and_array_give_identical_predictions(tiny, image, tmp_path):
     path = tmp_path / "img.png"
     Image.fromarray(image).save(path)
-    p = Predictor(tiny, device="cpu", input_size=SMALL)
+    # torch: the same pixels give the same bits on every call (OpenVINO answers a shape's 3rd call on
+    # with its static model, equal to float rounding only: tests/test_openvino_shapes.py)
+    p = Predictor(tiny, device="cpu", input_size=SMALL, backend="torch")
     ref = p.predict(image).array
     for src in (path, str(path), path.read_bytes(), Image.open(path), Image.fromarray(image)):
         np.testing.assert_array_equal(p.predict(src).array, ref)

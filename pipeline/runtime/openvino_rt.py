@@ -50,6 +50,7 @@ def convert_network(network: torch.nn.Module, xml_path: Path, *, fp16: bool = Fa
     """A DepthAnything network -> OpenVINO IR (xml + bin) with dynamic N, H, W, input `pixel_values`
     and output `depth` as in the ONNX file. fp16: weights stored as float16 (computed in f32 on CPU)."""
     import openvino as ov
+    _no_conversion_telemetry()
     net = cpu_float_copy(network)
     example = torch.randn(*EXAMPLE_SHAPE, generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), warnings.catch_warnings():
@@ -61,6 +62,20 @@ def convert_network(network: torch.nn.Module, xml_path: Path, *, fp16: bool = Fa
         model.set_rt_info(str(value), ["depth_anything", key])
     ov.save_model(model, str(xml_path), compress_to_fp16=fp16)
     return xml_path
+
+
+def _no_conversion_telemetry() -> None:
+    """OpenVINO's converter sends usage telemetry unless a user opted out: it forks a process that
+    inherits every open file descriptor and, offline, waits on DNS for minutes. A child holding the
+    pipes of another subprocess keeps that one from ever seeing EOF (it hung a test run's teardown:
+    Playwright waiting for its driver). This studio sends nothing from its users' machines: the
+    converter gets OpenVINO's own no-op stand-in (what it uses when openvino-telemetry is missing)."""
+    try:
+        from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils
+    except ImportError:                                   # a release without them: nothing to switch off
+        return
+    for module in (convert_impl, telemetry_utils):       # each holds its own `tm`
+        module.tm = telemetry_stub
 
 
 _CORE = None
