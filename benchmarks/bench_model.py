@@ -128,8 +128,9 @@ def table(title: str, times: dict, peer: str, gflop: float | None, rate: float, 
 
 def conditions(threads: int) -> str:
     import onnxruntime
-    import openvino
     import transformers
+
+    from pipeline.runtime import openvino_rt
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
@@ -137,7 +138,7 @@ def conditions(threads: int) -> str:
         pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
     return (f"# {cpu}, {os.cpu_count()} logical CPUs, {threads} threads, load average {load[0]:.2f}; torch "
-            f"{torch.__version__}, openvino {openvino.get_version().split('-')[0]}, onnxruntime "
+            f"{torch.__version__}, openvino {openvino_rt.release()}, onnxruntime "
             f"{onnxruntime.__version__}, transformers {transformers.__version__}")
 
 

@@ -27,7 +27,6 @@ def _timed(fn) -> tuple[float, float]:
 
 
 def compare_shapes(model, rounds: int, threads: int) -> int:
-    import openvino as ov
     entry, metadata = cache_entry(model, model.config)
     openvino_rt.build(model, torch.device("cpu"), entry=entry, metadata=metadata)      # ensures the IR exists
     xml = openvino_rt.ir_folder(entry) / "model.xml"
@@ -41,7 +40,7 @@ def compare_shapes(model, rounds: int, threads: int) -> int:
             static[hw] = openvino_rt.compile_model(m, threads).create_infer_request()
         return static[hw]
 
-    print(f"# OpenVINO {ov.get_version().split('-')[0]}, vits, {threads} threads; first call and steady state "
+    print(f"# OpenVINO {openvino_rt.release()}, vits, {threads} threads; first call and steady state "
           f"(median of {rounds}) per size, seconds wall / CPU")
     print("| size | dynamic first | static first (reshape+compile+infer) | dynamic steady | static steady "
           "| static/dynamic steady (per-call median) | max abs diff static vs dynamic |")

@@ -225,12 +225,10 @@ def test_weights_over_the_size_limit_go_to_one_external_data_file(monkeypatch, t
 def test_an_ir_of_the_older_onnx_conversion_in_the_cache_is_never_used(tmp_path, image):
     """Entries made before the IR came from the PyTorch frontend hold openvino-<version>/ converted from
     ONNX; the backend builds and uses openvino-pt-<version>/ beside it."""
-    import openvino as ov
-
-    from pipeline.runtime.openvino_rt import ir_folder
+    from pipeline.runtime.openvino_rt import ir_folder, release
     model = random_vitt(seed=5)
     entry, _ = registry.cache_entry(model, model.config, tmp_path)
-    old = entry / f"openvino-{ov.get_version().split('-')[0]}"
+    old = entry / f"openvino-{release()}"
     old.mkdir()
     (old / "model.xml").write_text("<net>an IR of the old layout</net>")
     with warnings.catch_warnings():

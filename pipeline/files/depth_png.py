@@ -72,9 +72,13 @@ def encode(array: np.ndarray) -> tuple[np.ndarray, dict]:
 
 def png_metadata(array: np.ndarray, kind: str | None = None) -> dict:
     """What `write_depth_png(path, array, kind=kind)` records in the file (without encoding it)."""
+    _check_kind(kind)
+    return _file_metadata(_calibration(array)[2], kind)
+
+
+def _check_kind(kind: str | None) -> None:
     if kind is not None and kind not in UNITS:
         raise ConfigError(f"unknown prediction kind {kind!r}; use one of {', '.join(UNITS)}")
-    return _file_metadata(_calibration(array)[2], kind)
 
 
 def _file_metadata(meta: dict, kind: str | None) -> dict:
@@ -92,8 +96,7 @@ def decode(codes: np.ndarray, offset: float, scale: float, nodata: int | None) -
 
 def write_depth_png(path: str | os.PathLike, array: np.ndarray, *, kind: str | None = None) -> dict:
     """Write `array` as a 16-bit PNG with its scale/offset recorded; returns the stored metadata."""
-    if kind is not None and kind not in UNITS:
-        raise ConfigError(f"unknown prediction kind {kind!r}; use one of {', '.join(UNITS)}")
+    _check_kind(kind)
     codes, meta = encode(array)
     meta = _file_metadata(meta, kind)
     info = PngImagePlugin.PngInfo()

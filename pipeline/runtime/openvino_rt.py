@@ -102,12 +102,17 @@ def compile_model(model, threads: int):
     return core().compile_model(str(model) if isinstance(model, (str, Path)) else model, "CPU", config(threads))
 
 
+def release() -> str:
+    """The installed OpenVINO release, e.g. "2026.4.1" (get_version() without its build suffix)."""
+    import openvino as ov
+    return ov.get_version().split("-")[0]
+
+
 def ir_folder(entry: Path) -> Path:
     """Where a cache entry keeps the IR this OpenVINO release converted. "-pt": converted from the
     network by the PyTorch frontend; entries made before hold openvino-<version>/, converted from the
     ONNX file (a different, slower graph), which must not be found."""
-    import openvino as ov
-    return Path(entry) / f"openvino-pt-{ov.get_version().split('-')[0]}"
+    return Path(entry) / f"openvino-pt-{release()}"
 
 
 def static_slots(weight_bytes: int) -> int:
@@ -127,7 +132,6 @@ class OpenVINORunner(Runner):
     name = "openvino"
 
     def __init__(self, xml_path: Path, threads: int, static_slots: int = 0):
-        import openvino as ov
         self.xml_path, self.threads, self.slots = Path(xml_path), int(threads), int(static_slots)
         self.compiled = compile_model(xml_path, threads)
         self.request = self.compiled.create_infer_request()
@@ -137,7 +141,7 @@ class OpenVINORunner(Runner):
         self.seen: dict[tuple, int] = {}                  # calls per shape without a static model
         self.failed: set[tuple] = set()
         self.pending: dict[tuple, Future] = {}
-        self.detail = f"OpenVINO {ov.get_version().split('-')[0]} CPU f32, {threads} threads"
+        self.detail = f"OpenVINO {release()} CPU f32, {threads} threads"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())      # (B, 3, H, W)
