@@ -67,7 +67,9 @@ def test_folder_writes_all_outputs_by_value(images, predictor, recipe_pth, tmp_p
         png = load_depth_png(out / f"{stem}_depth.png")
         assert png.calibrated and png.kind == "disparity"
         assert np.abs(png.array - arr).max() <= (arr.max() - arr.min()) / 65535 / 2 + 1e-6
-        np.testing.assert_array_equal(np.asarray(Image.open(out / f"{stem}_color.png")), colorize(arr, "magma"))
+        with Image.open(out / f"{stem}_color.png") as colour:              # palette PNG, the map's own colours
+            assert colour.mode == "P"
+            np.testing.assert_array_equal(np.asarray(colour.convert("RGB")), colorize(arr, "magma"))
         cloud = o3d.io.read_point_cloud(str(out / f"{stem}.ply"))
         assert len(cloud.points) == arr.size                                 # every disparity is usable here
         np.testing.assert_array_equal(np.rint(np.asarray(cloud.colors) * 255), rgb.reshape(-1, 3))

@@ -33,7 +33,7 @@ def test_depth_tab_cli_exports_and_colour_bar_draw_near_at_the_same_end(tmp_path
     (top-left) takes the colour map's end for both kinds, and all agree pixel for pixel."""
     array = _sources()[kind]
     rgb = np.zeros((*array.shape, 3), np.uint8)
-    tab = depth_outputs.colour_picture(array, kind, "Spectral_r")
+    tab = np.asarray(depth_outputs.colour_picture(array, kind, "Spectral_r").convert("RGB"))
     files = write_outputs(tmp_path, "x", DecodedImage(rgb, None, "x.png", "RGB"),
                           Prediction(array, kind, "m", "cpu", 0.0), cmap="Spectral_r", extra=["gray"])
     cli = np.asarray(Image.open(files["color_png"]).convert("RGB"))

@@ -5,9 +5,10 @@ import matplotlib
 import numpy as np
 import pytest
 from matplotlib.colors import ListedColormap
+from PIL import Image
 
 from pipeline.errors import ConfigError
-from pipeline.render import colorize, grayscale
+from pipeline.render import colorize, colour_image, grayscale
 
 
 def _mpl(name: str, x: float) -> np.ndarray:
@@ -71,3 +72,16 @@ def test_unknown_colour_map_is_a_config_error_that_says_how_to_list_names():
         colorize(np.zeros((2, 2)), "spectral_R")
     with pytest.raises(ConfigError, match="2-D"):
         grayscale(np.zeros((2, 2, 3)))
+
+
+@pytest.mark.parametrize("cmap", ["Spectral_r", "gray", "magma"])
+def test_colour_image_is_a_palette_picture_with_colorizes_pixels(tmp_path, cmap):
+    """The PNG the studio writes decodes to exactly colorize's pixels; a palette one when every value is
+    finite, or when the map holds BAD_COLOR itself (gray); RGB when non-finite pixels need a 257th colour."""
+    a = np.linspace(-3.0, 5.0, 48 * 64, dtype=np.float32).reshape(48, 64)
+    a[5, 7], a[6, 8] = np.nan, np.inf
+    for values, finite in ((np.nan_to_num(a, nan=1.0, posinf=2.0), True), (a, False)):
+        colour_image(values, cmap).save(tmp_path / "c.png")
+        with Image.open(tmp_path / "c.png") as back:
+            assert back.mode == ("P" if finite or cmap == "gray" else "RGB")
+            np.testing.assert_array_equal(np.asarray(back.convert("RGB")), colorize(values, cmap))

@@ -27,7 +27,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from .. import render
@@ -41,7 +40,7 @@ from ..geometry import pointcloud
 from ..predictor import Prediction, Predictor
 from ..preprocess import network_size
 from ..runtime.registry import CHOICES
-from ..services.depth_outputs import DepthSource, write_exports
+from ..services.depth_outputs import DepthSource, colour_picture, save_colour_png, write_exports
 from ..video.io import is_video_file
 from ..weights import registry as checkpoint_registry
 from . import predict_video
@@ -195,7 +194,7 @@ def write_outputs(out: Path, stem: str, decoded: DecodedImage, prediction: Predi
             np.save(tmp, array.astype(np.float32, copy=False))
         depth_png.write_depth_png(files["depth_png"], array, kind=prediction.kind)
         with atomic_path(files["color_png"]) as tmp:
-            Image.fromarray(render.colorize(array, cmap, kind=prediction.kind)).save(tmp, format="PNG")
+            save_colour_png(colour_picture(array, prediction.kind, cmap), tmp)
         if ply:
             h, w = array.shape
             focal, _ = pointcloud.resolve_focal(w, h, focal_px, decoded.focal_px)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..errors import ConfigError, ImageError, StudioError
 from ..files import depth_png
@@ -101,7 +100,7 @@ def _write(folder: Path, stem: str, name: str, prediction, cmap: str) -> BatchIt
     try:
         np.save(files[0], array.astype(np.float32, copy=False))
         depth_png.write_depth_png(files[1], array, kind=prediction.kind)
-        Image.fromarray(depth_outputs.colour_picture(array, prediction.kind, cmap)).save(files[2], compress_level=1)
+        depth_outputs.save_colour_png(depth_outputs.colour_picture(array, prediction.kind, cmap), files[2])
     except OSError as e:
         raise StudioError(f"cannot write the files of {name}: {e.strerror or e}") from None
     finite = array[np.isfinite(array)]

@@ -2,7 +2,8 @@
 
 Every request (pipeline.services.depth_service.DepthService.run) writes into its own folder, before
 /predict answers (`write_sent`, `write_viewer_cloud`, the record):
-    <stem>_depth_color.png  the colour map (range clipped when asked)
+    <stem>_depth_color.png  the colour map (range clipped when asked), an 8-bit palette PNG of the map's
+                            256 colours (pipeline.render.colour_image)
     <stem>_depth.npy        float32 (H, W), the prediction itself
     <stem>_points.ply       the viewer's point cloud: every `step`-th pixel, at most
                             `max_viewer_points` points, binary little-endian
@@ -148,12 +149,12 @@ def write_viewer_cloud(path: Path, rgb, array, kind: str, focal_px: float, max_p
     return len(pcd.points), step, pointcloud.point_cloud_note(kind)
 
 
-def write_sent(request: Request, rgb: np.ndarray, array: np.ndarray, color: np.ndarray) -> None:
+def write_sent(request: Request, rgb: np.ndarray, array: np.ndarray, color: Image.Image) -> None:
     """Before /predict answers: what it sends (the float .npy, the colour PNG) and the exact pixels,
     which the rest of the light set and every export are made from."""
     np.save(request.path("_depth.npy"), array.astype(np.float32, copy=False))
     np.save(request.folder / RGB_FILE, np.ascontiguousarray(rgb, dtype=np.uint8))
-    Image.fromarray(color).save(request.path("_depth_color.png"), compress_level=1)
+    save_colour_png(color, request.path("_depth_color.png"))
 
 
 def complete(request: Request) -> dict[str, Path]:
@@ -172,9 +173,15 @@ def complete(request: Request) -> dict[str, Path]:
 
 
 def colour_picture(array: np.ndarray, kind: str, cmap: str, vmin: float | None = None,
-                   vmax: float | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 colour map; near is the map's end (red in Spectral_r) for disparity and metres alike."""
-    return render.colorize(array, cmap, vmin, vmax, kind=kind)
+                   vmax: float | None = None) -> Image.Image:
+    """The colour map as a picture to save (a palette image; `.convert("RGB")` for the pixels); near is the
+    map's end (red in Spectral_r) for disparity and metres alike."""
+    return render.colour_image(array, cmap, vmin, vmax, kind=kind)
+
+
+def save_colour_png(picture: Image.Image, path) -> None:
+    """The one way a colour picture becomes a PNG (fast zlib level: these are made per request)."""
+    picture.save(path, format="PNG", compress_level=1)
 
 
 COLOUR_LIMIT = Range("colour range limit", -1e30, 1e30)      # any finite value of a prediction

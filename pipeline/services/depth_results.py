@@ -61,7 +61,7 @@ class DepthResults:
         color = depth_outputs.colour_picture(array, r.kind, cmap, vmin, vmax)
         path = req.path("_depth_color.png")
         with atomic_path(path) as tmp:
-            Image.fromarray(color).save(tmp, format="PNG", compress_level=1)
+            depth_outputs.save_colour_png(color, tmp)
         r.cmap, r.vmin, r.vmax = cmap, vmin, vmax
         req.save()
         return path, legend(array, r.kind, cmap, vmin, vmax, r.focal_px)

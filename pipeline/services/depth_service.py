@@ -60,7 +60,6 @@ class DepthResult:
     array: np.ndarray                  # float32 (H, W): disparity or metres, see kind
     kind: str                          # "disparity" | "metric_depth"
     unit: str
-    color: np.ndarray                  # uint8 (H, W, 3)
     folder: Path
     files: dict[str, Path]             # input, color, depth16, npy, ply (the viewer's cloud; none when no cloud);
                                        # input and depth16 are made when first asked: results.files(request id)
@@ -240,8 +239,8 @@ class DepthService:
 
     def _render(self, request: depth_outputs.Request, decoded: DecodedImage, prediction: Prediction,
                 t: dict) -> DepthResult:
-        """Colour map, then what /predict sends (.npy, colour PNG, and the pixels) beside the viewer's
-        cloud (its numbers are in the summary), in parallel threads (PNG/zlib and numpy release the GIL);
+        """The viewer's cloud (its numbers are in the summary) beside the colour map and what /predict sends
+        (.npy, colour PNG, and the pixels), in parallel threads (PNG/zlib and numpy release the GIL);
         the slider JPEG and 16-bit PNG are made when first asked (`results.files`).
 
         timings_ms holds each stage's own time; the file stages overlap, so they add up to more
@@ -249,9 +248,9 @@ class DepthService:
         r = request.record
         files = {k: request.path(suffix) for k, suffix in depth_outputs.BASIC}
         array = prediction.array                                         # (H, W) float32
-        color, t["color_map"] = _timed(depth_outputs.colour_picture, array, r.kind, r.cmap, r.vmin, r.vmax)
         cloud = self._pool.submit(_timed, depth_outputs.write_viewer_cloud, files["ply"], decoded.rgb, array, r.kind,
                                   r.focal_px, self.settings.max_viewer_points, r.voxel_size, r.remove_outliers)
+        color, t["color_map"] = _timed(depth_outputs.colour_picture, array, r.kind, r.cmap, r.vmin, r.vmax)
         _, t["sent_files"] = _timed(depth_outputs.write_sent, request, decoded.rgb, array, color)
         (points, step, cloud_note), t["point_cloud"] = cloud.result()
         if not points:
@@ -267,7 +266,7 @@ class DepthService:
             "depth16": _jsonable(depth_png.png_metadata(array, prediction.kind)),
             "timings_ms": {k: round(1000 * v, 1) for k, v in t.items()},
         }
-        return DepthResult(array, prediction.kind, prediction.unit, color, request.folder, files, summary)
+        return DepthResult(array, prediction.kind, prediction.unit, request.folder, files, summary)
 
     def _describe(self, loaded: LoadedModel, prediction: Prediction, input_size) -> dict:
         return {"model": loaded.choice.key, "model_title": loaded.choice.title, "licence": loaded.choice.licence,

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from pipeline.files.depth_png import read_depth_png
+from pipeline.render import DEFAULT_CMAP, colorize
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +30,9 @@ def test_predict_over_http_returns_the_official_numbers(studio, client_for, moto
     expected = reference["depth_v2_full_res"]                                   # (500, 741)
     depth = np.load(npy)
     assert np.abs(depth - expected).max() <= 1e-3
-    assert np.asarray(Image.open(colour)).shape == (500, 741, 3)
+    with Image.open(colour) as picture:                  # a palette PNG: the colour map's pixels of the values sent
+        assert picture.mode == "P"
+        assert np.array_equal(np.asarray(picture.convert("RGB")), colorize(depth, DEFAULT_CMAP))
     assert summary["point_stride"] == 2 and summary["points"] == 250 * 371          # the light viewer cloud
     assert summary["unit"] == "relative disparity"
     assert summary["min"] == pytest.approx(float(expected.min()), abs=1e-3)

@@ -23,7 +23,8 @@ def test_recolour_clips_the_range_and_remembers_it(metric_service, metric_result
     lo, hi = float(np.percentile(a, 10)), float(np.percentile(a, 90))
     path, legend = metric_service.results.recolour(rid, "viridis", lo, hi)
     expected = depth_outputs.colour_picture(a, "metric_depth", "viridis", lo, hi)
-    assert np.array_equal(np.asarray(Image.open(path)), expected)
+    with Image.open(path) as picture:
+        assert picture.mode == "P" and np.array_equal(np.asarray(picture.convert("RGB")), np.asarray(expected.convert("RGB")))
     assert legend["clipped"] and legend["bar"]["ticks"][0] == (0.0, f"{lo:.4g}")
     assert legend["histogram"]["below"] > 0 and legend["histogram"]["above"] > 0
     record = metric_service.results.open(rid).record

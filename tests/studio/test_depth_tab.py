@@ -38,7 +38,8 @@ def test_predict_returns_the_picture_the_values_and_the_summary_and_show_fills_t
     Image.fromarray(small_rgb).save(path)
     color, npy, summary, view = predict(handlers, str(path), cmap="viridis")       # the API's /predict: two files
     assert Path(color).name == "scene_depth_color.png"
-    assert np.asarray(Image.open(color)).shape == small_rgb.shape
+    with Image.open(color) as picture:                                      # palette PNG of the map's colours
+        assert picture.mode == "P" and np.asarray(picture.convert("RGB")).shape == small_rgb.shape
     arr = np.load(npy)
     assert arr.shape == (60, 80) and summary["min"] == float(arr.min())
     json.dumps(summary)                                       # the API returns it as JSON
