@@ -107,11 +107,14 @@ def studio_no_weights(tmp_path_factory):
 
 @pytest.fixture
 def client_for(tmp_path):
-    """gradio_client.Client for an app, downloading into a private folder."""
+    """gradio_client.Client for an app, downloading into a private folder, made as the README says:
+    one verified SSL context for all its HTTP calls (gradio_client otherwise builds one per call)."""
+    import httpx
     from gradio_client import Client
 
     def make(app: RunningApp):
-        return Client(app.url, download_files=str(tmp_path / "downloads"), verbose=False)
+        return Client(app.url, download_files=str(tmp_path / "downloads"), verbose=False,
+                      ssl_verify=httpx.create_ssl_context())
     return make
 
 
