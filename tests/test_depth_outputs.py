@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import open3d as o3d
 import pytest
 
 from pipeline.errors import ConfigError
@@ -90,3 +91,25 @@ def test_colour_range_limits_are_checked():
     assert depth_outputs.check_range("", 0) == (None, 0.0)               # empty: the data's own; 0 is a limit
     with pytest.raises(ConfigError, match="colour range limit must be a number .* got 'lots'"):
         depth_outputs.check_range("lots", None)                          # what an API client may send
+
+
+@pytest.mark.parametrize("kind, values", [
+    ("disparity", [0.5, 2.0, np.nan, np.inf, 0.0, -1.0]),        # zero and negative: the far plane, kept
+    ("metric_depth", [1.5, 4.0, np.nan, -np.inf, 0.0, -2.0]),     # only finite positive metres
+    ("disparity", [0.0, -1.0, np.nan]),                          # no positive disparity: no cloud
+    ("metric_depth", [0.0, -3.0, np.nan]),                       # no usable depth: no cloud
+])
+def test_the_count_predict_reports_is_the_cloud_made_later(tmp_path, kind, values):
+    """viewer_cloud_size (what /predict puts in its summary without building the cloud) gives the
+    points, stride and note of the cloud write_viewer_cloud makes when the page asks."""
+    rng = np.random.default_rng(3)
+    array = rng.choice(np.asarray(values, np.float32), size=(37, 51))
+    rgb = rng.integers(0, 255, (37, 51, 3), dtype=np.uint8)
+    counted = depth_outputs.viewer_cloud_size(array, kind, 400)
+    made = depth_outputs.write_viewer_cloud(tmp_path / "v.ply", rgb, array, kind, 40.0, 400)
+    assert counted == made and counted[1] == 3
+    if counted[0]:
+        pcd = o3d.io.read_point_cloud(str(tmp_path / "v.ply"))
+        assert len(pcd.points) == counted[0]
+    else:
+        assert not (tmp_path / "v.ply").exists() and counted[2].startswith("No point cloud:")

@@ -61,18 +61,29 @@ def point_cloud_note(kind: str, far_percentile: float = DEFAULT_FAR_PERCENTILE) 
     return METRIC_NOTE if kind == "metric_depth" else DISPARITY_NOTE.format(pct=far_percentile)
 
 
-def depth_for_point_cloud(array: np.ndarray, kind: str,
-                          far_percentile: float = DEFAULT_FAR_PERCENTILE) -> np.ndarray:
-    """(H, W) prediction -> (H, W) float32 depth (metres, or pseudo-depth); NaN where unusable."""
+def point_mask(array: np.ndarray, kind: str) -> np.ndarray:
+    """(H, W) bool: the pixels that become points (where depth_for_point_cloud is finite): finite positive
+    metres; any finite disparity (zero or negative ones are put at the far plane). ConfigError for an
+    unknown kind, or a disparity with no positive value (no depth scale to show)."""
     a = np.asarray(array, dtype=np.float32)
+    finite = np.isfinite(a)
     if kind == "metric_depth":
-        return np.where(np.isfinite(a) & (a > 0), a, np.nan).astype(np.float32)
+        return finite & (a > 0)
     if kind != "disparity":
         raise ConfigError(f"unknown prediction kind {kind!r}; use disparity or metric_depth")
-    finite = np.isfinite(a)
-    positive = finite & (a > 0)
-    if not positive.any():
+    if not (finite & (a > 0)).any():
         raise ConfigError("the prediction has no positive disparity, so there is no depth to show")
+    return finite
+
+
+def depth_for_point_cloud(array: np.ndarray, kind: str,
+                          far_percentile: float = DEFAULT_FAR_PERCENTILE) -> np.ndarray:
+    """(H, W) prediction -> (H, W) float32 depth (metres, or pseudo-depth); NaN where unusable (point_mask)."""
+    a = np.asarray(array, dtype=np.float32)
+    finite = point_mask(a, kind)
+    if kind == "metric_depth":
+        return np.where(finite, a, np.nan).astype(np.float32)
+    positive = finite & (a > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.reciprocal(a, where=positive, out=np.full(a.shape, np.inf, np.float32))  # (H, W)
     median, far = np.percentile(z[positive], [50.0, far_percentile])

@@ -1,16 +1,18 @@
 """The files of one depth request: the light set every request writes, and the heavy ones built when asked.
 
 Every request (pipeline.services.depth_service.DepthService.run) writes into its own folder, before
-/predict answers (`write_sent`, `write_viewer_cloud`, the record):
+/predict answers (`write_sent`, the record):
     <stem>_depth_color.png  the colour map (range clipped when asked), an 8-bit palette PNG of the map's
                             256 colours (pipeline.render.colour_image)
     <stem>_depth.npy        float32 (H, W), the prediction itself
-    <stem>_points.ply       the viewer's point cloud: every `step`-th pixel, at most
-                            `max_viewer_points` points, binary little-endian
     request.json, rgb.npy   the record below, the exact pixels
 and when first asked (`complete`: the page's `show`, /export), made from those:
     <stem>_input.jpg        the image (for the before/after slider)
     <stem>_depth16.png      16-bit PNG, values recoverable (pipeline.files.depth_png)
+    <stem>_points.ply       the viewer's point cloud: every `step`-th pixel, at most
+                            `max_viewer_points` points, binary little-endian (its size is in /predict's
+                            summary, counted without building it; a voxel or outlier filter needs the
+                            cloud to count, so a filtered one is written before /predict answers)
 The full-resolution and other formats (`EXPORTS`: every-pixel .ply, OpenEXR, .glb mesh, normals,
 8-bit grayscale) are built from the folder when asked (`build_exports`), once, and `zip_outputs`
 packs everything into one zip. The CLI (`python -m pipeline predict --exr --glb --normals`) uses the
@@ -28,6 +30,7 @@ import json
 import re
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -77,6 +80,8 @@ class RequestRecord:
     vmax: float | None = None
     voxel_size: float | None = None
     remove_outliers: bool = False
+    viewer_points: int = 0             # the 3D view's point budget when its cloud is made when first asked
+                                       # (no filter); 0: the cloud was written with the request
 
 
 @dataclass
@@ -132,9 +137,29 @@ def open_request(temp_dir: Path, request_id: str) -> Request:
 
 # ----------------------------------------------------------------------------- light set
 
+def viewer_cloud_size(array: np.ndarray, kind: str, max_points: int) -> tuple[int, int, str]:
+    """(points, pixel stride, note) of the viewer's cloud with no voxel or outlier filter, without
+    building it: one point per usable pixel (pointcloud.point_mask) of the stride grid."""
+    step = pointcloud.cloud_stride(*np.shape(array), max_points)
+    try:
+        points = int(pointcloud.point_mask(array, kind)[::step, ::step].sum())
+    except ConfigError as e:           # e.g. no positive disparity (untrained weights): the rest still shows
+        return 0, step, f"No point cloud: {e}"
+    if not points:
+        return 0, step, "No point cloud: no pixel has a usable depth"
+    return points, step, pointcloud.point_cloud_note(kind)
+
+
 def write_viewer_cloud(path: Path, rgb, array, kind: str, focal_px: float, max_points: int, voxel_size=None,
                        remove_outliers: bool = False) -> tuple[int, int, str]:
-    """The viewer's .ply -> (points, pixel stride, note); 0 points and no file when no cloud can be made."""
+    """The viewer's .ply -> (points, pixel stride, note); 0 points and no file when no cloud can be made.
+    Unfiltered, the numbers are `viewer_cloud_size`'s (what /predict reports before the cloud is made)."""
+    if not (voxel_size or remove_outliers):
+        points, step, note = viewer_cloud_size(array, kind, max_points)
+        if points:
+            pcd, _ = pointcloud.strided_cloud(rgb, array, kind, focal_px, max_points)
+            pointcloud.write_ply(path, pcd)
+        return points, step, note
     step = pointcloud.cloud_stride(*array.shape, max_points)
     try:
         pcd, step = pointcloud.strided_cloud(rgb, array, kind, focal_px, max_points, voxel_size=voxel_size,
@@ -158,18 +183,36 @@ def write_sent(request: Request, rgb: np.ndarray, array: np.ndarray, color: Imag
 
 
 def complete(request: Request) -> dict[str, Path]:
-    """The light set's files made from the folder when first asked (the slider's JPEG and the 16-bit
-    PNG, ~45 ms that /predict does not wait for) -> every basic file of the request."""
-    jpeg, png = request.path("_input.jpg"), request.path("_depth16.png")
+    """The light set's files made from the folder when first asked, in parallel threads (the slider's
+    JPEG, the 16-bit PNG and, for a cloud with no voxel or outlier filter, the viewer's .ply: ~60 ms of
+    work /predict does not wait for) -> every basic file of the request."""
+    r = request.record
+    jpeg, png, ply = request.path("_input.jpg"), request.path("_depth16.png"), request.path("_points.ply")
+    jobs = []
     if not jpeg.exists():
-        try:
-            with atomic_path(jpeg) as tmp:
-                Image.fromarray(request.rgb()).save(tmp, format="JPEG", quality=90)
-        except OSError as e:
-            raise StudioError(f"cannot write {jpeg.name}: {e.strerror or e}") from None
-    if not png.exists():
-        depth_png.write_depth_png(png, request.array(), kind=request.record.kind)
+        jobs.append(lambda: _write_jpeg(request, jpeg))
+    if not png.exists() or (r.viewer_points and not ply.exists()):
+        array = request.array()
+        if not png.exists():
+            jobs.append(lambda: depth_png.write_depth_png(png, array, kind=r.kind))
+        if r.viewer_points and not ply.exists():          # 0: written with the request (a filtered cloud)
+            rgb = request.rgb()
+            jobs.append(lambda: write_viewer_cloud(ply, rgb, array, r.kind, r.focal_px, r.viewer_points))
+    if len(jobs) > 1:
+        with ThreadPoolExecutor(len(jobs), thread_name_prefix="request-files") as pool:
+            for future in [pool.submit(job) for job in jobs]:
+                future.result()
+    elif jobs:
+        jobs[0]()
     return request.basic_files()
+
+
+def _write_jpeg(request: Request, jpeg: Path) -> None:
+    try:
+        with atomic_path(jpeg) as tmp:
+            Image.fromarray(request.rgb()).save(tmp, format="JPEG", quality=90)
+    except OSError as e:
+        raise StudioError(f"cannot write {jpeg.name}: {e.strerror or e}") from None
 
 
 def colour_picture(array: np.ndarray, kind: str, cmap: str, vmin: float | None = None,

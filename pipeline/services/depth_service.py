@@ -62,7 +62,8 @@ class DepthResult:
     unit: str
     folder: Path
     files: dict[str, Path]             # input, color, depth16, npy, ply (the viewer's cloud; none when no cloud);
-                                       # input and depth16 are made when first asked: results.files(request id)
+                                       # input, depth16 and (unfiltered) ply are made when first asked:
+                                       # results.files(request id)
     summary: dict = field(default_factory=dict)
 
 
@@ -232,27 +233,31 @@ class DepthService:
             id=folder.name, stem=depth_outputs.safe_stem(decoded.name), name=decoded.name or "image", kind=prediction.kind,
             unit=prediction.unit, width=w, height=h, focal_px=float(focal), focal_source=focal_source,
             model=loaded.choice.key, model_title=loaded.choice.title, cmap=cmap, vmin=vmin, vmax=vmax,
-            voxel_size=float(voxel_size) if voxel_size else None, remove_outliers=bool(remove_outliers))
+            voxel_size=float(voxel_size) if voxel_size else None, remove_outliers=bool(remove_outliers),
+            viewer_points=0 if voxel_size or remove_outliers else self.settings.max_viewer_points)
         request = depth_outputs.Request(folder, record)
         request.save()
         return request
 
     def _render(self, request: depth_outputs.Request, decoded: DecodedImage, prediction: Prediction,
                 t: dict) -> DepthResult:
-        """The viewer's cloud (its numbers are in the summary) beside the colour map and what /predict sends
-        (.npy, colour PNG, and the pixels), in parallel threads (PNG/zlib and numpy release the GIL);
-        the slider JPEG and 16-bit PNG are made when first asked (`results.files`).
+        """The colour map and what /predict sends (.npy, colour PNG, and the pixels); the viewer's cloud is
+        counted (summary) and made when first asked (`results.files`), like the slider JPEG and the
+        16-bit PNG, unless a voxel or outlier filter needs it built to count: then it is written in a
+        parallel thread beside the files (PNG/zlib and numpy release the GIL).
 
         timings_ms holds each stage's own time; the file stages overlap, so they add up to more
         than the wall time they took together."""
         r = request.record
         files = {k: request.path(suffix) for k, suffix in depth_outputs.BASIC}
         array = prediction.array                                         # (H, W) float32
-        cloud = self._pool.submit(_timed, depth_outputs.write_viewer_cloud, files["ply"], decoded.rgb, array, r.kind,
-                                  r.focal_px, self.settings.max_viewer_points, r.voxel_size, r.remove_outliers)
+        cloud = None if r.viewer_points else self._pool.submit(
+            _timed, depth_outputs.write_viewer_cloud, files["ply"], decoded.rgb, array, r.kind, r.focal_px,
+            self.settings.max_viewer_points, r.voxel_size, r.remove_outliers)
         color, t["color_map"] = _timed(depth_outputs.colour_picture, array, r.kind, r.cmap, r.vmin, r.vmax)
         _, t["sent_files"] = _timed(depth_outputs.write_sent, request, decoded.rgb, array, color)
-        (points, step, cloud_note), t["point_cloud"] = cloud.result()
+        (points, step, cloud_note), t["point_cloud"] = (
+            cloud.result() if cloud else _timed(depth_outputs.viewer_cloud_size, array, r.kind, r.viewer_points))
         if not points:
             files.pop("ply")
         summary = {

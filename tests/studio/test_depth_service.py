@@ -180,22 +180,34 @@ def test_run_writes_every_output_and_they_agree(vitt_service, small_rgb):
                for p in result.files.values())
 
 
-def test_the_slider_jpeg_and_16_bit_png_are_made_when_first_asked(vitt_service, small_rgb, monkeypatch):
-    """run() answers once the colour PNG, the .npy, the pixels and the viewer cloud exist; the slider
-    JPEG and the 16-bit PNG (what /predict does not send) are made by the first reader, once."""
+def test_the_slider_jpeg_16_bit_png_and_viewer_cloud_are_made_when_first_asked(vitt_service, small_rgb, monkeypatch):
+    """run() answers once the colour PNG, the .npy and the pixels exist; the slider JPEG, the 16-bit PNG
+    and the viewer's cloud (what /predict does not send) are made by the first reader, once, and the
+    cloud has the points the summary announced."""
     from pipeline.services import depth_outputs
     result = vitt_service.run(small_rgb, input_size=70)
-    assert all(result.files[k].exists() for k in ("color", "npy", "ply"))
-    assert not result.files["depth16"].exists() and not result.files["input"].exists()
+    assert all(result.files[k].exists() for k in ("color", "npy"))
+    assert not any(result.files[k].exists() for k in ("depth16", "input", "ply"))
     rid = result.summary["request"]
     files, _ = vitt_service.results.exports(rid, [])
     assert {p.name for p in files} >= {result.files[k].name for k in ("input", "depth16", "npy", "color", "ply")}
     np.testing.assert_allclose(depth_png.read_depth_png(result.files["depth16"]), result.array,
                                atol=float(np.ptp(result.array)) / 65535 * 1.01 + 1e-7)
-    made = {k: result.files[k].stat().st_mtime_ns for k in ("input", "depth16")}
+    xyz, _ = read_ply_xyz_rgb(result.files["ply"])
+    assert len(xyz) == result.summary["points"] == 60 * 80
+    made = {k: result.files[k].stat().st_mtime_ns for k in ("input", "depth16", "ply")}
     monkeypatch.setattr(depth_outputs.depth_png, "write_depth_png", None)           # a second build would fail
+    monkeypatch.setattr(depth_outputs.pointcloud, "write_ply", None)
     assert vitt_service.results.files(rid) == vitt_service.results.files(rid)
-    assert made == {k: result.files[k].stat().st_mtime_ns for k in ("input", "depth16")}
+    assert made == {k: result.files[k].stat().st_mtime_ns for k in ("input", "depth16", "ply")}
+
+
+def test_a_filtered_cloud_is_written_with_the_request_and_counted_from_it(vitt_service, small_rgb):
+    """A voxel filter changes the count, so that cloud is built before /predict answers."""
+    result = vitt_service.run(small_rgb, input_size=70, voxel_size=0.05)
+    xyz, _ = read_ply_xyz_rgb(result.files["ply"])
+    assert 0 < len(xyz) == result.summary["points"] < 60 * 80
+    assert vitt_service.results.open(result.summary["request"]).record.viewer_points == 0
 
 
 def test_a_file_that_cannot_be_made_later_is_a_one_line_error(vitt_service, small_rgb, monkeypatch):
