@@ -5,8 +5,9 @@
 
 1. In process (`DepthService.run`): inference (preprocess + network + resize back), colour map,
    the files /predict sends (colour PNG, .npy, with the exact pixels), the viewer's point cloud
-   (+ .ply), decode; shares of the total. (The slider JPEG and 16-bit PNG are made when first asked:
-   the page's `show`, /export.) Target: everything outside the network < 15 % of the total.
+   (counted: with no voxel or outlier filter it is made when first asked), decode; shares of the
+   total. (The slider JPEG, 16-bit PNG and viewer .ply are made when first asked: the page's `show`,
+   /export.) Target: everything outside the network < 15 % of the total.
 2. Over HTTP (launched app.py, gradio_client /predict: upload, queue, the two files it sends downloaded):
    request to all outputs, and the share spent outside the network. Target: <= 15 %. Four clients,
    their requests interleaved: gradio_client as installed (it builds a new HTTP client for every
@@ -56,8 +57,8 @@ def in_process(checkpoint: Path, image: Path, repeats: int, work: Path) -> dict:
     for k in STAGES:
         print(f"   {k:13s} {t[k]:8.1f}  {100 * t[k] / t['total']:5.1f} %")
     outside = t["total"] - t["inference"]
-    print(f"   {'total':13s} {t['total']:8.1f}   (the point cloud runs beside the files sent (colour PNG, .npy, "
-          f"and the pixels), so the stages add up to more than the total)")
+    print(f"   {'total':13s} {t['total']:8.1f}   (a filtered point cloud is built beside the files sent; "
+          f"unfiltered, it is only counted here)")
     print(f"   outside the network: {outside:.1f} ms = {100 * outside / t['total']:.1f} % (target < 15 %)")
     return t
 
