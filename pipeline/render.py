@@ -78,11 +78,9 @@ def colour_position(unit, kind: str = "disparity"):
     return 1.0 - unit if kind == "metric_depth" else unit
 
 
-def colour_indices(array: np.ndarray, cmap: str = DEFAULT_CMAP, vmin: float | None = None,
-                   vmax: float | None = None, *, kind: str = "disparity") -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) prediction of `kind` -> ((H, W) uint8 positions in `cmap`'s 256-colour table
-    (colormap_table), (H, W) bool finite): what `colorize` looks up; non-finite pixels hold 0."""
-    check_colormap(cmap)
+def _positions(array: np.ndarray, vmin: float | None, vmax: float | None, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) prediction of `kind` -> ((H, W) uint8 positions in a 256-colour table, (H, W) bool finite);
+    non-finite pixels hold 0."""
     unit, finite = to_unit_range(array, vmin, vmax)
     return _indices(colour_position(unit, kind)), finite
 
@@ -90,8 +88,8 @@ def colour_indices(array: np.ndarray, cmap: str = DEFAULT_CMAP, vmin: float | No
 def colorize(array: np.ndarray, cmap: str = DEFAULT_CMAP, vmin: float | None = None, vmax: float | None = None,
              *, kind: str = "disparity") -> np.ndarray:
     """(H, W) prediction of `kind` -> (H, W, 3) uint8 through a matplotlib colour map (see module docstring)."""
-    index, finite = colour_indices(array, cmap, vmin, vmax, kind=kind)
-    return _looked_up(_lut(cmap), index, finite)
+    lut = _lut(cmap)
+    return _looked_up(lut, *_positions(array, vmin, vmax, kind))
 
 
 def _looked_up(lut: np.ndarray, index: np.ndarray, finite: np.ndarray) -> np.ndarray:
@@ -106,7 +104,7 @@ def colour_image(array: np.ndarray, cmap: str = DEFAULT_CMAP, vmin: float | None
     PNG of it stores one byte a pixel instead of three (about 4x faster to write and half the size, the
     same pixels once decoded); "RGB" when non-finite pixels need BAD_COLOR and the map lacks it."""
     lut = _lut(cmap)
-    index, finite = colour_indices(array, cmap, vmin, vmax, kind=kind)
+    index, finite = _positions(array, vmin, vmax, kind)
     if not finite.all():
         bad = np.flatnonzero((lut == BAD_COLOR).all(axis=1))
         if not bad.size:

@@ -37,7 +37,7 @@ class DepthHandlers:
         """Depth for one image: the colour picture, the .npy of the values, the summary (+ the page's view state).
 
         Two files, because an API client downloads every file it is sent (gradio_client: one new HTTP
-        client per file); the request's other files (the viewer's .ply; the input JPEG and 16-bit PNG,
+        client per file); the request's other files (the input JPEG, the 16-bit PNG and the viewer's .ply,
         made when first asked) reach the page through `show`, and API clients through /export.
         The numbers go to the service as sent: it checks their ranges (pipeline.services.depth_service.RANGES)."""
         result = self.service.run(
@@ -51,7 +51,7 @@ class DepthHandlers:
     def show(self, view: dict | None):
         """After a prediction: image/depth slider, depth picture, 3D view, banner, summary line, legend,
         downloads, measure reset, 3D mode, zip (none yet), request id (the export button's input).
-        The slider's JPEG and the 16-bit PNG are made here (/predict does not wait for them)."""
+        The slider's JPEG, the 16-bit PNG and the viewer's cloud are made here (/predict does not wait for them)."""
         if not view:
             return self.empty_views()
         f, summary = {k: str(p) for k, p in self.results.files(view["request"]).items()}, view["summary"]

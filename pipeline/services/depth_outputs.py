@@ -188,14 +188,14 @@ def complete(request: Request) -> dict[str, Path]:
     work /predict does not wait for) -> every basic file of the request."""
     r = request.record
     jpeg, png, ply = request.path("_input.jpg"), request.path("_depth16.png"), request.path("_points.ply")
-    jobs = []
-    if not jpeg.exists():
-        jobs.append(lambda: _write_jpeg(request, jpeg))
-    if not png.exists() or (r.viewer_points and not ply.exists()):
+    want_png = not png.exists()
+    want_ply = bool(r.viewer_points) and not ply.exists()    # 0: written with the request (a filtered cloud)
+    jobs = [lambda: _write_jpeg(request, jpeg)] if not jpeg.exists() else []
+    if want_png or want_ply:
         array = request.array()
-        if not png.exists():
+        if want_png:
             jobs.append(lambda: depth_png.write_depth_png(png, array, kind=r.kind))
-        if r.viewer_points and not ply.exists():          # 0: written with the request (a filtered cloud)
+        if want_ply:
             rgb = request.rgb()
             jobs.append(lambda: write_viewer_cloud(ply, rgb, array, r.kind, r.focal_px, r.viewer_points))
     if len(jobs) > 1:

@@ -7,8 +7,8 @@
 - the "weights missing" state: when a checkpoint cannot be had, the model runs with untrained
   weights and `notice()` says which weights are missing and how to supply them;
 - one request end to end, `run(image, ...) -> DepthResult`: decode, predict, and the light set of
-  files in a per-request folder (pipeline.services.depth_outputs: colour PNG, .npy, the exact pixels and
-  the viewer's point cloud; the slider JPEG and 16-bit PNG when first asked), with timings; `results` (pipeline.services.depth_results) re-colours, measures
+  files in a per-request folder (pipeline.services.depth_outputs: colour PNG, .npy and the exact pixels;
+  the slider JPEG, 16-bit PNG and viewer's point cloud when first asked), with timings; `results` (pipeline.services.depth_results) re-colours, measures
   and builds the full-resolution exports of a finished request when asked.
 """
 from __future__ import annotations
