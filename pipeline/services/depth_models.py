@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import ModelConfig
@@ -83,6 +83,8 @@ class LoadedModel:
     checkpoint: LoadedCheckpoint
     device: str
     notice: str | None = None          # set when these are untrained stand-in weights
+    # (backend, input size) -> its Predictor, made once (pipeline.services.depth_service.DepthService.predictor)
+    predictors: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def untrained(self) -> bool:

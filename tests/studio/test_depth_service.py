@@ -73,6 +73,23 @@ def test_a_model_loads_once_even_under_concurrent_requests(vitt_service, monkeyp
     assert vitt_service.model() is got[0] and len(calls) == 1     # a later request: still no reload
 
 
+def test_a_model_keeps_one_predictor_per_input_size_that_still_follows_its_weights(vitt_service, small_rgb):
+    loaded = vitt_service.model()
+    first = vitt_service.predictor(loaded)
+    assert vitt_service.predictor(loaded, vitt_service.settings.input_size) is first      # made once, not per request
+    other = vitt_service.predictor(loaded, 140)
+    assert other is not first and other.input_size == 140 and vitt_service.predictor(loaded, 140) is other
+    before = vitt_service.infer(small_rgb).array
+    with torch.no_grad():
+        loaded.checkpoint.model.depth_head.scratch.output_conv2[2].bias += 0.25          # weights changed in place
+    after = vitt_service.infer(small_rgb).array
+    assert vitt_service.predictor(loaded) is first
+    assert np.abs(after - before).max() > 0.1
+    from pipeline.predictor import Predictor
+    fresh = Predictor(loaded.checkpoint, device="cpu", backend="torch").predict(small_rgb).array
+    np.testing.assert_allclose(after, fresh, atol=1e-4 * np.abs(fresh).max())
+
+
 def test_cache_evicts_least_recently_used():
     cache = ModelCache(max_entries=2)
     for key in ("a", "b", "a", "c"):
