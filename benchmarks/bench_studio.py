@@ -8,15 +8,21 @@
    (counted: with no voxel or outlier filter it is made when first asked), decode; shares of the
    total. (The slider JPEG, 16-bit PNG and viewer .ply are made when first asked: the page's `show`,
    /export.) Target: everything outside the network < 15 % of the total.
-2. Over HTTP (launched app.py, gradio_client /predict: upload, queue, the two files it sends downloaded):
-   request to all outputs, and the share spent outside the network. Target: <= 15 %. Four clients,
+2. Over HTTP (launched app.py, /predict: upload, queue, the two files it sends downloaded):
+   request to all outputs, and the share spent outside the network. Target: <= 15 %. Five clients,
    their requests interleaved: gradio_client as installed (it builds a new HTTP client for every
    upload, stream and download, and by default each one loads the CA certificate bundle, ~25 ms,
    even for a plain http:// URL: the cost of one such load is measured in the same run and
    printed), the same client given one verified SSL context for all its calls (`ssl_verify=
    httpx.create_ssl_context()`, as the README's API example does; certificates still checked on
-   https), the same client with `ssl_verify=False` (nothing else changes on plain HTTP), and a
-   client that wants the values only (`download_files=False`, then the .npy fetched).
+   https), the same client with `ssl_verify=False` (nothing else changes on plain HTTP), a
+   client that wants the values only (`download_files=False`, then the .npy fetched), and Gradio's
+   documented HTTP API with no client library (the curl route of Gradio's docs: upload,
+   POST /gradio_api/call/predict, its event stream, the two files; one keep-alive connection and one
+   session hash for all calls, as a page has). gradio_client reads the event stream in one thread and
+   looks for the result in another every 50 ms (`gradio_client.utils.stream_sse_v1plus`): ~25 ms on
+   average between the result arriving and the client using it, which the plain-HTTP row does not pay,
+   so that row is what the server itself costs.
    After them, /export with no formats (every file of the request, the 16-bit PNG and the viewer's .ply
    among them) and /export of the every-pixel .ply, for each request: what a client who wants them pays.
 3. Point cloud + .ply alone for a 518x770 prediction. Target: < 150 ms.
@@ -73,6 +79,29 @@ def _values_only(client, image: Path) -> dict:
     return {"wall": 1000 * (time.perf_counter() - t0), "summary": summary, "bytes": depth.nbytes + 128}
 
 
+def _plain_http(http, image: Path, inputs: list) -> dict:
+    """Gradio's HTTP API without a client library: upload, POST /call/predict, its event stream, both files."""
+    import json
+    t0 = time.perf_counter()
+    with open(image, "rb") as f:
+        uploaded = http.post("gradio_api/upload", files={"files": (image.name, f, "image/png")}).json()[0]
+    data = [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, *inputs]
+    event_id = http.post("gradio_api/call/predict", json={"data": data, "session_hash": SESSION}).json()["event_id"]
+    event, out = None, None
+    with http.stream("GET", f"gradio_api/call/predict/{event_id}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                event = line[len("event:"):].strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                out = json.loads(line[len("data:"):])
+                break
+    if event != "complete":
+        raise RuntimeError(f"/call/predict ended with {event}: {out}")
+    colour, npy, summary = out[:3]
+    size = len(http.get(colour["url"]).content) + len(http.get(npy["url"]).content)
+    return {"wall": 1000 * (time.perf_counter() - t0), "summary": summary, "bytes": size}
+
+
 def _one_request(client, image: Path) -> dict:
     """/predict with every output downloaded."""
     from gradio_client import handle_file
@@ -102,13 +131,14 @@ def ca_bundle_load_ms(n: int = 10) -> float:
 
 
 STOCK, NO_CA, ONE_CTX = "gradio_client as installed", "ssl_verify=False", "one SSL context (README)"
+PLAIN, SESSION = "HTTP API, no client library", "bench-studio-session"
 
 
 def over_http(checkpoint: Path, image: Path, repeats: int, work: Path, threads: int) -> None:
-    """One app; four clients' requests interleaved, so a change in the machine's load hits all of them."""
+    """One app; five clients' requests interleaved, so a change in the machine's load hits all of them."""
     import httpx
     from gradio_client import Client
-    results = {name: [] for name in (STOCK, ONE_CTX, NO_CA, VALUES_ONLY)}
+    results = {name: [] for name in (STOCK, ONE_CTX, NO_CA, VALUES_ONLY, PLAIN)}
     (work / "app").mkdir()
     proc, url = start_app(work / "app", checkpoint, {"OMP_NUM_THREADS": str(threads)})
     try:
@@ -117,19 +147,24 @@ def over_http(checkpoint: Path, image: Path, repeats: int, work: Path, threads: 
                                    ssl_verify=httpx.create_ssl_context()),
                    NO_CA: Client(url, download_files=str(work / "dl-noca"), verbose=False, ssl_verify=False),
                    VALUES_ONLY: Client(url, download_files=False, verbose=False, ssl_verify=False)}
+        http = httpx.Client(base_url=url, timeout=60)                             # one keep-alive connection
+        inputs = [p.get("parameter_default") for p in clients[STOCK].view_api(print_info=False, return_format="dict")
+                  ["named_endpoints"]["/predict"]["parameters"][1:]]               # the page's defaults
         _one_request(clients[STOCK], image)                                        # warm-up
+        _plain_http(http, image, inputs)
         for _ in range(repeats):
             results[STOCK].append(_one_request(clients[STOCK], image))
             results[ONE_CTX].append(_one_request(clients[ONE_CTX], image))
             results[NO_CA].append(_one_request(clients[NO_CA], image))
             results[VALUES_ONLY].append(_values_only(clients[VALUES_ONLY], image))
+            results[PLAIN].append(_plain_http(http, image, inputs))
         exports = [_exports(clients[NO_CA], r["summary"]["request"]) for r in results[NO_CA]]   # after: their
         # writing (a zip, the every-pixel cloud) would otherwise slow the /predict that follows
     finally:
         proc.terminate()
         proc.wait(10)
     print(f"\n2. over HTTP (gradio_client: upload + queue + the files /predict sends downloaded), median of {repeats}, "
-          "the four clients' requests interleaved")
+          "the five clients' requests interleaved")
     print(f"   {'':28s} {'request':>9s} {'inference':>10s} {'outside':>9s} {'share':>7s} {'payload':>9s}")
     for name, rs in results.items():
         wall = float(np.median([r["wall"] for r in rs]))
@@ -139,7 +174,8 @@ def over_http(checkpoint: Path, image: Path, repeats: int, work: Path, threads: 
         print(f"   {name:28s} {wall:7.1f}ms {inference:8.1f}ms {outside:7.1f}ms {100 * share:6.1f}% "
               f"{rs[-1]['bytes'] / 1e6:7.2f}MB")
     print(f"   (target share <= 15 %; gradio_client makes a new HTTP client for the upload, the queue stream and each "
-          f"download; loading the CA bundle costs {ca_bundle_load_ms():.1f} ms each time, measured now)")
+          f"download; loading the CA bundle costs {ca_bundle_load_ms():.1f} ms each time, measured now; it also looks "
+          f"for the result every 50 ms: ~25 ms on average)")
     every, full, count = zip(*exports, strict=True)
     print(f"   /export of every file of the request ({count[-1]} files + a zip): "
           f"{float(np.median(every)):.1f} ms; of the every-pixel .ply (built when asked): {float(np.median(full)):.1f} ms")
