@@ -3,6 +3,8 @@
 Readers see the old file or the new one, never half of one; a crash or an exception while writing
 leaves the old file untouched and no temp file behind; after `publish` returns, the new file and
 its name survive a power cut (the file is fsync'ed before the rename, the folder after it).
+Scratch files (a /predict request's folder, removed after an hour) pass `durable=False`: still
+atomic for readers and crashes of the process, without the two fsyncs (~2 ms a file).
 
     atomic_write(path, b"bytes" or "text")          # the whole content at once
     with atomic_path(path) as tmp:                  # a writer that wants a path (PIL, torch.save,
@@ -59,12 +61,14 @@ def fsync_folder(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """fsync the finished `tmp`, rename it over `path`, fsync the folder. -> path"""
+def publish(tmp: str | os.PathLike, path: str | os.PathLike, *, durable: bool = True) -> Path:
+    """fsync the finished `tmp` (when durable), rename it over `path`, fsync the folder (when durable). -> path"""
     path = Path(path)
-    fsync_file(tmp)
+    if durable:
+        fsync_file(tmp)
     os.replace(tmp, path)
-    fsync_folder(path.parent)
+    if durable:
+        fsync_folder(path.parent)
     return path
 
 
@@ -74,22 +78,22 @@ def discard(tmp: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Path]:
     """Yield a temp path beside `path`; on a clean exit it is published as `path`, on any error removed
     (and the error re-raised: callers word it for their users)."""
     tmp = temp_beside(path)
     try:
         yield tmp
-        publish(tmp, path)
+        publish(tmp, path, durable=durable)
     except BaseException:
         discard(tmp)
         raise
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write `data` (text as UTF-8) as the whole content of `path`, atomically and durably. -> path"""
+def atomic_write(path: str | os.PathLike, data: bytes | str, *, durable: bool = True) -> Path:
+    """Write `data` (text as UTF-8) as the whole content of `path`, atomically (and durably unless told). -> path"""
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=durable) as tmp:
         with open(tmp, "wb") as f:
             f.write(raw)
     return Path(path)

@@ -75,6 +75,21 @@ def test_fsyncs_the_file_before_the_rename_and_then_the_folder(tmp_path, monkeyp
     assert Path(synced[1]) == tmp_path
 
 
+def test_scratch_files_are_renamed_into_place_without_fsync(tmp_path, monkeypatch):
+    synced = _record_fsyncs(monkeypatch)
+    path = tmp_path / "request.json"
+    path.write_text("old")
+    atomic_write(path, "new", durable=False)
+    with atomic_path(tmp_path / "c.png", durable=False) as tmp:
+        tmp.write_bytes(b"png")
+    assert synced == [] and path.read_text() == "new" and (tmp_path / "c.png").read_bytes() == b"png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "request.json"]      # no temp left
+    with pytest.raises(RuntimeError), atomic_path(path, durable=False) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("writer failed")
+    assert path.read_text() == "new" and len(list(tmp_path.iterdir())) == 2
+
+
 def test_temp_names_are_unique_under_concurrency(tmp_path, monkeypatch):
     """Many threads writing the same file each get their own temp (the old fixed `.name.tmp` collided);
     the file ends as one writer's whole content."""

@@ -116,7 +116,7 @@ class Request:
         return {k: self.path(s) for k, s in BASIC if self.path(s).exists()}
 
     def save(self) -> None:
-        atomic_write(self.folder / REQUEST_FILE, json.dumps(asdict(self.record)))
+        atomic_write(self.folder / REQUEST_FILE, json.dumps(asdict(self.record)), durable=False)   # scratch: no fsync
 
 
 def open_request(temp_dir: Path, request_id: str) -> Request:
@@ -209,7 +209,7 @@ def complete(request: Request) -> dict[str, Path]:
 
 def _write_jpeg(request: Request, jpeg: Path) -> None:
     try:
-        with atomic_path(jpeg) as tmp:
+        with atomic_path(jpeg, durable=False) as tmp:
             Image.fromarray(request.rgb()).save(tmp, format="JPEG", quality=90)
     except OSError as e:
         raise StudioError(f"cannot write {jpeg.name}: {e.strerror or e}") from None
@@ -339,7 +339,7 @@ def zip_outputs(req: Request, files: list[Path]) -> Path:
     """One zip of the given files of a request (PNGs and JPEGs stored, the rest deflated)."""
     path = req.path("_all.zip")
     try:
-        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compresslevel=1) as z:
+        with atomic_path(path, durable=False) as tmp, zipfile.ZipFile(tmp, "w", compresslevel=1) as z:
             for f in files:
                 stored = f.suffix.lower() in (".png", ".jpg", ".glb")
                 z.write(f, f.name, compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)

@@ -60,7 +60,7 @@ class DepthResults:
         r, array = req.record, req.array()
         color = depth_outputs.colour_picture(array, r.kind, cmap, vmin, vmax)
         path = req.path("_depth_color.png")
-        with atomic_path(path) as tmp:
+        with atomic_path(path, durable=False) as tmp:
             depth_outputs.save_colour_png(color, tmp)
         r.cmap, r.vmin, r.vmax = cmap, vmin, vmax
         req.save()

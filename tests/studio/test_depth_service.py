@@ -237,7 +237,7 @@ def test_a_file_that_cannot_be_made_later_is_a_one_line_error(vitt_service, smal
     rid = result.summary["request"]
 
     @contextlib.contextmanager
-    def full_disk(path):
+    def full_disk(path, **_):
         raise OSError(28, "No space left on device")
         yield
     with monkeypatch.context() as m:
