@@ -10,7 +10,8 @@ DEV=0; [ "${1:-}" = "--dev" ] && DEV=1
 PY=${PYTHON:-python3}
 
 apt_pkgs="libusb-1.0-0 libgl1 libegl1 libgomp1"
-[ $DEV = 1 ] && apt_pkgs="$apt_pkgs chromium"
+# dev: chromium for the browser tests, curl for the README's HTTP API example (run by tests/e2e)
+[ $DEV = 1 ] && apt_pkgs="$apt_pkgs chromium curl"
 missing=""
 for p in $apt_pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

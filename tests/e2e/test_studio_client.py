@@ -1,6 +1,7 @@
-"""The studio over real HTTP with gradio_client: /predict values, bad input, upload cap, no weights."""
+"""The studio over real HTTP: gradio_client and the README's curl route; /predict values, bad input, upload cap, no weights."""
 from __future__ import annotations
 
+import io
 import json
 import urllib.request
 import zipfile
@@ -53,6 +54,29 @@ def test_predict_over_http_returns_the_official_numbers(studio, client_for, moto
         assert sorted(z.namelist()) == sorted(by_name)
     m = client.predict(summary["request"], 10, 20, 700, 480, api_name="/measure")
     assert m["refusal"].startswith("This is a relative model") and m["points"][0]["x"] == 10
+
+
+def test_the_readme_curl_example_gives_the_same_answer(studio, motorcycle_png, reference, tmp_path):
+    """README "Without a client library": its bash block, run as written (curl), then the files it names."""
+    import re
+    import subprocess
+
+    import httpx
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    script = readme.split("Without a client library (any language)")[1].split("```bash\n")[1].split("```")[0]
+    script = script.replace("URL=http://127.0.0.1:7860", f"URL={studio.url.rstrip('/')}")
+    (tmp_path / "photo.jpg").write_bytes(motorcycle_png.read_bytes())        # a PNG under the README's name
+    done = subprocess.run(["bash", "-eu", "-o", "pipefail", "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    event, data = re.search(r"event: (\w+)\ndata: (.*)", done.stdout).groups()
+    assert event == "complete", data
+    colour, npy, summary = json.loads(data)[:3]
+    depth = np.load(io.BytesIO(httpx.get(npy["url"]).content))
+    assert np.abs(depth - reference["depth_v2_full_res"]).max() <= 1e-3         # the official numbers
+    with Image.open(io.BytesIO(httpx.get(colour["url"]).content)) as picture:
+        assert np.array_equal(np.asarray(picture.convert("RGB")), colorize(depth, DEFAULT_CMAP))
+    assert summary["model_id"] == "depth-anything-v2-small" and summary["unit"] == "relative disparity"
 
 
 def read_ply_points(path) -> np.ndarray:
