@@ -31,19 +31,22 @@ BLANK = 0.02          # share of a canvas Babylon drew nothing on (../shared/BRO
 DRAWN = 2 * BLANK     # the recipe weights' odd cloud fills about 0.057 of the wide 3D tab; real clouds 0.2-0.3
 
 
-def wait_for_drawing(locator, threshold=DRAWN, timeout=60.0) -> float:
+def wait_for_drawing(locator, threshold=DRAWN, timeout=120.0) -> float:
     """Poll the canvas until it is drawn. A screenshot waits for the element to be stable, which a
-    busy machine can delay past one screenshot's own limit: that counts as "not yet", not a failure."""
+    busy machine can delay past one screenshot's own limit: that counts as "not yet", not a failure
+    (software WebGL under a full test run has needed more than a minute)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    deadline, share = time.monotonic() + timeout, 0.0
+    deadline, share, taken = time.monotonic() + timeout, 0.0, 0
     while time.monotonic() < deadline:
         try:
             share = drawn_share(locator.screenshot(timeout=max(1000, 1000 * (deadline - time.monotonic()))))
+            taken += 1
         except PlaywrightTimeout:
             continue
         if share > threshold:
             return share
         time.sleep(0.25)
+    assert taken, f"no screenshot of the canvas could be taken in {timeout:.0f} s (each one timed out)"
     return share
 
 

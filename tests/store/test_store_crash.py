@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # `import pipeline` pulls in torch (pipeline/__init__.py imports the model), ~20 s on a busy
 # machine; the writer only needs the store, so it registers the package without running it.
 WRITER = textwrap.dedent("""
-    import sys, types, numpy as np
+    import sys, time, types, numpy as np
     pkg = types.ModuleType("pipeline"); pkg.__path__ = [sys.argv[2]]; sys.modules["pipeline"] = pkg
     from pipeline.store import Store
     store = Store(sys.argv[1])
@@ -25,6 +25,7 @@ WRITER = textwrap.dedent("""
     for image_id in store.images_without_prediction("teacher"):
         store.add_prediction(image_id, "teacher", "disparity", arr + image_id, confidence=0.5)
         print(image_id, flush=True)
+        time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 0)   # paced: the kill lands mid-way on a busy box
 """)
 
 
@@ -32,7 +33,7 @@ def test_kill_during_pseudo_labelling_loses_nothing_committed(tmp_path):
     store = Store(tmp_path / "s.db")
     for i in range(120):
         store.add_image(f"img {i}".encode(), f"{i}.jpg", width=64, height=48)
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(store.path), str(ROOT / "pipeline")], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(store.path), str(ROOT / "pipeline"), "0.02"], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     done = [proc.stdout.readline() for _ in range(20)]          # let it write a while
     time.sleep(0.05)
