@@ -50,6 +50,10 @@ class Services:
 def build_app(services: Services, tabs: Sequence[ModuleType] = TABS) -> gr.Blocks:
     """The page with `tabs` (default: all, in page order); tests build one tab at a time."""
     notice = services.depth.notice()
+    # The depth requests' files are sent where they lie, not hashed and copied into Gradio's cache (~4 ms a
+    # /predict, ~10 ms a `show`, and no second copy on disk): a request's files never change once written
+    # (pipeline.services.depth_outputs). The folder is one of settings.served_dirs already.
+    gr.set_static_paths([services.settings.temp_dir])
     with gr.Blocks(title="Depth Anything Studio", delete_cache=(3600, 6 * 3600)) as demo:
         gr.Markdown("# Depth Anything Studio\nDepth maps, point clouds, label curation and retraining.")
         banner_box = gr.HTML(banner.banner_html(notice), elem_id=banner.BANNER_ID, visible=bool(notice))

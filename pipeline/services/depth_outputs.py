@@ -3,7 +3,8 @@
 Every request (pipeline.services.depth_service.DepthService.run) writes into its own folder, before
 /predict answers (`write_sent`, the record):
     <stem>_depth_color.png  the colour map (range clipped when asked), an 8-bit palette PNG of the map's
-                            256 colours (pipeline.render.colour_image)
+                            256 colours (pipeline.render.colour_image); the n-th re-colouring writes
+                            colour-<n>/<stem>_depth_color.png and removes the one before
     <stem>_depth.npy        float32 (H, W), the prediction itself
     request.json, rgb.npy   the record below, the exact pixels
 and when first asked (`complete`: the page's `show`, /export), made from those:
@@ -15,7 +16,10 @@ and when first asked (`complete`: the page's `show`, /export), made from those:
                             cloud to count, so a filtered one is written before /predict answers)
 The full-resolution and other formats (`EXPORTS`: every-pixel .ply, OpenEXR, .glb mesh, normals,
 8-bit grayscale) are built from the folder when asked (`build_exports`), once, and `zip_outputs`
-packs everything into one zip. The CLI (`python -m pipeline predict --exr --glb --normals`) uses the
+packs everything into one zip (zip-<digest of the names>/<stem>_all.zip, made once per set of files).
+No file of a request changes once written, so the page can be sent them where they lie (the studio
+serves the folder as Gradio static files, not copied into its cache); what changes gets a new path,
+and so a new URL: a URL that stayed would let the page keep showing the old picture. The CLI (`python -m pipeline predict --exr --glb --normals`) uses the
 same writers.
 
 Intrinsics: the strided viewer cloud keeps the full image's camera. Subsampled pixel i is pixel
@@ -26,8 +30,10 @@ so the viewer and full clouds share one scale.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import shutil
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +88,7 @@ class RequestRecord:
     remove_outliers: bool = False
     viewer_points: int = 0             # the 3D view's point budget when its cloud is made when first asked
                                        # (no filter); 0: the cloud was written with the request
+    recoloured: int = 0                # times re-coloured: the colour picture's path carries it
 
 
 @dataclass
@@ -91,6 +98,17 @@ class Request:
 
     def path(self, suffix: str) -> Path:
         return self.folder / f"{self.record.stem}{suffix}"
+
+    def colour_path(self, recoloured: int | None = None) -> Path:
+        """The colour picture: `<stem>_depth_color.png`, after the n-th re-colouring the same name in
+        `colour-<n>/` (a new URL, the same download name)."""
+        n = self.record.recoloured if recoloured is None else recoloured
+        name = f"{self.record.stem}_depth_color.png"
+        return self.folder / f"colour-{n}" / name if n else self.folder / name
+
+    def basic_paths(self) -> dict[str, Path]:
+        """Where each file of the light set is (or will be), by its key in BASIC."""
+        return {k: self.colour_path() if k == "color" else self.path(s) for k, s in BASIC}
 
     def array(self) -> np.ndarray:
         """(H, W) float32 prediction."""
@@ -113,7 +131,7 @@ class Request:
                            {"model": r.model, "image": r.name})
 
     def basic_files(self) -> dict[str, Path]:
-        return {k: self.path(s) for k, s in BASIC if self.path(s).exists()}
+        return {k: p for k, p in self.basic_paths().items() if p.exists()}
 
     def save(self) -> None:
         atomic_write(self.folder / REQUEST_FILE, json.dumps(asdict(self.record)), durable=False)   # scratch: no fsync
@@ -179,7 +197,7 @@ def write_sent(request: Request, rgb: np.ndarray, array: np.ndarray, color: Imag
     which the rest of the light set and every export are made from."""
     np.save(request.path("_depth.npy"), array.astype(np.float32, copy=False))
     np.save(request.folder / RGB_FILE, np.ascontiguousarray(rgb, dtype=np.uint8))
-    save_colour_png(color, request.path("_depth_color.png"))
+    save_colour_png(color, request.colour_path())
 
 
 def complete(request: Request) -> dict[str, Path]:
@@ -336,13 +354,21 @@ def build_exports(req: Request, keys, progress: Callable[[float, str], None] | N
 
 
 def zip_outputs(req: Request, files: list[Path]) -> Path:
-    """One zip of the given files of a request (PNGs and JPEGs stored, the rest deflated)."""
-    path = req.path("_all.zip")
+    """One zip of the given files of a request (PNGs and JPEGs stored, the rest deflated), made once per set
+    of files (their paths name it: a request's files never change once written) -> its path."""
+    digest = hashlib.sha1("\n".join(sorted(str(f.relative_to(req.folder)) for f in files)).encode()).hexdigest()
+    path = req.folder / f"zip-{digest[:12]}" / f"{req.record.stem}_all.zip"
+    if path.exists():
+        return path
     try:
+        path.parent.mkdir(exist_ok=True)
         with atomic_path(path, durable=False) as tmp, zipfile.ZipFile(tmp, "w", compresslevel=1) as z:
             for f in files:
                 stored = f.suffix.lower() in (".png", ".jpg", ".glb")
                 z.write(f, f.name, compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
     except OSError as e:
         raise StudioError(f"cannot write the zip of request {req.record.id}: {e.strerror or e}") from None
+    for old in req.folder.glob("zip-*/*_all.zip"):           # one zip kept: the latest set
+        if old != path:
+            shutil.rmtree(old.parent, ignore_errors=True)
     return path

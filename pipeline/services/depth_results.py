@@ -6,6 +6,7 @@ the request's saved prediction, so these answer in milliseconds (exports: about 
 """
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,11 +60,15 @@ class DepthResults:
         req = self.open(request_id)
         r, array = req.record, req.array()
         color = depth_outputs.colour_picture(array, r.kind, cmap, vmin, vmax)
-        path = req.path("_depth_color.png")
+        before = req.colour_path()
+        path = req.colour_path(r.recoloured + 1)                  # a new path: the page's URL changes with it
+        path.parent.mkdir(exist_ok=True)
         with atomic_path(path, durable=False) as tmp:
             depth_outputs.save_colour_png(color, tmp)
-        r.cmap, r.vmin, r.vmax = cmap, vmin, vmax
+        r.cmap, r.vmin, r.vmax, r.recoloured = cmap, vmin, vmax, r.recoloured + 1
         req.save()
+        if r.recoloured > 1:                                      # the first picture stays: /predict sent it
+            shutil.rmtree(before.parent, ignore_errors=True)
         return path, legend(array, r.kind, cmap, vmin, vmax, r.focal_px)
 
     def measure(self, request_id: str, points) -> dict:
@@ -74,7 +79,7 @@ class DepthResults:
     def colour_rgb(self, request_id: str):
         """(H, W, 3) uint8 of the request's current colour picture (for drawing clicked points on)."""
         import numpy as np
-        with Image.open(self.open(request_id).path("_depth_color.png")) as im:
+        with Image.open(self.open(request_id).colour_path()) as im:
             return np.asarray(im.convert("RGB"))
 
     def exports(self, request_id: str, keys, *, zip_all: bool = True,

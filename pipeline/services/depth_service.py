@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -255,7 +256,7 @@ class DepthService:
         timings_ms holds each stage's own time; the file stages overlap, so they add up to more
         than the wall time they took together."""
         r = request.record
-        files = {k: request.path(suffix) for k, suffix in depth_outputs.BASIC}
+        files = request.basic_paths()
         array = prediction.array                                         # (H, W) float32
         cloud = None if r.viewer_points else self._pool.submit(
             _timed, depth_outputs.write_viewer_cloud, files["ply"], decoded.rgb, array, r.kind, r.focal_px,
@@ -304,8 +305,6 @@ class DepthService:
         for d in self.settings.temp_dir.iterdir():
             try:
                 if d.is_dir() and now - d.stat().st_mtime > self.settings.request_max_age_s:
-                    for f in d.iterdir():
-                        f.unlink()
-                    d.rmdir()
+                    shutil.rmtree(d)   # with its colour-<n>/ and zip-<digest>/ folders
             except OSError:
                 pass                   # another request is using or removing it

@@ -87,6 +87,25 @@ def test_upload_predict_slider_and_point_cloud(studio, studio_page):
     assert names_fit(page, "#depth-downloads") == []
 
 
+def test_new_colours_reach_the_page_under_a_new_url(studio, studio_page):
+    """The request's files are served where they lie (Gradio static paths); a re-colouring moves the picture."""
+    from playwright.sync_api import expect
+    page = studio_page
+    page.goto(studio.url)
+    page.locator("#depth-input input[type=file]").set_input_files(str(EXAMPLE))
+    page.locator("#depth-run").click()
+    picture = page.locator("#depth-measure img")
+    expect(picture).to_have_count(1, timeout=90_000)
+    before = picture.get_attribute("src")
+    assert "/gradio_api/file=" in before and before.endswith("/chelsea_depth_color.png")
+    page.get_by_text("Colour range (clip)").click()
+    page.locator("#depth-vmax input").fill("0.5")
+    page.locator("#depth-apply-range").click()
+    expect(picture).to_have_attribute("src", re.compile(r"/colour-1/chelsea_depth_color\.png$"), timeout=30_000)
+    old, new = (page.request.get(u).body() for u in (before, picture.get_attribute("src")))
+    assert old[:8] == new[:8] == b"\x89PNG\r\n\x1a\n" and old != new
+
+
 def test_a_failed_prediction_clears_the_previous_result(studio, studio_page, tmp_path):
     from playwright.sync_api import expect
     page = studio_page

@@ -72,6 +72,7 @@ def test_the_readme_curl_example_gives_the_same_answer(studio, motorcycle_png, r
     event, data = re.search(r"event: (\w+)\ndata: (.*)", done.stdout).groups()
     assert event == "complete", data
     colour, npy, summary = json.loads(data)[:3]
+    assert Path(colour["path"]).parent.name == Path(npy["path"]).parent.name == summary["request"]   # where they lie
     depth = np.load(io.BytesIO(httpx.get(npy["url"]).content))
     assert np.abs(depth - reference["depth_v2_full_res"]).max() <= 1e-3         # the official numbers
     with Image.open(io.BytesIO(httpx.get(colour["url"]).content)) as picture:

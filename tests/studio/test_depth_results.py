@@ -35,6 +35,36 @@ def test_recolour_clips_the_range_and_remembers_it(metric_service, metric_result
         metric_service.results.recolour(rid, "nope")
 
 
+def test_a_recoloured_picture_gets_a_new_path_with_the_same_name(metric_service, metric_result):
+    """The studio sends a request's files where they lie (Gradio static paths): what changes must move."""
+    rid, a = metric_result.summary["request"], metric_result.array
+    first = metric_result.files["color"]
+    one, _ = metric_service.results.recolour(rid, "viridis")
+    two, _ = metric_service.results.recolour(rid, "magma", None, float(np.median(a)))
+    assert len({first, one, two}) == 3 and first.name == one.name == two.name == "array_depth_color.png"
+    assert first.exists() and not one.exists() and not one.parent.exists()      # /predict's own picture stays
+    req = metric_service.results.open(rid)
+    assert req.record.recoloured == 2 and req.colour_path() == two == req.basic_files()["color"]
+    expected = np.asarray(depth_outputs.colour_picture(a, "metric_depth", "magma", None, float(np.median(a)))
+                          .convert("RGB"))
+    assert np.array_equal(metric_service.results.colour_rgb(rid), expected)
+    assert metric_service.results.files(rid)["color"] == two
+
+
+def test_a_zip_is_made_once_per_set_of_files_and_follows_a_recolouring(metric_service, metric_result):
+    rid = metric_result.summary["request"]
+    files, zipped = metric_service.results.exports(rid, [])
+    made = zipped.stat().st_mtime_ns
+    again_files, again = metric_service.results.exports(rid, [])
+    assert again == zipped and again.stat().st_mtime_ns == made and again.name == "array_all.zip"   # not rebuilt
+    new_colour, _ = metric_service.results.recolour(rid, "viridis")
+    _, after = metric_service.results.exports(rid, [])
+    assert after != zipped and not zipped.exists() and after.name == "array_all.zip"
+    with zipfile.ZipFile(after) as z:
+        assert z.read("array_depth_color.png") == new_colour.read_bytes()
+        assert sorted(z.namelist()) == sorted(p.name for p in again_files)
+
+
 def test_measure_uses_the_saved_prediction_and_its_focal(metric_service, metric_result):
     rid, a = metric_result.summary["request"], metric_result.array
     m = metric_service.results.measure(rid, [(5, 7), (70, 50)])

@@ -318,6 +318,8 @@ def test_old_request_folders_are_cleaned_up(vitt_service, small_rgb):
     old = vitt_service.settings.temp_dir / "20000101-000000-deadbeef"
     old.mkdir()
     (old / "x.npy").write_bytes(b"0")
+    (old / "colour-2").mkdir()                              # a re-coloured picture's folder goes too
+    (old / "colour-2" / "x_depth_color.png").write_bytes(b"png")
     os.utime(old, (0, 0))
     vitt_service._last_cleanup = 0.0
     vitt_service.run(small_rgb, input_size=70)
