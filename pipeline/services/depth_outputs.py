@@ -4,7 +4,8 @@ Every request (pipeline.services.depth_service.DepthService.run) writes into its
 /predict answers (`write_sent`, the record):
     <stem>_depth_color.png  the colour map (range clipped when asked), an 8-bit palette PNG of the map's
                             256 colours (pipeline.render.colour_image); the n-th re-colouring writes
-                            colour-<n>/<stem>_depth_color.png and removes the one before
+                            colour-<n>/<stem>_depth_color.png and removes the (n-1)-th (this first
+                            picture, the one /predict sent, stays)
     <stem>_depth.npy        float32 (H, W), the prediction itself
     request.json, rgb.npy   the record below, the exact pixels
 and when first asked (`complete`: the page's `show`, /export), made from those:
@@ -16,11 +17,14 @@ and when first asked (`complete`: the page's `show`, /export), made from those:
                             cloud to count, so a filtered one is written before /predict answers)
 The full-resolution and other formats (`EXPORTS`: every-pixel .ply, OpenEXR, .glb mesh, normals,
 8-bit grayscale) are built from the folder when asked (`build_exports`), once, and `zip_outputs`
-packs everything into one zip (zip-<digest of the names>/<stem>_all.zip, made once per set of files).
-No file of a request changes once written, so the page can be sent them where they lie (the studio
-serves the folder as Gradio static files, not copied into its cache); what changes gets a new path,
-and so a new URL: a URL that stayed would let the page keep showing the old picture. The CLI (`python -m pipeline predict --exr --glb --normals`) uses the
-same writers.
+packs everything into one zip (zip-<digest of the names>/<stem>_all.zip, made once per set of files;
+the zip of an earlier set is removed). The CLI (`python -m pipeline predict --exr --glb --normals`)
+uses the same writers.
+
+No file the page is sent changes once written (only request.json does), so the page is sent them
+where they lie (the studio serves the folder as Gradio static files, not copied into its cache); what
+changes gets a new path, and so a new URL: a URL that stayed the same would let the page keep showing
+the old picture.
 
 Intrinsics: the strided viewer cloud keeps the full image's camera. Subsampled pixel i is pixel
 i*step of the image, whose centre lies at i*step + 0.5; with focal f/step the principal point of the
