@@ -90,8 +90,9 @@ class RequestRecord:
     vmax: float | None = None
     voxel_size: float | None = None
     remove_outliers: bool = False
-    viewer_points: int = 0             # the 3D view's point budget when its cloud is made when first asked
-                                       # (no filter); 0: the cloud was written with the request
+    viewer_points: int = 0             # the 3D view's point budget
+    cloud_with_request: bool = False   # its cloud was written before /predict answered (a voxel or outlier
+                                       # filter: the count needs it built); else made when first asked
     recoloured: int = 0                # times re-coloured: the colour picture's path carries it
 
 
@@ -211,7 +212,7 @@ def complete(request: Request) -> dict[str, Path]:
     r = request.record
     jpeg, png, ply = request.path("_input.jpg"), request.path("_depth16.png"), request.path("_points.ply")
     want_png = not png.exists()
-    want_ply = bool(r.viewer_points) and not ply.exists()    # 0: written with the request (a filtered cloud)
+    want_ply = not r.cloud_with_request and r.viewer_points > 0 and not ply.exists()
     jobs = [lambda: _write_jpeg(request, jpeg)] if not jpeg.exists() else []
     if want_png or want_ply:
         array = request.array()

@@ -241,7 +241,7 @@ class DepthService:
             unit=prediction.unit, width=w, height=h, focal_px=float(focal), focal_source=focal_source,
             model=loaded.choice.key, model_title=loaded.choice.title, cmap=cmap, vmin=vmin, vmax=vmax,
             voxel_size=float(voxel_size) if voxel_size else None, remove_outliers=bool(remove_outliers),
-            viewer_points=0 if voxel_size or remove_outliers else self.settings.max_viewer_points)
+            viewer_points=self.settings.max_viewer_points, cloud_with_request=bool(voxel_size or remove_outliers))
         request = depth_outputs.Request(folder, record)
         request.save()
         return request
@@ -258,9 +258,9 @@ class DepthService:
         r = request.record
         files = request.basic_paths()
         array = prediction.array                                         # (H, W) float32
-        cloud = None if r.viewer_points else self._pool.submit(
+        cloud = None if not r.cloud_with_request else self._pool.submit(
             _timed, depth_outputs.write_viewer_cloud, files["ply"], decoded.rgb, array, r.kind, r.focal_px,
-            self.settings.max_viewer_points, r.voxel_size, r.remove_outliers)
+            r.viewer_points, r.voxel_size, r.remove_outliers)
         color, t["color_map"] = _timed(depth_outputs.colour_picture, array, r.kind, r.cmap, r.vmin, r.vmax)
         _, t["sent_files"] = _timed(depth_outputs.write_sent, request, decoded.rgb, array, color)
         (points, step, cloud_note), t["point_cloud"] = (

@@ -224,7 +224,8 @@ def test_a_filtered_cloud_is_written_with_the_request_and_counted_from_it(vitt_s
     result = vitt_service.run(small_rgb, input_size=70, voxel_size=0.05)
     xyz, _ = read_ply_xyz_rgb(result.files["ply"])
     assert 0 < len(xyz) == result.summary["points"] < 60 * 80
-    assert vitt_service.results.open(result.summary["request"]).record.viewer_points == 0
+    record = vitt_service.results.open(result.summary["request"]).record
+    assert record.cloud_with_request and record.viewer_points == vitt_service.settings.max_viewer_points
 
 
 def test_a_file_that_cannot_be_made_later_is_a_one_line_error(vitt_service, small_rgb, monkeypatch):
