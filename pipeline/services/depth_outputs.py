@@ -57,7 +57,8 @@ from ..ranges import Range
 REQUEST_FILE = "request.json"
 RGB_FILE = "rgb.npy"
 REQUEST_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{8}$")
-BASIC = (("input", "_input.jpg"), ("color", "_depth_color.png"), ("depth16", "_depth16.png"),
+COLOUR_SUFFIX = "_depth_color.png"
+BASIC = (("input", "_input.jpg"), ("color", COLOUR_SUFFIX), ("depth16", "_depth16.png"),
          ("npy", "_depth.npy"), ("ply", "_points.ply"))
 
 
@@ -108,8 +109,8 @@ class Request:
         """The colour picture: `<stem>_depth_color.png`, after the n-th re-colouring the same name in
         `colour-<n>/` (a new URL, the same download name)."""
         n = self.record.recoloured if recoloured is None else recoloured
-        name = f"{self.record.stem}_depth_color.png"
-        return self.folder / f"colour-{n}" / name if n else self.folder / name
+        first = self.path(COLOUR_SUFFIX)
+        return self.folder / f"colour-{n}" / first.name if n else first
 
     def basic_paths(self) -> dict[str, Path]:
         """Where each file of the light set is (or will be), by its key in BASIC."""

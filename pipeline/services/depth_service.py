@@ -258,9 +258,9 @@ class DepthService:
         r = request.record
         files = request.basic_paths()
         array = prediction.array                                         # (H, W) float32
-        cloud = None if not r.cloud_with_request else self._pool.submit(
+        cloud = self._pool.submit(
             _timed, depth_outputs.write_viewer_cloud, files["ply"], decoded.rgb, array, r.kind, r.focal_px,
-            r.viewer_points, r.voxel_size, r.remove_outliers)
+            r.viewer_points, r.voxel_size, r.remove_outliers) if r.cloud_with_request else None
         color, t["color_map"] = _timed(depth_outputs.colour_picture, array, r.kind, r.cmap, r.vmin, r.vmax)
         _, t["sent_files"] = _timed(depth_outputs.write_sent, request, decoded.rgb, array, color)
         (points, step, cloud_note), t["point_cloud"] = (
